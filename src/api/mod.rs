@@ -1,0 +1,138 @@
+//! The HTTP API: health, Prometheus metrics, source status and the `/wait`
+//! read-after-write barrier. Errors are JSON `{"error":{"type","message"}}`;
+//! internal details are logged, not sent.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::{Value, json};
+
+use crate::source::Registry;
+use crate::store::Store;
+
+/// Longest `/wait` a client may ask for.
+const MAX_WAIT_MS: u64 = 300_000;
+const DEFAULT_WAIT_MS: u64 = 30_000;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub store: Arc<dyn Store>,
+    pub metrics: PrometheusHandle,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Timeout(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind) = match &self {
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            ApiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "api request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+            }
+        };
+        (status, Json(json!({"error": {"type": kind, "message": self.to_string()}}))).into_response()
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .route("/v1/sources", get(sources))
+        .route("/v1/sources/{name}/wait", get(wait))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<AppState>) -> String {
+    for source in state.registry.all() {
+        if let Some(lag) = source.lag() {
+            metrics::gauge!("tributary_source_lag_ms", "source" => source.name.clone()).set(lag.as_millis() as f64);
+        }
+    }
+    state.metrics.render()
+}
+
+async fn sources(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let mut out = Vec::new();
+    for source in state.registry.all() {
+        let objects = state.store.object_counts(&source.name).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+        let scopes: Vec<Value> = source.scopes().iter().map(|s| s.snapshot()).collect();
+        let platform_cursor = scopes.iter().find(|s| s["account"].is_null()).map(|s| s["cursor"].clone()).unwrap_or(Value::Null);
+        out.push(json!({
+            "name": source.name,
+            "kind": source.kind,
+            "phase": source.phase(),
+            "cursor": platform_cursor,
+            "lag_ms": source.lag().map(|l| l.as_millis() as u64),
+            "objects": objects,
+            "accounts": scopes,
+            "last_error": source.last_error(),
+        }));
+    }
+    Ok(Json(json!({ "sources": out })))
+}
+
+async fn wait(State(state): State<AppState>, Path(name): Path<String>, Query(query): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+    let source = state.registry.get(&name).ok_or_else(|| ApiError::NotFound(format!("no source named '{name}'")))?;
+    let timeout_ms = match query.get("timeout_ms") {
+        None => DEFAULT_WAIT_MS,
+        Some(raw) => match raw.parse::<u64>() {
+            Ok(ms) if ms <= MAX_WAIT_MS => ms,
+            _ => return Err(ApiError::BadRequest(format!("timeout_ms must be an integer from 0 to {MAX_WAIT_MS}, got '{raw}'"))),
+        },
+    };
+    let started = std::time::Instant::now();
+    match tokio::time::timeout(Duration::from_millis(timeout_ms), source.wait()).await {
+        Ok(()) => Ok(Json(json!({"source": name, "waited_ms": started.elapsed().as_millis() as u64}))),
+        Err(_) => Err(ApiError::Timeout(format!("source '{name}' did not apply a new poll within {timeout_ms} ms (phase: {:?})", source.phase()))),
+    }
+}
+
+async fn openapi() -> Json<Value> {
+    let error = json!({"$ref": "#/components/schemas/Error"});
+    Json(json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Tributary", "version": env!("CARGO_PKG_VERSION")},
+        "paths": {
+            "/health": {"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition format"}}}},
+            "/v1/sources": {"get": {"summary": "Every source: phase, cursor, lag, objects per type, per-account progress",
+                "responses": {"200": {"description": "sources"}}}},
+            "/v1/sources/{name}/wait": {"get": {
+                "summary": "Read-after-write barrier: answers once a poll of the upstream that started after the call is applied",
+                "parameters": [
+                    {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}},
+                    {"name": "timeout_ms", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_MS, "default": DEFAULT_WAIT_MS}}
+                ],
+                "responses": {"200": {"description": "applied"}, "400": {"description": "bad timeout", "content": {"application/json": {"schema": error}}},
+                    "404": {"description": "no such source", "content": {"application/json": {"schema": error}}},
+                    "504": {"description": "timed out", "content": {"application/json": {"schema": error}}}}
+            }}
+        },
+        "components": {"schemas": {"Error": {"type": "object", "properties": {"error": {"type": "object",
+            "properties": {"type": {"type": "string"}, "message": {"type": "string"}}, "required": ["type", "message"]}}}}}
+    }))
+}

@@ -1,0 +1,160 @@
+//! `tributary demo`: the simulator and the engine in one process on SQLite,
+//! with a progress bar per resource during backfill and a live status line.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use tokio::net::TcpListener;
+
+use crate::config::{ApiConfig, Config, DatabaseConfig, SourceConfig};
+use crate::engine::Engine;
+use crate::sim::SimArgs;
+use crate::source::{Phase, SourceStatus, stripe::StripeConfig};
+use crate::telemetry;
+
+const KEY_ENV: &str = "TRIBUTARY_DEMO_STRIPE_KEY";
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// SQLite file to mirror into (recreated at start)
+    #[arg(long, default_value = "tributary-demo.db")]
+    pub db: String,
+    /// Customers in the simulated upstream (about 4.8 objects each)
+    #[arg(long, default_value_t = 2000)]
+    pub scale: usize,
+    /// Live upstream mutations per second
+    #[arg(long, default_value_t = 5.0)]
+    pub mutations_per_sec: f64,
+    /// Address of the engine's HTTP API (a free port is used if taken)
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    pub listen: SocketAddr,
+    /// Stop after this many seconds (default: run until Ctrl-C)
+    #[arg(long)]
+    pub duration_secs: Option<u64>,
+}
+
+/// Runs before the async runtime starts (no other threads yet): the demo's
+/// engine reads the simulator's key from the environment like any engine.
+pub fn prepare_env(_args: &DemoArgs) {
+    if std::env::var_os(KEY_ENV).is_none() {
+        // SAFETY: called from `main` before any other thread exists
+        unsafe { std::env::set_var(KEY_ENV, "sk_test_tributary_demo") };
+    }
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let terminal = std::io::stdout().is_terminal();
+    telemetry::init_logging(if terminal { "warn" } else { "info" });
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", args.db));
+    }
+
+    let sim_args = SimArgs {
+        listen: "127.0.0.1:0".parse()?,
+        seed: 7,
+        scale: args.scale,
+        accounts: 3,
+        mutations_per_sec: args.mutations_per_sec,
+        rate_limit: None,
+        fail_rate: 0.0,
+        latency_ms: 0,
+        truncate_rate: 0.0,
+        event_retention_secs: 2_592_000,
+    };
+    let sim_listener = TcpListener::bind(sim_args.listen).await?;
+    let sim_addr = sim_listener.local_addr()?;
+    let sim = sim_args.build();
+    tokio::spawn(crate::sim::serve(sim, sim_listener, std::future::pending()));
+
+    let mut source = StripeConfig::new("stripe", &format!("http://{sim_addr}"), KEY_ENV);
+    source.rate_limit_per_sec = 500;
+    let config = Config {
+        database: DatabaseConfig { url: format!("sqlite://{}", args.db) },
+        api: ApiConfig { listen: args.listen },
+        sources: vec![SourceConfig::Stripe(source)],
+    };
+    config.validate()?;
+    let listener = match TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(_) => TcpListener::bind("127.0.0.1:0").await.context("cannot bind the api")?,
+    };
+    let engine = Engine::start_with_listener(config, listener).await?;
+    let api = engine.api_addr;
+    let status = engine.registry.get("stripe").context("demo source missing")?;
+    println!("tributary demo: simulated Stripe at http://{sim_addr}, engine API at http://{api}, mirroring into {}", args.db);
+
+    let shutdown = async move {
+        match args.duration_secs {
+            Some(secs) => tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(secs)) => {}
+                _ = crate::cli::shutdown_signal() => {}
+            },
+            None => crate::cli::shutdown_signal().await,
+        }
+    };
+    let display = tokio::spawn(show_progress(status, terminal, args.db.clone(), api));
+    let result = engine.serve(shutdown).await;
+    display.abort();
+    result?;
+    println!("demo stopped; the mirror stays in {}", args.db);
+    Ok(())
+}
+
+/// Progress bars while backfilling, then hints and a live status line.
+async fn show_progress(status: std::sync::Arc<SourceStatus>, terminal: bool, db: String, api: SocketAddr) {
+    let bars = MultiProgress::new();
+    if !terminal {
+        bars.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let style = ProgressStyle::with_template("{prefix:>16} [{bar:30}] {pos:>7}/{len:7} {per_sec}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    let mut per_object: std::collections::BTreeMap<String, ProgressBar> = Default::default();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        let mut totals: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+        for scope in status.scopes() {
+            for (object, progress) in scope.resources() {
+                let entry = totals.entry(object).or_default();
+                entry.0 += progress.fetched;
+                entry.1 += progress.total.unwrap_or(progress.fetched);
+            }
+        }
+        for (object, (fetched, total)) in totals {
+            let bar = per_object.entry(object.clone()).or_insert_with(|| {
+                let bar = bars.add(ProgressBar::new(total.max(1)));
+                bar.set_style(style.clone());
+                bar.set_prefix(object);
+                bar
+            });
+            bar.set_length(total.max(fetched).max(1));
+            bar.set_position(fetched);
+        }
+        if status.phase() == Phase::Live {
+            break;
+        }
+    }
+    for bar in per_object.values() {
+        bar.finish();
+    }
+    println!("\nbackfill complete; tailing events live. Try:");
+    println!("  sqlite3 {db} \"select id, json_extract(data, '$.email') from stripe_customer limit 5\"");
+    println!("  sqlite3 {db} \"select id, op, type, object_id from tributary_changes order by id desc limit 5\"");
+    println!("  curl -s http://{api}/v1/sources");
+    println!("  curl -s 'http://{api}/v1/sources/stripe/wait?timeout_ms=5000'");
+    let line = ProgressBar::new_spinner();
+    if !terminal {
+        line.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let lag = status.lag().map(|l| format!("{} ms", l.as_millis())).unwrap_or_else(|| "-".into());
+        line.set_message(format!("live · lag {lag} · Ctrl-C to stop"));
+        line.tick();
+    }
+}

@@ -1,0 +1,141 @@
+//! The command line: `demo`, `run`, `sim`, `status`, `check`. Errors end the
+//! process with exit code 1 and a one-line reason.
+
+pub mod demo;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::sim::{self, SimArgs};
+use crate::telemetry;
+
+#[derive(Debug, Parser)]
+#[command(name = "tributary", version, about = "Mirror third-party APIs into your database and deliver every change")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the simulator and the engine together on SQLite, with live progress
+    Demo(demo::DemoArgs),
+    /// Run the engine: sync every configured source and serve the HTTP API
+    Run {
+        /// Path to tributary.toml
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Serve the Stripe-compatible simulator
+    Sim(SimArgs),
+    /// Show the sources of a running engine
+    Status {
+        /// Base URL of the engine's API
+        #[arg(long, default_value = "http://127.0.0.1:7400")]
+        api: String,
+    },
+    /// Validate a config file and the secrets it names, without starting anything
+    Check {
+        /// Path to tributary.toml
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Demo(args) = &cli.command {
+        demo::prepare_env(args);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let reason = format!("{e:#}").replace('\n', " ");
+            tracing::error!(kind = "fatal", error = %reason, "tributary stopped");
+            eprintln!("error: {reason}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Demo(args) => demo::run(args).await,
+        Command::Run { config } => {
+            telemetry::init_logging("info");
+            let config = Config::load(&config)?;
+            let engine = Engine::start(config).await?;
+            engine.serve(shutdown_signal()).await?;
+            Ok(())
+        }
+        Command::Sim(args) => {
+            telemetry::init_logging("info");
+            let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+            let sim = args.build();
+            tracing::info!(kind = "sim_listening", addr = %listener.local_addr()?, seed = args.seed, scale = args.scale,
+                accounts = args.accounts, "simulator listening");
+            sim::serve(sim, listener, shutdown_signal()).await?;
+            Ok(())
+        }
+        Command::Status { api } => status(&api).await,
+        Command::Check { config } => {
+            let config = Config::load(&config)?;
+            config.check_env()?;
+            println!("config ok: {} source(s), database {}", config.sources.len(), config.database.url);
+            Ok(())
+        }
+    }
+}
+
+async fn status(api: &str) -> anyhow::Result<()> {
+    let url = format!("{}/v1/sources", api.trim_end_matches('/'));
+    let body: serde_json::Value = reqwest::get(&url)
+        .await
+        .with_context(|| format!("cannot reach {url}"))?
+        .json()
+        .await
+        .with_context(|| format!("bad response from {url}"))?;
+    for source in body["sources"].as_array().into_iter().flatten() {
+        let lag = source["lag_ms"].as_u64().map(|l| format!("{l} ms")).unwrap_or_else(|| "-".into());
+        let rows: u64 = source["objects"].as_object().into_iter().flatten().filter_map(|(_, n)| n.as_u64()).sum();
+        println!("{:<16} {:<8} {:<12} lag {:<10} rows {}", source["name"].as_str().unwrap_or("?"), source["kind"].as_str().unwrap_or("?"),
+            source["phase"].as_str().unwrap_or("?"), lag, rows);
+        if let Some(error) = source["last_error"].as_str() {
+            println!("  last error: {error}");
+        }
+    }
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,200 @@
+//! `tributary.toml`: parsed, documented and validated without I/O (beyond
+//! reading the file); runtime pieces are built from the validated config.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::source::stripe::StripeConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}:{line}: {message}")]
+    Parse { path: String, line: usize, message: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("environment variable {var} is not set (named by {field})")]
+    MissingEnv { var: String, field: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+    /// Upstream APIs to mirror.
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` (the embedded default).
+    #[serde(default = "default_database_url")]
+    pub url: String,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig { url: default_database_url() }
+    }
+}
+
+fn default_database_url() -> String {
+    "sqlite://tributary.db".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address of the HTTP API (health, metrics, sources, wait).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { listen: default_listen() }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7400))
+}
+
+/// One upstream, selected by `kind`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SourceConfig {
+    /// A Stripe-compatible API: lists plus `/v1/events`.
+    Stripe(StripeConfig),
+}
+
+impl SourceConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            SourceConfig::Stripe(c) => &c.name,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::Stripe(_) => "stripe",
+        }
+    }
+}
+
+impl Config {
+    /// Read, parse and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+        Config::parse(&text, &shown)
+    }
+
+    pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1)).unwrap_or(1);
+            ConfigError::Parse { path: path.to_string(), line, message: e.message().trim().to_string() }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.database.url.starts_with("sqlite:") {
+            return Err(ConfigError::Invalid(format!(
+                "database.url '{}' is not supported: use sqlite://PATH",
+                self.database.url
+            )));
+        }
+        let mut names = HashSet::new();
+        for source in &self.sources {
+            if !names.insert(source.name()) {
+                return Err(ConfigError::Invalid(format!("two sources are named '{}'", source.name())));
+            }
+            match source {
+                SourceConfig::Stripe(c) => c.validate()?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Check that every secret the config names is present in the environment.
+    pub fn check_env(&self) -> Result<(), ConfigError> {
+        for source in &self.sources {
+            match source {
+                SourceConfig::Stripe(c) => {
+                    c.api_key()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[database]
+url = "sqlite://./t.db"
+[api]
+listen = "127.0.0.1:7400"
+[[sources]]
+name = "stripe"
+kind = "stripe"
+base_url = "http://127.0.0.1:12111"
+api_key_env = "STRIPE_API_KEY"
+rate_limit_per_sec = 50
+concurrency = 50
+poll_interval_ms = 500
+"#;
+
+    #[test]
+    fn parses_the_documented_example_with_defaults() {
+        let config = Config::parse(GOOD, "t.toml").unwrap();
+        let SourceConfig::Stripe(s) = &config.sources[0];
+        assert_eq!(s.resources().len(), 7);
+        assert_eq!(s.poll_interval_ms, 500);
+    }
+
+    #[test]
+    fn rejects_unknown_fields_with_a_line_number() {
+        let err = Config::parse(&GOOD.replace("concurrency = 50", "concurency = 50"), "t.toml").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("t.toml:"), "{text}");
+        assert!(text.contains("concurency"), "{text}");
+        assert!(!text.contains('\n'), "one line: {text}");
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        for (from, to) in [
+            ("name = \"stripe\"", "name = \"Stripe Prod\""),
+            ("rate_limit_per_sec = 50", "rate_limit_per_sec = 0"),
+            ("concurrency = 50", "concurrency = 0"),
+            ("base_url = \"http://127.0.0.1:12111\"", "base_url = \"not a url\""),
+            ("poll_interval_ms = 500", "resources = [\"customers\", \"spaceships\"]"),
+            ("url = \"sqlite://./t.db\"", "url = \"mysql://x\""),
+        ] {
+            let text = GOOD.replace(from, to);
+            assert!(Config::parse(&text, "t.toml").is_err(), "accepted: {to}");
+        }
+    }
+
+    #[test]
+    fn missing_secret_names_the_variable() {
+        let text = GOOD.replace("STRIPE_API_KEY", "TRIBUTARY_TEST_SURELY_UNSET_KEY");
+        let err = Config::parse(&text, "t.toml").unwrap().check_env().unwrap_err();
+        assert!(err.to_string().contains("TRIBUTARY_TEST_SURELY_UNSET_KEY"));
+    }
+}

@@ -1,0 +1,78 @@
+//! The engine: opens the store, starts every source and the HTTP API, and
+//! runs until shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use crate::api::{self, AppState};
+use crate::config::{Config, ConfigError, SourceConfig};
+use crate::source::{Registry, SourceStatus, stripe};
+use crate::store::{self, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("api server: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A started engine: sources are syncing and the API is bound.
+pub struct Engine {
+    pub registry: Arc<Registry>,
+    pub api_addr: SocketAddr,
+    listener: TcpListener,
+    state: AppState,
+    tasks: JoinSet<()>,
+}
+
+impl Engine {
+    /// Validate secrets, open the store, bind the API and start every source.
+    pub async fn start(config: Config) -> Result<Engine, EngineError> {
+        config.check_env()?;
+        let listener = TcpListener::bind(config.api.listen).await.map_err(|source| EngineError::Listen { addr: config.api.listen, source })?;
+        Self::start_with_listener(config, listener).await
+    }
+
+    pub async fn start_with_listener(config: Config, listener: TcpListener) -> Result<Engine, EngineError> {
+        let api_addr = listener.local_addr().map_err(EngineError::Serve)?;
+        let store = store::open(&config.database.url).await?;
+        let registry = Arc::new(Registry::default());
+        let mut tasks = JoinSet::new();
+        for source in config.sources {
+            let status = SourceStatus::new(source.name(), source.kind());
+            registry.add(status.clone());
+            match source {
+                SourceConfig::Stripe(c) => {
+                    let api_key = c.api_key()?;
+                    let store = store.clone();
+                    tasks.spawn(async move {
+                        let name = c.name.clone();
+                        if let Err(e) = stripe::run(c, api_key, store, status).await {
+                            tracing::error!(kind = "source_error", source = %name, error = %e, "source stopped");
+                        }
+                    });
+                }
+            }
+        }
+        let state = AppState { registry: registry.clone(), store, metrics: crate::telemetry::metrics() };
+        tracing::info!(kind = "engine_started", api = %api_addr, "engine started");
+        Ok(Engine { registry, api_addr, listener, state, tasks })
+    }
+
+    /// Serve the API until `shutdown` resolves, then stop every source.
+    pub async fn serve(mut self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), EngineError> {
+        let result = axum::serve(self.listener, api::router(self.state)).with_graceful_shutdown(shutdown).await;
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        tracing::info!(kind = "engine_stopped", "engine stopped");
+        result.map_err(EngineError::Serve)
+    }
+}

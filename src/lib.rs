@@ -1,0 +1,22 @@
+//! Tributary mirrors third-party APIs into your database and delivers every
+//! change. The modules follow the data flow:
+//!
+//! - [`sim`]: a Stripe-compatible upstream (seeded data, live traffic, faults)
+//! - [`source`]: pulls data in — [`source::stripe`] backfills and tails `/v1/events`
+//! - [`store`]: mirror tables and the change log, committed with checkpoints
+//! - [`api`]: health, metrics, source status and the `/wait` barrier
+//! - [`engine`]: wires config, store, sources and API together
+//! - [`config`]: `tributary.toml`, validated before anything starts
+//! - [`cli`]: the `tributary` command
+//! - [`telemetry`]: logs (JSON off a terminal) and Prometheus metrics
+//! - [`stripe_api`]: the Stripe API surface the sim and the source share
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod sim;
+pub mod source;
+pub mod store;
+pub mod stripe_api;
+pub mod telemetry;

@@ -1,0 +1,333 @@
+//! HTTP face of the simulator: Stripe's `/v1` routes (auth, accounts,
+//! idempotency, fault injection) and the `/__sim` control routes.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use parking_lot::{Mutex, RwLock};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::data::{NESTED, object_for_resource};
+use super::form;
+use super::state::{ApiError, ListParams, PLATFORM, Replay, World};
+
+/// Faults injected into `/v1` responses; changeable at run time through
+/// `POST /__sim/faults`.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Faults {
+    /// Requests per second served before answering 429 (none: unlimited).
+    #[serde(default)]
+    pub rate_limit: Option<u32>,
+    /// Share of requests answered with a random 500.
+    #[serde(default)]
+    pub fail_rate: f64,
+    /// Added to every response.
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// Share of successful responses whose JSON body is cut in half.
+    #[serde(default)]
+    pub truncate_rate: f64,
+    /// Answer every request 401, as if the API key had been revoked.
+    #[serde(default)]
+    pub unauthorized: bool,
+}
+
+#[derive(Default)]
+struct Stats {
+    requests: AtomicU64,
+    rate_limited: AtomicU64,
+    failed: AtomicU64,
+    truncated: AtomicU64,
+    /// Requests per route (`GET /v1/customers`, `GET /v1/invoices/{id}/lines`).
+    by_route: Mutex<BTreeMap<String, u64>>,
+}
+
+pub struct Sim {
+    pub world: Mutex<World>,
+    faults: RwLock<Faults>,
+    limiter: RwLock<Option<Arc<DefaultDirectRateLimiter>>>,
+    stats: Stats,
+    rng: Mutex<StdRng>,
+    /// Live mutations per second; the traffic task follows this value.
+    pub traffic: watch::Sender<f64>,
+}
+
+impl Sim {
+    pub fn new(world: World, faults: Faults, mutations_per_sec: f64, seed: u64) -> Arc<Self> {
+        let sim = Sim {
+            world: Mutex::new(world),
+            faults: RwLock::new(Faults::default()),
+            limiter: RwLock::new(None),
+            stats: Stats::default(),
+            rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0xfa17)),
+            traffic: watch::Sender::new(mutations_per_sec),
+        };
+        sim.set_faults(faults);
+        Arc::new(sim)
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        *self.limiter.write() = faults
+            .rate_limit
+            .and_then(NonZeroU32::new)
+            .map(|r| Arc::new(RateLimiter::direct(Quota::per_second(r))));
+        *self.faults.write() = faults;
+    }
+
+    fn roll(&self, probability: f64) -> bool {
+        probability > 0.0 && self.rng.lock().gen_bool(probability.min(1.0))
+    }
+}
+
+pub fn router(sim: Arc<Sim>) -> Router {
+    Router::new()
+        .route("/v1/{*path}", any(stripe_api))
+        .route("/__sim/state", get(state))
+        .route("/__sim/stats", get(stats))
+        .route("/__sim/event_times", get(event_times))
+        .route("/__sim/traffic", post(traffic))
+        .route("/__sim/faults", get(get_faults).post(set_faults))
+        .with_state(sim)
+}
+
+fn json_response(status: u16, body: &Value) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+fn error_response(error: &ApiError) -> Response {
+    json_response(error.status, &error.body())
+}
+
+/// `/v1/invoices/in_123/lines` → `GET /v1/invoices/{id}/lines`.
+fn route_key(method: &Method, path: &str) -> String {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let mut key = format!("{method} /{}", segments.iter().take(2).copied().collect::<Vec<_>>().join("/"));
+    if segments.len() > 2 {
+        key.push_str("/{id}");
+    }
+    for rest in segments.iter().skip(3) {
+        key.push('/');
+        key.push_str(rest);
+    }
+    key
+}
+
+async fn stripe_api(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let path = uri.path().to_string();
+    sim.stats.requests.fetch_add(1, Ordering::Relaxed);
+    *sim.stats.by_route.lock().entry(route_key(&method, &path)).or_default() += 1;
+
+    let faults = sim.faults.read().clone();
+    if faults.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
+    }
+    let key_ok = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|k| k.starts_with("sk_test_") && k.len() > "sk_test_".len());
+    if !key_ok || faults.unauthorized {
+        return error_response(&ApiError {
+            status: 401,
+            kind: "invalid_request_error",
+            code: None,
+            param: None,
+            message: "Invalid API Key provided. Use `Authorization: Bearer sk_test_...`".into(),
+        });
+    }
+    let limiter = sim.limiter.read().clone();
+    if limiter.is_some_and(|l| l.check().is_err()) {
+        sim.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+        let mut response = error_response(&ApiError {
+            status: 429,
+            kind: "rate_limit_error",
+            code: Some("rate_limit"),
+            param: None,
+            message: "Too many requests hit the API too quickly.".into(),
+        });
+        response.headers_mut().insert(header::RETRY_AFTER, "1".parse().expect("static header"));
+        return response;
+    }
+    if sim.roll(faults.fail_rate) {
+        sim.stats.failed.fetch_add(1, Ordering::Relaxed);
+        return error_response(&ApiError { status: 500, kind: "api_error", code: None, param: None, message: "An unknown error occurred (injected).".into() });
+    }
+
+    let scope = match headers.get("stripe-account").and_then(|v| v.to_str().ok()) {
+        None => PLATFORM.to_string(),
+        Some(account) if sim.world.lock().has_scope(account) && account != PLATFORM => account.to_string(),
+        Some(account) => {
+            return error_response(&ApiError {
+                status: 403,
+                kind: "invalid_request_error",
+                code: Some("account_invalid"),
+                param: None,
+                message: format!("The provided key does not have access to account '{account}' (or that account does not exist)."),
+            });
+        }
+    };
+
+    let query = form::decode(uri.query().unwrap_or_default().as_bytes());
+    let params = if method == Method::POST { form::decode(&body) } else { query.clone() };
+    let idempotency_key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(String::from);
+    let request = format!("{method} {path} {params}");
+    if method == Method::POST {
+        if let Some(key) = &idempotency_key {
+            if let Some(replay) = sim.world.lock().replay(&scope, key).cloned() {
+                if replay.request != request {
+                    return error_response(&ApiError {
+                        status: 400,
+                        kind: "idempotency_error",
+                        code: None,
+                        param: None,
+                        message: format!("Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '{key}' if you meant to execute a different request."),
+                    });
+                }
+                let mut response = json_response(replay.status, &replay.body);
+                response.headers_mut().insert("idempotent-replayed", "true".parse().expect("static header"));
+                return response;
+            }
+        }
+    }
+
+    let result = dispatch(&sim, &method, &path, &scope, &query, &params);
+    let (status, body) = match result {
+        Ok(body) => (200, body),
+        Err(error) => (error.status, error.body()),
+    };
+    if let (true, Some(key)) = (method == Method::POST, &idempotency_key) {
+        sim.world.lock().remember(&scope, key, Replay { request, status, body: body.clone() });
+    }
+    if status == 200 && sim.roll(faults.truncate_rate) {
+        sim.stats.truncated.fetch_add(1, Ordering::Relaxed);
+        let text = body.to_string();
+        let cut = text.len() / 2;
+        return (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], Body::from(text[..cut].to_string())).into_response();
+    }
+    json_response(status, &body)
+}
+
+fn not_found(path: &str) -> ApiError {
+    ApiError { status: 404, kind: "invalid_request_error", code: None, param: None, message: format!("Unrecognized request URL ({path}).") }
+}
+
+fn dispatch(sim: &Sim, method: &Method, path: &str, scope: &str, query: &Value, params: &Value) -> Result<Value, ApiError> {
+    let segments: Vec<&str> = path.trim_start_matches("/v1/").trim_end_matches('/').split('/').collect();
+    let mut world = sim.world.lock();
+    match (method, segments.as_slice()) {
+        (&Method::GET, ["accounts"]) => {
+            let accounts: Vec<Value> = world.accounts().iter().rev().cloned().collect();
+            Ok(json!({"object": "list", "data": accounts, "has_more": false, "url": "/v1/accounts"}))
+        }
+        (&Method::GET, ["events"]) => world.events(scope, &ListParams::from_query(query)?),
+        (&Method::GET, ["subscription_items"]) => {
+            let subscription = query["subscription"].as_str().ok_or_else(|| ApiError::invalid("subscription", "Missing required param: subscription.".into()))?;
+            world.nested(scope, "subscription", subscription, "items", &ListParams::from_query(query)?, path)
+        }
+        (&Method::GET, [resource, id, field]) => {
+            let object = object_for_resource(resource).ok_or_else(|| not_found(path))?;
+            if !NESTED.contains(&(object, *field)) {
+                return Err(not_found(path));
+            }
+            world.nested(scope, object, id, field, &ListParams::from_query(query)?, path)
+        }
+        (_, [resource, rest @ ..]) => {
+            let object = object_for_resource(resource).ok_or_else(|| not_found(path))?;
+            match (method, rest) {
+                (&Method::GET, []) => world.list(scope, object, &ListParams::from_query(query)?, path),
+                (&Method::POST, []) => world.create(scope, object, params),
+                (&Method::GET, [id]) => world.retrieve(scope, object, id),
+                (&Method::POST, [id]) => world.update(scope, object, id, params),
+                (&Method::DELETE, [id]) => world.delete(scope, object, id),
+                _ => Err(not_found(path)),
+            }
+        }
+        _ => Err(not_found(path)),
+    }
+}
+
+#[derive(Deserialize)]
+struct StateQuery {
+    /// `platform` or an account id; absent: every account.
+    account: Option<String>,
+}
+
+async fn state(State(sim): State<Arc<Sim>>, Query(q): Query<StateQuery>) -> Response {
+    let scope = q.account.map(|a| if a == "platform" { PLATFORM.to_string() } else { a });
+    let truth = sim.world.lock().truth(scope.as_deref());
+    json_response(200, &truth)
+}
+
+async fn stats(State(sim): State<Arc<Sim>>) -> Response {
+    let s = &sim.stats;
+    json_response(200, &json!({
+        "requests": s.requests.load(Ordering::Relaxed),
+        "rate_limited": s.rate_limited.load(Ordering::Relaxed),
+        "failed": s.failed.load(Ordering::Relaxed),
+        "truncated": s.truncated.load(Ordering::Relaxed),
+        "by_route": *s.by_route.lock(),
+    }))
+}
+
+async fn event_times(State(sim): State<Arc<Sim>>) -> Response {
+    let times = sim.world.lock().event_times();
+    json_response(200, &Value::Object(times))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrafficBody {
+    mutations_per_sec: f64,
+}
+
+async fn traffic(State(sim): State<Arc<Sim>>, body: Result<axum::Json<TrafficBody>, axum::extract::rejection::JsonRejection>) -> Response {
+    match body {
+        Ok(axum::Json(t)) if t.mutations_per_sec >= 0.0 && t.mutations_per_sec.is_finite() => {
+            sim.traffic.send_replace(t.mutations_per_sec);
+            json_response(200, &json!({"mutations_per_sec": t.mutations_per_sec}))
+        }
+        Ok(_) => json_response(400, &json!({"error": {"type": "invalid_request_error", "message": "mutations_per_sec must be a finite number >= 0"}})),
+        Err(e) => json_response(400, &json!({"error": {"type": "invalid_request_error", "message": e.body_text()}})),
+    }
+}
+
+async fn get_faults(State(sim): State<Arc<Sim>>) -> Response {
+    json_response(200, &json!(*sim.faults.read()))
+}
+
+async fn set_faults(State(sim): State<Arc<Sim>>, body: Result<axum::Json<Faults>, axum::extract::rejection::JsonRejection>) -> Response {
+    match body {
+        Ok(axum::Json(faults)) => {
+            sim.set_faults(faults.clone());
+            json_response(200, &json!(faults))
+        }
+        Err(e) => json_response(400, &json!({"error": {"type": "invalid_request_error", "message": e.body_text()}})),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_keys_hide_ids() {
+        assert_eq!(route_key(&Method::GET, "/v1/customers"), "GET /v1/customers");
+        assert_eq!(route_key(&Method::GET, "/v1/invoices/in_1/lines"), "GET /v1/invoices/{id}/lines");
+        assert_eq!(route_key(&Method::POST, "/v1/customers/cus_1"), "POST /v1/customers/{id}");
+    }
+}

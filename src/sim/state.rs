@@ -1,0 +1,649 @@
+//! The simulator's ground truth: accounts, objects per type, events, and the
+//! Stripe semantics over them (cursor pagination, nested lists, idempotency).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use serde_json::{Map, Value, json};
+
+use super::data::{self, Gen, NESTED, NESTED_INLINE, RESOURCES, Refs};
+use super::form::coerce;
+
+/// Scope key of the platform account (requests without `Stripe-Account`).
+pub const PLATFORM: &str = "";
+
+/// An error in Stripe's shape; `status` is the HTTP status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: u16,
+    pub kind: &'static str,
+    pub code: Option<&'static str>,
+    pub param: Option<String>,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn invalid(param: &str, message: String) -> Self {
+        ApiError { status: 400, kind: "invalid_request_error", code: Some("parameter_invalid"), param: Some(param.into()), message }
+    }
+
+    pub fn missing(param: &str, object: &str, id: &str) -> Self {
+        ApiError {
+            status: 404,
+            kind: "invalid_request_error",
+            code: Some("resource_missing"),
+            param: Some(param.into()),
+            message: format!("No such {object}: '{id}'"),
+        }
+    }
+
+    pub fn body(&self) -> Value {
+        let mut error = json!({"type": self.kind, "message": self.message});
+        if let Some(code) = self.code {
+            error["code"] = json!(code);
+        }
+        if let Some(param) = &self.param {
+            error["param"] = json!(param);
+        }
+        json!({ "error": error })
+    }
+}
+
+/// `limit`, `starting_after`, `ending_before` of a list request.
+#[derive(Debug, Default, Clone)]
+pub struct ListParams {
+    pub limit: usize,
+    pub starting_after: Option<String>,
+    pub ending_before: Option<String>,
+    pub include_total_count: bool,
+}
+
+impl ListParams {
+    pub fn from_query(query: &Value) -> Result<Self, ApiError> {
+        let text = |k: &str| query.get(k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(String::from);
+        let limit = match text("limit") {
+            None => 10,
+            Some(raw) => match raw.parse::<usize>() {
+                Ok(n) if (1..=100).contains(&n) => n,
+                _ => return Err(ApiError::invalid("limit", format!("Invalid limit: must be an integer between 1 and 100, got '{raw}'"))),
+            },
+        };
+        let starting_after = text("starting_after");
+        let ending_before = text("ending_before");
+        if starting_after.is_some() && ending_before.is_some() {
+            return Err(ApiError::invalid("ending_before", "You may only specify one of starting_after and ending_before".into()));
+        }
+        let include_total_count = query
+            .get("include")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|v| v == "total_count"));
+        Ok(ListParams { limit, starting_after, ending_before, include_total_count })
+    }
+}
+
+/// Where a page starts, resolved from the cursor ids.
+enum Anchor {
+    Top,
+    After(u64),
+    Before(u64),
+}
+
+/// Objects of one type in one account, in creation order.
+#[derive(Default)]
+struct Table {
+    rows: BTreeMap<u64, Value>,
+    /// Sequence of every id ever created here, deleted ones too, so a cursor
+    /// on a deleted object still pages correctly.
+    seq_of: HashMap<String, u64>,
+}
+
+struct Event {
+    created_ms: i64,
+    value: Value,
+}
+
+#[derive(Default)]
+struct Scope {
+    tables: BTreeMap<&'static str, Table>,
+    events: BTreeMap<u64, Event>,
+    event_seq_of: HashMap<String, u64>,
+}
+
+/// A stored response for an idempotency key.
+#[derive(Clone)]
+pub struct Replay {
+    pub request: String,
+    pub status: u16,
+    pub body: Value,
+}
+
+pub struct World {
+    rng: StdRng,
+    scopes: BTreeMap<String, Scope>,
+    accounts: Vec<Value>,
+    next_seq: u64,
+    next_event_seq: u64,
+    /// Revision stamped into `metadata.rev` by live updates: strictly
+    /// increasing, so tests can tell whether a state is older than another.
+    next_rev: u64,
+    event_retention: Duration,
+    idempotency: HashMap<(String, String), Replay>,
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl World {
+    pub fn seeded(seed: u64, scale: usize, accounts: usize, event_retention: Duration) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut world = World {
+            rng: StdRng::seed_from_u64(seed ^ 0x5eed),
+            scopes: BTreeMap::new(),
+            accounts: Vec::new(),
+            next_seq: 1,
+            next_event_seq: 1,
+            next_rev: 1,
+            event_retention,
+            idempotency: HashMap::new(),
+        };
+        world.scopes.insert(PLATFORM.to_string(), Scope::default());
+        for i in 0..accounts {
+            let id = data::random_id(&mut rng, "account");
+            world.accounts.push(json!({
+                "id": id, "object": "account", "business_profile": {"name": format!("Seller {}", i + 1), "url": null},
+                "charges_enabled": true, "country": "US", "created": data::seeded_created(i), "default_currency": "usd",
+                "details_submitted": true, "email": format!("seller{}@example.com", i + 1), "payouts_enabled": true,
+                "type": "custom"
+            }));
+            world.scopes.insert(id, Scope::default());
+        }
+        let scope_ids: Vec<String> = world.scopes.keys().cloned().collect();
+        let mut customers_per_scope: BTreeMap<String, usize> = BTreeMap::new();
+        for _ in 0..scale {
+            let scope = &scope_ids[rng.gen_range(0..scope_ids.len())];
+            *customers_per_scope.entry(scope.clone()).or_default() += 1;
+        }
+        let mut index = 0;
+        for (scope, customers) in customers_per_scope {
+            let mut g = Gen { rng: &mut rng, created: 0 };
+            let mut objects = Vec::new();
+            let mut prices = Vec::new();
+            for _ in 0..customers.div_ceil(10) {
+                g.created = data::seeded_created(index);
+                index += 1;
+                let product = g.product();
+                for _ in 0..2 {
+                    let price = g.price(product["id"].as_str().unwrap_or_default());
+                    prices.push(price["id"].as_str().unwrap_or_default().to_string());
+                    objects.push(price);
+                }
+                objects.push(product);
+            }
+            let price_refs: Vec<&str> = prices.iter().map(String::as_str).collect();
+            for _ in 0..customers {
+                g.created = data::seeded_created(index);
+                index += 1;
+                let customer = g.customer();
+                let cus = customer["id"].as_str().unwrap_or_default().to_string();
+                objects.push(customer);
+                objects.push(g.charge(&cus));
+                objects.push(g.payment_intent(&cus));
+                let lines = if g.rng.gen_bool(0.03) { g.rng.gen_range(11..=25) } else { g.rng.gen_range(1..=4) };
+                objects.push(g.invoice(&cus, lines));
+                if g.rng.gen_bool(0.5) {
+                    objects.push(g.subscription(&cus, &price_refs));
+                }
+            }
+            for object in objects {
+                world.insert(&scope, object);
+            }
+        }
+        world
+    }
+
+    pub fn accounts(&self) -> &[Value] {
+        &self.accounts
+    }
+
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.contains_key(scope)
+    }
+
+    fn insert(&mut self, scope: &str, object: Value) {
+        let kind = table_key(object["object"].as_str().unwrap_or_default());
+        let id = object["id"].as_str().unwrap_or_default().to_string();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let table = self.scope_mut(scope).tables.entry(kind).or_default();
+        table.seq_of.insert(id, seq);
+        table.rows.insert(seq, object);
+    }
+
+    fn scope_mut(&mut self, scope: &str) -> &mut Scope {
+        self.scopes.entry(scope.to_string()).or_default()
+    }
+
+    fn table(&self, scope: &str, object: &str) -> Option<&Table> {
+        self.scopes.get(scope)?.tables.get(object)
+    }
+
+    fn find(&self, scope: &str, object: &str, id: &str) -> Option<&Value> {
+        let table = self.table(scope, object)?;
+        table.rows.get(table.seq_of.get(id)?)
+    }
+
+    fn find_mut(&mut self, scope: &str, object: &str, id: &str) -> Option<&mut Value> {
+        let table = self.scopes.get_mut(scope)?.tables.get_mut(object)?;
+        let seq = *table.seq_of.get(id)?;
+        table.rows.get_mut(&seq)
+    }
+
+    pub fn list(&self, scope: &str, object: &str, params: &ListParams, url: &str) -> Result<Value, ApiError> {
+        let empty = Table::default();
+        let table = self.table(scope, object).unwrap_or(&empty);
+        let resolve = |id: &str, param: &str| {
+            table.seq_of.get(id).copied().ok_or_else(|| ApiError::missing(param, object, id))
+        };
+        let anchor = match (&params.starting_after, &params.ending_before) {
+            (Some(id), _) => Anchor::After(resolve(id, "starting_after")?),
+            (_, Some(id)) => Anchor::Before(resolve(id, "ending_before")?),
+            _ => Anchor::Top,
+        };
+        let (items, has_more) = page_desc(&table.rows, anchor, params.limit);
+        let mut list = list_json(url, items.into_iter().map(render).collect(), has_more);
+        if params.include_total_count {
+            list["total_count"] = json!(table.rows.len());
+        }
+        Ok(list)
+    }
+
+    pub fn retrieve(&self, scope: &str, object: &str, id: &str) -> Result<Value, ApiError> {
+        self.find(scope, object, id).map(render).ok_or_else(|| ApiError::missing("id", object, id))
+    }
+
+    /// A page of a nested list (invoice lines, subscription items), in list order.
+    pub fn nested(&self, scope: &str, object: &str, id: &str, field: &str, params: &ListParams, url: &str) -> Result<Value, ApiError> {
+        let parent = self.find(scope, object, id).ok_or_else(|| ApiError::missing("id", object, id))?;
+        let items = parent[field]["data"].as_array().cloned().unwrap_or_default();
+        let position = |cursor: &str, param: &str| {
+            items
+                .iter()
+                .position(|item| item["id"] == cursor)
+                .ok_or_else(|| ApiError::missing(param, "item", cursor))
+        };
+        let (start, end, has_more) = match (&params.starting_after, &params.ending_before) {
+            (Some(cursor), _) => {
+                let start = position(cursor, "starting_after")? + 1;
+                let end = (start + params.limit).min(items.len());
+                (start, end, end < items.len())
+            }
+            (_, Some(cursor)) => {
+                let end = position(cursor, "ending_before")?;
+                let start = end.saturating_sub(params.limit);
+                (start, end, start > 0)
+            }
+            _ => {
+                let end = params.limit.min(items.len());
+                (0, end, end < items.len())
+            }
+        };
+        Ok(list_json(url, items[start..end].to_vec(), has_more))
+    }
+
+    pub fn events(&mut self, scope: &str, params: &ListParams) -> Result<Value, ApiError> {
+        self.expire_events();
+        let Some(state) = self.scopes.get(scope) else { return Ok(list_json("/v1/events", vec![], false)) };
+        let resolve = |id: &str, param: &str| {
+            state.event_seq_of.get(id).copied().ok_or_else(|| ApiError::missing(param, "event", id))
+        };
+        let anchor = match (&params.starting_after, &params.ending_before) {
+            (Some(id), _) => Anchor::After(resolve(id, "starting_after")?),
+            (_, Some(id)) => Anchor::Before(resolve(id, "ending_before")?),
+            _ => Anchor::Top,
+        };
+        let (items, has_more) = page_desc_by(&state.events, anchor, params.limit, |e| &e.value);
+        Ok(list_json("/v1/events", items.into_iter().map(render_event).collect(), has_more))
+    }
+
+    /// Creation time (ms) of every retained event, for lag measurements.
+    pub fn event_times(&self) -> Map<String, Value> {
+        self.scopes
+            .values()
+            .flat_map(|s| s.events.values())
+            .map(|e| (e.value["id"].as_str().unwrap_or_default().to_string(), json!(e.created_ms)))
+            .collect()
+    }
+
+    fn expire_events(&mut self) {
+        let cutoff = now_ms() - self.event_retention.as_millis() as i64;
+        for scope in self.scopes.values_mut() {
+            while let Some(entry) = scope.events.first_entry() {
+                if entry.get().created_ms >= cutoff {
+                    break;
+                }
+                let event = entry.remove();
+                scope.event_seq_of.remove(event.value["id"].as_str().unwrap_or_default());
+            }
+        }
+    }
+
+    fn emit(&mut self, scope: &str, object: &Value, verb: &str, previous: Option<Value>) {
+        let kind = object["object"].as_str().unwrap_or_default();
+        let prefix = if kind == "subscription" { "customer.subscription" } else { kind };
+        let id = data::random_id(&mut self.rng, "event");
+        let created_ms = now_ms();
+        let mut event = json!({
+            "id": id, "object": "event", "api_version": "2024-06-20", "created": created_ms / 1000,
+            "data": {"object": object}, "livemode": false, "pending_webhooks": 0,
+            "request": {"id": null, "idempotency_key": null}, "type": format!("{prefix}.{verb}")
+        });
+        if let Some(previous) = previous {
+            event["data"]["previous_attributes"] = previous;
+        }
+        if scope != PLATFORM {
+            event["account"] = json!(scope);
+        }
+        let seq = self.next_event_seq;
+        self.next_event_seq += 1;
+        let state = self.scope_mut(scope);
+        state.event_seq_of.insert(id, seq);
+        state.events.insert(seq, Event { created_ms, value: event });
+    }
+
+    fn refs(&mut self, scope: &str) -> Refs {
+        let customer = self.random_id_of(scope, "customer").unwrap_or_else(|| "cus_none".into());
+        let product = self.random_id_of(scope, "product").unwrap_or_else(|| "prod_none".into());
+        let prices = self.random_id_of(scope, "price").into_iter().collect::<Vec<_>>();
+        Refs { customer, product, prices: if prices.is_empty() { vec!["price_none".into()] } else { prices } }
+    }
+
+    fn random_id_of(&mut self, scope: &str, object: &str) -> Option<String> {
+        let table = self.scopes.get(scope)?.tables.get(object)?;
+        let (&first, _) = table.rows.first_key_value()?;
+        let (&last, _) = table.rows.last_key_value()?;
+        let pick = self.rng.gen_range(first..=last);
+        let (_, value) = table.rows.range(pick..).next()?;
+        value["id"].as_str().map(String::from)
+    }
+
+    pub fn create(&mut self, scope: &str, object: &str, params: &Value) -> Result<Value, ApiError> {
+        let mut refs = self.refs(scope);
+        let param_str = |k: &str| params.get(k).and_then(Value::as_str).map(String::from);
+        if let Some(customer) = param_str("customer") {
+            refs.customer = customer;
+        }
+        if let Some(product) = param_str("product") {
+            refs.product = product;
+        }
+        if let Some(items) = params.get("items").and_then(Value::as_array) {
+            refs.prices = items.iter().filter_map(|i| i["price"].as_str().map(String::from)).collect();
+        }
+        let mut g = Gen { rng: &mut self.rng, created: now_ms() / 1000 };
+        let mut created = data::generate(&mut g, object, &refs);
+        let fields: Map<String, Value> = params
+            .as_object()
+            .map(|m| m.iter().filter(|(k, _)| !matches!(k.as_str(), "items" | "expand")).map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        apply_params(&mut created, &fields)?;
+        self.insert(scope, created.clone());
+        self.emit(scope, &created, "created", None);
+        Ok(render(&created))
+    }
+
+    pub fn update(&mut self, scope: &str, object: &str, id: &str, params: &Value) -> Result<Value, ApiError> {
+        let fields = params.as_object().cloned().unwrap_or_default();
+        let current = self.find_mut(scope, object, id).ok_or_else(|| ApiError::missing("id", object, id))?;
+        let previous = apply_params(current, &fields)?;
+        let updated = current.clone();
+        if !previous.is_empty() {
+            self.emit(scope, &updated, "updated", Some(Value::Object(previous)));
+        }
+        Ok(render(&updated))
+    }
+
+    pub fn delete(&mut self, scope: &str, object: &str, id: &str) -> Result<Value, ApiError> {
+        let missing = || ApiError::missing("id", object, id);
+        let table = self.scopes.get_mut(scope).and_then(|s| s.tables.get_mut(object)).ok_or_else(missing)?;
+        let seq = *table.seq_of.get(id).ok_or_else(missing)?;
+        let removed = table.rows.remove(&seq).ok_or_else(missing)?;
+        self.emit(scope, &removed, "deleted", None);
+        Ok(json!({"id": id, "object": object, "deleted": true}))
+    }
+
+    /// One random create, update or delete, as live traffic does.
+    pub fn random_mutation(&mut self) {
+        let scopes: Vec<String> = self.scopes.keys().cloned().collect();
+        let scope = scopes[self.rng.gen_range(0..scopes.len())].clone();
+        let object = RESOURCES[self.rng.gen_range(0..RESOURCES.len())].1;
+        let roll: f64 = self.rng.r#gen();
+        let target = if roll < 0.35 { None } else { self.random_id_of(&scope, object) };
+        let result = match target {
+            None => self.create(&scope, object, &json!({})).map(|_| ()),
+            Some(id) if roll > 0.92 => self.delete(&scope, object, &id).map(|_| ()),
+            Some(id) => {
+                let Some(current) = self.find(&scope, object, &id) else { return };
+                let current = current.clone();
+                let mut changes: Map<String, Value> = data::mutate(&mut self.rng, &current).into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+                let rev = self.next_rev;
+                self.next_rev += 1;
+                changes.insert("metadata".into(), json!({"rev": rev.to_string()}));
+                self.update(&scope, object, &id, &Value::Object(changes)).map(|_| ())
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e.message, "sim mutation failed");
+        }
+    }
+
+    pub fn remember(&mut self, scope: &str, key: &str, replay: Replay) {
+        self.idempotency.insert((scope.to_string(), key.to_string()), replay);
+    }
+
+    pub fn replay(&self, scope: &str, key: &str) -> Option<&Replay> {
+        self.idempotency.get(&(scope.to_string(), key.to_string()))
+    }
+
+    /// Every live object by type, nested lists complete; `scope` narrows to
+    /// one account (`PLATFORM` for the platform's own).
+    pub fn truth(&self, scope: Option<&str>) -> Value {
+        let mut out: BTreeMap<&str, Vec<Value>> = RESOURCES.iter().map(|(_, o)| (*o, Vec::new())).collect();
+        for (name, state) in &self.scopes {
+            if scope.is_some_and(|s| s != name) {
+                continue;
+            }
+            for (object, table) in &state.tables {
+                out.entry(object).or_default().extend(table.rows.values().cloned());
+            }
+        }
+        json!(out)
+    }
+}
+
+fn table_key(object: &str) -> &'static str {
+    RESOURCES.iter().map(|(_, o)| *o).find(|o| *o == object).unwrap_or("other")
+}
+
+/// Apply request parameters to an object; returns the previous values of the
+/// fields that changed (Stripe's `previous_attributes`).
+fn apply_params(object: &mut Value, fields: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
+    let mut previous = Map::new();
+    for (key, param) in fields {
+        if key == "expand" {
+            continue;
+        }
+        if matches!(key.as_str(), "id" | "object" | "created" | "lines" | "items") || object.get(key).is_none() {
+            return Err(ApiError {
+                status: 400,
+                kind: "invalid_request_error",
+                code: Some("parameter_unknown"),
+                param: Some(key.clone()),
+                message: format!("Received unknown parameter: {key}"),
+            });
+        }
+        let old = object[key].clone();
+        let new = if key == "metadata" {
+            let mut merged = old.as_object().cloned().unwrap_or_default();
+            for (k, v) in param.as_object().into_iter().flatten() {
+                match v.as_str() {
+                    Some("") => merged.remove(k),
+                    _ => merged.insert(k.clone(), v.clone()),
+                };
+            }
+            Value::Object(merged)
+        } else {
+            coerce(param, Some(&old))
+        };
+        if new != old {
+            previous.insert(key.clone(), old);
+            object[key] = new;
+        }
+    }
+    Ok(previous)
+}
+
+fn list_json(url: &str, data: Vec<Value>, has_more: bool) -> Value {
+    json!({"object": "list", "data": data, "has_more": has_more, "url": url})
+}
+
+fn page_desc(rows: &BTreeMap<u64, Value>, anchor: Anchor, limit: usize) -> (Vec<&Value>, bool) {
+    page_desc_by(rows, anchor, limit, |v| v)
+}
+
+/// Newest-first page around an anchor: `After` goes to older items,
+/// `Before` returns the `limit` items just newer than the anchor.
+fn page_desc_by<'a, T>(rows: &'a BTreeMap<u64, T>, anchor: Anchor, limit: usize, value: impl Fn(&'a T) -> &'a Value) -> (Vec<&'a Value>, bool) {
+    let mut items: Vec<&Value> = match anchor {
+        Anchor::Top => rows.values().rev().take(limit + 1).map(&value).collect(),
+        Anchor::After(seq) => rows.range(..seq).rev().take(limit + 1).map(|(_, v)| value(v)).collect(),
+        Anchor::Before(seq) => {
+            let mut newer: Vec<&Value> = rows.range(seq + 1..).take(limit + 1).map(|(_, v)| value(v)).collect();
+            let has_more = newer.len() > limit;
+            newer.truncate(limit);
+            newer.reverse();
+            return (newer, has_more);
+        }
+    };
+    let has_more = items.len() > limit;
+    items.truncate(limit);
+    (items, has_more)
+}
+
+/// An object as the API shows it: nested lists cut to the first ten items.
+pub fn render(object: &Value) -> Value {
+    let mut shown = object.clone();
+    let kind = object["object"].as_str().unwrap_or_default();
+    for (parent, field) in NESTED {
+        if *parent != kind {
+            continue;
+        }
+        if let Some(Value::Array(items)) = shown.get_mut(*field).and_then(|l| l.get_mut("data")) {
+            if items.len() > NESTED_INLINE {
+                items.truncate(NESTED_INLINE);
+                shown[*field]["has_more"] = json!(true);
+            }
+        }
+    }
+    shown
+}
+
+fn render_event(event: &Value) -> Value {
+    let mut shown = event.clone();
+    shown["data"]["object"] = render(&event["data"]["object"]);
+    shown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn world() -> World {
+        World::seeded(7, 200, 2, Duration::from_secs(3600))
+    }
+
+    fn params(limit: usize, after: Option<&str>, before: Option<&str>) -> ListParams {
+        ListParams { limit, starting_after: after.map(String::from), ending_before: before.map(String::from), include_total_count: false }
+    }
+
+    fn ids(list: &Value) -> Vec<String> {
+        list["data"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap().to_string()).collect()
+    }
+
+    #[test]
+    fn seeding_is_deterministic_and_spread_over_accounts() {
+        let (a, b) = (world(), world());
+        assert_eq!(a.truth(None), b.truth(None));
+        assert_eq!(a.accounts().len(), 2);
+        for account in a.accounts() {
+            let scope = account["id"].as_str().unwrap();
+            assert!(!a.truth(Some(scope))["customer"].as_array().unwrap().is_empty());
+        }
+        assert!(!a.truth(Some(PLATFORM))["customer"].as_array().unwrap().is_empty());
+    }
+
+    #[test]
+    fn pagination_walks_every_object_once_newest_first() {
+        let w = world();
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = w.list(PLATFORM, "customer", &params(7, after.as_deref(), None), "/v1/customers").unwrap();
+            let page_ids = ids(&page);
+            after = page_ids.last().cloned();
+            seen.extend(page_ids);
+            if page["has_more"] == false {
+                break;
+            }
+        }
+        let truth = w.truth(Some(PLATFORM));
+        let mut expected: Vec<String> = truth["customer"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap().to_string()).collect();
+        expected.reverse();
+        assert_eq!(seen, expected);
+        // ending_before returns the items just newer than the cursor, newest first
+        let before = w.list(PLATFORM, "customer", &params(3, None, Some(&expected[5])), "").unwrap();
+        assert_eq!(ids(&before), expected[2..5].to_vec());
+        assert_eq!(before["has_more"], true);
+    }
+
+    #[test]
+    fn invoices_embed_ten_lines_and_the_rest_paginates() {
+        let w = world();
+        let truth = w.truth(None);
+        let big = truth["invoice"].as_array().unwrap().iter().find(|i| i["lines"]["data"].as_array().unwrap().len() > 10).expect("an invoice with more than 10 lines");
+        let scope = w.scopes.iter().find(|(_, s)| s.tables["invoice"].seq_of.contains_key(big["id"].as_str().unwrap())).unwrap().0.clone();
+        let shown = w.retrieve(&scope, "invoice", big["id"].as_str().unwrap()).unwrap();
+        assert_eq!(shown["lines"]["data"].as_array().unwrap().len(), 10);
+        assert_eq!(shown["lines"]["has_more"], true);
+        let last = shown["lines"]["data"][9]["id"].as_str().unwrap();
+        let rest = w.nested(&scope, "invoice", big["id"].as_str().unwrap(), "lines", &params(100, Some(last), None), "").unwrap();
+        let all: Vec<String> = ids(&shown["lines"]).into_iter().chain(ids(&rest)).collect();
+        assert_eq!(all, ids(&big["lines"]));
+    }
+
+    #[test]
+    fn updates_emit_events_with_previous_attributes_and_expired_cursors_are_missing() {
+        let mut w = World::seeded(1, 20, 0, Duration::from_millis(0));
+        let id = w.truth(None)["customer"][0]["id"].as_str().unwrap().to_string();
+        w.update(PLATFORM, "customer", &id, &json!({"name": "New Name"})).unwrap();
+        let state = &w.scopes[PLATFORM];
+        let event = &state.events.values().next().unwrap().value;
+        assert_eq!(event["type"], "customer.updated");
+        assert_eq!(event["data"]["object"]["name"], "New Name");
+        assert!(event["data"]["previous_attributes"]["name"].is_string());
+        let event_id = event["id"].as_str().unwrap().to_string();
+        std::thread::sleep(Duration::from_millis(2));
+        let err = w.events(PLATFORM, &params(10, None, Some(&event_id))).unwrap_err();
+        assert_eq!((err.status, err.code), (404, Some("resource_missing")));
+    }
+
+    #[test]
+    fn unknown_parameters_and_bad_limits_are_rejected() {
+        let mut w = world();
+        let id = w.truth(Some(PLATFORM))["customer"][0]["id"].as_str().unwrap().to_string();
+        let err = w.update(PLATFORM, "customer", &id, &json!({"nonsense": "x"})).unwrap_err();
+        assert_eq!(err.code, Some("parameter_unknown"));
+        assert!(ListParams::from_query(&json!({"limit": "101"})).is_err());
+        assert!(ListParams::from_query(&json!({"limit": "0"})).is_err());
+    }
+}

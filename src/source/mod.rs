@@ -1,0 +1,219 @@
+//! Sources pull data in from upstream APIs. Each source runs one task per
+//! scope (the platform and every connected account) and reports its progress
+//! in a [`SourceStatus`] that the API, the demo and `/wait` read.
+//!
+//! - `stripe`: Stripe-compatible lists plus `/v1/events`
+
+pub mod stripe;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
+use serde::Serialize;
+use tokio::sync::{Notify, watch};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Backfilling,
+    CatchingUp,
+    Live,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ResourceProgress {
+    /// Objects fetched so far (across restarts).
+    pub fetched: u64,
+    /// Total the upstream reported, when it does.
+    pub total: Option<u64>,
+    pub done: bool,
+}
+
+#[derive(Debug, Clone)]
+struct ScopeState {
+    phase: Phase,
+    cursor: Option<String>,
+    resources: BTreeMap<String, ResourceProgress>,
+    /// Start of the newest poll whose events are all applied: everything the
+    /// upstream had before this instant is in the mirror.
+    fresh_as_of: Option<Instant>,
+}
+
+/// One account's sync: phase, backfill progress, cursor, and the poll rounds
+/// that `/wait` waits on.
+pub struct ScopeStatus {
+    /// `None` for the platform.
+    pub account: Option<String>,
+    state: RwLock<ScopeState>,
+    rounds_started: AtomicU64,
+    rounds_applied: watch::Sender<u64>,
+    /// Wakes the poll loop before its interval is up (`/wait`).
+    pub poll_now: Notify,
+}
+
+impl ScopeStatus {
+    fn new(account: Option<String>) -> Self {
+        ScopeStatus {
+            account,
+            state: RwLock::new(ScopeState { phase: Phase::Backfilling, cursor: None, resources: BTreeMap::new(), fresh_as_of: None }),
+            rounds_started: AtomicU64::new(0),
+            rounds_applied: watch::Sender::new(0),
+            poll_now: Notify::new(),
+        }
+    }
+
+    pub fn set_phase(&self, phase: Phase) {
+        self.state.write().phase = phase;
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.state.read().phase
+    }
+
+    pub fn set_cursor(&self, cursor: Option<String>) {
+        self.state.write().cursor = cursor;
+    }
+
+    pub fn set_progress(&self, object: &str, progress: ResourceProgress) {
+        self.state.write().resources.insert(object.to_string(), progress);
+    }
+
+    pub fn resources(&self) -> BTreeMap<String, ResourceProgress> {
+        self.state.read().resources.clone()
+    }
+
+    /// Mark the start of a poll of the upstream; returns its round number.
+    pub fn begin_round(&self) -> (u64, Instant) {
+        (self.rounds_started.fetch_add(1, Ordering::SeqCst) + 1, Instant::now())
+    }
+
+    /// Everything the poll `round` (started at `started`) found is applied.
+    pub fn finish_round(&self, round: u64, started: Instant) {
+        self.state.write().fresh_as_of = Some(started);
+        self.rounds_applied.send_if_modified(|applied| {
+            let advanced = round > *applied;
+            *applied = (*applied).max(round);
+            advanced
+        });
+    }
+
+    /// Wait until a poll that starts after this call has been applied.
+    pub async fn wait_for_next_round(&self) {
+        let target = self.rounds_started.load(Ordering::SeqCst) + 1;
+        self.poll_now.notify_one();
+        let mut applied = self.rounds_applied.subscribe();
+        let _ = applied.wait_for(|round| *round >= target).await;
+    }
+
+    pub fn lag(&self) -> Option<Duration> {
+        let state = self.state.read();
+        if state.phase != Phase::Live {
+            return None;
+        }
+        state.fresh_as_of.map(|t| t.elapsed())
+    }
+
+    pub fn snapshot(&self) -> serde_json::Value {
+        let state = self.state.read();
+        serde_json::json!({
+            "account": self.account,
+            "phase": state.phase,
+            "cursor": state.cursor,
+            "lag_ms": self.lag_ms_locked(&state),
+            "backfill": state.resources,
+        })
+    }
+
+    fn lag_ms_locked(&self, state: &ScopeState) -> Option<u64> {
+        (state.phase == Phase::Live).then_some(state.fresh_as_of.map(|t| t.elapsed().as_millis() as u64)).flatten()
+    }
+}
+
+/// A running source as the API shows it.
+pub struct SourceStatus {
+    pub name: String,
+    pub kind: &'static str,
+    scopes: RwLock<Vec<Arc<ScopeStatus>>>,
+    /// True once every scope is known (connected accounts listed).
+    scopes_ready: watch::Sender<bool>,
+    last_error: RwLock<Option<String>>,
+}
+
+impl SourceStatus {
+    pub fn new(name: &str, kind: &'static str) -> Arc<Self> {
+        Arc::new(SourceStatus {
+            name: name.to_string(),
+            kind,
+            scopes: RwLock::new(Vec::new()),
+            scopes_ready: watch::Sender::new(false),
+            last_error: RwLock::new(None),
+        })
+    }
+
+    pub fn add_scope(&self, account: Option<String>) -> Arc<ScopeStatus> {
+        let scope = Arc::new(ScopeStatus::new(account));
+        self.scopes.write().push(scope.clone());
+        scope
+    }
+
+    /// Every scope has been added.
+    pub fn set_scopes_ready(&self) {
+        self.scopes_ready.send_replace(true);
+    }
+
+    pub fn scopes(&self) -> Vec<Arc<ScopeStatus>> {
+        self.scopes.read().clone()
+    }
+
+    pub fn set_error(&self, error: Option<String>) {
+        *self.last_error.write() = error;
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.read().clone()
+    }
+
+    /// The least advanced phase of any scope.
+    pub fn phase(&self) -> Phase {
+        self.scopes().iter().map(|s| s.phase()).min().unwrap_or(Phase::Backfilling)
+    }
+
+    /// Age of the oldest scope's freshness; `None` until every scope is live.
+    pub fn lag(&self) -> Option<Duration> {
+        if !*self.scopes_ready.borrow() {
+            return None;
+        }
+        let scopes = self.scopes();
+        scopes.iter().map(|s| s.lag()).collect::<Option<Vec<_>>>()?.into_iter().max()
+    }
+
+    /// Wait until every scope has applied a poll that started after this call.
+    pub async fn wait(&self) {
+        let _ = self.scopes_ready.subscribe().wait_for(|ready| *ready).await;
+        let scopes = self.scopes();
+        futures::future::join_all(scopes.iter().map(|s| s.wait_for_next_round())).await;
+    }
+}
+
+/// Every source of this process.
+#[derive(Default)]
+pub struct Registry {
+    sources: RwLock<Vec<Arc<SourceStatus>>>,
+}
+
+impl Registry {
+    pub fn add(&self, status: Arc<SourceStatus>) {
+        self.sources.write().push(status);
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<SourceStatus>> {
+        self.sources.read().iter().find(|s| s.name == name).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<SourceStatus>> {
+        self.sources.read().clone()
+    }
+}

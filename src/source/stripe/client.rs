@@ -1,0 +1,166 @@
+//! HTTP to a Stripe-compatible API: one request budget (token bucket plus a
+//! bound on requests in flight) shared by the platform and every account,
+//! and the policy of what is retried.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use rand::Rng;
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use super::config::StripeConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// A final answer from the upstream (4xx other than 429).
+    #[error("GET {url}: {status} {kind}: {message}")]
+    Api { url: String, status: u16, kind: String, code: Option<String>, message: String },
+    /// The response was JSON of the wrong shape (not a list, no `id`).
+    #[error("GET {url}: unexpected response: {reason}")]
+    Shape { url: String, reason: String },
+    #[error("cannot build http client: {0}")]
+    Build(String),
+}
+
+impl ClientError {
+    /// Stripe's answer for a cursor that points at an object that is gone.
+    pub fn is_resource_missing(&self) -> bool {
+        matches!(self, ClientError::Api { code: Some(code), .. } if code == "resource_missing")
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ClientError::Api { status: 404, .. })
+    }
+}
+
+/// A failed attempt that is worth retrying, with the upstream's hint.
+struct Retryable {
+    reason: String,
+    retry_after: Option<Duration>,
+    rate_limited: bool,
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    base_url: String,
+    api_key: String,
+    source: String,
+    limiter: DefaultDirectRateLimiter,
+    in_flight: Semaphore,
+    max_backoff: Duration,
+}
+
+impl Client {
+    pub fn new(config: &StripeConfig, api_key: String) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(config.request_timeout_ms))
+            .user_agent(concat!("tributary/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::Build(e.to_string()))?;
+        let rate = NonZeroU32::new(config.rate_limit_per_sec).unwrap_or(NonZeroU32::MIN);
+        // a burst of one second's budget at most, so the upstream never sees
+        // more than the configured rate over any second
+        let quota = Quota::per_second(rate).allow_burst(rate);
+        Ok(Client {
+            http,
+            base_url: config.base_url.trim_end_matches('/').to_string(),
+            api_key,
+            source: config.name.clone(),
+            limiter: RateLimiter::direct(quota),
+            in_flight: Semaphore::new(config.concurrency),
+            max_backoff: Duration::from_millis(config.retry_max_backoff_ms),
+        })
+    }
+
+    pub fn max_backoff(&self) -> Duration {
+        self.max_backoff
+    }
+
+    /// GET a path (with query) as the platform or a connected account.
+    /// 429, 5xx, network errors and malformed JSON are retried with capped
+    /// exponential backoff and jitter (honouring `Retry-After`); other 4xx are
+    /// returned as final.
+    pub async fn get(&self, path: &str, account: Option<&str>) -> Result<Value, ClientError> {
+        let url = format!("{}{}", self.base_url, path);
+        let mut attempt: u32 = 0;
+        loop {
+            match self.attempt(&url, account).await {
+                Ok(Ok(value)) => {
+                    metrics::counter!("tributary_pages_fetched_total", "source" => self.source.clone()).increment(1);
+                    return Ok(value);
+                }
+                Ok(Err(final_error)) => return Err(final_error),
+                Err(retry) => {
+                    attempt += 1;
+                    if retry.rate_limited {
+                        metrics::counter!("tributary_upstream_rate_limited_total", "source" => self.source.clone()).increment(1);
+                    } else {
+                        metrics::counter!("tributary_upstream_errors_total", "source" => self.source.clone()).increment(1);
+                    }
+                    let delay = self.backoff(attempt).max(retry.retry_after.unwrap_or_default());
+                    tracing::warn!(source = %self.source, url = %url, attempt, retry_in_ms = delay.as_millis() as u64, "request failed, retrying: {}", retry.reason);
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = Duration::from_millis(100).saturating_mul(1u32 << attempt.min(16));
+        let capped = exp.min(self.max_backoff);
+        // equal jitter: half fixed, half random, so retries spread out
+        capped / 2 + capped.mul_f64(rand::thread_rng().r#gen::<f64>() / 2.0)
+    }
+
+    async fn attempt(&self, url: &str, account: Option<&str>) -> Result<Result<Value, ClientError>, Retryable> {
+        self.limiter.until_ready().await;
+        let _permit = self.in_flight.acquire().await.expect("semaphore never closed");
+        let mut request = self.http.get(url).bearer_auth(&self.api_key);
+        if let Some(account) = account {
+            request = request.header("Stripe-Account", account);
+        }
+        let response = request.send().await.map_err(|e| Retryable { reason: e.to_string(), retry_after: None, rate_limited: false })?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(|s| Duration::from_secs_f64(s.min(300.0)));
+        let body = response.bytes().await.map_err(|e| Retryable { reason: format!("reading body: {e}"), retry_after: None, rate_limited: false })?;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(Retryable { reason: "429 rate limited".into(), retry_after, rate_limited: true });
+        }
+        if status.is_server_error() {
+            return Err(Retryable { reason: format!("{status}: {}", snippet(&body)), retry_after, rate_limited: false });
+        }
+        let parsed: Result<Value, _> = serde_json::from_slice(&body);
+        if status.is_success() {
+            return match parsed {
+                Ok(value) => Ok(Ok(value)),
+                Err(e) => {
+                    tracing::error!(source = %self.source, url = %url, "malformed json from upstream: {e}");
+                    Err(Retryable { reason: format!("malformed json: {e}"), retry_after: None, rate_limited: false })
+                }
+            };
+        }
+        let error = parsed.ok().map(|v| v["error"].clone()).unwrap_or(Value::Null);
+        let text = |k: &str| error.get(k).and_then(Value::as_str).map(String::from);
+        Ok(Err(ClientError::Api {
+            url: url.to_string(),
+            status: status.as_u16(),
+            kind: text("type").unwrap_or_else(|| "unknown_error".into()),
+            code: text("code"),
+            message: text("message").unwrap_or_else(|| snippet(&body)),
+        }))
+    }
+}
+
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    text.chars().take(200).collect()
+}

@@ -1,0 +1,156 @@
+//! Configuration of a `stripe` source, validated without I/O.
+
+use serde::Deserialize;
+
+use crate::config::ConfigError;
+use crate::store::ident;
+use crate::stripe_api::RESOURCES;
+
+/// Which connected accounts to sync besides the platform.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Accounts {
+    /// `"all"`: every account listed at `GET /v1/accounts`.
+    Keyword(String),
+    /// Explicit account ids; `[]` for the platform only.
+    List(Vec<String>),
+}
+
+impl Default for Accounts {
+    fn default() -> Self {
+        Accounts::Keyword("all".into())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StripeConfig {
+    /// Name used in table names (`{name}_{object}`) and change routing.
+    pub name: String,
+    /// Base URL of the API, without `/v1`.
+    #[serde(default = "default_base_url")]
+    pub base_url: String,
+    /// Environment variable holding the secret key (never the key itself).
+    #[serde(default = "default_api_key_env")]
+    pub api_key_env: String,
+    /// Connected accounts to sync: `"all"` (default) or a list of `acct_…` ids.
+    #[serde(default)]
+    pub accounts: Accounts,
+    /// Request budget shared by the platform and every account (token bucket).
+    #[serde(default = "default_rate_limit")]
+    pub rate_limit_per_sec: u32,
+    /// Requests in flight at most.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Pause between polls of `/v1/events` once live.
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    /// Resources to mirror (`customers`, `invoices`, …); default: all of them.
+    #[serde(default)]
+    pub resources: Option<Vec<String>>,
+    /// Longest pause between retries of a failing request, and before a
+    /// stopped account is restarted.
+    #[serde(default = "default_retry_max_backoff_ms")]
+    pub retry_max_backoff_ms: u64,
+    /// Timeout of one HTTP request.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+}
+
+fn default_base_url() -> String {
+    "https://api.stripe.com".into()
+}
+fn default_api_key_env() -> String {
+    "STRIPE_API_KEY".into()
+}
+fn default_rate_limit() -> u32 {
+    50
+}
+fn default_concurrency() -> usize {
+    50
+}
+fn default_poll_interval_ms() -> u64 {
+    500
+}
+fn default_retry_max_backoff_ms() -> u64 {
+    30_000
+}
+fn default_request_timeout_ms() -> u64 {
+    30_000
+}
+
+impl StripeConfig {
+    /// A config with every default, for the demo and tests.
+    pub fn new(name: &str, base_url: &str, api_key_env: &str) -> Self {
+        StripeConfig {
+            name: name.into(),
+            base_url: base_url.into(),
+            api_key_env: api_key_env.into(),
+            accounts: Accounts::default(),
+            rate_limit_per_sec: default_rate_limit(),
+            concurrency: default_concurrency(),
+            poll_interval_ms: default_poll_interval_ms(),
+            resources: None,
+            retry_max_backoff_ms: default_retry_max_backoff_ms(),
+            request_timeout_ms: default_request_timeout_ms(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(format!("source '{}': {msg}", self.name)));
+        if let Err(e) = ident::source_name(&self.name) {
+            return invalid(e.to_string());
+        }
+        if self.name.starts_with("tributary") {
+            return invalid("names starting with 'tributary' are reserved".into());
+        }
+        match reqwest::Url::parse(&self.base_url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+            _ => return invalid(format!("base_url '{}' is not an http(s) URL", self.base_url)),
+        }
+        if self.rate_limit_per_sec == 0 {
+            return invalid("rate_limit_per_sec must be at least 1".into());
+        }
+        if self.concurrency == 0 {
+            return invalid("concurrency must be at least 1".into());
+        }
+        if self.poll_interval_ms == 0 || self.retry_max_backoff_ms == 0 || self.request_timeout_ms == 0 {
+            return invalid("poll_interval_ms, retry_max_backoff_ms and request_timeout_ms must be above 0".into());
+        }
+        match &self.accounts {
+            Accounts::Keyword(k) if k == "all" => {}
+            Accounts::Keyword(k) => return invalid(format!("accounts = '{k}': use \"all\" or a list of account ids")),
+            Accounts::List(ids) => {
+                if let Some(bad) = ids.iter().find(|id| !id.starts_with("acct_") || id.contains(|c: char| !c.is_ascii_alphanumeric() && c != '_')) {
+                    return invalid(format!("'{bad}' is not an account id (acct_…)"));
+                }
+            }
+        }
+        if let Some(list) = &self.resources {
+            if list.is_empty() {
+                return invalid("resources is empty".into());
+            }
+            if let Some(bad) = list.iter().find(|r| !RESOURCES.iter().any(|(name, _)| name == r)) {
+                let known: Vec<&str> = RESOURCES.iter().map(|(r, _)| *r).collect();
+                return invalid(format!("unknown resource '{bad}' (known: {})", known.join(", ")));
+            }
+        }
+        Ok(())
+    }
+
+    /// (resource path, object type) of every resource to mirror.
+    pub fn resources(&self) -> Vec<(&'static str, &'static str)> {
+        RESOURCES
+            .iter()
+            .filter(|(r, _)| self.resources.as_ref().is_none_or(|list| list.iter().any(|x| x == r)))
+            .copied()
+            .collect()
+    }
+
+    pub fn api_key(&self) -> Result<String, ConfigError> {
+        std::env::var(&self.api_key_env)
+            .ok()
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| ConfigError::MissingEnv { var: self.api_key_env.clone(), field: format!("sources.{}.api_key_env", self.name) })
+    }
+}

@@ -1,0 +1,443 @@
+//! One scope's sync (the platform, or one connected account): a state machine
+//! driven by its checkpoint.
+//!
+//! ```text
+//! new ──► backfilling ──► catching_up ──► live (poll /v1/events forever)
+//!  ▲                                        │
+//!  └──────────── cursor expired ◄───────────┘
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::try_join_all;
+use serde_json::{Value, json};
+
+use super::checkpoint::{Meta, MetaPhase, ResourceCheckpoint, meta_key, resource_key};
+use super::client::{Client, ClientError};
+use super::is_list;
+use crate::source::{Phase, ResourceProgress, ScopeStatus, SourceStatus};
+use crate::store::{Applied, Batch, Mutation, Origin, Store, StoreError, Sweep, Write};
+use crate::stripe_api::MAX_PAGE;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("event cursor {cursor} has expired upstream")]
+    CursorExpired { cursor: String },
+    #[error("corrupt checkpoint {key}: {reason}")]
+    Checkpoint { key: String, reason: String },
+}
+
+/// What every scope of one source shares: the request budget and the store.
+pub struct Shared {
+    pub name: String,
+    pub resources: Vec<(&'static str, &'static str)>,
+    pub poll_interval: Duration,
+    pub client: Client,
+    pub store: Arc<dyn Store>,
+    pub status: Arc<SourceStatus>,
+}
+
+pub struct ScopeSync {
+    shared: Arc<Shared>,
+    account: Option<String>,
+    /// Checkpoint prefix: `platform` or the account id.
+    key: String,
+    status: Arc<ScopeStatus>,
+}
+
+/// Split a list response into its items and `has_more`.
+pub fn list_parts(page: Value, url: &str) -> Result<(Vec<Value>, bool), ClientError> {
+    let shape = |reason: &str| ClientError::Shape { url: url.to_string(), reason: reason.to_string() };
+    if !is_list(&page) {
+        return Err(shape("expected a list object"));
+    }
+    let has_more = page["has_more"].as_bool().ok_or_else(|| shape("list without has_more"))?;
+    let Value::Array(items) = page["data"].clone() else { return Err(shape("list without data")) };
+    Ok((items, has_more))
+}
+
+fn encode(value: &str) -> String {
+    form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+fn text<'a>(value: &'a Value, field: &str) -> Option<&'a str> {
+    value.get(field).and_then(Value::as_str)
+}
+
+impl ScopeSync {
+    pub fn new(shared: Arc<Shared>, account: Option<String>) -> Self {
+        let status = shared.status.add_scope(account.clone());
+        let key = account.clone().unwrap_or_else(|| "platform".into());
+        ScopeSync { shared, account, key, status }
+    }
+
+    fn account_label(&self) -> &str {
+        self.account.as_deref().unwrap_or("platform")
+    }
+
+    /// Run forever: on error, log it and start again from the checkpoint.
+    pub async fn run(self) {
+        loop {
+            let Err(error) = self.run_phases().await;
+            match error {
+                SyncError::CursorExpired { cursor } => {
+                    tracing::warn!(kind = "cursor_expired", source = %self.shared.name, account = self.account_label(), cursor = %cursor,
+                        "event cursor is older than the upstream's event retention; re-backfilling");
+                    if let Err(e) = self.request_rebackfill().await {
+                        self.report(&e).await;
+                    }
+                }
+                other => self.report(&other).await,
+            }
+        }
+    }
+
+    async fn report(&self, error: &SyncError) {
+        let pause = self.shared.client.max_backoff();
+        tracing::error!(kind = "source_error", source = %self.shared.name, account = self.account_label(), error = %error,
+            retry_in_ms = pause.as_millis() as u64, "sync stopped; restarting from the checkpoint");
+        self.shared.status.set_error(Some(format!("{}: {error}", self.account_label())));
+        tokio::time::sleep(pause).await;
+    }
+
+    async fn checkpoints(&self) -> Result<BTreeMap<String, Value>, SyncError> {
+        let prefix = format!("{}/", self.key);
+        Ok(self
+            .shared
+            .store
+            .checkpoints(&self.shared.name)
+            .await?
+            .into_iter()
+            .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|rest| (rest.to_string(), v)))
+            .collect())
+    }
+
+    fn parse<T: serde::de::DeserializeOwned + Default>(checkpoints: &BTreeMap<String, Value>, key: &str) -> Result<T, SyncError> {
+        match checkpoints.get(key) {
+            None => Ok(T::default()),
+            Some(v) => serde_json::from_value(v.clone()).map_err(|e| SyncError::Checkpoint { key: key.to_string(), reason: e.to_string() }),
+        }
+    }
+
+    async fn commit(&self, writes: Vec<Write>, sweeps: Vec<Sweep>, checkpoints: Vec<(String, Value)>) -> Result<Applied, SyncError> {
+        let batch = Batch { source: self.shared.name.clone(), writes, sweeps, checkpoints };
+        let applied = self.shared.store.apply(batch).await?;
+        metrics::counter!("tributary_changes_written_total", "source" => self.shared.name.clone()).increment(applied.changes);
+        Ok(applied)
+    }
+
+    fn meta_entry(&self, meta: &Meta) -> (String, Value) {
+        (meta_key(&self.key), json!(meta))
+    }
+
+    async fn run_phases(&self) -> Result<Infallible, SyncError> {
+        let mut checkpoints = self.checkpoints().await?;
+        let mut meta: Meta = Self::parse(&checkpoints, "meta")?;
+        self.status.set_cursor(meta.cursor.clone());
+        if meta.phase == MetaPhase::New {
+            meta = self.start_backfill(meta.generation + 1).await?;
+            // a fresh backfill starts every resource from the top
+            checkpoints.clear();
+        }
+        if meta.phase == MetaPhase::Backfilling {
+            self.backfill(&mut meta, &checkpoints).await?;
+        }
+        if meta.phase == MetaPhase::CatchingUp {
+            self.catch_up(&mut meta).await?;
+        }
+        self.tail(meta).await
+    }
+
+    /// Keep the generation, forget the cursor: the next run re-backfills.
+    async fn request_rebackfill(&self) -> Result<(), SyncError> {
+        let checkpoints = self.checkpoints().await?;
+        let old: Meta = Self::parse(&checkpoints, "meta")?;
+        let meta = Meta { generation: old.generation, ..Meta::default() };
+        self.commit(vec![], vec![], vec![self.meta_entry(&meta)]).await?;
+        Ok(())
+    }
+
+    async fn start_backfill(&self, generation: i64) -> Result<Meta, SyncError> {
+        self.status.set_phase(Phase::Backfilling);
+        let newest = self.shared.client.get("/v1/events?limit=1", self.account.as_deref()).await?;
+        let (events, _) = list_parts(newest, "/v1/events?limit=1")?;
+        let last_event = events.first().and_then(|e| text(e, "id")).map(String::from);
+        let meta = Meta {
+            generation,
+            phase: MetaPhase::Backfilling,
+            last_event_before_backfill: last_event.clone(),
+            cursor: last_event.clone(),
+        };
+        let mut checkpoints = vec![self.meta_entry(&meta)];
+        for (_, object) in &self.shared.resources {
+            checkpoints.push((resource_key(&self.key, object), json!(ResourceCheckpoint::default())));
+        }
+        self.commit(vec![], vec![], checkpoints).await?;
+        tracing::info!(kind = "backfill_started", source = %self.shared.name, account = self.account_label(), generation,
+            last_event_before_backfill = last_event.as_deref().unwrap_or(""), "backfill started");
+        Ok(meta)
+    }
+
+    async fn backfill(&self, meta: &mut Meta, checkpoints: &BTreeMap<String, Value>) -> Result<(), SyncError> {
+        self.status.set_phase(Phase::Backfilling);
+        let mut jobs = Vec::new();
+        for (resource, object) in &self.shared.resources {
+            let checkpoint: ResourceCheckpoint = Self::parse(checkpoints, &format!("backfill/{object}"))?;
+            jobs.push(self.backfill_resource(resource, object, checkpoint, meta.generation));
+        }
+        let row_count: u64 = try_join_all(jobs).await?.into_iter().sum();
+        meta.phase = MetaPhase::CatchingUp;
+        self.commit(vec![], vec![], vec![self.meta_entry(meta)]).await?;
+        tracing::info!(kind = "backfill_complete", source = %self.shared.name, account = self.account_label(), row_count,
+            last_event_before_backfill = meta.last_event_before_backfill.as_deref().unwrap_or(""), "backfill complete");
+        Ok(())
+    }
+
+    /// Page one resource from its checkpoint to the end; returns objects stored.
+    async fn backfill_resource(&self, resource: &str, object: &str, mut checkpoint: ResourceCheckpoint, generation: i64) -> Result<u64, SyncError> {
+        let mut total = None;
+        self.status.set_progress(object, ResourceProgress { fetched: checkpoint.fetched, total, done: checkpoint.done });
+        while !checkpoint.done {
+            let path = match &checkpoint.after {
+                Some(after) => format!("/v1/{resource}?limit={MAX_PAGE}&starting_after={}", encode(after)),
+                None => format!("/v1/{resource}?limit={MAX_PAGE}&include[]=total_count"),
+            };
+            let page = self.shared.client.get(&path, self.account.as_deref()).await?;
+            total = page["total_count"].as_u64().or(total);
+            let (mut items, has_more) = list_parts(page, &path)?;
+            try_join_all(items.iter_mut().map(|item| self.complete_nested(item))).await?;
+            let mut writes = Vec::with_capacity(items.len());
+            for item in items {
+                let id = text(&item, "id").ok_or_else(|| ClientError::Shape { url: path.clone(), reason: "object without id".into() })?.to_string();
+                writes.push(Write {
+                    object: text(&item, "object").unwrap_or(object).to_string(),
+                    id,
+                    account: self.account.clone(),
+                    mutation: Mutation::Upsert(item),
+                    origin: Origin::Backfill,
+                    generation,
+                });
+            }
+            checkpoint.fetched += writes.len() as u64;
+            checkpoint.after = writes.last().map(|w| w.id.clone()).or(checkpoint.after);
+            checkpoint.done = !has_more || writes.is_empty();
+            metrics::counter!("tributary_objects_synced_total", "source" => self.shared.name.clone()).increment(writes.len() as u64);
+            let sweeps = if checkpoint.done {
+                vec![Sweep { object: object.to_string(), account: self.account.clone(), below_generation: generation }]
+            } else {
+                vec![]
+            };
+            self.commit(writes, sweeps, vec![(resource_key(&self.key, object), json!(checkpoint))]).await?;
+            self.status.set_progress(object, ResourceProgress { fetched: checkpoint.fetched, total, done: checkpoint.done });
+        }
+        Ok(checkpoint.fetched)
+    }
+
+    /// Fetch the remaining pages of every truncated nested list (invoice
+    /// lines, subscription items) so the stored object is complete. If the
+    /// parent is gone upstream (404), the object is kept as given: its delete
+    /// event follows.
+    async fn complete_nested(&self, object: &mut Value) -> Result<(), SyncError> {
+        let Value::Object(fields) = object else { return Ok(()) };
+        for list in fields.values_mut() {
+            if !is_list(list) || list["has_more"] != true {
+                continue;
+            }
+            let Some(url) = text(list, "url").map(String::from) else { continue };
+            loop {
+                let Some(last) = list["data"].as_array().and_then(|d| d.last()).and_then(|i| text(i, "id")).map(String::from) else { break };
+                let separator = if url.contains('?') { '&' } else { '?' };
+                let path = format!("{url}{separator}limit={MAX_PAGE}&starting_after={}", encode(&last));
+                let page = match self.shared.client.get(&path, self.account.as_deref()).await {
+                    Ok(page) => page,
+                    Err(e) if e.is_not_found() => {
+                        tracing::debug!(source = %self.shared.name, url = %path, "parent of a nested list is gone upstream");
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let (items, has_more) = list_parts(page, &path)?;
+                let empty = items.is_empty();
+                if let Some(data) = list["data"].as_array_mut() {
+                    data.extend(items);
+                }
+                if !has_more || empty {
+                    list["has_more"] = json!(false);
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every event newer than `cursor`, oldest first. `None`: every event
+    /// the upstream still lists.
+    async fn events_after(&self, cursor: Option<&str>) -> Result<Vec<Value>, SyncError> {
+        let account = self.account.as_deref();
+        let mut events = Vec::new();
+        match cursor {
+            Some(cursor) => {
+                let mut before = cursor.to_string();
+                loop {
+                    let path = format!("/v1/events?limit={MAX_PAGE}&ending_before={}", encode(&before));
+                    let page = match self.shared.client.get(&path, account).await {
+                        Err(e) if e.is_resource_missing() => return Err(SyncError::CursorExpired { cursor: cursor.to_string() }),
+                        other => other?,
+                    };
+                    let (mut page_events, has_more) = list_parts(page, &path)?;
+                    let Some(newest) = page_events.first().and_then(|e| text(e, "id")).map(String::from) else { break };
+                    before = newest;
+                    page_events.reverse();
+                    events.extend(page_events);
+                    if !has_more {
+                        break;
+                    }
+                }
+            }
+            None => {
+                let mut after: Option<String> = None;
+                loop {
+                    let path = match &after {
+                        Some(a) => format!("/v1/events?limit={MAX_PAGE}&starting_after={}", encode(a)),
+                        None => format!("/v1/events?limit={MAX_PAGE}"),
+                    };
+                    let page = self.shared.client.get(&path, account).await?;
+                    let (page_events, has_more) = list_parts(page, &path)?;
+                    after = page_events.last().and_then(|e| text(e, "id")).map(String::from);
+                    events.extend(page_events);
+                    if !has_more || after.is_none() {
+                        break;
+                    }
+                }
+                events.reverse();
+            }
+        }
+        Ok(events)
+    }
+
+    /// The mirror write an event asks for; `None` for events about object
+    /// types this source does not mirror.
+    async fn event_write(&self, event: &Value, generation: i64) -> Result<Option<Write>, SyncError> {
+        let event_id = text(event, "id").unwrap_or_default();
+        let kind = text(event, "type").unwrap_or_default();
+        let snapshot = &event["data"]["object"];
+        let (Some(object), Some(id)) = (text(snapshot, "object"), text(snapshot, "id")) else {
+            tracing::warn!(source = %self.shared.name, event = event_id, "event without data.object id; nothing to apply");
+            return Ok(None);
+        };
+        if !self.shared.resources.iter().any(|(_, o)| *o == object) {
+            return Ok(None);
+        }
+        let mutation = if kind.ends_with(".deleted") {
+            Mutation::Delete
+        } else {
+            let mut data = snapshot.clone();
+            self.complete_nested(&mut data).await?;
+            Mutation::Upsert(data)
+        };
+        Ok(Some(Write {
+            object: object.to_string(),
+            id: id.to_string(),
+            account: self.account.clone(),
+            mutation,
+            origin: Origin::Event {
+                id: event_id.to_string(),
+                kind: kind.to_string(),
+                previous_attributes: event["data"].get("previous_attributes").cloned(),
+            },
+            generation,
+        }))
+    }
+
+    /// Apply events in order, committing the cursor with each chunk.
+    async fn apply_events(&self, events: &[Value], meta: &mut Meta) -> Result<u64, SyncError> {
+        let mut changes = 0;
+        for chunk in events.chunks(MAX_PAGE) {
+            let writes: Vec<Write> = try_join_all(chunk.iter().map(|e| self.event_write(e, meta.generation))).await?.into_iter().flatten().collect();
+            if let Some(newest) = chunk.last().and_then(|e| text(e, "id")) {
+                meta.cursor = Some(newest.to_string());
+            }
+            changes += self.commit(writes, vec![], vec![self.meta_entry(meta)]).await?.changes;
+        }
+        self.status.set_cursor(meta.cursor.clone());
+        Ok(changes)
+    }
+
+    /// Apply every event since `last_event_before_backfill`, collapsed to
+    /// the newest per object (its snapshot is at least as new as backfill's).
+    async fn catch_up(&self, meta: &mut Meta) -> Result<(), SyncError> {
+        self.status.set_phase(Phase::CatchingUp);
+        let (round, started) = self.status.begin_round();
+        let events = self.events_after(meta.cursor.as_deref()).await?;
+        let seen = events.len();
+        let newest = collapse(events);
+        // the newest event overall is always kept, so the cursor ends on it
+        let changes = self.apply_events(&newest, meta).await?;
+        meta.phase = MetaPhase::Live;
+        self.commit(vec![], vec![], vec![self.meta_entry(meta)]).await?;
+        self.status.set_phase(Phase::Live);
+        self.status.finish_round(round, started);
+        self.shared.status.set_error(None);
+        tracing::info!(kind = "caught_up", source = %self.shared.name, account = self.account_label(), events = seen,
+            applied = newest.len(), changes, cursor = meta.cursor.as_deref().unwrap_or(""), "caught up; tailing events");
+        Ok(())
+    }
+
+    async fn tail(&self, mut meta: Meta) -> Result<Infallible, SyncError> {
+        self.status.set_phase(Phase::Live);
+        loop {
+            let (round, started) = self.status.begin_round();
+            let events = self.events_after(meta.cursor.as_deref()).await?;
+            self.apply_events(&events, &mut meta).await?;
+            self.status.finish_round(round, started);
+            if let Some(lag) = self.shared.status.lag() {
+                metrics::gauge!("tributary_source_lag_ms", "source" => self.shared.name.clone()).set(lag.as_millis() as f64);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.shared.poll_interval) => {}
+                _ = self.status.poll_now.notified() => {}
+            }
+        }
+    }
+}
+
+/// Keep only the newest event per object, in their original order.
+fn collapse(events: Vec<Value>) -> Vec<Value> {
+    let key = |e: &Value| -> (String, String) {
+        let object = &e["data"]["object"];
+        (text(object, "object").unwrap_or_default().to_string(), text(object, "id").unwrap_or_default().to_string())
+    };
+    let mut newest: HashMap<(String, String), usize> = HashMap::new();
+    for (i, event) in events.iter().enumerate() {
+        newest.insert(key(event), i);
+    }
+    events.into_iter().enumerate().filter(|(i, e)| newest.get(&key(e)) == Some(i)).map(|(_, e)| e).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collapse_keeps_the_newest_event_per_object_in_order() {
+        let ev = |id: &str, obj: &str| json!({"id": id, "data": {"object": {"object": "customer", "id": obj}}});
+        let out = collapse(vec![ev("e1", "a"), ev("e2", "b"), ev("e3", "a"), ev("e4", "c"), ev("e5", "b")]);
+        let ids: Vec<&str> = out.iter().map(|e| e["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["e3", "e4", "e5"]);
+    }
+
+    #[test]
+    fn list_parts_rejects_non_lists() {
+        assert!(list_parts(json!({"object": "customer"}), "/v1/x").is_err());
+        assert!(list_parts(json!({"object": "list", "data": []}), "/v1/x").is_err());
+        let (items, more) = list_parts(json!({"object": "list", "data": [{"id": 1}], "has_more": true}), "/v1/x").unwrap();
+        assert_eq!((items.len(), more), (1, true));
+    }
+}
