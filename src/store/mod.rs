@@ -10,6 +10,8 @@
 
 pub mod ident;
 pub mod sqlite;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -25,6 +25,11 @@ pub struct Meta {
     pub last_event_before_backfill: Option<String>,
     /// Newest event applied.
     pub cursor: Option<String>,
+    /// While `cursor` is `None` (the upstream had no events yet): when the
+    /// newest applied poll started (unix ms). A gap longer than the
+    /// upstream's event retention means events may have expired unseen.
+    #[serde(default)]
+    pub polled_at_ms: Option<i64>,
 }
 
 /// Checkpoint key `{scope}/backfill/{object}`: how far backfill paged.

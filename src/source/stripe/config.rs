@@ -52,6 +52,10 @@ pub struct StripeConfig {
     /// stopped account is restarted.
     #[serde(default = "default_retry_max_backoff_ms")]
     pub retry_max_backoff_ms: u64,
+    /// How long the upstream keeps events (Stripe: 30 days). Used when an
+    /// account has no event cursor yet: a longer gap means re-backfill.
+    #[serde(default = "default_event_retention_secs")]
+    pub event_retention_secs: u64,
     /// Timeout of one HTTP request.
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
@@ -75,6 +79,9 @@ fn default_poll_interval_ms() -> u64 {
 fn default_retry_max_backoff_ms() -> u64 {
     30_000
 }
+fn default_event_retention_secs() -> u64 {
+    2_592_000
+}
 fn default_request_timeout_ms() -> u64 {
     30_000
 }
@@ -92,6 +99,7 @@ impl StripeConfig {
             poll_interval_ms: default_poll_interval_ms(),
             resources: None,
             retry_max_backoff_ms: default_retry_max_backoff_ms(),
+            event_retention_secs: default_event_retention_secs(),
             request_timeout_ms: default_request_timeout_ms(),
         }
     }

@@ -30,6 +30,7 @@ pub async fn run(config: StripeConfig, api_key: String, store: Arc<dyn Store>, s
         name: config.name.clone(),
         resources: config.resources(),
         poll_interval: Duration::from_millis(config.poll_interval_ms),
+        event_retention: Duration::from_secs(config.event_retention_secs),
         client,
         store,
         status: status.clone(),

@@ -39,6 +39,7 @@ pub struct Shared {
     pub name: String,
     pub resources: Vec<(&'static str, &'static str)>,
     pub poll_interval: Duration,
+    pub event_retention: Duration,
     pub client: Client,
     pub store: Arc<dyn Store>,
     pub status: Arc<SourceStatus>,
@@ -59,7 +60,8 @@ pub fn list_parts(page: Value, url: &str) -> Result<(Vec<Value>, bool), ClientEr
         return Err(shape("expected a list object"));
     }
     let has_more = page["has_more"].as_bool().ok_or_else(|| shape("list without has_more"))?;
-    let Value::Array(items) = page["data"].clone() else { return Err(shape("list without data")) };
+    let Value::Object(mut fields) = page else { return Err(shape("expected a list object")) };
+    let Some(Value::Array(items)) = fields.remove("data") else { return Err(shape("list without data")) };
     Ok((items, has_more))
 }
 
@@ -174,6 +176,7 @@ impl ScopeSync {
             phase: MetaPhase::Backfilling,
             last_event_before_backfill: last_event.clone(),
             cursor: last_event.clone(),
+            polled_at_ms: Some(chrono::Utc::now().timestamp_millis()),
         };
         let mut checkpoints = vec![self.meta_entry(&meta)];
         for (_, object) in &self.shared.resources {
@@ -200,44 +203,74 @@ impl ScopeSync {
         Ok(())
     }
 
-    /// Page one resource from its checkpoint to the end; returns objects stored.
+    /// Page one resource from its checkpoint to the end; returns objects
+    /// stored. The next page is fetched while the previous one commits.
     async fn backfill_resource(&self, resource: &str, object: &str, mut checkpoint: ResourceCheckpoint, generation: i64) -> Result<u64, SyncError> {
         let mut total = None;
         self.status.set_progress(object, ResourceProgress { fetched: checkpoint.fetched, total, done: checkpoint.done });
-        while !checkpoint.done {
-            let path = match &checkpoint.after {
-                Some(after) => format!("/v1/{resource}?limit={MAX_PAGE}&starting_after={}", encode(after)),
-                None => format!("/v1/{resource}?limit={MAX_PAGE}&include[]=total_count"),
+        let mut uncommitted: Option<(Vec<Write>, ResourceCheckpoint)> = None;
+        loop {
+            let fetch = async {
+                if checkpoint.done { Ok(None) } else { self.fetch_page(resource, object, &checkpoint, generation).await.map(Some) }
             };
-            let page = self.shared.client.get(&path, self.account.as_deref()).await?;
-            total = page["total_count"].as_u64().or(total);
-            let (mut items, has_more) = list_parts(page, &path)?;
-            try_join_all(items.iter_mut().map(|item| self.complete_nested(item))).await?;
-            let mut writes = Vec::with_capacity(items.len());
-            for item in items {
-                let id = text(&item, "id").ok_or_else(|| ClientError::Shape { url: path.clone(), reason: "object without id".into() })?.to_string();
-                writes.push(Write {
-                    object: text(&item, "object").unwrap_or(object).to_string(),
-                    id,
-                    account: self.account.clone(),
-                    mutation: Mutation::Upsert(item),
-                    origin: Origin::Backfill,
-                    generation,
-                });
-            }
-            checkpoint.fetched += writes.len() as u64;
-            checkpoint.after = writes.last().map(|w| w.id.clone()).or(checkpoint.after);
-            checkpoint.done = !has_more || writes.is_empty();
-            metrics::counter!("tributary_objects_synced_total", "source" => self.shared.name.clone()).increment(writes.len() as u64);
-            let sweeps = if checkpoint.done {
-                vec![Sweep { object: object.to_string(), account: self.account.clone(), below_generation: generation }]
-            } else {
-                vec![]
+            let pending = uncommitted.take();
+            let commit = async {
+                let Some((writes, next)) = pending else { return Ok(()) };
+                let sweeps = if next.done {
+                    vec![Sweep { object: object.to_string(), account: self.account.clone(), below_generation: generation }]
+                } else {
+                    vec![]
+                };
+                self.commit(writes, sweeps, vec![(resource_key(&self.key, object), json!(next))]).await?;
+                self.status.set_progress(object, ResourceProgress { fetched: next.fetched, total, done: next.done });
+                Ok::<_, SyncError>(())
             };
-            self.commit(writes, sweeps, vec![(resource_key(&self.key, object), json!(checkpoint))]).await?;
-            self.status.set_progress(object, ResourceProgress { fetched: checkpoint.fetched, total, done: checkpoint.done });
+            let (fetched, committed) = tokio::join!(fetch, commit);
+            committed?;
+            let Some((writes, next, page_total)) = fetched? else { break };
+            total = page_total.or(total);
+            checkpoint = next.clone();
+            uncommitted = Some((writes, next));
         }
         Ok(checkpoint.fetched)
+    }
+
+    /// Fetch the page after `checkpoint`, complete its nested lists, and
+    /// return its writes with the checkpoint that follows it.
+    async fn fetch_page(
+        &self,
+        resource: &str,
+        object: &str,
+        checkpoint: &ResourceCheckpoint,
+        generation: i64,
+    ) -> Result<(Vec<Write>, ResourceCheckpoint, Option<u64>), SyncError> {
+        let path = match &checkpoint.after {
+            Some(after) => format!("/v1/{resource}?limit={MAX_PAGE}&starting_after={}", encode(after)),
+            None => format!("/v1/{resource}?limit={MAX_PAGE}&include[]=total_count"),
+        };
+        let page = self.shared.client.get(&path, self.account.as_deref()).await?;
+        let total = page["total_count"].as_u64();
+        let (mut items, has_more) = list_parts(page, &path)?;
+        try_join_all(items.iter_mut().map(|item| self.complete_nested(item))).await?;
+        let mut writes = Vec::with_capacity(items.len());
+        for item in items {
+            let id = text(&item, "id").ok_or_else(|| ClientError::Shape { url: path.clone(), reason: "object without id".into() })?.to_string();
+            writes.push(Write {
+                object: text(&item, "object").unwrap_or(object).to_string(),
+                id,
+                account: self.account.clone(),
+                mutation: Mutation::Upsert(item),
+                origin: Origin::Backfill,
+                generation,
+            });
+        }
+        metrics::counter!("tributary_objects_synced_total", "source" => self.shared.name.clone()).increment(writes.len() as u64);
+        let next = ResourceCheckpoint {
+            fetched: checkpoint.fetched + writes.len() as u64,
+            after: writes.last().map(|w| w.id.clone()).or_else(|| checkpoint.after.clone()),
+            done: !has_more || writes.is_empty(),
+        };
+        Ok((writes, next, total))
     }
 
     /// Fetch the remaining pages of every truncated nested list (invoice
@@ -356,8 +389,28 @@ impl ScopeSync {
         }))
     }
 
-    /// Apply events in order, committing the cursor with each chunk.
-    async fn apply_events(&self, events: &[Value], meta: &mut Meta) -> Result<u64, SyncError> {
+    /// Every event since the checkpoint, oldest first. Without a cursor
+    /// (the upstream had no events yet), a gap longer than the upstream's
+    /// retention may hide expired events: that counts as an expired cursor.
+    async fn new_events(&self, meta: &Meta) -> Result<Vec<Value>, SyncError> {
+        if meta.cursor.is_none() {
+            let retention_ms = self.shared.event_retention.as_millis() as i64;
+            let since = meta.polled_at_ms.unwrap_or(0);
+            if chrono::Utc::now().timestamp_millis() - since > retention_ms {
+                return Err(SyncError::CursorExpired { cursor: format!("(none; last poll at {since} ms)") });
+            }
+        }
+        self.events_after(meta.cursor.as_deref()).await
+    }
+
+    /// Apply events in order, committing the cursor with each chunk. Without
+    /// a cursor, the poll time is committed instead.
+    async fn apply_events(&self, events: &[Value], meta: &mut Meta, started_ms: i64) -> Result<u64, SyncError> {
+        if events.is_empty() && meta.cursor.is_none() {
+            meta.polled_at_ms = Some(started_ms);
+            self.commit(vec![], vec![], vec![self.meta_entry(meta)]).await?;
+            return Ok(0);
+        }
         let mut changes = 0;
         for chunk in events.chunks(MAX_PAGE) {
             let writes: Vec<Write> = try_join_all(chunk.iter().map(|e| self.event_write(e, meta.generation))).await?.into_iter().flatten().collect();
@@ -375,11 +428,12 @@ impl ScopeSync {
     async fn catch_up(&self, meta: &mut Meta) -> Result<(), SyncError> {
         self.status.set_phase(Phase::CatchingUp);
         let (round, started) = self.status.begin_round();
-        let events = self.events_after(meta.cursor.as_deref()).await?;
+        let started_ms = chrono::Utc::now().timestamp_millis();
+        let events = self.new_events(meta).await?;
         let seen = events.len();
         let newest = collapse(events);
         // the newest event overall is always kept, so the cursor ends on it
-        let changes = self.apply_events(&newest, meta).await?;
+        let changes = self.apply_events(&newest, meta, started_ms).await?;
         meta.phase = MetaPhase::Live;
         self.commit(vec![], vec![], vec![self.meta_entry(meta)]).await?;
         self.status.set_phase(Phase::Live);
@@ -394,8 +448,9 @@ impl ScopeSync {
         self.status.set_phase(Phase::Live);
         loop {
             let (round, started) = self.status.begin_round();
-            let events = self.events_after(meta.cursor.as_deref()).await?;
-            self.apply_events(&events, &mut meta).await?;
+            let started_ms = chrono::Utc::now().timestamp_millis();
+            let events = self.new_events(&meta).await?;
+            self.apply_events(&events, &mut meta, started_ms).await?;
             self.status.finish_round(round, started);
             if let Some(lag) = self.shared.status.lag() {
                 metrics::gauge!("tributary_source_lag_ms", "source" => self.shared.name.clone()).set(lag.as_millis() as f64);

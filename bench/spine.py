@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Benchmarks of the spine, each printing one JSON object per line.
+
+    python3 bench/spine.py [backfill|rate|lag|all] [--bin PATH]
+
+- backfill: unthrottled sim with ~100,000 objects into SQLite, end to end
+  (engine start to every account caught up): objects/s and the engine's peak RSS.
+- rate: sim --rate-limit 60, engine rate_limit_per_sec = 50: achieved request
+  rate during backfill and 429s served.
+- lag: live mutations at 100/s, poll_interval_ms = 500: event created (sim
+  clock) to change committed (engine clock), p50/p99/max in ms.
+
+Run by bench/run.sh, which builds the release binary first.
+"""
+import argparse
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+KEY = "sk_test_bench"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url):
+    with urllib.request.urlopen(url, timeout=60) as r:
+        return json.load(r)
+
+
+def post(url, body):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.load(r)
+
+
+def wait_for(what, check, timeout=600, every=0.05):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(every)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+class Run:
+    def __init__(self, binary, sim_args, source_extra):
+        self.dir = tempfile.mkdtemp(prefix="tributary-bench-")
+        self.sim_port, self.api_port = free_port(), free_port()
+        self.sim_url = f"http://127.0.0.1:{self.sim_port}"
+        self.api = f"http://127.0.0.1:{self.api_port}"
+        self.db = os.path.join(self.dir, "bench.db")
+        log = open(os.path.join(self.dir, "sim.log"), "w")
+        self.sim = subprocess.Popen([binary, "sim", "--listen", f"127.0.0.1:{self.sim_port}", *sim_args], stdout=log, stderr=log)
+        wait_for("sim", lambda: get(f"{self.sim_url}/__sim/stats") is not None)
+        config = os.path.join(self.dir, "tributary.toml")
+        with open(config, "w") as f:
+            f.write(f'[database]\nurl = "sqlite://{self.db}"\n[api]\nlisten = "127.0.0.1:{self.api_port}"\n'
+                    f'[[sources]]\nname = "stripe"\nkind = "stripe"\nbase_url = "{self.sim_url}"\napi_key_env = "BENCH_KEY"\n{source_extra}\n')
+        self.config = config
+        self.binary = binary
+
+    def start_engine(self):
+        log = open(os.path.join(self.dir, "engine.log"), "w")
+        self.started = time.time()
+        self.engine = subprocess.Popen([self.binary, "run", "--config", self.config], stdout=log, stderr=log,
+                                       env={**os.environ, "BENCH_KEY": KEY, "RUST_LOG": "info"})
+        wait_for("engine api", lambda: get(f"{self.api}/health") is not None)
+
+    def sources(self):
+        return get(f"{self.api}/v1/sources")["sources"][0]
+
+    def wait_live(self):
+        """Seconds from spawning the engine to every account caught up, from
+        the engine's own log (polling the API less often keeps the observer
+        from competing with the engine)."""
+        wait_for("live", lambda: self.sources()["phase"] == "live", every=0.25)
+        with open(os.path.join(self.dir, "engine.log")) as f:
+            stamps = [json.loads(l)["timestamp"] for l in f if '"caught_up"' in l]
+        from datetime import datetime
+        last = max(datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp() for s in stamps)
+        return last - self.started
+
+    def peak_rss_mb(self):
+        with open(f"/proc/{self.engine.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return None
+
+    def close(self):
+        for p in (getattr(self, "engine", None), self.sim):
+            if p:
+                p.kill()
+                p.wait()
+
+
+def backfill(binary):
+    run = Run(binary, ["--scale", "21000", "--accounts", "3", "--seed", "7"], "rate_limit_per_sec = 1000000\nconcurrency = 50")
+    try:
+        run.start_engine()
+        elapsed = run.wait_live()
+        objects = sum(run.sources()["objects"].values())
+        return {"bench": "backfill_sqlite", "objects": objects, "seconds": round(elapsed, 2),
+                "objects_per_sec": round(objects / elapsed), "peak_rss_mb": round(run.peak_rss_mb(), 1),
+                "target_objects_per_sec": 30000, "target_peak_rss_mb": 150}
+    finally:
+        run.close()
+
+
+def rate(binary):
+    run = Run(binary, ["--scale", "5000", "--accounts", "3", "--rate-limit", "60"], "rate_limit_per_sec = 50\nconcurrency = 50")
+    try:
+        before = get(f"{run.sim_url}/__sim/stats")
+        run.start_engine()
+        elapsed = run.wait_live()
+        after = get(f"{run.sim_url}/__sim/stats")
+        requests = after["requests"] - before["requests"]
+        achieved = requests / elapsed
+        return {"bench": "rate_budget", "requests": requests, "seconds": round(elapsed, 2),
+                "achieved_per_sec": round(achieved, 2), "budget_per_sec": 50, "share_of_budget": round(achieved / 50, 3),
+                "rate_limited_429": after["rate_limited"] - before["rate_limited"]}
+    finally:
+        run.close()
+
+
+def lag(binary, seconds=30):
+    run = Run(binary, ["--scale", "2000", "--accounts", "3"], "poll_interval_ms = 500")
+    try:
+        run.start_engine()
+        run.wait_live()
+        live_at_ms = int(time.time() * 1000)
+        post(f"{run.sim_url}/__sim/traffic", {"mutations_per_sec": 100})
+        time.sleep(seconds)
+        post(f"{run.sim_url}/__sim/traffic", {"mutations_per_sec": 0})
+        get(f"{run.api}/v1/sources/stripe/wait?timeout_ms=30000")
+        created = get(f"{run.sim_url}/__sim/event_times")
+        db = sqlite3.connect(run.db)
+        committed = dict(db.execute(
+            "SELECT upstream_event_id, CAST((julianday(committed_at) - 2440587.5) * 86400000 AS INTEGER) "
+            "FROM tributary_changes WHERE upstream_event_id IS NOT NULL"))
+        lags = sorted(committed[e] - t for e, t in created.items() if t > live_at_ms and e in committed)
+        missing = sum(1 for e, t in created.items() if t > live_at_ms and e not in committed)
+        pct = lambda p: lags[min(len(lags) - 1, int(p * len(lags)))]
+        return {"bench": "event_lag", "events": len(lags), "unapplied": missing, "mutations_per_sec": 100,
+                "poll_interval_ms": 500, "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": lags[-1], "target_p99_ms": 600}
+    finally:
+        run.close()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("which", nargs="?", default="all", choices=["backfill", "rate", "lag", "all"])
+    parser.add_argument("--bin", default=os.path.expanduser("~/.cache/tributary-target/release/tributary"))
+    args = parser.parse_args()
+    benches = {"backfill": backfill, "rate": rate, "lag": lag}
+    for name in (benches if args.which == "all" else [args.which]):
+        print(json.dumps(benches[name](args.bin)), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+//! The command line as users meet it: `--help`, `check`, and `run` failing
+//! fast with a one-line reason; and the official Stripe client library
+//! working against `tributary sim`.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn tributary(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(bin()).args(args).envs(env.iter().copied()).output().expect("run tributary");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+const CONFIG: &str = "[database]\nurl = \"sqlite://DB\"\n[[sources]]\nname = \"stripe\"\nkind = \"stripe\"\nbase_url = \"http://127.0.0.1:1\"\napi_key_env = \"TRIBUTARY_CLI_TEST_KEY\"\n";
+
+fn config_file(dir: &std::path::Path, text: &str) -> String {
+    let path = dir.join("c.toml");
+    std::fs::write(&path, text.replace("DB", &dir.join("t.db").display().to_string())).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn every_command_has_help() {
+    for command in [vec!["--help"], vec!["run", "--help"], vec!["sim", "--help"], vec!["demo", "--help"], vec!["check", "--help"], vec!["status", "--help"]] {
+        let (code, stdout, _) = tributary(&command, &[]);
+        assert_eq!(code, 0, "{command:?}");
+        assert!(stdout.contains("Usage:"), "{command:?}: {stdout}");
+    }
+}
+
+#[test]
+fn check_accepts_a_good_config_and_names_what_is_wrong_otherwise() {
+    let dir = tempdir();
+    let good = config_file(dir.path(), CONFIG);
+    let (code, stdout, stderr) = tributary(&["check", "--config", &good], &[("TRIBUTARY_CLI_TEST_KEY", "sk_test_x")]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("config ok"));
+
+    let cases = [
+        (CONFIG.to_string(), vec![], "TRIBUTARY_CLI_TEST_KEY"),
+        (CONFIG.replace("name = \"stripe\"", "name = \"stripe\"\nrate_limit = 5"), vec![("TRIBUTARY_CLI_TEST_KEY", "k")], "rate_limit"),
+        (CONFIG.replace("kind = \"stripe\"", "kind = \"paypal\""), vec![("TRIBUTARY_CLI_TEST_KEY", "k")], "paypal"),
+        (CONFIG.replace("[[sources]]", "[[sources]\n"), vec![], "c.toml:"),
+    ];
+    for (text, env, expected) in cases {
+        let path = config_file(dir.path(), &text);
+        let (code, _, stderr) = tributary(&["check", "--config", &path], &env);
+        assert_eq!(code, 1, "{text}");
+        assert!(stderr.starts_with("error: ") && stderr.trim_end().lines().count() == 1, "not one line: {stderr}");
+        assert!(stderr.contains(expected), "{expected} not in: {stderr}");
+    }
+    let (code, _, stderr) = tributary(&["check", "--config", "/nonexistent/tributary.toml"], &[]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("/nonexistent/tributary.toml"));
+}
+
+#[test]
+fn run_fails_at_once_with_one_line_on_an_unusable_database() {
+    let dir = tempdir();
+    let text = CONFIG.replace("sqlite://DB", "sqlite:///nonexistent-dir/deeper/t.db\n[api]\nlisten = \"127.0.0.1:0\"");
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, text).unwrap();
+    let (code, _, stderr) = tributary(&["run", "--config", &path.display().to_string()], &[("TRIBUTARY_CLI_TEST_KEY", "k")]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("/nonexistent-dir/deeper/t.db") && stderr.trim_end().lines().count() == 1, "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_stripe_python_library_works_against_the_sim() {
+    let dir = tempdir();
+    let sim = Sim::start(dir.path(), &["--scale", "300", "--accounts", "2"]).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/stripe_python.py");
+    let out = Command::new("python3").arg(script).arg(&sim.url).output().expect("python3 (installed by scripts/test.sh)");
+    assert!(out.status.success(), "stripe client failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("official stripe client: ok"));
+}
