@@ -110,10 +110,7 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !self.database.url.starts_with("sqlite:") {
-            return Err(ConfigError::Invalid(format!(
-                "database.url '{}' is not supported: use sqlite://PATH",
-                self.database.url
-            )));
+            return Err(ConfigError::Invalid(format!("database.url '{}' is not supported: use sqlite://PATH", self.database.url)));
         }
         let mut names = HashSet::new();
         for source in &self.sources {

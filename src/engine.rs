@@ -37,7 +37,8 @@ impl Engine {
     /// Validate secrets, open the store, bind the API and start every source.
     pub async fn start(config: Config) -> Result<Engine, EngineError> {
         config.check_env()?;
-        let listener = TcpListener::bind(config.api.listen).await.map_err(|source| EngineError::Listen { addr: config.api.listen, source })?;
+        let listener =
+            TcpListener::bind(config.api.listen).await.map_err(|source| EngineError::Listen { addr: config.api.listen, source })?;
         Self::start_with_listener(config, listener).await
     }
 

@@ -16,7 +16,8 @@ async fn truncated_json_500_storms_and_401s_are_survived() {
     let engine = Engine::start(dir.path(), &sim.url, "poll_interval_ms = 100\nretry_max_backoff_ms = 500").await;
     engine.wait_live(Duration::from_secs(120)).await;
     assert!(sim.stats().await["truncated"].as_u64().unwrap() > 0);
-    let malformed = engine.proc.log_text().lines().filter(|l| l.contains("malformed json") && l.contains(&format!("{}/v1/", sim.url))).count();
+    let malformed =
+        engine.proc.log_text().lines().filter(|l| l.contains("malformed json") && l.contains(&format!("{}/v1/", sim.url))).count();
     assert!(malformed > 0, "truncated bodies were not reported with their URL");
     sim.set_faults(json!({})).await;
     assert_eq!(engine.wait_barrier(10_000).await.0, 200);

@@ -23,7 +23,14 @@ fn config_file(dir: &std::path::Path, text: &str) -> String {
 
 #[test]
 fn every_command_has_help() {
-    for command in [vec!["--help"], vec!["run", "--help"], vec!["sim", "--help"], vec!["demo", "--help"], vec!["check", "--help"], vec!["status", "--help"]] {
+    for command in [
+        vec!["--help"],
+        vec!["run", "--help"],
+        vec!["sim", "--help"],
+        vec!["demo", "--help"],
+        vec!["check", "--help"],
+        vec!["status", "--help"],
+    ] {
         let (code, stdout, _) = tributary(&command, &[]);
         assert_eq!(code, 0, "{command:?}");
         assert!(stdout.contains("Usage:"), "{command:?}: {stdout}");
@@ -59,7 +66,7 @@ fn check_accepts_a_good_config_and_names_what_is_wrong_otherwise() {
 #[test]
 fn run_fails_at_once_with_one_line_on_an_unusable_database() {
     let dir = tempdir();
-    let text = CONFIG.replace("sqlite://DB", "sqlite:///nonexistent-dir/deeper/t.db\n[api]\nlisten = \"127.0.0.1:0\"");
+    let text = CONFIG.replace("sqlite://DB\"", "sqlite:///nonexistent-dir/deeper/t.db\"\n[api]\nlisten = \"127.0.0.1:0\"");
     let path = dir.path().join("c.toml");
     std::fs::write(&path, text).unwrap();
     let (code, _, stderr) = tributary(&["run", "--config", &path.display().to_string()], &[("TRIBUTARY_CLI_TEST_KEY", "k")]);
@@ -73,6 +80,11 @@ async fn official_stripe_python_library_works_against_the_sim() {
     let sim = Sim::start(dir.path(), &["--scale", "300", "--accounts", "2"]).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/stripe_python.py");
     let out = Command::new("python3").arg(script).arg(&sim.url).output().expect("python3 (installed by scripts/test.sh)");
-    assert!(out.status.success(), "stripe client failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stripe client failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("official stripe client: ok"));
 }

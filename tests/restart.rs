@@ -55,7 +55,8 @@ async fn killed_mid_backfill_resumes_without_refetching_completed_resources() {
 
     // each object was read exactly once: the page in flight at the kill was
     // not committed, so re-fetching it wrote no duplicate
-    let reads: Vec<(String, String)> = changes(&second.db).into_iter().filter(|c| c.op == "read").map(|c| (c.object, c.object_id)).collect();
+    let reads: Vec<(String, String)> =
+        changes(&second.db).into_iter().filter(|c| c.op == "read").map(|c| (c.object, c.object_id)).collect();
     let distinct: HashSet<&(String, String)> = reads.iter().collect();
     assert_eq!(reads.len(), distinct.len(), "an object was backfilled twice");
 }

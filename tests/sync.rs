@@ -18,8 +18,11 @@ fn rev(data: &Value) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirror_converges_under_rate_limits_failures_and_live_traffic() {
     let dir = tempdir();
-    let sim = Sim::start(dir.path(), &["--seed", "7", "--scale", "2000", "--accounts", "2", "--mutations-per-sec", "20",
-        "--rate-limit", "40", "--fail-rate", "0.02"]).await;
+    let sim = Sim::start(
+        dir.path(),
+        &["--seed", "7", "--scale", "2000", "--accounts", "2", "--mutations-per-sec", "20", "--rate-limit", "40", "--fail-rate", "0.02"],
+    )
+    .await;
     // a budget above the sim's limit, so 429s happen and must be absorbed
     let engine = Engine::start(dir.path(), &sim.url, "rate_limit_per_sec = 150\npoll_interval_ms = 200\nretry_max_backoff_ms = 1000").await;
     engine.wait_live(Duration::from_secs(180)).await;

@@ -95,7 +95,11 @@ async fn sources(State(state): State<AppState>) -> Result<Json<Value>, ApiError>
     Ok(Json(json!({ "sources": out })))
 }
 
-async fn wait(State(state): State<AppState>, Path(name): Path<String>, Query(query): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+async fn wait(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
     let source = state.registry.get(&name).ok_or_else(|| ApiError::NotFound(format!("no source named '{name}'")))?;
     let timeout_ms = match query.get("timeout_ms") {
         None => DEFAULT_WAIT_MS,
@@ -107,7 +111,9 @@ async fn wait(State(state): State<AppState>, Path(name): Path<String>, Query(que
     let started = std::time::Instant::now();
     match tokio::time::timeout(Duration::from_millis(timeout_ms), source.wait()).await {
         Ok(()) => Ok(Json(json!({"source": name, "waited_ms": started.elapsed().as_millis() as u64}))),
-        Err(_) => Err(ApiError::Timeout(format!("source '{name}' did not apply a new poll within {timeout_ms} ms (phase: {:?})", source.phase()))),
+        Err(_) => {
+            Err(ApiError::Timeout(format!("source '{name}' did not apply a new poll within {timeout_ms} ms (phase: {:?})", source.phase())))
+        }
     }
 }
 

@@ -109,7 +109,7 @@ async fn show_progress(status: std::sync::Arc<SourceStatus>, terminal: bool, db:
     if !terminal {
         bars.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let style = ProgressStyle::with_template("{prefix:>16} [{bar:30}] {pos:>7}/{len:7} {per_sec}")
+    let style = ProgressStyle::with_template("{prefix:>16} [{bar:30}] {pos:>7}/{len:7} {elapsed:>4}")
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
     let mut per_object: std::collections::BTreeMap<String, ProgressBar> = Default::default();

@@ -110,8 +110,14 @@ async fn status(api: &str) -> anyhow::Result<()> {
     for source in body["sources"].as_array().into_iter().flatten() {
         let lag = source["lag_ms"].as_u64().map(|l| format!("{l} ms")).unwrap_or_else(|| "-".into());
         let rows: u64 = source["objects"].as_object().into_iter().flatten().filter_map(|(_, n)| n.as_u64()).sum();
-        println!("{:<16} {:<8} {:<12} lag {:<10} rows {}", source["name"].as_str().unwrap_or("?"), source["kind"].as_str().unwrap_or("?"),
-            source["phase"].as_str().unwrap_or("?"), lag, rows);
+        println!(
+            "{:<16} {:<8} {:<12} lag {:<10} rows {}",
+            source["name"].as_str().unwrap_or("?"),
+            source["kind"].as_str().unwrap_or("?"),
+            source["phase"].as_str().unwrap_or("?"),
+            lag,
+            rows
+        );
         if let Some(error) = source["last_error"].as_str() {
             println!("  last error: {error}");
         }

@@ -11,13 +11,8 @@ const EPOCH: i64 = 1_700_000_000;
 
 const FIRST: &[&str] = &["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Ken", "Margaret", "Linus", "Radia"];
 const LAST: &[&str] = &["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Thompson", "Hamilton", "Torvalds", "Perlman"];
-const CITIES: &[(&str, &str, &str)] = &[
-    ("Berlin", "DE", "BE"),
-    ("Lisbon", "PT", "11"),
-    ("Austin", "US", "TX"),
-    ("Toronto", "CA", "ON"),
-    ("Osaka", "JP", "27"),
-];
+const CITIES: &[(&str, &str, &str)] =
+    &[("Berlin", "DE", "BE"), ("Lisbon", "PT", "11"), ("Austin", "US", "TX"), ("Toronto", "CA", "ON"), ("Osaka", "JP", "27")];
 const CURRENCIES: &[&str] = &["usd", "eur", "gbp"];
 
 pub fn id_prefix(object: &str) -> &'static str {

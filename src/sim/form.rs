@@ -51,8 +51,7 @@ fn arrays_from_numeric_maps(value: Value) -> Value {
     match value {
         Value::Object(map) => {
             let numeric = !map.is_empty() && map.keys().all(|k| k.parse::<usize>().is_ok());
-            let mut entries: Vec<(String, Value)> =
-                map.into_iter().map(|(k, v)| (k, arrays_from_numeric_maps(v))).collect();
+            let mut entries: Vec<(String, Value)> = map.into_iter().map(|(k, v)| (k, arrays_from_numeric_maps(v))).collect();
             if numeric {
                 entries.sort_by_key(|(k, _)| k.parse::<usize>().unwrap_or(usize::MAX));
                 Value::Array(entries.into_iter().map(|(_, v)| v).collect())
@@ -68,11 +67,9 @@ fn arrays_from_numeric_maps(value: Value) -> Value {
 pub fn coerce(param: &Value, existing: Option<&Value>) -> Value {
     let Value::String(text) = param else { return param.clone() };
     match existing {
-        Some(Value::Number(_)) => text
-            .parse::<i64>()
-            .map(Value::from)
-            .or_else(|_| text.parse::<f64>().map(Value::from))
-            .unwrap_or_else(|_| param.clone()),
+        Some(Value::Number(_)) => {
+            text.parse::<i64>().map(Value::from).or_else(|_| text.parse::<f64>().map(Value::from)).unwrap_or_else(|_| param.clone())
+        }
         Some(Value::Bool(_)) => match text.as_str() {
             "true" => Value::Bool(true),
             "false" => Value::Bool(false),
@@ -91,10 +88,7 @@ mod tests {
     #[test]
     fn nested_keys_and_arrays() {
         let v = decode(b"email=a%40b.c&metadata[plan]=pro&items[0][price]=p1&items[1][price]=p2&expand[]=x");
-        assert_eq!(
-            v,
-            json!({"email":"a@b.c","metadata":{"plan":"pro"},"items":[{"price":"p1"},{"price":"p2"}],"expand":["x"]})
-        );
+        assert_eq!(v, json!({"email":"a@b.c","metadata":{"plan":"pro"},"items":[{"price":"p1"},{"price":"p2"}],"expand":["x"]}));
     }
 
     #[test]

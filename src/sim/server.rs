@@ -81,10 +81,7 @@ impl Sim {
     }
 
     pub fn set_faults(&self, faults: Faults) {
-        *self.limiter.write() = faults
-            .rate_limit
-            .and_then(NonZeroU32::new)
-            .map(|r| Arc::new(RateLimiter::direct(Quota::per_second(r))));
+        *self.limiter.write() = faults.rate_limit.and_then(NonZeroU32::new).map(|r| Arc::new(RateLimiter::direct(Quota::per_second(r))));
         *self.faults.write() = faults;
     }
 
@@ -166,7 +163,13 @@ async fn stripe_api(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, heade
     }
     if sim.roll(faults.fail_rate) {
         sim.stats.failed.fetch_add(1, Ordering::Relaxed);
-        return error_response(&ApiError { status: 500, kind: "api_error", code: None, param: None, message: "An unknown error occurred (injected).".into() });
+        return error_response(&ApiError {
+            status: 500,
+            kind: "api_error",
+            code: None,
+            param: None,
+            message: "An unknown error occurred (injected).".into(),
+        });
     }
 
     let scope = match headers.get("stripe-account").and_then(|v| v.to_str().ok()) {
@@ -187,23 +190,24 @@ async fn stripe_api(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, heade
     let params = if method == Method::POST { form::decode(&body) } else { query.clone() };
     let idempotency_key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(String::from);
     let request = format!("{method} {path} {params}");
-    if method == Method::POST {
-        if let Some(key) = &idempotency_key {
-            if let Some(replay) = sim.world.lock().replay(&scope, key).cloned() {
-                if replay.request != request {
-                    return error_response(&ApiError {
-                        status: 400,
-                        kind: "idempotency_error",
-                        code: None,
-                        param: None,
-                        message: format!("Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '{key}' if you meant to execute a different request."),
-                    });
-                }
-                let mut response = json_response(replay.status, &replay.body);
-                response.headers_mut().insert("idempotent-replayed", "true".parse().expect("static header"));
-                return response;
-            }
+    if method == Method::POST
+        && let Some(key) = &idempotency_key
+        && let Some(replay) = sim.world.lock().replay(&scope, key).cloned()
+    {
+        if replay.request != request {
+            return error_response(&ApiError {
+                status: 400,
+                kind: "idempotency_error",
+                code: None,
+                param: None,
+                message: format!(
+                    "Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '{key}' if you meant to execute a different request."
+                ),
+            });
         }
+        let mut response = json_response(replay.status, &replay.body);
+        response.headers_mut().insert("idempotent-replayed", "true".parse().expect("static header"));
+        return response;
     }
 
     let result = dispatch(&sim, &method, &path, &scope, &query, &params);
@@ -237,7 +241,9 @@ fn dispatch(sim: &Sim, method: &Method, path: &str, scope: &str, query: &Value, 
         }
         (&Method::GET, ["events"]) => world.events(scope, &ListParams::from_query(query)?),
         (&Method::GET, ["subscription_items"]) => {
-            let subscription = query["subscription"].as_str().ok_or_else(|| ApiError::invalid("subscription", "Missing required param: subscription.".into()))?;
+            let subscription = query["subscription"]
+                .as_str()
+                .ok_or_else(|| ApiError::invalid("subscription", "Missing required param: subscription.".into()))?;
             world.nested(scope, "subscription", subscription, "items", &ListParams::from_query(query)?, path)
         }
         (&Method::GET, [resource, id, field]) => {
@@ -276,13 +282,16 @@ async fn state(State(sim): State<Arc<Sim>>, Query(q): Query<StateQuery>) -> Resp
 
 async fn stats(State(sim): State<Arc<Sim>>) -> Response {
     let s = &sim.stats;
-    json_response(200, &json!({
-        "requests": s.requests.load(Ordering::Relaxed),
-        "rate_limited": s.rate_limited.load(Ordering::Relaxed),
-        "failed": s.failed.load(Ordering::Relaxed),
-        "truncated": s.truncated.load(Ordering::Relaxed),
-        "by_route": *s.by_route.lock(),
-    }))
+    json_response(
+        200,
+        &json!({
+            "requests": s.requests.load(Ordering::Relaxed),
+            "rate_limited": s.rate_limited.load(Ordering::Relaxed),
+            "failed": s.failed.load(Ordering::Relaxed),
+            "truncated": s.truncated.load(Ordering::Relaxed),
+            "by_route": *s.by_route.lock(),
+        }),
+    )
 }
 
 async fn event_times(State(sim): State<Arc<Sim>>) -> Response {
@@ -302,7 +311,10 @@ async fn traffic(State(sim): State<Arc<Sim>>, body: Result<axum::Json<TrafficBod
             sim.traffic.send_replace(t.mutations_per_sec);
             json_response(200, &json!({"mutations_per_sec": t.mutations_per_sec}))
         }
-        Ok(_) => json_response(400, &json!({"error": {"type": "invalid_request_error", "message": "mutations_per_sec must be a finite number >= 0"}})),
+        Ok(_) => json_response(
+            400,
+            &json!({"error": {"type": "invalid_request_error", "message": "mutations_per_sec must be a finite number >= 0"}}),
+        ),
         Err(e) => json_response(400, &json!({"error": {"type": "invalid_request_error", "message": e.body_text()}})),
     }
 }

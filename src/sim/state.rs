@@ -74,10 +74,7 @@ impl ListParams {
         if starting_after.is_some() && ending_before.is_some() {
             return Err(ApiError::invalid("ending_before", "You may only specify one of starting_after and ending_before".into()));
         }
-        let include_total_count = query
-            .get("include")
-            .and_then(Value::as_array)
-            .is_some_and(|a| a.iter().any(|v| v == "total_count"));
+        let include_total_count = query.get("include").and_then(Value::as_array).is_some_and(|a| a.iter().any(|v| v == "total_count"));
         Ok(ListParams { limit, starting_after, ending_before, include_total_count })
     }
 }
@@ -243,9 +240,7 @@ impl World {
     pub fn list(&self, scope: &str, object: &str, params: &ListParams, url: &str) -> Result<Value, ApiError> {
         let empty = Table::default();
         let table = self.table(scope, object).unwrap_or(&empty);
-        let resolve = |id: &str, param: &str| {
-            table.seq_of.get(id).copied().ok_or_else(|| ApiError::missing(param, object, id))
-        };
+        let resolve = |id: &str, param: &str| table.seq_of.get(id).copied().ok_or_else(|| ApiError::missing(param, object, id));
         let anchor = match (&params.starting_after, &params.ending_before) {
             (Some(id), _) => Anchor::After(resolve(id, "starting_after")?),
             (_, Some(id)) => Anchor::Before(resolve(id, "ending_before")?),
@@ -268,10 +263,7 @@ impl World {
         let parent = self.find(scope, object, id).ok_or_else(|| ApiError::missing("id", object, id))?;
         let items = parent[field]["data"].as_array().cloned().unwrap_or_default();
         let position = |cursor: &str, param: &str| {
-            items
-                .iter()
-                .position(|item| item["id"] == cursor)
-                .ok_or_else(|| ApiError::missing(param, "item", cursor))
+            items.iter().position(|item| item["id"] == cursor).ok_or_else(|| ApiError::missing(param, "item", cursor))
         };
         let (start, end, has_more) = match (&params.starting_after, &params.ending_before) {
             (Some(cursor), _) => {
@@ -295,9 +287,7 @@ impl World {
     pub fn events(&mut self, scope: &str, params: &ListParams) -> Result<Value, ApiError> {
         self.expire_events();
         let Some(state) = self.scopes.get(scope) else { return Ok(list_json("/v1/events", vec![], false)) };
-        let resolve = |id: &str, param: &str| {
-            state.event_seq_of.get(id).copied().ok_or_else(|| ApiError::missing(param, "event", id))
-        };
+        let resolve = |id: &str, param: &str| state.event_seq_of.get(id).copied().ok_or_else(|| ApiError::missing(param, "event", id));
         let anchor = match (&params.starting_after, &params.ending_before) {
             (Some(id), _) => Anchor::After(resolve(id, "starting_after")?),
             (_, Some(id)) => Anchor::Before(resolve(id, "ending_before")?),
@@ -425,7 +415,8 @@ impl World {
             Some(id) => {
                 let Some(current) = self.find(&scope, object, &id) else { return };
                 let current = current.clone();
-                let mut changes: Map<String, Value> = data::mutate(&mut self.rng, &current).into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+                let mut changes: Map<String, Value> =
+                    data::mutate(&mut self.rng, &current).into_iter().map(|(k, v)| (k.to_string(), v)).collect();
                 let rev = self.next_rev;
                 self.next_rev += 1;
                 changes.insert("metadata".into(), json!({"rev": rev.to_string()}));
@@ -513,7 +504,12 @@ fn page_desc(rows: &BTreeMap<u64, Value>, anchor: Anchor, limit: usize) -> (Vec<
 
 /// Newest-first page around an anchor: `After` goes to older items,
 /// `Before` returns the `limit` items just newer than the anchor.
-fn page_desc_by<'a, T>(rows: &'a BTreeMap<u64, T>, anchor: Anchor, limit: usize, value: impl Fn(&'a T) -> &'a Value) -> (Vec<&'a Value>, bool) {
+fn page_desc_by<'a, T>(
+    rows: &'a BTreeMap<u64, T>,
+    anchor: Anchor,
+    limit: usize,
+    value: impl Fn(&'a T) -> &'a Value,
+) -> (Vec<&'a Value>, bool) {
     let mut items: Vec<&Value> = match anchor {
         Anchor::Top => rows.values().rev().take(limit + 1).map(&value).collect(),
         Anchor::After(seq) => rows.range(..seq).rev().take(limit + 1).map(|(_, v)| value(v)).collect(),
@@ -538,11 +534,11 @@ pub fn render(object: &Value) -> Value {
         if *parent != kind {
             continue;
         }
-        if let Some(Value::Array(items)) = shown.get_mut(*field).and_then(|l| l.get_mut("data")) {
-            if items.len() > NESTED_INLINE {
-                items.truncate(NESTED_INLINE);
-                shown[*field]["has_more"] = json!(true);
-            }
+        if let Some(Value::Array(items)) = shown.get_mut(*field).and_then(|l| l.get_mut("data"))
+            && items.len() > NESTED_INLINE
+        {
+            items.truncate(NESTED_INLINE);
+            shown[*field]["has_more"] = json!(true);
         }
     }
     shown
@@ -597,7 +593,8 @@ mod tests {
             }
         }
         let truth = w.truth(Some(PLATFORM));
-        let mut expected: Vec<String> = truth["customer"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap().to_string()).collect();
+        let mut expected: Vec<String> =
+            truth["customer"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap().to_string()).collect();
         expected.reverse();
         assert_eq!(seen, expected);
         // ending_before returns the items just newer than the cursor, newest first
@@ -610,7 +607,12 @@ mod tests {
     fn invoices_embed_ten_lines_and_the_rest_paginates() {
         let w = world();
         let truth = w.truth(None);
-        let big = truth["invoice"].as_array().unwrap().iter().find(|i| i["lines"]["data"].as_array().unwrap().len() > 10).expect("an invoice with more than 10 lines");
+        let big = truth["invoice"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["lines"]["data"].as_array().unwrap().len() > 10)
+            .expect("an invoice with more than 10 lines");
         let scope = w.scopes.iter().find(|(_, s)| s.tables["invoice"].seq_of.contains_key(big["id"].as_str().unwrap())).unwrap().0.clone();
         let shown = w.retrieve(&scope, "invoice", big["id"].as_str().unwrap()).unwrap();
         assert_eq!(shown["lines"]["data"].as_array().unwrap().len(), 10);

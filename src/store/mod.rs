@@ -130,10 +130,8 @@ pub trait Store: Send + Sync {
 
 /// Open the store named by `[database] url`, creating its tables.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
-    let path = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .ok_or_else(|| StoreError::UnsupportedUrl(url.to_string()))?;
+    let path =
+        url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).ok_or_else(|| StoreError::UnsupportedUrl(url.to_string()))?;
     let path = path.to_string();
     let store = tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(&path))
         .await

@@ -48,27 +48,37 @@ CREATE TABLE IF NOT EXISTS tributary_tables (
 );
 ";
 
-/// A batch with each upsert already serialized, so the one writer thread
-/// spends its time on SQL only.
+/// A batch with each upsert already serialized (and its JSON tree dropped)
+/// on the caller's task, so the one writer thread spends its time on SQL.
 struct Prepared {
     batch: Batch,
-    texts: Vec<Option<String>>,
+    rows: Vec<Option<Row>>,
+}
+
+/// An upsert's serialized state.
+struct Row {
+    text: String,
+    created: Option<i64>,
 }
 
 type Job = (Prepared, oneshot::Sender<Result<Applied, StoreError>>);
 
-fn prepare(batch: Batch) -> Result<Prepared, StoreError> {
-    let texts = batch
-        .writes
-        .iter()
-        .map(|w| match &w.mutation {
-            Mutation::Upsert(data) => serde_json::to_string(data)
-                .map(Some)
-                .map_err(|e| StoreError::CorruptRow { table: w.object.clone(), id: w.id.clone(), source: e }),
-            Mutation::Delete => Ok(None),
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(Prepared { batch, texts })
+fn prepare(mut batch: Batch) -> Result<Prepared, StoreError> {
+    let mut rows = Vec::with_capacity(batch.writes.len());
+    for write in &mut batch.writes {
+        let Mutation::Upsert(data) = &mut write.mutation else {
+            rows.push(None);
+            continue;
+        };
+        let data = std::mem::take(data);
+        let text = serde_json::to_string(&data).map_err(|e| StoreError::CorruptRow {
+            table: write.object.clone(),
+            id: write.id.clone(),
+            source: e,
+        })?;
+        rows.push(Some(Row { text, created: data.get("created").and_then(Value::as_i64) }));
+    }
+    Ok(Prepared { batch, rows })
 }
 
 pub struct SqliteStore {
@@ -104,7 +114,10 @@ impl SqliteStore {
         Ok(SqliteStore { jobs, reader: Arc::new(Mutex::new(reader)) })
     }
 
-    async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static) -> Result<T, StoreError> {
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let reader = self.reader.clone();
         tokio::task::spawn_blocking(move || {
             let conn = reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -131,8 +144,11 @@ impl Store for SqliteStore {
             let mut out = BTreeMap::new();
             for row in rows {
                 let (key, value) = row?;
-                let value = serde_json::from_str(&value)
-                    .map_err(|e| StoreError::CorruptRow { table: "tributary_checkpoints".into(), id: key.clone(), source: e })?;
+                let value = serde_json::from_str(&value).map_err(|e| StoreError::CorruptRow {
+                    table: "tributary_checkpoints".into(),
+                    id: key.clone(),
+                    source: e,
+                })?;
                 out.insert(key, value);
             }
             Ok(out)
@@ -167,9 +183,11 @@ impl Store for SqliteStore {
                 ))
             })?;
             let parse = |seq: i64, text: Option<String>| -> Result<Option<Value>, StoreError> {
-                text.map(|t| serde_json::from_str(&t))
-                    .transpose()
-                    .map_err(|e| StoreError::CorruptRow { table: "tributary_changes".into(), id: seq.to_string(), source: e })
+                text.map(|t| serde_json::from_str(&t)).transpose().map_err(|e| StoreError::CorruptRow {
+                    table: "tributary_changes".into(),
+                    id: seq.to_string(),
+                    source: e,
+                })
             };
             let mut out = Vec::new();
             for row in rows {
@@ -247,11 +265,11 @@ impl Writer {
         let mut results = Vec::with_capacity(batches.len());
         // rows added (or removed) per table in this transaction
         let mut row_deltas: HashMap<String, i64> = HashMap::new();
-        for Prepared { batch, texts } in batches {
+        for Prepared { batch, rows } in batches {
             let mut applied = Applied::default();
-            for (write, text) in batch.writes.iter().zip(texts) {
+            for (write, row) in batch.writes.iter().zip(rows) {
                 let table = ensure_table(&tx, &mut self.known_tables, &batch.source, &write.object)?;
-                let outcome = apply_write(&tx, &table, &batch.source, write, text.as_deref(), &committed_at)?;
+                let outcome = apply_write(&tx, &table, &batch.source, write, row.as_ref(), &committed_at)?;
                 if outcome.changed {
                     applied.changes += 1;
                 } else {
@@ -275,7 +293,8 @@ impl Writer {
             results.push(applied);
         }
         for (table, delta) in row_deltas.into_iter().filter(|(_, d)| *d != 0) {
-            tx.prepare_cached("UPDATE tributary_tables SET row_count = row_count + ?1 WHERE table_name = ?2")?.execute(params![delta, table])?;
+            tx.prepare_cached("UPDATE tributary_tables SET row_count = row_count + ?1 WHERE table_name = ?2")?
+                .execute(params![delta, table])?;
         }
         tx.commit()?;
         Ok(results)
@@ -308,25 +327,26 @@ fn ensure_table(conn: &Connection, known: &mut HashSet<String>, source: &str, ob
     Ok(table)
 }
 
-fn insert_change(
-    conn: &Connection,
-    source: &str,
-    object: &str,
-    object_id: &str,
-    account: Option<&str>,
-    op: &str,
-    origin: &Origin,
-    data: Option<&str>,
-    previous: Option<&Value>,
-    committed_at: &str,
-) -> Result<(), StoreError> {
+/// A change log entry about to be written.
+struct NewChange<'a> {
+    source: &'a str,
+    object: &'a str,
+    object_id: &'a str,
+    account: Option<&'a str>,
+    op: &'a str,
+    origin: &'a Origin,
+    data: Option<&'a str>,
+    /// Computed from the mirror's old row; an event's own wins.
+    previous: Option<&'a Value>,
+}
+
+fn insert_change(conn: &Connection, change: NewChange<'_>, committed_at: &str) -> Result<(), StoreError> {
+    let NewChange { source, object, object_id, account, op, origin, data, previous } = change;
     let (kind, event_id, previous) = match origin {
-        Origin::Backfill => (format!("{object}.{op}"), None, previous.cloned()),
-        Origin::Event { id, kind, previous_attributes } => {
-            (kind.clone(), Some(id.as_str()), previous_attributes.clone().or_else(|| previous.cloned()))
-        }
+        Origin::Event { id, kind, previous_attributes } => (kind.clone(), Some(id.as_str()), previous_attributes.as_ref().or(previous)),
+        Origin::Backfill if op == "delete" => (format!("{object}.deleted"), None, previous),
+        Origin::Backfill => (format!("{object}.{op}"), None, previous),
     };
-    let kind = if matches!(origin, Origin::Backfill) && op == "delete" { format!("{object}.deleted") } else { kind };
     conn.prepare_cached(
         "INSERT INTO tributary_changes (source, object, object_id, account, op, type, data, previous_attributes, upstream_event_id, committed_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -336,10 +356,7 @@ fn insert_change(
 }
 
 fn current_text(conn: &Connection, table: &str, id: &str) -> Result<Option<String>, StoreError> {
-    Ok(conn
-        .prepare_cached(&format!("SELECT data FROM {} WHERE id = ?1", quote(table)))?
-        .query_row([id], |r| r.get(0))
-        .optional()?)
+    Ok(conn.prepare_cached(&format!("SELECT data FROM {} WHERE id = ?1", quote(table)))?.query_row([id], |r| r.get(0)).optional()?)
 }
 
 struct Outcome {
@@ -351,45 +368,82 @@ struct Outcome {
 
 const UNCHANGED: Outcome = Outcome { changed: false, rows_delta: 0 };
 
-/// Apply one write (`text`: the serialized upsert).
-fn apply_write(conn: &Connection, table: &str, source: &str, write: &Write, text: Option<&str>, committed_at: &str) -> Result<Outcome, StoreError> {
+/// Apply one write (`row`: the serialized upsert, `None` for a delete).
+fn apply_write(
+    conn: &Connection,
+    table: &str,
+    source: &str,
+    write: &Write,
+    row: Option<&Row>,
+    committed_at: &str,
+) -> Result<Outcome, StoreError> {
     let quoted = quote(table);
     let existing_text = current_text(conn, table, &write.id)?;
     let account = write.account.as_deref();
-    let (Mutation::Upsert(data), Some(text)) = (&write.mutation, text) else {
+    let Some(Row { text, created }) = row else {
         if existing_text.is_none() {
             return Ok(UNCHANGED);
         }
         conn.prepare_cached(&format!("DELETE FROM {quoted} WHERE id = ?1"))?.execute([&write.id])?;
-        insert_change(conn, source, &write.object, &write.id, account, "delete", &write.origin, None, None, committed_at)?;
+        let change = NewChange {
+            source,
+            object: &write.object,
+            object_id: &write.id,
+            account,
+            op: "delete",
+            origin: &write.origin,
+            data: None,
+            previous: None,
+        };
+        insert_change(conn, change, committed_at)?;
         return Ok(Outcome { changed: true, rows_delta: -1 });
     };
-    // the same text is the same state; different text may still be the same
-    // JSON (key order), so only then parse and compare
-    let existing: Option<Value> = match &existing_text {
-        Some(old) if old == text => None,
-        Some(old) => Some(serde_json::from_str(old).map_err(|e| StoreError::CorruptRow { table: table.to_string(), id: write.id.clone(), source: e })?),
+    let corrupt = |e| StoreError::CorruptRow { table: table.to_string(), id: write.id.clone(), source: e };
+    // the same text is the same state; a different text may still be the
+    // same JSON (key order), so only then parse both and compare
+    let previous = match &existing_text {
         None => None,
+        Some(old) if old == text => return unchanged(conn, &quoted, write),
+        Some(old) => {
+            let old: Value = serde_json::from_str(old).map_err(corrupt)?;
+            let new: Value = serde_json::from_str(text).map_err(corrupt)?;
+            if old == new {
+                return unchanged(conn, &quoted, write);
+            }
+            previous_attributes(&old, &new)
+        }
     };
-    if existing_text.as_deref() == Some(text) || existing.as_ref() == Some(data) {
-        conn.prepare_cached(&format!("UPDATE {quoted} SET _generation = ?2 WHERE id = ?1 AND _generation <> ?2"))?
-            .execute(params![write.id, write.generation])?;
-        return Ok(UNCHANGED);
-    }
     conn.prepare_cached(&format!(
         "INSERT INTO {quoted} (id, account, data, created, updated_at, _generation) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (id) DO UPDATE SET account = excluded.account, data = excluded.data, created = excluded.created,
          updated_at = excluded.updated_at, _generation = excluded._generation"
     ))?
-    .execute(params![write.id, account, text, data.get("created").and_then(Value::as_i64), committed_at, write.generation])?;
-    let op = match (&write.origin, &existing) {
+    .execute(params![write.id, account, text, created, committed_at, write.generation])?;
+    let op = match (&write.origin, &existing_text) {
         (Origin::Backfill, _) => "read",
         (_, None) => "insert",
         (_, Some(_)) => "update",
     };
-    let previous = existing.as_ref().and_then(|old| previous_attributes(old, data));
-    insert_change(conn, source, &write.object, &write.id, account, op, &write.origin, Some(text), previous.as_ref(), committed_at)?;
+    let change = NewChange {
+        source,
+        object: &write.object,
+        object_id: &write.id,
+        account,
+        op,
+        origin: &write.origin,
+        data: Some(text),
+        previous: previous.as_ref(),
+    };
+    insert_change(conn, change, committed_at)?;
     Ok(Outcome { changed: true, rows_delta: if existing_text.is_none() { 1 } else { 0 } })
+}
+
+/// The mirror already holds this state: record no change, but remember
+/// that this backfill generation saw the row.
+fn unchanged(conn: &Connection, quoted: &str, write: &Write) -> Result<Outcome, StoreError> {
+    conn.prepare_cached(&format!("UPDATE {quoted} SET _generation = ?2 WHERE id = ?1 AND _generation <> ?2"))?
+        .execute(params![write.id, write.generation])?;
+    Ok(UNCHANGED)
 }
 
 /// Delete the rows a finished backfill did not see; returns changes written.
@@ -401,7 +455,17 @@ fn apply_sweep(conn: &Connection, table: &str, source: &str, sweep: &Sweep, comm
         .collect::<Result<_, _>>()?;
     for id in &stale {
         conn.prepare_cached(&format!("DELETE FROM {quoted} WHERE id = ?1"))?.execute([id])?;
-        insert_change(conn, source, &sweep.object, id, sweep.account.as_deref(), "delete", &Origin::Backfill, None, None, committed_at)?;
+        let change = NewChange {
+            source,
+            object: &sweep.object,
+            object_id: id,
+            account: sweep.account.as_deref(),
+            op: "delete",
+            origin: &Origin::Backfill,
+            data: None,
+            previous: None,
+        };
+        insert_change(conn, change, committed_at)?;
     }
     Ok(stale.len() as u64)
 }

@@ -23,25 +23,50 @@ pub async fn ops_follow_the_mirror(store: Arc<dyn Store>) {
     let a = store.apply(batch(vec![write("customer", "cus_1", Mutation::Upsert(v1.clone()), Origin::Backfill, 1)])).await.unwrap();
     assert_eq!(a, Applied { changes: 1, unchanged: 0 });
     // the same snapshot again records no change
-    let again = store.apply(batch(vec![write("customer", "cus_1", Mutation::Upsert(v1.clone()), event("evt_1", "customer.updated", None), 1)])).await.unwrap();
+    let again = store
+        .apply(batch(vec![write("customer", "cus_1", Mutation::Upsert(v1.clone()), event("evt_1", "customer.updated", None), 1)]))
+        .await
+        .unwrap();
     assert_eq!(again, Applied { changes: 0, unchanged: 1 });
     let prev = json!({"name": "Ada"});
-    store.apply(batch(vec![write("customer", "cus_1", Mutation::Upsert(v2.clone()), event("evt_2", "customer.updated", Some(prev.clone())), 1)])).await.unwrap();
-    store.apply(batch(vec![write("customer", "cus_2", Mutation::Upsert(json!({"id": "cus_2", "object": "customer"})), event("evt_3", "customer.created", None), 1)])).await.unwrap();
+    store
+        .apply(batch(vec![write(
+            "customer",
+            "cus_1",
+            Mutation::Upsert(v2.clone()),
+            event("evt_2", "customer.updated", Some(prev.clone())),
+            1,
+        )]))
+        .await
+        .unwrap();
+    store
+        .apply(batch(vec![write(
+            "customer",
+            "cus_2",
+            Mutation::Upsert(json!({"id": "cus_2", "object": "customer"})),
+            event("evt_3", "customer.created", None),
+            1,
+        )]))
+        .await
+        .unwrap();
     store.apply(batch(vec![write("customer", "cus_1", Mutation::Delete, event("evt_4", "customer.deleted", None), 1)])).await.unwrap();
     // deleting what the mirror does not hold records nothing
-    let none = store.apply(batch(vec![write("customer", "cus_9", Mutation::Delete, event("evt_5", "customer.deleted", None), 1)])).await.unwrap();
+    let none =
+        store.apply(batch(vec![write("customer", "cus_9", Mutation::Delete, event("evt_5", "customer.deleted", None), 1)])).await.unwrap();
     assert_eq!(none.changes, 0);
 
     let changes = store.changes_after(0, 100).await.unwrap();
     let summary: Vec<(&str, &str, &str, Option<&str>)> =
         changes.iter().map(|c| (c.op.as_str(), c.kind.as_str(), c.object_id.as_str(), c.upstream_event_id.as_deref())).collect();
-    assert_eq!(summary, vec![
-        ("read", "customer.read", "cus_1", None),
-        ("update", "customer.updated", "cus_1", Some("evt_2")),
-        ("insert", "customer.created", "cus_2", Some("evt_3")),
-        ("delete", "customer.deleted", "cus_1", Some("evt_4")),
-    ]);
+    assert_eq!(
+        summary,
+        vec![
+            ("read", "customer.read", "cus_1", None),
+            ("update", "customer.updated", "cus_1", Some("evt_2")),
+            ("insert", "customer.created", "cus_2", Some("evt_3")),
+            ("delete", "customer.deleted", "cus_1", Some("evt_4")),
+        ]
+    );
     assert_eq!(changes[0].data, Some(v1));
     assert_eq!(changes[1].previous_attributes, Some(prev));
     assert_eq!(changes[3].data, None);
@@ -70,7 +95,8 @@ pub async fn sweep_deletes_rows_an_older_generation_saw(store: Arc<dyn Store>) {
     gen2.sweeps.push(Sweep { object: "product".into(), account: None, below_generation: 2 });
     let applied = store.apply(gen2).await.unwrap();
     assert_eq!(applied.changes, 2, "b and c deleted, a unchanged");
-    let deletes: Vec<String> = store.changes_after(0, 10).await.unwrap().into_iter().filter(|c| c.op == "delete").map(|c| c.object_id).collect();
+    let deletes: Vec<String> =
+        store.changes_after(0, 10).await.unwrap().into_iter().filter(|c| c.op == "delete").map(|c| c.object_id).collect();
     assert_eq!(deletes, ["b", "c"]);
     assert_eq!(store.object_counts("stripe").await.unwrap()["product"], 1);
 }

@@ -46,11 +46,7 @@ impl Proc {
 
     /// Parsed JSON log lines carrying `kind`.
     pub fn log_kinds(&self, kind: &str) -> Vec<Value> {
-        self.log_text()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["kind"] == kind)
-            .collect()
+        self.log_text().lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| v["kind"] == kind).collect()
     }
 }
 
@@ -133,7 +129,8 @@ impl Sim {
 
     /// A Stripe API call as a client would make it (form-encoded body).
     pub async fn call(&self, method: reqwest::Method, path: &str, form: &[(&str, &str)]) -> (u16, Value) {
-        let response = http().request(method, format!("{}{path}", self.url)).bearer_auth(API_KEY).form(form).send().await.expect("sim call");
+        let response =
+            http().request(method, format!("{}{path}", self.url)).bearer_auth(API_KEY).form(form).send().await.expect("sim call");
         (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
     }
 
@@ -196,10 +193,8 @@ impl Engine {
 
     pub async fn wait_live(&self, timeout: Duration) {
         let url = format!("{}/v1/sources", self.api);
-        wait_until("source to be live", timeout, || async {
-            get_json(&url).await.is_some_and(|s| s["sources"][0]["phase"] == "live")
-        })
-        .await;
+        wait_until("source to be live", timeout, || async { get_json(&url).await.is_some_and(|s| s["sources"][0]["phase"] == "live") })
+            .await;
     }
 
     /// `GET /v1/sources/stripe/wait`; returns (status, body).
@@ -279,7 +274,8 @@ pub async fn assert_converged(sim: &Sim, db: &Path) {
         for (object, items) in truth.as_object().unwrap() {
             let rows = mirror.get(object).cloned().unwrap_or_default();
             let mine: BTreeMap<&String, &Value> = rows.iter().filter(|(_, (a, _))| a == scope).map(|(id, (_, d))| (id, d)).collect();
-            let theirs: BTreeMap<String, &Value> = items.as_array().unwrap().iter().map(|o| (o["id"].as_str().unwrap().to_string(), o)).collect();
+            let theirs: BTreeMap<String, &Value> =
+                items.as_array().unwrap().iter().map(|o| (o["id"].as_str().unwrap().to_string(), o)).collect();
             expected_total += theirs.len();
             let missing: Vec<&String> = theirs.keys().filter(|id| !mine.contains_key(id)).take(5).collect();
             let extra: Vec<&&String> = mine.keys().filter(|id| !theirs.contains_key(**id)).take(5).collect();

@@ -61,9 +61,10 @@ impl Client {
             .build()
             .map_err(|e| ClientError::Build(e.to_string()))?;
         let rate = NonZeroU32::new(config.rate_limit_per_sec).unwrap_or(NonZeroU32::MIN);
-        // a burst of one second's budget at most, so the upstream never sees
-        // more than the configured rate over any second
-        let quota = Quota::per_second(rate).allow_burst(rate);
+        // a burst of a tenth of a second's budget: requests stay evenly
+        // spaced, so any one-second window sees at most 1.1x the rate
+        let burst = NonZeroU32::new(config.rate_limit_per_sec / 10).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::per_second(rate).allow_burst(burst);
         Ok(Client {
             http,
             base_url: config.base_url.trim_end_matches('/').to_string(),
@@ -131,7 +132,11 @@ impl Client {
             .and_then(|v| v.trim().parse::<f64>().ok())
             .filter(|s| s.is_finite() && *s >= 0.0)
             .map(|s| Duration::from_secs_f64(s.min(300.0)));
-        let body = response.bytes().await.map_err(|e| Retryable { reason: format!("reading body: {e}"), retry_after: None, rate_limited: false })?;
+        let body = response.bytes().await.map_err(|e| Retryable {
+            reason: format!("reading body: {e}"),
+            retry_after: None,
+            rate_limited: false,
+        })?;
         if status == StatusCode::TOO_MANY_REQUESTS {
             return Err(Retryable { reason: "429 rate limited".into(), retry_after, rate_limited: true });
         }

@@ -129,7 +129,9 @@ impl StripeConfig {
             Accounts::Keyword(k) if k == "all" => {}
             Accounts::Keyword(k) => return invalid(format!("accounts = '{k}': use \"all\" or a list of account ids")),
             Accounts::List(ids) => {
-                if let Some(bad) = ids.iter().find(|id| !id.starts_with("acct_") || id.contains(|c: char| !c.is_ascii_alphanumeric() && c != '_')) {
+                if let Some(bad) =
+                    ids.iter().find(|id| !id.starts_with("acct_") || id.contains(|c: char| !c.is_ascii_alphanumeric() && c != '_'))
+                {
                     return invalid(format!("'{bad}' is not an account id (acct_…)"));
                 }
             }
@@ -148,11 +150,7 @@ impl StripeConfig {
 
     /// (resource path, object type) of every resource to mirror.
     pub fn resources(&self) -> Vec<(&'static str, &'static str)> {
-        RESOURCES
-            .iter()
-            .filter(|(r, _)| self.resources.as_ref().is_none_or(|list| list.iter().any(|x| x == r)))
-            .copied()
-            .collect()
+        RESOURCES.iter().filter(|(r, _)| self.resources.as_ref().is_none_or(|list| list.iter().any(|x| x == r))).copied().collect()
     }
 
     pub fn api_key(&self) -> Result<String, ConfigError> {

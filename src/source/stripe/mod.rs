@@ -21,7 +21,7 @@ pub use config::{Accounts, StripeConfig};
 use crate::source::SourceStatus;
 use crate::store::Store;
 use client::{Client, ClientError};
-use sync::{Shared, ScopeSync};
+use sync::{ScopeSync, Shared};
 
 /// Run a stripe source until the task is dropped.
 pub async fn run(config: StripeConfig, api_key: String, store: Arc<dyn Store>, status: Arc<SourceStatus>) -> Result<(), ClientError> {

@@ -205,7 +205,13 @@ impl ScopeSync {
 
     /// Page one resource from its checkpoint to the end; returns objects
     /// stored. The next page is fetched while the previous one commits.
-    async fn backfill_resource(&self, resource: &str, object: &str, mut checkpoint: ResourceCheckpoint, generation: i64) -> Result<u64, SyncError> {
+    async fn backfill_resource(
+        &self,
+        resource: &str,
+        object: &str,
+        mut checkpoint: ResourceCheckpoint,
+        generation: i64,
+    ) -> Result<u64, SyncError> {
         let mut total = None;
         self.status.set_progress(object, ResourceProgress { fetched: checkpoint.fetched, total, done: checkpoint.done });
         let mut uncommitted: Option<(Vec<Write>, ResourceCheckpoint)> = None;
@@ -254,7 +260,8 @@ impl ScopeSync {
         try_join_all(items.iter_mut().map(|item| self.complete_nested(item))).await?;
         let mut writes = Vec::with_capacity(items.len());
         for item in items {
-            let id = text(&item, "id").ok_or_else(|| ClientError::Shape { url: path.clone(), reason: "object without id".into() })?.to_string();
+            let id =
+                text(&item, "id").ok_or_else(|| ClientError::Shape { url: path.clone(), reason: "object without id".into() })?.to_string();
             writes.push(Write {
                 object: text(&item, "object").unwrap_or(object).to_string(),
                 id,
@@ -284,8 +291,7 @@ impl ScopeSync {
                 continue;
             }
             let Some(url) = text(list, "url").map(String::from) else { continue };
-            loop {
-                let Some(last) = list["data"].as_array().and_then(|d| d.last()).and_then(|i| text(i, "id")).map(String::from) else { break };
+            while let Some(last) = list["data"].as_array().and_then(|d| d.last()).and_then(|i| text(i, "id")).map(String::from) {
                 let separator = if url.contains('?') { '&' } else { '?' };
                 let path = format!("{url}{separator}limit={MAX_PAGE}&starting_after={}", encode(&last));
                 let page = match self.shared.client.get(&path, self.account.as_deref()).await {
@@ -413,7 +419,8 @@ impl ScopeSync {
         }
         let mut changes = 0;
         for chunk in events.chunks(MAX_PAGE) {
-            let writes: Vec<Write> = try_join_all(chunk.iter().map(|e| self.event_write(e, meta.generation))).await?.into_iter().flatten().collect();
+            let writes: Vec<Write> =
+                try_join_all(chunk.iter().map(|e| self.event_write(e, meta.generation))).await?.into_iter().flatten().collect();
             if let Some(newest) = chunk.last().and_then(|e| text(e, "id")) {
                 meta.cursor = Some(newest.to_string());
             }
