@@ -36,6 +36,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     Timeout(String),
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
     #[error("internal error")]
     Internal(String),
 }
@@ -46,6 +48,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             ApiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "api request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
@@ -63,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sources", get(sources))
         .route("/v1/sources/{name}/wait", get(wait))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
 }
 
@@ -141,4 +145,57 @@ async fn openapi() -> Json<Value> {
         "components": {"schemas": {"Error": {"type": "object", "properties": {"error": {"type": "object",
             "properties": {"type": {"type": "string"}, "message": {"type": "string"}}, "required": ["type", "message"]}}}}}
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    async fn app() -> (tempfile::TempDir, Router) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        let registry = Arc::new(Registry::default());
+        registry.add(crate::source::SourceStatus::new("stripe", "stripe"));
+        let state = AppState { registry, store, metrics: crate::telemetry::metrics() };
+        (dir, router(state))
+    }
+
+    async fn call(app: &Router, method: &str, uri: &str) -> (StatusCode, Value) {
+        let request = Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn every_error_is_json() {
+        let (_dir, app) = app().await;
+        for (method, uri, status) in [
+            ("GET", "/nope", StatusCode::NOT_FOUND),
+            ("DELETE", "/v1/sources", StatusCode::METHOD_NOT_ALLOWED),
+            ("GET", "/v1/sources/other/wait", StatusCode::NOT_FOUND),
+            ("GET", "/v1/sources/stripe/wait?timeout_ms=-1", StatusCode::BAD_REQUEST),
+            ("GET", "/v1/sources/stripe/wait?timeout_ms=999999999", StatusCode::BAD_REQUEST),
+        ] {
+            let (got, body) = call(&app, method, uri).await;
+            assert_eq!(got, status, "{method} {uri}");
+            assert!(body["error"]["type"].is_string() && body["error"]["message"].is_string(), "{method} {uri}: {body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn wait_times_out_while_no_account_is_known() {
+        let (_dir, app) = app().await;
+        let (status, body) = call(&app, "GET", "/v1/sources/stripe/wait?timeout_ms=50").await;
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(body["error"]["type"], "timeout");
+        let (status, body) = call(&app, "GET", "/v1/sources").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["sources"][0]["phase"], "backfilling");
+        assert!(body["sources"][0]["lag_ms"].is_null());
+    }
 }
