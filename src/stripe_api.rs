@@ -24,7 +24,3 @@ pub const MAX_PAGE: usize = 100;
 pub fn object_for_resource(resource: &str) -> Option<&'static str> {
     RESOURCES.iter().find(|(r, _)| *r == resource).map(|(_, o)| *o)
 }
-
-pub fn resource_for_object(object: &str) -> Option<&'static str> {
-    RESOURCES.iter().find(|(_, o)| *o == object).map(|(r, _)| *r)
-}

@@ -109,7 +109,11 @@ impl ScopeStatus {
     }
 
     pub fn lag(&self) -> Option<Duration> {
-        let state = self.state.read();
+        Self::lag_of(&self.state.read())
+    }
+
+    /// Age of the newest fully applied poll; `None` until live.
+    fn lag_of(state: &ScopeState) -> Option<Duration> {
         if state.phase != Phase::Live {
             return None;
         }
@@ -122,13 +126,9 @@ impl ScopeStatus {
             "account": self.account,
             "phase": state.phase,
             "cursor": state.cursor,
-            "lag_ms": self.lag_ms_locked(&state),
+            "lag_ms": Self::lag_of(&state).map(|l| l.as_millis() as u64),
             "backfill": state.resources,
         })
-    }
-
-    fn lag_ms_locked(&self, state: &ScopeState) -> Option<u64> {
-        (state.phase == Phase::Live).then_some(state.fresh_as_of.map(|t| t.elapsed().as_millis() as u64)).flatten()
     }
 }
 
