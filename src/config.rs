@@ -36,15 +36,39 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// `sqlite://PATH` (the embedded default).
+    /// `sqlite://PATH` (the embedded default) or `postgres://user:pass@host:port/db`.
     #[serde(default = "default_database_url")]
     pub url: String,
+    /// Postgres schema holding every table.
+    #[serde(default = "default_schema")]
+    pub schema: String,
+    /// Postgres connections at most (per process).
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        DatabaseConfig { url: default_database_url() }
+        DatabaseConfig { url: default_database_url(), schema: default_schema(), pool_size: default_pool_size() }
     }
+}
+
+impl DatabaseConfig {
+    pub fn sqlite(path: &str) -> Self {
+        DatabaseConfig { url: format!("sqlite://{path}"), ..DatabaseConfig::default() }
+    }
+
+    pub fn options(&self) -> crate::store::Options {
+        crate::store::Options { url: self.url.clone(), schema: self.schema.clone(), pool_size: self.pool_size }
+    }
+}
+
+fn default_schema() -> String {
+    "public".into()
+}
+
+fn default_pool_size() -> usize {
+    16
 }
 
 fn default_database_url() -> String {

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -10,7 +11,11 @@ use tokio::task::JoinSet;
 use crate::api::{self, AppState};
 use crate::config::{Config, ConfigError, SourceConfig};
 use crate::source::{Registry, SourceStatus, stripe};
-use crate::store::{self, StoreError};
+use crate::store::{self, Store, StoreError};
+
+/// Pause before retrying a source whose ownership could not be taken or
+/// whose runtime stopped on its own.
+const RESTART_PAUSE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -44,7 +49,7 @@ impl Engine {
 
     pub async fn start_with_listener(config: Config, listener: TcpListener) -> Result<Engine, EngineError> {
         let api_addr = listener.local_addr().map_err(EngineError::Serve)?;
-        let store = store::open(&config.database.url).await?;
+        let store = store::open(&config.database.options()).await?;
         let registry = Arc::new(Registry::default());
         let mut tasks = JoinSet::new();
         for source in config.sources {
@@ -53,13 +58,8 @@ impl Engine {
             match source {
                 SourceConfig::Stripe(c) => {
                     let api_key = c.api_key()?;
-                    let store = store.clone();
-                    tasks.spawn(async move {
-                        let name = c.name.clone();
-                        if let Err(e) = stripe::run(c, api_key, store, status).await {
-                            tracing::error!(kind = "source_error", source = %name, error = %e, "source stopped");
-                        }
-                    });
+                    let run = move |store, status| stripe::run(c.clone(), api_key.clone(), store, status);
+                    tasks.spawn(supervise(store.clone(), status, run));
                 }
             }
         }
@@ -75,5 +75,44 @@ impl Engine {
         while self.tasks.join_next().await.is_some() {}
         tracing::info!(kind = "engine_stopped", "engine stopped");
         result.map_err(EngineError::Serve)
+    }
+}
+
+/// Run a source whenever this process owns it: take ownership (waiting while
+/// another process has it), run until ownership is lost, then stand by again.
+/// The source resumes from its checkpoint wherever it runs next.
+async fn supervise<F, Fut, E>(store: Arc<dyn Store>, status: Arc<SourceStatus>, run: F)
+where
+    F: Fn(Arc<dyn Store>, Arc<SourceStatus>) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let name = status.name.clone();
+    loop {
+        let mut lease = match store.acquire(&name).await {
+            Ok(lease) => lease,
+            Err(e) => {
+                tracing::error!(kind = "source_error", source = %name, error = %e, "cannot take ownership of the source; retrying");
+                status.set_error(Some(e.to_string()));
+                tokio::time::sleep(RESTART_PAUSE).await;
+                continue;
+            }
+        };
+        status.set_owner(true);
+        tracing::info!(kind = "source_acquired", source = %name, "this process owns the source");
+        tokio::select! {
+            result = run(store.clone(), status.clone()) => {
+                if let Err(e) = result {
+                    tracing::error!(kind = "source_error", source = %name, error = %e, "source stopped");
+                    status.set_error(Some(e.to_string()));
+                }
+                tokio::time::sleep(RESTART_PAUSE).await;
+            }
+            reason = lease.lost() => {
+                tracing::warn!(kind = "source_lost", source = %name, reason = %reason, "ownership of the source lost; stopping it");
+                status.set_error(Some(format!("ownership lost: {reason}")));
+            }
+        }
+        status.reset();
     }
 }

@@ -88,6 +88,7 @@ async fn sources(State(state): State<AppState>) -> Result<Json<Value>, ApiError>
         out.push(json!({
             "name": source.name,
             "kind": source.kind,
+            "role": if source.is_owner() { "owner" } else { "standby" },
             "phase": source.phase(),
             "cursor": platform_cursor,
             "lag_ms": source.lag().map(|l| l.as_millis() as u64),
@@ -156,7 +157,8 @@ mod tests {
 
     async fn app() -> (tempfile::TempDir, Router) {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::open(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = crate::store::open(&crate::store::Options::url(&url)).await.unwrap();
         let registry = Arc::new(Registry::default());
         registry.add(crate::source::SourceStatus::new("stripe", "stripe"));
         let state = AppState { registry, store, metrics: crate::telemetry::metrics() };

@@ -72,7 +72,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut source = StripeConfig::new("stripe", &format!("http://{sim_addr}"), KEY_ENV);
     source.rate_limit_per_sec = 500;
     let config = Config {
-        database: DatabaseConfig { url: format!("sqlite://{}", args.db) },
+        database: DatabaseConfig::sqlite(&args.db),
         api: ApiConfig { listen: args.listen },
         sources: vec![SourceConfig::Stripe(source)],
     };

@@ -93,7 +93,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Check { config } => {
             let config = Config::load(&config)?;
             config.check_env()?;
-            println!("config ok: {} source(s), database {}", config.sources.len(), config.database.url);
+            crate::store::check(&config.database.options()).await?;
+            println!("config ok: {} source(s); database reachable", config.sources.len());
             Ok(())
         }
     }

@@ -139,6 +139,9 @@ pub struct SourceStatus {
     scopes: RwLock<Vec<Arc<ScopeStatus>>>,
     /// True once every scope is known (connected accounts listed).
     scopes_ready: watch::Sender<bool>,
+    /// Whether this process runs the source (with several processes on one
+    /// database, the others stand by).
+    owner: std::sync::atomic::AtomicBool,
     last_error: RwLock<Option<String>>,
 }
 
@@ -149,6 +152,7 @@ impl SourceStatus {
             kind,
             scopes: RwLock::new(Vec::new()),
             scopes_ready: watch::Sender::new(false),
+            owner: std::sync::atomic::AtomicBool::new(false),
             last_error: RwLock::new(None),
         })
     }
@@ -157,6 +161,21 @@ impl SourceStatus {
         let scope = Arc::new(ScopeStatus::new(account));
         self.scopes.write().push(scope.clone());
         scope
+    }
+
+    pub fn set_owner(&self, owner: bool) {
+        self.owner.store(owner, Ordering::SeqCst);
+    }
+
+    pub fn is_owner(&self) -> bool {
+        self.owner.load(Ordering::SeqCst)
+    }
+
+    /// Forget the runtime's scopes: the source stopped here (ownership lost).
+    pub fn reset(&self) {
+        self.set_owner(false);
+        self.scopes.write().clear();
+        self.scopes_ready.send_replace(false);
     }
 
     /// Every scope has been added.

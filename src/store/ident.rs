@@ -20,16 +20,22 @@ fn check(what: &'static str, value: &str, max: usize, extra: &[char]) -> Result<
 
 /// A source name: part of every table name.
 pub fn source_name(name: &str) -> Result<(), IdentError> {
-    check("source name", name, 30, &[])
+    check("source name", name, 20, &[])
+}
+
+/// A Postgres schema name from config.
+pub fn schema_name(name: &str) -> Result<(), IdentError> {
+    check("schema name", name, 40, &[])
 }
 
 /// An object type from upstream data (`invoice`, `checkout.session`).
 pub fn object_type(object: &str) -> Result<(), IdentError> {
-    check("object type", object, 60, &['.'])
+    check("object type", object, 38, &['.'])
 }
 
 /// The mirror table of a source's object type: `{source}_{object}`, dots as
-/// underscores.
+/// underscores. At most 59 characters, so the table and its index names
+/// (`{table}_ag`) fit Postgres's 63-byte identifiers untruncated.
 pub fn mirror_table(source: &str, object: &str) -> Result<String, IdentError> {
     source_name(source)?;
     object_type(object)?;
@@ -53,7 +59,7 @@ mod tests {
 
     #[test]
     fn rejects_hostile_identifiers() {
-        for bad in ["", "Customer", "a\"; drop table x; --", "a b", "1abc", "a-b", &"x".repeat(61)] {
+        for bad in ["", "Customer", "a\"; drop table x; --", "a b", "1abc", "a-b", &"x".repeat(39)] {
             assert!(object_type(bad).is_err(), "{bad:?} accepted");
         }
         assert!(source_name("stripe.eu").is_err());

@@ -2,13 +2,18 @@
 //! with the source's checkpoint.
 //!
 //! - `ident`: validation and quoting of identifiers that come from upstream data
+//! - `plan`: what a batch does to the mirror (the same decision on every backend)
 //! - `sqlite`: the embedded backend (one writer thread, WAL, group commit)
+//! - `postgres`: the production backend (pooled, set-based writes, xid8-ordered
+//!   change log, advisory-lock ownership of sources)
 //!
-//! Sources hand the store a [`Batch`]; the store decides per object whether it
-//! is a change (`read`, `insert`, `update`, `delete`) or the state it already
-//! holds (no change), so that decision is the same on every backend.
+//! Sources hand the store a [`Batch`]; [`plan`] decides per object whether it
+//! is a change (`read`, `insert`, `update`, `delete`) or the state the mirror
+//! already holds (no change).
 
 pub mod ident;
+pub mod plan;
+pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]
 mod tests;
@@ -82,6 +87,9 @@ pub struct Change {
     pub id: String,
     #[serde(skip)]
     pub seq: i64,
+    /// Where this change sits in commit order.
+    #[serde(skip)]
+    pub cursor: ChangeCursor,
     pub source: String,
     pub object: String,
     pub object_id: String,
@@ -95,6 +103,46 @@ pub struct Change {
     pub committed_at: String,
 }
 
+/// A position in the change log, in commit order: the writing transaction's
+/// id (Postgres `xid8`; 0 on SQLite, which has one writer) and the change's
+/// sequence. Opaque to readers: `to_string` and `parse` round-trip it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ChangeCursor {
+    pub(crate) xid: u64,
+    pub(crate) seq: i64,
+}
+
+impl ChangeCursor {
+    /// Before the first change.
+    pub const START: ChangeCursor = ChangeCursor { xid: 0, seq: 0 };
+
+    pub fn parse(text: &str) -> Option<ChangeCursor> {
+        let (xid, seq) = text.split_once('.')?;
+        Some(ChangeCursor { xid: xid.parse().ok()?, seq: seq.parse().ok()? })
+    }
+}
+
+impl std::fmt::Display for ChangeCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.xid, self.seq)
+    }
+}
+
+/// A page of changes and the cursor to read on from.
+#[derive(Debug, Clone)]
+pub struct ChangePage {
+    pub changes: Vec<Change>,
+    pub next: ChangeCursor,
+}
+
+/// A mirror row as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MirrorRow {
+    pub id: String,
+    pub account: Option<String>,
+    pub data: Value,
+}
+
 /// The stable public id of a change log sequence number.
 pub fn change_id(seq: i64) -> String {
     format!("chg_{seq:020}")
@@ -104,9 +152,11 @@ pub fn change_id(seq: i64) -> String {
 pub enum StoreError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("postgres: {0}")]
+    Postgres(String),
     #[error("{0}")]
     InvalidIdentifier(#[from] ident::IdentError),
-    #[error("unsupported database url '{0}': expected sqlite://PATH")]
+    #[error("unsupported database url '{0}': expected sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),
     #[error("cannot open database '{path}': {reason}")]
     Open { path: String, reason: String },
@@ -124,19 +174,71 @@ pub trait Store: Send + Sync {
     async fn checkpoints(&self, source: &str) -> Result<BTreeMap<String, Value>, StoreError>;
     /// Rows per object type in a source's mirror tables.
     async fn object_counts(&self, source: &str) -> Result<BTreeMap<String, u64>, StoreError>;
-    /// Changes with a sequence above `after`, in commit order.
-    async fn changes_after(&self, after: i64, limit: usize) -> Result<Vec<Change>, StoreError>;
+    /// Every mirror row of a source, by object type.
+    async fn mirror_rows(&self, source: &str) -> Result<BTreeMap<String, Vec<MirrorRow>>, StoreError>;
+    /// The reader API of the change log: changes after `cursor` in commit
+    /// order. A change appears only once every transaction that could commit
+    /// before it has finished, so a reader never skips one and never waits.
+    async fn changes_after(&self, cursor: ChangeCursor, limit: usize) -> Result<ChangePage, StoreError>;
+    /// Wait until this process owns `source` (one owner at a time across
+    /// processes sharing the database).
+    async fn acquire(&self, source: &str) -> Result<Box<dyn Lease>, StoreError>;
+}
+
+/// Ownership of a source; dropping it gives the source up.
+#[async_trait::async_trait]
+pub trait Lease: Send {
+    /// Resolves when ownership is lost, with the reason.
+    async fn lost(&mut self) -> String;
+}
+
+/// `[database]` as the store needs it.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub url: String,
+    /// Postgres schema of every table.
+    pub schema: String,
+    /// Postgres connections at most.
+    pub pool_size: usize,
+}
+
+impl Options {
+    pub fn url(url: &str) -> Self {
+        Options { url: url.to_string(), schema: "public".into(), pool_size: 16 }
+    }
+}
+
+fn sqlite_path(url: &str) -> Option<&str> {
+    url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))
+}
+
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 /// Open the store named by `[database] url`, creating its tables.
-pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
-    let path =
-        url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).ok_or_else(|| StoreError::UnsupportedUrl(url.to_string()))?;
-    let path = path.to_string();
+pub async fn open(options: &Options) -> Result<Arc<dyn Store>, StoreError> {
+    if is_postgres(&options.url) {
+        return Ok(Arc::new(postgres::PgStore::open(options).await?));
+    }
+    let path = sqlite_path(&options.url).ok_or_else(|| StoreError::UnsupportedUrl(options.url.clone()))?.to_string();
     let store = tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(&path))
         .await
-        .map_err(|e| StoreError::Open { path: url.to_string(), reason: e.to_string() })??;
+        .map_err(|e| StoreError::Open { path: options.url.clone(), reason: e.to_string() })??;
     Ok(Arc::new(store))
+}
+
+/// Check that the database is reachable, without creating anything.
+pub async fn check(options: &Options) -> Result<(), StoreError> {
+    if is_postgres(&options.url) {
+        return postgres::check(options).await;
+    }
+    let path = sqlite_path(&options.url).ok_or_else(|| StoreError::UnsupportedUrl(options.url.clone()))?;
+    let parent = std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    if !parent.is_dir() {
+        return Err(StoreError::Open { path: path.to_string(), reason: format!("directory {} does not exist", parent.display()) });
+    }
+    Ok(())
 }
 
 /// The fields of `new` that differ from `old`, with their old values

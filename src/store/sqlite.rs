@@ -9,8 +9,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use super::ident::{self, quote};
-use super::{Applied, Batch, Change, Mutation, Origin, Store, StoreError, Sweep, Write, change_id, previous_attributes};
+use super::ident::quote;
+use super::plan::{self, NewChange, Prepared};
+use super::{Applied, Batch, Change, ChangeCursor, ChangePage, Lease, MirrorRow, Store, StoreError, change_id};
 
 /// Batches queued for the writer; beyond this, `apply` waits (backpressure).
 const QUEUE_DEPTH: usize = 16;
@@ -48,38 +49,7 @@ CREATE TABLE IF NOT EXISTS tributary_tables (
 );
 ";
 
-/// A batch with each upsert already serialized (and its JSON tree dropped)
-/// on the caller's task, so the one writer thread spends its time on SQL.
-struct Prepared {
-    batch: Batch,
-    rows: Vec<Option<Row>>,
-}
-
-/// An upsert's serialized state.
-struct Row {
-    text: String,
-    created: Option<i64>,
-}
-
 type Job = (Prepared, oneshot::Sender<Result<Applied, StoreError>>);
-
-fn prepare(mut batch: Batch) -> Result<Prepared, StoreError> {
-    let mut rows = Vec::with_capacity(batch.writes.len());
-    for write in &mut batch.writes {
-        let Mutation::Upsert(data) = &mut write.mutation else {
-            rows.push(None);
-            continue;
-        };
-        let data = std::mem::take(data);
-        let text = serde_json::to_string(&data).map_err(|e| StoreError::CorruptRow {
-            table: write.object.clone(),
-            id: write.id.clone(),
-            source: e,
-        })?;
-        rows.push(Some(Row { text, created: data.get("created").and_then(Value::as_i64) }));
-    }
-    Ok(Prepared { batch, rows })
-}
 
 pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
@@ -114,10 +84,7 @@ impl SqliteStore {
         Ok(SqliteStore { jobs, reader: Arc::new(Mutex::new(reader)) })
     }
 
-    async fn read<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
+    async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static) -> Result<T, StoreError> {
         let reader = self.reader.clone();
         tokio::task::spawn_blocking(move || {
             let conn = reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -128,11 +95,27 @@ impl SqliteStore {
     }
 }
 
+fn parse_json(table: &str, id: &str, text: Option<String>) -> Result<Option<Value>, StoreError> {
+    text.map(|t| serde_json::from_str(&t))
+        .transpose()
+        .map_err(|e| StoreError::CorruptRow { table: table.to_string(), id: id.to_string(), source: e })
+}
+
+/// A single process owns everything on SQLite: ownership is never lost.
+struct Sole;
+
+#[async_trait::async_trait]
+impl Lease for Sole {
+    async fn lost(&mut self) -> String {
+        std::future::pending().await
+    }
+}
+
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn apply(&self, batch: Batch) -> Result<Applied, StoreError> {
         let (done, result) = oneshot::channel();
-        self.jobs.send((prepare(batch)?, done)).await.map_err(|_| StoreError::Closed)?;
+        self.jobs.send((plan::prepare(batch)?, done)).await.map_err(|_| StoreError::Closed)?;
         result.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -144,11 +127,7 @@ impl Store for SqliteStore {
             let mut out = BTreeMap::new();
             for row in rows {
                 let (key, value) = row?;
-                let value = serde_json::from_str(&value).map_err(|e| StoreError::CorruptRow {
-                    table: "tributary_checkpoints".into(),
-                    id: key.clone(),
-                    source: e,
-                })?;
+                let value = parse_json("tributary_checkpoints", &key, Some(value))?.unwrap_or_default();
                 out.insert(key, value);
             }
             Ok(out)
@@ -166,13 +145,35 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn changes_after(&self, after: i64, limit: usize) -> Result<Vec<Change>, StoreError> {
+    async fn mirror_rows(&self, source: &str) -> Result<BTreeMap<String, Vec<MirrorRow>>, StoreError> {
+        let source = source.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare("SELECT object, table_name FROM tributary_tables WHERE source = ?1")?;
+            let tables: Vec<(String, String)> = stmt.query_map([&source], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+            let mut out = BTreeMap::new();
+            for (object, table) in tables {
+                let mut stmt = conn.prepare(&format!("SELECT id, account, data FROM {} ORDER BY id", quote(&table)))?;
+                let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, String>(2)?)))?;
+                let mut list = Vec::new();
+                for row in rows {
+                    let (id, account, data) = row?;
+                    let data = parse_json(&table, &id, Some(data))?.unwrap_or_default();
+                    list.push(MirrorRow { id, account, data });
+                }
+                out.insert(object, list);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn changes_after(&self, cursor: ChangeCursor, limit: usize) -> Result<ChangePage, StoreError> {
         self.read(move |conn| {
             let mut stmt = conn.prepare(
                 "SELECT id, source, object, object_id, account, op, type, data, previous_attributes, upstream_event_id, committed_at
                  FROM tributary_changes WHERE id > ?1 ORDER BY id LIMIT ?2",
             )?;
-            let rows = stmt.query_map(params![after, limit as i64], |r| {
+            let rows = stmt.query_map(params![cursor.seq, limit as i64], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     [r.get::<_, String>(1)?, r.get(2)?, r.get(3)?, r.get(5)?, r.get(6)?, r.get(10)?],
@@ -182,34 +183,34 @@ impl Store for SqliteStore {
                     r.get::<_, Option<String>>(9)?,
                 ))
             })?;
-            let parse = |seq: i64, text: Option<String>| -> Result<Option<Value>, StoreError> {
-                text.map(|t| serde_json::from_str(&t)).transpose().map_err(|e| StoreError::CorruptRow {
-                    table: "tributary_changes".into(),
-                    id: seq.to_string(),
-                    source: e,
-                })
-            };
-            let mut out = Vec::new();
+            let mut changes = Vec::new();
             for row in rows {
                 let (seq, [source, object, object_id, op, kind, committed_at], account, data, previous, event) = row?;
-                out.push(Change {
+                let id = seq.to_string();
+                changes.push(Change {
                     id: change_id(seq),
                     seq,
+                    cursor: ChangeCursor { xid: 0, seq },
                     source,
                     object,
                     object_id,
                     account,
                     op,
                     kind,
-                    data: parse(seq, data)?,
-                    previous_attributes: parse(seq, previous)?,
+                    data: parse_json("tributary_changes", &id, data)?,
+                    previous_attributes: parse_json("tributary_changes", &id, previous)?,
                     upstream_event_id: event,
                     committed_at,
                 });
             }
-            Ok(out)
+            let next = changes.last().map(|c| c.cursor).unwrap_or(cursor);
+            Ok(ChangePage { changes, next })
         })
         .await
+    }
+
+    async fn acquire(&self, _source: &str) -> Result<Box<dyn Lease>, StoreError> {
+        Ok(Box::new(Sole))
     }
 }
 
@@ -265,48 +266,97 @@ impl Writer {
         let mut results = Vec::with_capacity(batches.len());
         // rows added (or removed) per table in this transaction
         let mut row_deltas: HashMap<String, i64> = HashMap::new();
-        for Prepared { batch, rows } in batches {
-            let mut applied = Applied::default();
-            for (write, row) in batch.writes.iter().zip(rows) {
-                let table = ensure_table(&tx, &mut self.known_tables, &batch.source, &write.object)?;
-                let outcome = apply_write(&tx, &table, &batch.source, write, row.as_ref(), &committed_at)?;
-                if outcome.changed {
-                    applied.changes += 1;
-                } else {
-                    applied.unchanged += 1;
+        for batch in batches {
+            for (table, object) in batch.tables() {
+                ensure_table(&tx, &mut self.known_tables, &batch.source, &object, &table)?;
+            }
+            let mut existing: HashMap<String, HashMap<String, String>> = HashMap::new();
+            for (table, ids) in batch.ids_by_table() {
+                let mut stmt = tx.prepare_cached(&format!("SELECT data FROM {} WHERE id = ?1", quote(table)))?;
+                let rows = existing.entry(table.to_string()).or_default();
+                for id in ids {
+                    if let Some(text) = stmt.query_row([id], |r| r.get::<_, String>(0)).optional()? {
+                        rows.insert(id.to_string(), text);
+                    }
                 }
-                *row_deltas.entry(table).or_default() += outcome.rows_delta;
             }
-            for sweep in &batch.sweeps {
-                let table = ensure_table(&tx, &mut self.known_tables, &batch.source, &sweep.object)?;
-                let deleted = apply_sweep(&tx, &table, &batch.source, sweep, &committed_at)?;
-                applied.changes += deleted;
-                *row_deltas.entry(table).or_default() -= deleted as i64;
+            let plan = plan::plan(batch, &existing)?;
+            let mut applied = Applied { changes: plan.changes.len() as u64, unchanged: plan.unchanged };
+            for (table, table_plan) in &plan.tables {
+                let quoted = quote(table);
+                let mut upsert = tx.prepare_cached(&format!(
+                    "INSERT INTO {quoted} (id, account, data, created, updated_at, _generation) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (id) DO UPDATE SET account = excluded.account, data = excluded.data, created = excluded.created,
+                     updated_at = excluded.updated_at, _generation = excluded._generation"
+                ))?;
+                for row in &table_plan.upserts {
+                    upsert.execute(params![row.id, row.account, row.text, row.created, committed_at, row.generation])?;
+                }
+                let mut touch = tx.prepare_cached(&format!("UPDATE {quoted} SET _generation = ?2 WHERE id = ?1 AND _generation <> ?2"))?;
+                for (id, generation) in &table_plan.touches {
+                    touch.execute(params![id, generation])?;
+                }
+                let mut delete = tx.prepare_cached(&format!("DELETE FROM {quoted} WHERE id = ?1"))?;
+                for id in &table_plan.deletes {
+                    delete.execute([id])?;
+                }
+                *row_deltas.entry(table.clone()).or_default() += table_plan.rows_delta;
             }
+            let mut changes = plan.changes;
+            for (table, sweep) in &batch.sweeps {
+                let quoted = quote(table);
+                let stale: Vec<String> = tx
+                    .prepare_cached(&format!("SELECT id FROM {quoted} WHERE account IS ?1 AND _generation < ?2 ORDER BY id"))?
+                    .query_map(params![sweep.account, sweep.below_generation], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                let mut delete = tx.prepare_cached(&format!("DELETE FROM {quoted} WHERE id = ?1"))?;
+                for id in &stale {
+                    delete.execute([id])?;
+                    changes.push(NewChange::swept(sweep, id));
+                }
+                applied.changes += stale.len() as u64;
+                *row_deltas.entry(table.clone()).or_default() -= stale.len() as i64;
+            }
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO tributary_changes (source, object, object_id, account, op, type, data, previous_attributes, upstream_event_id, committed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?;
+            for c in &changes {
+                insert.execute(params![
+                    batch.source,
+                    c.object,
+                    c.object_id,
+                    c.account,
+                    c.op,
+                    c.kind,
+                    c.data,
+                    c.previous_attributes,
+                    c.upstream_event_id,
+                    committed_at
+                ])?;
+            }
+            let mut checkpoint = tx.prepare_cached(
+                "INSERT INTO tributary_checkpoints (source, key, value, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (source, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            )?;
             for (key, value) in &batch.checkpoints {
-                tx.prepare_cached(
-                    "INSERT INTO tributary_checkpoints (source, key, value, updated_at) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (source, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                )?
-                .execute(params![batch.source, key, value.to_string(), committed_at])?;
+                checkpoint.execute(params![batch.source, key, value, committed_at])?;
             }
             results.push(applied);
         }
         for (table, delta) in row_deltas.into_iter().filter(|(_, d)| *d != 0) {
-            tx.prepare_cached("UPDATE tributary_tables SET row_count = row_count + ?1 WHERE table_name = ?2")?
-                .execute(params![delta, table])?;
+            tx.prepare_cached("UPDATE tributary_tables SET row_count = row_count + ?1 WHERE table_name = ?2")?.execute(params![delta, table])?;
         }
         tx.commit()?;
         Ok(results)
     }
 }
 
-fn ensure_table(conn: &Connection, known: &mut HashSet<String>, source: &str, object: &str) -> Result<String, StoreError> {
-    let table = ident::mirror_table(source, object)?;
-    if known.contains(&table) {
-        return Ok(table);
+fn ensure_table(conn: &Connection, known: &mut HashSet<String>, source: &str, object: &str, table: &str) -> Result<(), StoreError> {
+    if known.contains(table) {
+        return Ok(());
     }
-    let quoted = quote(&table);
+    let quoted = quote(table);
     conn.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS {quoted} (
             id TEXT PRIMARY KEY,
@@ -317,155 +367,9 @@ fn ensure_table(conn: &Connection, known: &mut HashSet<String>, source: &str, ob
             _generation INTEGER NOT NULL DEFAULT 0
         );
         CREATE INDEX IF NOT EXISTS {} ON {quoted} (account, _generation);",
-        quote(&format!("{table}_account_generation"))
+        quote(&format!("{table}_ag"))
     ))?;
-    conn.execute(
-        "INSERT OR IGNORE INTO tributary_tables (source, object, table_name) VALUES (?1, ?2, ?3)",
-        params![source, object, table],
-    )?;
-    known.insert(table.clone());
-    Ok(table)
-}
-
-/// A change log entry about to be written.
-struct NewChange<'a> {
-    source: &'a str,
-    object: &'a str,
-    object_id: &'a str,
-    account: Option<&'a str>,
-    op: &'a str,
-    origin: &'a Origin,
-    data: Option<&'a str>,
-    /// Computed from the mirror's old row; an event's own wins.
-    previous: Option<&'a Value>,
-}
-
-fn insert_change(conn: &Connection, change: NewChange<'_>, committed_at: &str) -> Result<(), StoreError> {
-    let NewChange { source, object, object_id, account, op, origin, data, previous } = change;
-    let (kind, event_id, previous) = match origin {
-        Origin::Event { id, kind, previous_attributes } => (kind.clone(), Some(id.as_str()), previous_attributes.as_ref().or(previous)),
-        Origin::Backfill if op == "delete" => (format!("{object}.deleted"), None, previous),
-        Origin::Backfill => (format!("{object}.{op}"), None, previous),
-    };
-    conn.prepare_cached(
-        "INSERT INTO tributary_changes (source, object, object_id, account, op, type, data, previous_attributes, upstream_event_id, committed_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?
-    .execute(params![source, object, object_id, account, op, kind, data, previous.map(|p| p.to_string()), event_id, committed_at])?;
+    conn.execute("INSERT OR IGNORE INTO tributary_tables (source, object, table_name) VALUES (?1, ?2, ?3)", params![source, object, table])?;
+    known.insert(table.to_string());
     Ok(())
-}
-
-fn current_text(conn: &Connection, table: &str, id: &str) -> Result<Option<String>, StoreError> {
-    Ok(conn.prepare_cached(&format!("SELECT data FROM {} WHERE id = ?1", quote(table)))?.query_row([id], |r| r.get(0)).optional()?)
-}
-
-struct Outcome {
-    /// A change was written to the change log.
-    changed: bool,
-    /// Rows added to the mirror table (-1 for a delete).
-    rows_delta: i64,
-}
-
-const UNCHANGED: Outcome = Outcome { changed: false, rows_delta: 0 };
-
-/// Apply one write (`row`: the serialized upsert, `None` for a delete).
-fn apply_write(
-    conn: &Connection,
-    table: &str,
-    source: &str,
-    write: &Write,
-    row: Option<&Row>,
-    committed_at: &str,
-) -> Result<Outcome, StoreError> {
-    let quoted = quote(table);
-    let existing_text = current_text(conn, table, &write.id)?;
-    let account = write.account.as_deref();
-    let Some(Row { text, created }) = row else {
-        if existing_text.is_none() {
-            return Ok(UNCHANGED);
-        }
-        conn.prepare_cached(&format!("DELETE FROM {quoted} WHERE id = ?1"))?.execute([&write.id])?;
-        let change = NewChange {
-            source,
-            object: &write.object,
-            object_id: &write.id,
-            account,
-            op: "delete",
-            origin: &write.origin,
-            data: None,
-            previous: None,
-        };
-        insert_change(conn, change, committed_at)?;
-        return Ok(Outcome { changed: true, rows_delta: -1 });
-    };
-    let corrupt = |e| StoreError::CorruptRow { table: table.to_string(), id: write.id.clone(), source: e };
-    // the same text is the same state; a different text may still be the
-    // same JSON (key order), so only then parse both and compare
-    let previous = match &existing_text {
-        None => None,
-        Some(old) if old == text => return unchanged(conn, &quoted, write),
-        Some(old) => {
-            let old: Value = serde_json::from_str(old).map_err(corrupt)?;
-            let new: Value = serde_json::from_str(text).map_err(corrupt)?;
-            if old == new {
-                return unchanged(conn, &quoted, write);
-            }
-            previous_attributes(&old, &new)
-        }
-    };
-    conn.prepare_cached(&format!(
-        "INSERT INTO {quoted} (id, account, data, created, updated_at, _generation) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT (id) DO UPDATE SET account = excluded.account, data = excluded.data, created = excluded.created,
-         updated_at = excluded.updated_at, _generation = excluded._generation"
-    ))?
-    .execute(params![write.id, account, text, created, committed_at, write.generation])?;
-    let op = match (&write.origin, &existing_text) {
-        (Origin::Backfill, _) => "read",
-        (_, None) => "insert",
-        (_, Some(_)) => "update",
-    };
-    let change = NewChange {
-        source,
-        object: &write.object,
-        object_id: &write.id,
-        account,
-        op,
-        origin: &write.origin,
-        data: Some(text),
-        previous: previous.as_ref(),
-    };
-    insert_change(conn, change, committed_at)?;
-    Ok(Outcome { changed: true, rows_delta: if existing_text.is_none() { 1 } else { 0 } })
-}
-
-/// The mirror already holds this state: record no change, but remember
-/// that this backfill generation saw the row.
-fn unchanged(conn: &Connection, quoted: &str, write: &Write) -> Result<Outcome, StoreError> {
-    conn.prepare_cached(&format!("UPDATE {quoted} SET _generation = ?2 WHERE id = ?1 AND _generation <> ?2"))?
-        .execute(params![write.id, write.generation])?;
-    Ok(UNCHANGED)
-}
-
-/// Delete the rows a finished backfill did not see; returns changes written.
-fn apply_sweep(conn: &Connection, table: &str, source: &str, sweep: &Sweep, committed_at: &str) -> Result<u64, StoreError> {
-    let quoted = quote(table);
-    let stale: Vec<String> = conn
-        .prepare_cached(&format!("SELECT id FROM {quoted} WHERE account IS ?1 AND _generation < ?2"))?
-        .query_map(params![sweep.account, sweep.below_generation], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    for id in &stale {
-        conn.prepare_cached(&format!("DELETE FROM {quoted} WHERE id = ?1"))?.execute([id])?;
-        let change = NewChange {
-            source,
-            object: &sweep.object,
-            object_id: id,
-            account: sweep.account.as_deref(),
-            op: "delete",
-            origin: &Origin::Backfill,
-            data: None,
-            previous: None,
-        };
-        insert_change(conn, change, committed_at)?;
-    }
-    Ok(stale.len() as u64)
 }

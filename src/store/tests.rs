@@ -13,6 +13,20 @@ fn event(id: &str, kind: &str, previous: Option<Value>) -> Origin {
     Origin::Event { id: id.into(), kind: kind.into(), previous_attributes: previous }
 }
 
+/// Every change, read in small pages through the cursor API.
+async fn all_changes(store: &Arc<dyn Store>) -> Vec<Change> {
+    let mut out = Vec::new();
+    let mut cursor = ChangeCursor::START;
+    loop {
+        let page = store.changes_after(cursor, 7).await.unwrap();
+        if page.changes.is_empty() {
+            return out;
+        }
+        cursor = page.next;
+        out.extend(page.changes);
+    }
+}
+
 fn batch(writes: Vec<Write>) -> Batch {
     Batch { source: "stripe".into(), writes, ..Batch::default() }
 }
@@ -55,7 +69,7 @@ pub async fn ops_follow_the_mirror(store: Arc<dyn Store>) {
         store.apply(batch(vec![write("customer", "cus_9", Mutation::Delete, event("evt_5", "customer.deleted", None), 1)])).await.unwrap();
     assert_eq!(none.changes, 0);
 
-    let changes = store.changes_after(0, 100).await.unwrap();
+    let changes = all_changes(&store).await;
     let summary: Vec<(&str, &str, &str, Option<&str>)> =
         changes.iter().map(|c| (c.op.as_str(), c.kind.as_str(), c.object_id.as_str(), c.upstream_event_id.as_deref())).collect();
     assert_eq!(
@@ -74,8 +88,15 @@ pub async fn ops_follow_the_mirror(store: Arc<dyn Store>) {
     assert_eq!(changes[0].id, change_id(changes[0].seq));
     assert_eq!(store.object_counts("stripe").await.unwrap().get("customer"), Some(&1));
     // paging by cursor returns the rest, in order
-    let rest = store.changes_after(changes[1].seq, 100).await.unwrap();
-    assert_eq!(rest, changes[2..].to_vec());
+    let rest = store.changes_after(changes[1].cursor, 100).await.unwrap();
+    assert_eq!(rest.changes, changes[2..].to_vec());
+    assert_eq!(rest.next, changes[3].cursor);
+    assert_eq!(ChangeCursor::parse(&rest.next.to_string()), Some(rest.next));
+    let empty = store.changes_after(rest.next, 100).await.unwrap();
+    assert!(empty.changes.is_empty());
+    assert_eq!(empty.next, rest.next, "an empty page keeps the cursor");
+    let rows = store.mirror_rows("stripe").await.unwrap();
+    assert_eq!(rows["customer"], vec![MirrorRow { id: "cus_2".into(), account: None, data: json!({"id": "cus_2", "object": "customer"}) }]);
 }
 
 pub async fn previous_attributes_are_computed_without_an_event(store: Arc<dyn Store>) {
@@ -83,7 +104,7 @@ pub async fn previous_attributes_are_computed_without_an_event(store: Arc<dyn St
     let v2 = json!({"id": "p1", "object": "price", "nickname": "b", "active": true});
     store.apply(batch(vec![write("price", "p1", Mutation::Upsert(v1), Origin::Backfill, 1)])).await.unwrap();
     store.apply(batch(vec![write("price", "p1", Mutation::Upsert(v2), Origin::Backfill, 2)])).await.unwrap();
-    let changes = store.changes_after(0, 10).await.unwrap();
+    let changes = all_changes(&store).await;
     assert_eq!(changes[1].previous_attributes, Some(json!({"nickname": "a"})));
 }
 
@@ -96,7 +117,7 @@ pub async fn sweep_deletes_rows_an_older_generation_saw(store: Arc<dyn Store>) {
     let applied = store.apply(gen2).await.unwrap();
     assert_eq!(applied.changes, 2, "b and c deleted, a unchanged");
     let deletes: Vec<String> =
-        store.changes_after(0, 10).await.unwrap().into_iter().filter(|c| c.op == "delete").map(|c| c.object_id).collect();
+        all_changes(&store).await.into_iter().filter(|c| c.op == "delete").map(|c| c.object_id).collect();
     assert_eq!(deletes, ["b", "c"]);
     assert_eq!(store.object_counts("stripe").await.unwrap()["product"], 1);
 }
@@ -116,7 +137,7 @@ pub async fn checkpoints_commit_with_the_data_or_not_at_all(store: Arc<dyn Store
     let checkpoints = store.checkpoints("stripe").await.unwrap();
     assert_eq!(checkpoints["platform/meta"], json!({"cursor": "evt_1"}));
     assert_eq!(store.object_counts("stripe").await.unwrap()["customer"], 1);
-    assert_eq!(store.changes_after(0, 10).await.unwrap().len(), 1);
+    assert_eq!(all_changes(&store).await.len(), 1);
 }
 
 pub async fn concurrent_batches_all_commit(store: Arc<dyn Store>) {
@@ -134,7 +155,7 @@ pub async fn concurrent_batches_all_commit(store: Arc<dyn Store>) {
         assert_eq!(task.unwrap().changes, 50);
     }
     assert_eq!(store.object_counts("stripe").await.unwrap()["charge"], 1000);
-    let changes = store.changes_after(0, 2000).await.unwrap();
+    let changes = all_changes(&store).await;
     assert_eq!(changes.len(), 1000);
 }
 
@@ -145,7 +166,8 @@ macro_rules! store_suite {
         mod $backend {
             use super::*;
             store_suite!(@tests $open; ops_follow_the_mirror, previous_attributes_are_computed_without_an_event,
-                sweep_deletes_rows_an_older_generation_saw, checkpoints_commit_with_the_data_or_not_at_all, concurrent_batches_all_commit);
+                sweep_deletes_rows_an_older_generation_saw, checkpoints_commit_with_the_data_or_not_at_all, concurrent_batches_all_commit,
+                account_ids_and_types_are_data_not_sql);
         }
     };
     (@tests $open:expr; $($name:ident),*) => {
@@ -159,10 +181,132 @@ macro_rules! store_suite {
     };
 }
 
+pub async fn account_ids_and_types_are_data_not_sql(store: Arc<dyn Store>) {
+    let hostile = "acct_'); DROP TABLE tributary_changes; --";
+    let mut w = write("customer", "cus_'quote\"", Mutation::Upsert(json!({"id": "x", "o'k": "\"; --"})), Origin::Backfill, 1);
+    w.account = Some(hostile.into());
+    store.apply(batch(vec![w])).await.unwrap();
+    let rows = store.mirror_rows("stripe").await.unwrap();
+    assert_eq!(rows["customer"][0].account.as_deref(), Some(hostile));
+    assert_eq!(rows["customer"][0].id, "cus_'quote\"");
+    assert_eq!(all_changes(&store).await.len(), 1);
+}
+
 async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+    let store = open(&Options::url(&format!("sqlite://{}", dir.path().join("t.db").display()))).await.unwrap();
     (dir, store)
 }
 
 store_suite!(sqlite, sqlite_store());
+
+pub mod pg {
+    //! Postgres for tests: a throwaway schema per test in the database named
+    //! by `TRIBUTARY_TEST_PG` (default: the local server), dropped afterwards.
+    use super::*;
+
+    pub fn base_url() -> String {
+        std::env::var("TRIBUTARY_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    }
+
+    /// Drops its schema when the test ends.
+    pub struct Schema(pub String);
+
+    impl Drop for Schema {
+        fn drop(&mut self) {
+            let (url, schema) = (base_url(), self.0.clone());
+            // a fresh runtime on its own thread: Drop may run inside one
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async {
+                    if let Ok((client, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                        tokio::spawn(conn);
+                        let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+
+    pub fn options() -> (Schema, Options) {
+        let schema = format!("tributary_t_{}_{}", std::process::id(), rand::random::<u32>());
+        let options = Options { url: base_url(), schema: schema.clone(), pool_size: 8 };
+        (Schema(schema), options)
+    }
+
+    pub async fn store() -> (Schema, Arc<dyn Store>) {
+        let (guard, options) = options();
+        let store = open(&options).await.expect("postgres for tests (scripts/test.sh starts it)");
+        (guard, store)
+    }
+}
+
+store_suite!(postgres, pg::store());
+
+/// Transactions that commit out of order: the reader sees each change once
+/// the older transactions have finished, never skips one, never repeats one.
+#[tokio::test]
+async fn postgres_reader_follows_commit_order_without_skipping() {
+    let (guard, store) = pg::store().await;
+    let table = format!("\"{}\".tributary_changes", guard.0);
+    let connect = || async {
+        let (client, conn) = tokio_postgres::connect(&pg::base_url(), tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client
+    };
+    let insert = |label: &str| {
+        format!("INSERT INTO {table} (source, object, object_id, op, type) VALUES ('s', 'o', '{label}', 'insert', 'o.created')")
+    };
+    let (older, newer) = (connect().await, connect().await);
+    older.batch_execute(&format!("BEGIN; {}", insert("older"))).await.unwrap();
+    newer.batch_execute(&format!("BEGIN; {}; COMMIT", insert("newer"))).await.unwrap();
+    // `newer` committed, but `older` (an earlier transaction) is still open
+    let page = store.changes_after(ChangeCursor::START, 100).await.unwrap();
+    assert!(page.changes.is_empty(), "a change was read past an open older transaction");
+    older.batch_execute("COMMIT").await.unwrap();
+    let page = store.changes_after(ChangeCursor::START, 100).await.unwrap();
+    let order: Vec<&str> = page.changes.iter().map(|c| c.object_id.as_str()).collect();
+    assert_eq!(order, ["older", "newer"]);
+
+    // many writers committing in random order, one reader paging throughout
+    let writers = (0..8).map(|w| {
+        let insert = insert(&format!("w{w}"));
+        tokio::spawn(async move {
+            let (client, conn) = tokio_postgres::connect(&pg::base_url(), tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            for _ in 0..25 {
+                let pause = rand::random::<u64>() % 5;
+                client.batch_execute(&format!("BEGIN; {insert}; SELECT pg_sleep({pause} / 1000.0); {insert}; COMMIT")).await.unwrap();
+            }
+        })
+    });
+    let writers: Vec<_> = writers.collect();
+    let mut seen: Vec<Change> = page.changes;
+    let mut cursor = page.next;
+    let expected = 2 + 8 * 25 * 2;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while seen.len() < expected {
+        assert!(std::time::Instant::now() < deadline, "reader stuck at {} of {expected}", seen.len());
+        let page = store.changes_after(cursor, 10).await.unwrap();
+        cursor = page.next;
+        seen.extend(page.changes);
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let rest = store.changes_after(cursor, 1000).await.unwrap();
+    assert!(rest.changes.is_empty(), "{} changes appeared after the reader had passed them", rest.changes.len());
+    let mut ids: Vec<i64> = seen.iter().map(|c| c.seq).collect();
+    assert!(seen.windows(2).all(|w| w[0].cursor < w[1].cursor), "changes out of cursor order");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), expected, "a change was read twice or skipped");
+    // the two inserts of each transaction are adjacent: transaction order,
+    // not the interleaved order their ids were drawn in
+    let mut positions: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+    for (i, change) in seen.iter().enumerate() {
+        positions.entry(change.cursor.xid).or_default().push(i);
+    }
+    assert!(positions.values().all(|p| p.windows(2).all(|w| w[1] == w[0] + 1)), "a transaction's changes were split");
+}

@@ -1,0 +1,299 @@
+//! What a batch does to the mirror, decided once for every backend.
+//!
+//! Given the rows the mirror holds for the batch's objects, [`plan`] walks
+//! the writes in order and returns the change log entries to append and the
+//! final state of each touched row. Backends only fetch and execute: the
+//! meaning of `read`, `insert`, `update`, `delete` and "no change" lives here.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::Value;
+
+use super::{Batch, Mutation, Origin, StoreError, Sweep, ident, previous_attributes};
+
+/// A batch with every upsert serialized and its mirror table named; built on
+/// the caller's task, so writer threads and connections only run SQL.
+pub struct Prepared {
+    pub source: String,
+    pub writes: Vec<PreparedWrite>,
+    pub sweeps: Vec<(String, Sweep)>,
+    pub checkpoints: Vec<(String, String)>,
+}
+
+pub struct PreparedWrite {
+    pub table: String,
+    pub object: String,
+    pub id: String,
+    pub account: Option<String>,
+    /// Serialized new state; `None` for a delete.
+    pub text: Option<String>,
+    pub created: Option<i64>,
+    pub origin: Origin,
+    pub generation: i64,
+}
+
+impl Prepared {
+    /// Mirror tables the batch touches.
+    pub fn tables(&self) -> Vec<(String, String)> {
+        let mut tables: BTreeMap<&str, &str> = BTreeMap::new();
+        for w in &self.writes {
+            tables.insert(&w.table, &w.object);
+        }
+        for (table, sweep) in &self.sweeps {
+            tables.insert(table, &sweep.object);
+        }
+        tables.into_iter().map(|(t, o)| (t.to_string(), o.to_string())).collect()
+    }
+
+    /// Ids per table whose current rows the plan needs.
+    pub fn ids_by_table(&self) -> BTreeMap<&str, Vec<&str>> {
+        let mut ids: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for w in &self.writes {
+            let list = ids.entry(&w.table).or_default();
+            if !list.contains(&w.id.as_str()) {
+                list.push(&w.id);
+            }
+        }
+        ids
+    }
+}
+
+/// Serialize a batch and validate its identifiers.
+pub fn prepare(batch: Batch) -> Result<Prepared, StoreError> {
+    let mut writes = Vec::with_capacity(batch.writes.len());
+    for write in batch.writes {
+        let table = ident::mirror_table(&batch.source, &write.object)?;
+        let (text, created) = match &write.mutation {
+            Mutation::Upsert(data) => {
+                let text = serde_json::to_string(data)
+                    .map_err(|e| StoreError::CorruptRow { table: table.clone(), id: write.id.clone(), source: e })?;
+                (Some(text), data.get("created").and_then(Value::as_i64))
+            }
+            Mutation::Delete => (None, None),
+        };
+        // the JSON tree is dropped here, on the caller's task
+        writes.push(PreparedWrite {
+            table,
+            object: write.object,
+            id: write.id,
+            account: write.account,
+            text,
+            created,
+            origin: write.origin,
+            generation: write.generation,
+        });
+    }
+    let sweeps = batch
+        .sweeps
+        .into_iter()
+        .map(|s| Ok((ident::mirror_table(&batch.source, &s.object)?, s)))
+        .collect::<Result<_, StoreError>>()?;
+    let checkpoints = batch.checkpoints.into_iter().map(|(k, v)| (k, v.to_string())).collect();
+    Ok(Prepared { source: batch.source, writes, sweeps, checkpoints })
+}
+
+/// A change log entry to append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewChange {
+    pub object: String,
+    pub object_id: String,
+    pub account: Option<String>,
+    pub op: &'static str,
+    pub kind: String,
+    pub data: Option<String>,
+    pub previous_attributes: Option<String>,
+    pub upstream_event_id: Option<String>,
+}
+
+impl NewChange {
+    fn new(object: &str, object_id: &str, account: Option<&str>, op: &'static str, origin: &Origin, data: Option<&str>, previous: Option<&Value>) -> Self {
+        let (kind, upstream_event_id, previous) = match origin {
+            Origin::Event { id, kind, previous_attributes } => (kind.clone(), Some(id.clone()), previous_attributes.as_ref().or(previous)),
+            Origin::Backfill if op == "delete" => (format!("{object}.deleted"), None, previous),
+            Origin::Backfill => (format!("{object}.{op}"), None, previous),
+        };
+        NewChange {
+            object: object.to_string(),
+            object_id: object_id.to_string(),
+            account: account.map(String::from),
+            op,
+            kind,
+            data: data.map(String::from),
+            previous_attributes: previous.map(Value::to_string),
+            upstream_event_id,
+        }
+    }
+
+    /// The delete a sweep records for a row no backfill saw.
+    pub fn swept(sweep: &Sweep, object_id: &str) -> Self {
+        NewChange::new(&sweep.object, object_id, sweep.account.as_deref(), "delete", &Origin::Backfill, None, None)
+    }
+}
+
+/// The final state of one mirror row after a batch.
+pub struct RowUpsert {
+    pub id: String,
+    pub account: Option<String>,
+    pub text: String,
+    pub created: Option<i64>,
+    pub generation: i64,
+}
+
+/// What to do to one mirror table.
+#[derive(Default)]
+pub struct TablePlan {
+    pub upserts: Vec<RowUpsert>,
+    pub deletes: Vec<String>,
+    /// Rows that already hold the state: only their generation moves.
+    pub touches: Vec<(String, i64)>,
+    /// Rows added minus rows removed.
+    pub rows_delta: i64,
+}
+
+pub struct Plan {
+    /// In write order: the change log order.
+    pub changes: Vec<NewChange>,
+    pub tables: BTreeMap<String, TablePlan>,
+    pub unchanged: u64,
+}
+
+/// Decide a batch against the rows the mirror holds now (`existing`: table →
+/// id → serialized data). Rows absent from `existing` do not exist.
+pub fn plan(prepared: &Prepared, existing: &HashMap<String, HashMap<String, String>>) -> Result<Plan, StoreError> {
+    // the state each row is in after the writes so far: (text, last write)
+    let mut state: HashMap<(&str, &str), Option<String>> = HashMap::new();
+    let mut last: HashMap<(&str, &str), &PreparedWrite> = HashMap::new();
+    let mut order: Vec<(&str, &str)> = Vec::new();
+    let mut changes = Vec::new();
+    let mut unchanged = 0;
+    for write in &prepared.writes {
+        let key = (write.table.as_str(), write.id.as_str());
+        if !state.contains_key(&key) {
+            let initial = existing.get(&write.table).and_then(|rows| rows.get(&write.id)).cloned();
+            state.insert(key, initial);
+            order.push(key);
+        }
+        last.insert(key, write);
+        let current = state.get(&key).cloned().flatten();
+        let account = write.account.as_deref();
+        let Some(text) = &write.text else {
+            if current.is_none() {
+                unchanged += 1;
+                continue;
+            }
+            changes.push(NewChange::new(&write.object, &write.id, account, "delete", &write.origin, None, None));
+            state.insert(key, None);
+            continue;
+        };
+        let previous = match &current {
+            None => None,
+            Some(old) if old == text => {
+                unchanged += 1;
+                continue;
+            }
+            Some(old) => {
+                let corrupt = |e| StoreError::CorruptRow { table: write.table.clone(), id: write.id.clone(), source: e };
+                // a different text may still be the same JSON (key order, jsonb)
+                let old: Value = serde_json::from_str(old).map_err(corrupt)?;
+                let new: Value = serde_json::from_str(text).map_err(corrupt)?;
+                if old == new {
+                    unchanged += 1;
+                    continue;
+                }
+                previous_attributes(&old, &new)
+            }
+        };
+        let op = match (&write.origin, &current) {
+            (Origin::Backfill, _) => "read",
+            (_, None) => "insert",
+            (_, Some(_)) => "update",
+        };
+        changes.push(NewChange::new(&write.object, &write.id, account, op, &write.origin, Some(text), previous.as_ref()));
+        state.insert(key, Some(text.clone()));
+    }
+
+    let mut tables: BTreeMap<String, TablePlan> = BTreeMap::new();
+    for key @ (table, id) in order {
+        let initial = existing.get(table).and_then(|rows| rows.get(id));
+        let write = last[&key];
+        let plan = tables.entry(table.to_string()).or_default();
+        match (initial, &state[&key]) {
+            (None, None) => {}
+            (Some(_), None) => {
+                plan.deletes.push(id.to_string());
+                plan.rows_delta -= 1;
+            }
+            (Some(old), Some(new)) if old == new => plan.touches.push((id.to_string(), write.generation)),
+            (initial, Some(new)) => {
+                plan.upserts.push(RowUpsert {
+                    id: id.to_string(),
+                    account: write.account.clone(),
+                    text: new.clone(),
+                    created: write.created,
+                    generation: write.generation,
+                });
+                if initial.is_none() {
+                    plan.rows_delta += 1;
+                }
+            }
+        }
+    }
+    Ok(Plan { changes, tables, unchanged })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Write;
+    use serde_json::json;
+
+    fn write(id: &str, mutation: Mutation, origin: Origin) -> Write {
+        Write { object: "customer".into(), id: id.into(), account: None, mutation, origin, generation: 1 }
+    }
+
+    fn event(id: &str, kind: &str) -> Origin {
+        Origin::Event { id: id.into(), kind: kind.into(), previous_attributes: None }
+    }
+
+    #[test]
+    fn writes_to_one_object_in_one_batch_apply_in_order() {
+        let batch = Batch {
+            source: "stripe".into(),
+            writes: vec![
+                write("c1", Mutation::Upsert(json!({"id": "c1", "n": 1})), event("e1", "customer.created")),
+                write("c1", Mutation::Upsert(json!({"id": "c1", "n": 2})), event("e2", "customer.updated")),
+                write("c1", Mutation::Upsert(json!({"id": "c1", "n": 2})), event("e3", "customer.updated")),
+                write("c2", Mutation::Delete, event("e4", "customer.deleted")),
+                write("c3", Mutation::Upsert(json!({"id": "c3"})), event("e5", "customer.created")),
+                write("c3", Mutation::Delete, event("e6", "customer.deleted")),
+            ],
+            ..Batch::default()
+        };
+        let prepared = prepare(batch).unwrap();
+        let existing = HashMap::from([("stripe_customer".to_string(), HashMap::from([("c2".to_string(), "{\"id\":\"c2\"}".to_string())]))]);
+        let plan = plan(&prepared, &existing).unwrap();
+        let ops: Vec<(&str, &str)> = plan.changes.iter().map(|c| (c.op, c.object_id.as_str())).collect();
+        assert_eq!(ops, [("insert", "c1"), ("update", "c1"), ("delete", "c2"), ("insert", "c3"), ("delete", "c3")]);
+        assert_eq!(plan.changes[1].previous_attributes.as_deref(), Some("{\"n\":1}"));
+        assert_eq!(plan.unchanged, 1);
+        let table = &plan.tables["stripe_customer"];
+        assert_eq!(table.upserts.len(), 1);
+        assert_eq!(table.upserts[0].text, "{\"id\":\"c1\",\"n\":2}");
+        assert_eq!(table.deletes, ["c2"]);
+        assert_eq!(table.rows_delta, 0);
+    }
+
+    #[test]
+    fn same_json_in_another_key_order_is_no_change() {
+        let batch = Batch {
+            source: "stripe".into(),
+            writes: vec![write("c1", Mutation::Upsert(json!({"b": 2, "a": 1})), Origin::Backfill)],
+            ..Batch::default()
+        };
+        let prepared = prepare(batch).unwrap();
+        let existing = HashMap::from([("stripe_customer".to_string(), HashMap::from([("c1".to_string(), "{\"a\": 1, \"b\": 2}".to_string())]))]);
+        let plan = plan(&prepared, &existing).unwrap();
+        assert!(plan.changes.is_empty());
+        assert_eq!(plan.tables["stripe_customer"].touches, [("c1".to_string(), 1)]);
+    }
+}

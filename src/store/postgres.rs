@@ -1,0 +1,415 @@
+//! The production backend. Writes are set-based (one `UNNEST` statement per
+//! table and kind of write, not row by row) inside one transaction per batch;
+//! every change carries its transaction's `xid8`, and readers page by
+//! `(xid, id)` below `pg_snapshot_xmin(pg_current_snapshot())`, so a change
+//! from a transaction that commits late is never skipped and never waited
+//! for. Sources are owned through session advisory locks held on a dedicated
+//! connection.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::oneshot;
+use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
+
+use super::ident::{self, quote};
+use super::plan::{self, NewChange};
+use super::{Applied, Batch, Change, ChangeCursor, ChangePage, Lease, MirrorRow, Options, Store, StoreError, change_id};
+
+/// How often a standby asks for a source's lock, and an owner checks that
+/// its lock connection is alive.
+const LEASE_POLL: Duration = Duration::from_secs(1);
+
+pub struct PgStore {
+    pool: Pool,
+    schema: String,
+    config: tokio_postgres::Config,
+    /// Mirror tables known to exist in this process.
+    known_tables: parking_lot::Mutex<HashSet<String>>,
+}
+
+fn pg(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Postgres(e.to_string())
+}
+
+/// `user@host:port/db` of a URL, never its password.
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("postgres://{}@{host}:{port}/{}", config.get_user().unwrap_or(""), config.get_dbname().unwrap_or(""))
+}
+
+fn parse_config(options: &Options) -> Result<tokio_postgres::Config, StoreError> {
+    let mut config: tokio_postgres::Config =
+        options.url.parse().map_err(|e| StoreError::Open { path: "postgres url".into(), reason: format!("{e}") })?;
+    config.application_name("tributary");
+    config.connect_timeout(Duration::from_secs(5));
+    Ok(config)
+}
+
+/// Connect once and run `SELECT 1`: reachability, credentials, database.
+pub async fn check(options: &Options) -> Result<(), StoreError> {
+    ident::schema_name(&options.schema)?;
+    let config = parse_config(options)?;
+    let open_error = |e: tokio_postgres::Error| StoreError::Open { path: describe(&config), reason: e.to_string() };
+    let (client, connection) = config.connect(NoTls).await.map_err(open_error)?;
+    let task = tokio::spawn(connection);
+    client.simple_query("SELECT 1").await.map_err(open_error)?;
+    drop(client);
+    let _ = task.await;
+    Ok(())
+}
+
+impl PgStore {
+    pub async fn open(options: &Options) -> Result<Self, StoreError> {
+        ident::schema_name(&options.schema)?;
+        let config = parse_config(options)?;
+        let manager = Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager).max_size(options.pool_size.max(2)).build().map_err(pg)?;
+        let store = PgStore { pool, schema: options.schema.clone(), config, known_tables: Default::default() };
+        store.migrate().await.map_err(|e| StoreError::Open { path: describe(&store.config), reason: e.to_string() })?;
+        Ok(store)
+    }
+
+    /// `"schema"."table"`.
+    fn t(&self, table: &str) -> String {
+        format!("{}.{}", quote(&self.schema), quote(table))
+    }
+
+    /// Create the schema and the tables of the change log; serialized by an
+    /// advisory lock so processes starting together do not race.
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await.map_err(pg)?;
+        let tx = client.transaction().await.map_err(pg)?;
+        tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&format!("tributary:migrate:{}", self.schema)])
+            .await
+            .map_err(pg)?;
+        let changes = self.t("tributary_changes");
+        let ddl = format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema};
+            CREATE TABLE IF NOT EXISTS {changes} (
+                id bigserial PRIMARY KEY,
+                xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+                source text NOT NULL,
+                object text NOT NULL,
+                object_id text NOT NULL,
+                account text,
+                op text NOT NULL,
+                type text NOT NULL,
+                data jsonb,
+                previous_attributes jsonb,
+                upstream_event_id text,
+                committed_at timestamptz NOT NULL DEFAULT clock_timestamp()
+            );
+            CREATE INDEX IF NOT EXISTS tributary_changes_xid_id ON {changes} (xid, id);
+            CREATE TABLE IF NOT EXISTS {checkpoints} (
+                source text NOT NULL,
+                key text NOT NULL,
+                value jsonb NOT NULL,
+                updated_at timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (source, key)
+            );
+            CREATE TABLE IF NOT EXISTS {tables} (
+                source text NOT NULL,
+                object text NOT NULL,
+                table_name text NOT NULL,
+                row_count bigint NOT NULL DEFAULT 0,
+                PRIMARY KEY (source, object)
+            );",
+            schema = quote(&self.schema),
+            checkpoints = self.t("tributary_checkpoints"),
+            tables = self.t("tributary_tables"),
+        );
+        tx.batch_execute(&ddl).await.map_err(pg)?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn ensure_table(&self, source: &str, object: &str, table: &str) -> Result<(), StoreError> {
+        if self.known_tables.lock().contains(table) {
+            return Ok(());
+        }
+        let mut client = self.pool.get().await.map_err(pg)?;
+        let tx = client.transaction().await.map_err(pg)?;
+        tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&format!("tributary:table:{}.{table}", self.schema)])
+            .await
+            .map_err(pg)?;
+        let quoted = self.t(table);
+        tx.batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {quoted} (
+                id text PRIMARY KEY,
+                account text,
+                data jsonb NOT NULL,
+                created bigint,
+                updated_at timestamptz NOT NULL DEFAULT now(),
+                _generation bigint NOT NULL DEFAULT 0
+            );
+            CREATE INDEX IF NOT EXISTS {} ON {quoted} (account, _generation);",
+            quote(&format!("{table}_ag"))
+        ))
+        .await
+        .map_err(pg)?;
+        tx.execute(
+            &format!("INSERT INTO {} (source, object, table_name) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", self.t("tributary_tables")),
+            &[&source, &object, &table],
+        )
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        self.known_tables.lock().insert(table.to_string());
+        Ok(())
+    }
+}
+
+/// Ownership of a source: a session advisory lock on its own connection.
+struct AdvisoryLease {
+    client: tokio_postgres::Client,
+    closed: oneshot::Receiver<String>,
+}
+
+#[async_trait::async_trait]
+impl Lease for AdvisoryLease {
+    async fn lost(&mut self) -> String {
+        loop {
+            tokio::select! {
+                reason = &mut self.closed => return reason.unwrap_or_else(|_| "lock connection closed".into()),
+                _ = tokio::time::sleep(LEASE_POLL) => {
+                    if let Err(e) = self.client.simple_query("SELECT 1").await {
+                        return format!("lock connection failed: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for PgStore {
+    async fn apply(&self, batch: Batch) -> Result<Applied, StoreError> {
+        let prepared = plan::prepare(batch)?;
+        for (table, object) in prepared.tables() {
+            self.ensure_table(&prepared.source, &object, &table).await?;
+        }
+        let mut client = self.pool.get().await.map_err(pg)?;
+        let tx = client.transaction().await.map_err(pg)?;
+
+        let mut existing: HashMap<String, HashMap<String, String>> = HashMap::new();
+        for (table, ids) in prepared.ids_by_table() {
+            let rows = tx.query(&format!("SELECT id, data::text FROM {} WHERE id = ANY($1)", self.t(table)), &[&ids]).await.map_err(pg)?;
+            existing.insert(table.to_string(), rows.iter().map(|r| (r.get(0), r.get(1))).collect());
+        }
+        let plan = plan::plan(&prepared, &existing)?;
+        let mut applied = Applied { changes: plan.changes.len() as u64, unchanged: plan.unchanged };
+        let mut row_deltas: BTreeMap<String, i64> = BTreeMap::new();
+        for (table, table_plan) in &plan.tables {
+            let quoted = self.t(table);
+            if !table_plan.upserts.is_empty() {
+                let ids: Vec<&str> = table_plan.upserts.iter().map(|r| r.id.as_str()).collect();
+                let accounts: Vec<Option<&str>> = table_plan.upserts.iter().map(|r| r.account.as_deref()).collect();
+                let texts: Vec<&str> = table_plan.upserts.iter().map(|r| r.text.as_str()).collect();
+                let created: Vec<Option<i64>> = table_plan.upserts.iter().map(|r| r.created).collect();
+                let generations: Vec<i64> = table_plan.upserts.iter().map(|r| r.generation).collect();
+                let sql = format!(
+                    "INSERT INTO {quoted} (id, account, data, created, updated_at, _generation)
+                     SELECT u.id, u.account, u.data::jsonb, u.created, now(), u.generation
+                     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[]) AS u(id, account, data, created, generation)
+                     ON CONFLICT (id) DO UPDATE SET account = excluded.account, data = excluded.data, created = excluded.created,
+                     updated_at = excluded.updated_at, _generation = excluded._generation"
+                );
+                let statement = tx.prepare_cached(&sql).await.map_err(pg)?;
+                tx.execute(&statement, &[&ids, &accounts, &texts, &created, &generations]).await.map_err(pg)?;
+            }
+            if !table_plan.touches.is_empty() {
+                let ids: Vec<&str> = table_plan.touches.iter().map(|(id, _)| id.as_str()).collect();
+                let generations: Vec<i64> = table_plan.touches.iter().map(|(_, g)| *g).collect();
+                let sql = format!(
+                    "UPDATE {quoted} AS t SET _generation = u.generation FROM UNNEST($1::text[], $2::int8[]) AS u(id, generation)
+                     WHERE t.id = u.id AND t._generation <> u.generation"
+                );
+                tx.execute(&sql, &[&ids, &generations]).await.map_err(pg)?;
+            }
+            if !table_plan.deletes.is_empty() {
+                tx.execute(&format!("DELETE FROM {quoted} WHERE id = ANY($1)"), &[&table_plan.deletes]).await.map_err(pg)?;
+            }
+            *row_deltas.entry(table.clone()).or_default() += table_plan.rows_delta;
+        }
+        let mut changes = plan.changes;
+        for (table, sweep) in &prepared.sweeps {
+            let rows = tx
+                .query(
+                    &format!("DELETE FROM {} WHERE account IS NOT DISTINCT FROM $1 AND _generation < $2 RETURNING id", self.t(table)),
+                    &[&sweep.account, &sweep.below_generation],
+                )
+                .await
+                .map_err(pg)?;
+            let mut stale: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+            stale.sort();
+            for id in &stale {
+                changes.push(NewChange::swept(sweep, id));
+            }
+            applied.changes += stale.len() as u64;
+            *row_deltas.entry(table.clone()).or_default() -= stale.len() as i64;
+        }
+        if !changes.is_empty() {
+            let column = |f: fn(&NewChange) -> Option<&str>| changes.iter().map(f).collect::<Vec<Option<&str>>>();
+            let objects = column(|c| Some(&c.object));
+            let object_ids = column(|c| Some(&c.object_id));
+            let accounts = column(|c| c.account.as_deref());
+            let ops = column(|c| Some(c.op));
+            let kinds = column(|c| Some(&c.kind));
+            let data = column(|c| c.data.as_deref());
+            let previous = column(|c| c.previous_attributes.as_deref());
+            let events = column(|c| c.upstream_event_id.as_deref());
+            let sql = format!(
+                "INSERT INTO {} (source, object, object_id, account, op, type, data, previous_attributes, upstream_event_id)
+                 SELECT $1::text, u.object, u.object_id, u.account, u.op, u.kind, u.data::jsonb, u.previous::jsonb, u.event
+                 FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
+                      WITH ORDINALITY AS u(object, object_id, account, op, kind, data, previous, event, position)
+                 ORDER BY u.position",
+                self.t("tributary_changes")
+            );
+            let statement = tx.prepare_cached(&sql).await.map_err(pg)?;
+            let params: [&(dyn ToSql + Sync); 9] = [&prepared.source, &objects, &object_ids, &accounts, &ops, &kinds, &data, &previous, &events];
+            tx.execute(&statement, &params).await.map_err(pg)?;
+        }
+        if !prepared.checkpoints.is_empty() {
+            let keys: Vec<&str> = prepared.checkpoints.iter().map(|(k, _)| k.as_str()).collect();
+            let values: Vec<&str> = prepared.checkpoints.iter().map(|(_, v)| v.as_str()).collect();
+            let sql = format!(
+                "INSERT INTO {} (source, key, value, updated_at) SELECT $1::text, u.key, u.value::jsonb, now()
+                 FROM UNNEST($2::text[], $3::text[]) AS u(key, value)
+                 ON CONFLICT (source, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                self.t("tributary_checkpoints")
+            );
+            tx.execute(&sql, &[&prepared.source, &keys, &values]).await.map_err(pg)?;
+        }
+        // last, in a fixed order: these rows are shared by concurrent batches
+        for (table, delta) in row_deltas.into_iter().filter(|(_, d)| *d != 0) {
+            let sql = format!("UPDATE {} SET row_count = row_count + $1 WHERE source = $2 AND table_name = $3", self.t("tributary_tables"));
+            tx.execute(&sql, &[&delta, &prepared.source, &table]).await.map_err(pg)?;
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(applied)
+    }
+
+    async fn checkpoints(&self, source: &str) -> Result<BTreeMap<String, serde_json::Value>, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let rows = client
+            .query(&format!("SELECT key, value::text FROM {} WHERE source = $1", self.t("tributary_checkpoints")), &[&source])
+            .await
+            .map_err(pg)?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let key: String = row.get(0);
+            let value: String = row.get(1);
+            let value = serde_json::from_str(&value).map_err(|e| StoreError::CorruptRow { table: "tributary_checkpoints".into(), id: key.clone(), source: e })?;
+            out.insert(key, value);
+        }
+        Ok(out)
+    }
+
+    async fn object_counts(&self, source: &str) -> Result<BTreeMap<String, u64>, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let rows = client
+            .query(&format!("SELECT object, row_count FROM {} WHERE source = $1", self.t("tributary_tables")), &[&source])
+            .await
+            .map_err(pg)?;
+        Ok(rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1).max(0) as u64)).collect())
+    }
+
+    async fn mirror_rows(&self, source: &str) -> Result<BTreeMap<String, Vec<MirrorRow>>, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let tables = client
+            .query(&format!("SELECT object, table_name FROM {} WHERE source = $1", self.t("tributary_tables")), &[&source])
+            .await
+            .map_err(pg)?;
+        let mut out = BTreeMap::new();
+        for table in tables {
+            let (object, name): (String, String) = (table.get(0), table.get(1));
+            let rows = client.query(&format!("SELECT id, account, data::text FROM {} ORDER BY id", self.t(&name)), &[]).await.map_err(pg)?;
+            let mut list = Vec::with_capacity(rows.len());
+            for row in rows {
+                let id: String = row.get(0);
+                let data: String = row.get(2);
+                let data = serde_json::from_str(&data).map_err(|e| StoreError::CorruptRow { table: name.clone(), id: id.clone(), source: e })?;
+                list.push(MirrorRow { id, account: row.get(1), data });
+            }
+            out.insert(object, list);
+        }
+        Ok(out)
+    }
+
+    async fn changes_after(&self, cursor: ChangeCursor, limit: usize) -> Result<ChangePage, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let sql = format!(
+            "SELECT id, xid::text, source, object, object_id, account, op, type, data::text, previous_attributes::text, upstream_event_id,
+                    to_char(committed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
+             FROM {}
+             WHERE (xid, id) > ($1::text::xid8, $2) AND xid < pg_snapshot_xmin(pg_current_snapshot())
+             ORDER BY xid, id LIMIT $3",
+            self.t("tributary_changes")
+        );
+        let statement = client.prepare_cached(&sql).await.map_err(pg)?;
+        let rows = client.query(&statement, &[&cursor.xid.to_string(), &cursor.seq, &(limit as i64)]).await.map_err(pg)?;
+        let mut changes = Vec::with_capacity(rows.len());
+        for row in rows {
+            let seq: i64 = row.get(0);
+            let xid: String = row.get(1);
+            let parse = |text: Option<String>| {
+                text.map(|t| serde_json::from_str(&t))
+                    .transpose()
+                    .map_err(|e| StoreError::CorruptRow { table: "tributary_changes".into(), id: seq.to_string(), source: e })
+            };
+            changes.push(Change {
+                id: change_id(seq),
+                seq,
+                cursor: ChangeCursor { xid: xid.parse().map_err(|_| StoreError::Postgres(format!("bad xid8 '{xid}'")))?, seq },
+                source: row.get(2),
+                object: row.get(3),
+                object_id: row.get(4),
+                account: row.get(5),
+                op: row.get(6),
+                kind: row.get(7),
+                data: parse(row.get(8))?,
+                previous_attributes: parse(row.get(9))?,
+                upstream_event_id: row.get(10),
+                committed_at: row.get(11),
+            });
+        }
+        let next = changes.last().map(|c| c.cursor).unwrap_or(cursor);
+        Ok(ChangePage { changes, next })
+    }
+
+    async fn acquire(&self, source: &str) -> Result<Box<dyn Lease>, StoreError> {
+        let (client, connection) = self.config.connect(NoTls).await.map_err(pg)?;
+        let (closed_tx, closed) = oneshot::channel();
+        tokio::spawn(async move {
+            let reason = match connection.await {
+                Ok(()) => "lock connection closed".to_string(),
+                Err(e) => format!("lock connection lost: {e}"),
+            };
+            let _ = closed_tx.send(reason);
+        });
+        let key = format!("tributary:source:{}:{source}", self.schema);
+        let mut first = true;
+        loop {
+            let row = client.query_one("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", &[&key]).await.map_err(pg)?;
+            if row.get::<_, bool>(0) {
+                return Ok(Box::new(AdvisoryLease { client, closed }));
+            }
+            if first {
+                tracing::info!(kind = "source_standby", source, "another process owns this source; standing by to take over");
+                first = false;
+            }
+            tokio::time::sleep(LEASE_POLL).await;
+        }
+    }
+}
