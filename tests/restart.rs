@@ -56,7 +56,7 @@ async fn killed_mid_backfill_resumes_without_refetching_completed_resources() {
     // each object was read exactly once: the page in flight at the kill was
     // not committed, so re-fetching it wrote no duplicate
     let reads: Vec<(String, String)> =
-        changes(&second.db).into_iter().filter(|c| c.op == "read").map(|c| (c.object, c.object_id)).collect();
+        second.changes().await.into_iter().filter(|c| c.op == "read").map(|c| (c.object, c.object_id)).collect();
     let distinct: HashSet<&(String, String)> = reads.iter().collect();
     assert_eq!(reads.len(), distinct.len(), "an object was backfilled twice");
 }
@@ -71,7 +71,7 @@ async fn expired_cursor_is_logged_and_rebackfilled() {
     assert_eq!(status, 200);
     let doomed = created["id"].as_str().unwrap().to_string();
     assert_eq!(first.wait_barrier(10_000).await.0, 200);
-    assert!(mirror(&first.db)["customer"].contains_key(&doomed));
+    assert!(first.mirror().await["customer"].contains_key(&doomed));
     first.proc.kill();
 
     // while the engine is down: a delete and other traffic, then every
@@ -91,6 +91,6 @@ async fn expired_cursor_is_logged_and_rebackfilled() {
     let restarted = second.proc.log_kinds("backfill_started");
     assert!(restarted.iter().any(|l| l["generation"] == 2), "no second-generation backfill: {restarted:?}");
     assert_converged(&sim, &second.db).await;
-    let deleted = changes(&second.db).into_iter().any(|c| c.object_id == doomed && c.op == "delete");
+    let deleted = second.changes().await.into_iter().any(|c| c.object_id == doomed && c.op == "delete");
     assert!(deleted, "the object deleted during the gap has no delete change");
 }

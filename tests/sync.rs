@@ -39,7 +39,7 @@ async fn mirror_converges_under_rate_limits_failures_and_live_traffic() {
     assert!(stats["rate_limited"].as_u64().unwrap() > 0, "no 429 was served: {stats}");
     assert!(stats["failed"].as_u64().unwrap() > 0, "no 500 was served: {stats}");
 
-    let changes = changes(&engine.db);
+    let changes = engine.changes().await;
     let mut per_event: HashMap<&str, usize> = HashMap::new();
     for change in &changes {
         if let Some(event) = &change.upstream_event_id {
@@ -62,7 +62,7 @@ async fn mirror_converges_under_rate_limits_failures_and_live_traffic() {
         if let Some((previous, at)) = last_rev.get(&key) {
             assert!(current >= *previous, "{key:?} regressed from rev {previous} (change {at}) to rev {current} (change {})", change.id);
         }
-        last_rev.insert(key, (current, change.id));
+        last_rev.insert(key, (current, change.seq));
     }
     let backfilled = changes.iter().filter(|c| c.op == "read").count();
     assert!(backfilled >= 9000, "backfill wrote {backfilled} read changes");
@@ -86,7 +86,7 @@ async fn wait_answers_only_after_an_earlier_write_is_mirrored() {
         let (status, body) = engine.wait_barrier(10_000).await;
         assert_eq!(status, 200, "{body}");
         assert!(started.elapsed() < Duration::from_secs(10));
-        let rows = mirror(&engine.db);
+        let rows = engine.mirror().await;
         let row = rows["customer"].get(&id).unwrap_or_else(|| panic!("{id} not mirrored when /wait answered"));
         assert_eq!(row.1["email"], email.as_str());
     }

@@ -15,6 +15,7 @@ pub mod ident;
 pub mod plan;
 pub mod postgres;
 pub mod sqlite;
+pub mod testing;
 #[cfg(test)]
 mod tests;
 

@@ -8,7 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
+use tributary::store::testing::{self, Schema};
+use tributary::store::{Change, ChangeCursor, Options, Store};
 
 pub const API_KEY: &str = "sk_test_tributary_tests";
 
@@ -140,33 +144,71 @@ impl Sim {
     }
 }
 
+/// Where an engine under test keeps its mirror.
+#[derive(Clone)]
+pub enum Db {
+    Sqlite(PathBuf),
+    /// A throwaway schema in the test Postgres, dropped with the guard.
+    Postgres(Arc<Schema>),
+}
+
+impl Db {
+    pub fn sqlite(dir: &Path) -> Db {
+        Db::Sqlite(dir.join("mirror.db"))
+    }
+
+    pub fn postgres() -> Db {
+        let (schema, _) = testing::options();
+        Db::Postgres(Arc::new(schema))
+    }
+
+    pub fn options(&self) -> Options {
+        match self {
+            Db::Sqlite(path) => Options::url(&format!("sqlite://{}", path.display())),
+            Db::Postgres(schema) => Options { url: testing::base_url(), schema: schema.0.clone(), pool_size: 4 },
+        }
+    }
+
+    fn toml(&self) -> String {
+        let o = self.options();
+        format!("[database]\nurl = \"{}\"\nschema = \"{}\"\n", o.url, o.schema)
+    }
+
+    pub async fn store(&self) -> Arc<dyn Store> {
+        tributary::store::open(&self.options()).await.expect("open the mirror")
+    }
+}
+
 pub struct Engine {
     pub proc: Proc,
     pub api: String,
-    pub db: PathBuf,
+    pub db: Db,
     pub config: PathBuf,
 }
 
 /// Write a config for one stripe source named `stripe`; `extra` lines are
 /// appended to the source table.
-pub fn write_config(dir: &Path, sim_url: &str, extra: &str) -> (PathBuf, PathBuf, u16) {
+pub fn write_config(dir: &Path, db: &Db, sim_url: &str, extra: &str) -> (PathBuf, u16) {
     let port = free_port();
-    let db = dir.join("mirror.db");
-    let config = dir.join("tributary.toml");
+    let config = dir.join(format!("tributary-{port}.toml"));
     std::fs::write(
         &config,
         format!(
-            "[database]\nurl = \"sqlite://{}\"\n[api]\nlisten = \"127.0.0.1:{port}\"\n[[sources]]\nname = \"stripe\"\nkind = \"stripe\"\nbase_url = \"{sim_url}\"\napi_key_env = \"STRIPE_API_KEY\"\n{extra}\n",
-            db.display()
+            "{}[api]\nlisten = \"127.0.0.1:{port}\"\n[[sources]]\nname = \"stripe\"\nkind = \"stripe\"\nbase_url = \"{sim_url}\"\napi_key_env = \"STRIPE_API_KEY\"\n{extra}\n",
+            db.toml()
         ),
     )
     .unwrap();
-    (config, db, port)
+    (config, port)
 }
 
 impl Engine {
     pub async fn start(dir: &Path, sim_url: &str, extra: &str) -> Engine {
-        let (config, db, port) = write_config(dir, sim_url, extra);
+        Self::start_on(dir, Db::sqlite(dir), sim_url, extra).await
+    }
+
+    pub async fn start_on(dir: &Path, db: Db, sim_url: &str, extra: &str) -> Engine {
+        let (config, port) = write_config(dir, &db, sim_url, extra);
         Self::start_with(dir, config, db, port).await
     }
 
@@ -176,7 +218,7 @@ impl Engine {
         Self::start_with(dir, self.config.clone(), self.db.clone(), port).await
     }
 
-    async fn start_with(dir: &Path, config: PathBuf, db: PathBuf, port: u16) -> Engine {
+    async fn start_with(dir: &Path, config: PathBuf, db: Db, port: u16) -> Engine {
         let mut cmd = Command::new(bin());
         cmd.arg("run").arg("--config").arg(&config).env("STRIPE_API_KEY", API_KEY).env("RUST_LOG", "info");
         let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
@@ -193,8 +235,10 @@ impl Engine {
 
     pub async fn wait_live(&self, timeout: Duration) {
         let url = format!("{}/v1/sources", self.api);
-        wait_until("source to be live", timeout, || async { get_json(&url).await.is_some_and(|s| s["sources"][0]["phase"] == "live") })
-            .await;
+        wait_until("source to be live", timeout, || async {
+            get_json(&url).await.is_some_and(|s| s["sources"][0]["phase"] == "live")
+        })
+        .await;
     }
 
     /// `GET /v1/sources/stripe/wait`; returns (status, body).
@@ -202,70 +246,50 @@ impl Engine {
         let response = http().get(format!("{}/v1/sources/stripe/wait?timeout_ms={timeout_ms}", self.api)).send().await.expect("wait");
         (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
     }
+
+    pub async fn mirror(&self) -> Mirror {
+        mirror(&self.db).await
+    }
+
+    pub async fn changes(&self) -> Vec<Change> {
+        changes(&self.db).await
+    }
 }
 
 /// Mirror rows: object type → id → (account, data).
-pub fn mirror(db: &Path) -> BTreeMap<String, BTreeMap<String, (Option<String>, Value)>> {
-    let conn = rusqlite::Connection::open(db).expect("open mirror");
-    let tables: Vec<(String, String)> = conn
-        .prepare("SELECT object, table_name FROM tributary_tables WHERE source = 'stripe'")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let mut out = BTreeMap::new();
-    for (object, table) in tables {
-        let rows: BTreeMap<String, (Option<String>, Value)> = conn
-            .prepare(&format!("SELECT id, account, data FROM \"{table}\""))
-            .unwrap()
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, String>(2)?)))
-            .unwrap()
-            .map(|row| {
-                let (id, account, data) = row.unwrap();
-                (id, (account, serde_json::from_str(&data).expect("mirror data is json")))
-            })
-            .collect();
-        out.insert(object, rows);
+pub type Mirror = BTreeMap<String, BTreeMap<String, (Option<String>, Value)>>;
+
+pub async fn mirror(db: &Db) -> Mirror {
+    let rows = db.store().await.mirror_rows("stripe").await.expect("mirror rows");
+    rows.into_iter().map(|(object, rows)| (object, rows.into_iter().map(|r| (r.id, (r.account, r.data))).collect())).collect()
+}
+
+/// Every change in commit order. On Postgres a change shows once older
+/// transactions in the cluster finish, so read until two reads in a row,
+/// 200 ms apart, find nothing new.
+pub async fn changes(db: &Db) -> Vec<Change> {
+    let store = db.store().await;
+    let mut out = Vec::new();
+    let mut cursor = ChangeCursor::START;
+    let mut quiet = 0;
+    while quiet < 2 {
+        let page = store.changes_after(cursor, 1000).await.expect("changes");
+        cursor = page.next;
+        if page.changes.is_empty() {
+            quiet += 1;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        } else {
+            quiet = 0;
+            out.extend(page.changes);
+        }
     }
     out
 }
 
-#[derive(Debug, Clone)]
-pub struct ChangeRow {
-    pub id: i64,
-    pub object: String,
-    pub object_id: String,
-    pub op: String,
-    pub kind: String,
-    pub data: Option<Value>,
-    pub upstream_event_id: Option<String>,
-}
-
-pub fn changes(db: &Path) -> Vec<ChangeRow> {
-    let conn = rusqlite::Connection::open(db).expect("open mirror");
-    conn.prepare("SELECT id, object, object_id, op, type, data, upstream_event_id FROM tributary_changes ORDER BY id")
-        .unwrap()
-        .query_map([], |r| {
-            Ok(ChangeRow {
-                id: r.get(0)?,
-                object: r.get(1)?,
-                object_id: r.get(2)?,
-                op: r.get(3)?,
-                kind: r.get(4)?,
-                data: r.get::<_, Option<String>>(5)?.map(|d| serde_json::from_str(&d).unwrap()),
-                upstream_event_id: r.get(6)?,
-            })
-        })
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
-}
-
 /// The mirror holds exactly the simulator's truth: every object of every
 /// account, every field, nested lists complete, under the right account.
-pub async fn assert_converged(sim: &Sim, db: &Path) {
-    let mirror = mirror(db);
+pub async fn assert_converged(sim: &Sim, db: &Db) {
+    let mirror = mirror(db).await;
     let mut scopes: Vec<Option<String>> = vec![None];
     scopes.extend(sim.accounts().await.into_iter().map(Some));
     let mut expected_total = 0;
