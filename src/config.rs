@@ -133,8 +133,15 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !self.database.url.starts_with("sqlite:") {
-            return Err(ConfigError::Invalid(format!("database.url '{}' is not supported: use sqlite://PATH", self.database.url)));
+        if !self.database.url.starts_with("sqlite:") && !crate::store::is_postgres(&self.database.url) {
+            // the url is not echoed: it may hold a password
+            return Err(ConfigError::Invalid("database.url is not supported: use sqlite://PATH or postgres://…".into()));
+        }
+        if let Err(e) = crate::store::ident::schema_name(&self.database.schema) {
+            return Err(ConfigError::Invalid(format!("database.schema: {e}")));
+        }
+        if self.database.pool_size == 0 {
+            return Err(ConfigError::Invalid("database.pool_size must be at least 1".into()));
         }
         let mut names = HashSet::new();
         for source in &self.sources {

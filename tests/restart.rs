@@ -14,12 +14,11 @@ fn list_requests(stats: &Value, resource: &str) -> u64 {
     stats["by_route"][format!("GET /v1/{resource}")].as_u64().unwrap_or(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_mid_backfill_resumes_without_refetching_completed_resources() {
+async fn killed_mid_backfill_resumes_without_refetching_completed_resources(backend: Backend) {
     let dir = tempdir();
     let sim = Sim::start(dir.path(), &["--scale", "3000", "--accounts", "0", "--latency-ms", "5"]).await;
     // a slow budget: products (3 pages) finish long before customers (30 pages)
-    let mut first = Engine::start(dir.path(), &sim.url, "rate_limit_per_sec = 10\nconcurrency = 4").await;
+    let mut first = Engine::start_on(dir.path(), backend(dir.path()), &sim.url, "rate_limit_per_sec = 10\nconcurrency = 4").await;
     let url = format!("{}/v1/sources", first.api);
     let done = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     wait_until("one resource to finish while others are still paging", Duration::from_secs(60), || {
@@ -61,11 +60,10 @@ async fn killed_mid_backfill_resumes_without_refetching_completed_resources() {
     assert_eq!(reads.len(), distinct.len(), "an object was backfilled twice");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expired_cursor_is_logged_and_rebackfilled() {
+async fn expired_cursor_is_logged_and_rebackfilled(backend: Backend) {
     let dir = tempdir();
     let sim = Sim::start(dir.path(), &["--scale", "200", "--accounts", "1", "--event-retention-secs", "2"]).await;
-    let mut first = Engine::start(dir.path(), &sim.url, "poll_interval_ms = 100\nevent_retention_secs = 2").await;
+    let mut first = Engine::start_on(dir.path(), backend(dir.path()), &sim.url, "poll_interval_ms = 100\nevent_retention_secs = 2").await;
     first.wait_live(Duration::from_secs(60)).await;
     let (status, created) = sim.call(Method::POST, "/v1/customers", &[("email", "gone-soon@example.com")]).await;
     assert_eq!(status, 200);
@@ -94,3 +92,5 @@ async fn expired_cursor_is_logged_and_rebackfilled() {
     let deleted = second.changes().await.into_iter().any(|c| c.object_id == doomed && c.op == "delete");
     assert!(deleted, "the object deleted during the gap has no delete change");
 }
+
+on_both_backends!(killed_mid_backfill_resumes_without_refetching_completed_resources, expired_cursor_is_logged_and_rebackfilled);

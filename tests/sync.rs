@@ -15,8 +15,7 @@ fn rev(data: &Value) -> u64 {
     data["metadata"]["rev"].as_str().and_then(|r| r.parse().ok()).unwrap_or(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mirror_converges_under_rate_limits_failures_and_live_traffic() {
+async fn mirror_converges_under_rate_limits_failures_and_live_traffic(backend: Backend) {
     let dir = tempdir();
     let sim = Sim::start(
         dir.path(),
@@ -24,7 +23,7 @@ async fn mirror_converges_under_rate_limits_failures_and_live_traffic() {
     )
     .await;
     // a budget above the sim's limit, so 429s happen and must be absorbed
-    let engine = Engine::start(dir.path(), &sim.url, "rate_limit_per_sec = 150\npoll_interval_ms = 200\nretry_max_backoff_ms = 1000").await;
+    let engine = Engine::start_on(dir.path(), backend(dir.path()), &sim.url, "rate_limit_per_sec = 150\npoll_interval_ms = 200\nretry_max_backoff_ms = 1000").await;
     engine.wait_live(Duration::from_secs(180)).await;
     let live_since_ms = chrono::Utc::now().timestamp_millis();
 
@@ -69,12 +68,11 @@ async fn mirror_converges_under_rate_limits_failures_and_live_traffic() {
     assert!(changes.iter().any(|c| c.kind == "customer.updated" && c.op == "update"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wait_answers_only_after_an_earlier_write_is_mirrored() {
+async fn wait_answers_only_after_an_earlier_write_is_mirrored(backend: Backend) {
     let dir = tempdir();
     let sim = Sim::start(dir.path(), &["--scale", "100", "--accounts", "1"]).await;
     // a poll interval far beyond the test: only /wait can make the engine poll
-    let engine = Engine::start(dir.path(), &sim.url, "poll_interval_ms = 600000").await;
+    let engine = Engine::start_on(dir.path(), backend(dir.path()), &sim.url, "poll_interval_ms = 600000").await;
     engine.wait_live(Duration::from_secs(60)).await;
 
     for round in 0..3 {
@@ -107,3 +105,5 @@ async fn wait_answers_only_after_an_earlier_write_is_mirrored() {
     let body: Value = response.json().await.unwrap();
     assert!(body["error"]["message"].as_str().unwrap().contains("timeout_ms"));
 }
+
+on_both_backends!(mirror_converges_under_rate_limits_failures_and_live_traffic, wait_answers_only_after_an_earlier_write_is_mirrored);

@@ -51,7 +51,9 @@ fn describe(config: &tokio_postgres::Config) -> String {
 fn parse_config(options: &Options) -> Result<tokio_postgres::Config, StoreError> {
     let mut config: tokio_postgres::Config =
         options.url.parse().map_err(|e| StoreError::Open { path: "postgres url".into(), reason: format!("{e}") })?;
-    config.application_name("tributary");
+    if config.get_application_name().is_none() {
+        config.application_name("tributary");
+    }
     config.connect_timeout(Duration::from_secs(5));
     Ok(config)
 }

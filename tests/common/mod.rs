@@ -316,3 +316,31 @@ pub async fn assert_converged(sim: &Sim, db: &Db) {
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("tributary-test-").tempdir().expect("tempdir")
 }
+
+/// Picks the database of an end-to-end test run.
+pub type Backend = fn(&Path) -> Db;
+
+pub fn postgres_backend(_: &Path) -> Db {
+    Db::postgres()
+}
+
+/// Run an end-to-end test body `async fn(Backend)` once on SQLite and once
+/// on Postgres: `mod <body> { fn sqlite(); fn postgres(); }`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($body:ident),* $(,)?) => {
+        $(
+            mod $body {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$body($crate::common::Db::sqlite).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$body($crate::common::postgres_backend).await
+                }
+            }
+        )*
+    };
+}
