@@ -88,3 +88,25 @@ async fn official_stripe_python_library_works_against_the_sim() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("official stripe client: ok"));
 }
+
+#[test]
+fn a_wrong_postgres_url_fails_check_and_run_with_one_line() {
+    let dir = tempdir();
+    let base = tributary::store::testing::base_url();
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    let refused = "postgres://postgres:secret-pw@127.0.0.1:1/postgres".to_string();
+    for (url, expected) in [(format!("{prefix}/tributary_no_such_db"), "tributary_no_such_db"), (refused, "127.0.0.1:1")] {
+        let text = CONFIG.replace("sqlite://DB\"", &format!("{url}\"\n[api]\nlisten = \"127.0.0.1:0\""));
+        let path = dir.path().join("pg.toml");
+        std::fs::write(&path, text).unwrap();
+        for command in ["check", "run"] {
+            let started = std::time::Instant::now();
+            let (code, _, stderr) = tributary(&[command, "--config", &path.display().to_string()], &[("TRIBUTARY_CLI_TEST_KEY", "k")]);
+            assert_eq!(code, 1, "{command} {url}: {stderr}");
+            assert!(stderr.starts_with("error: ") && stderr.trim_end().lines().count() == 1, "{command}: {stderr}");
+            assert!(stderr.contains(expected), "{command}: {stderr}");
+            assert!(!stderr.contains("secret-pw"), "the password leaked: {stderr}");
+            assert!(started.elapsed() < std::time::Duration::from_secs(10), "{command} did not fail at once");
+        }
+    }
+}

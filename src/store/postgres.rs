@@ -30,8 +30,23 @@ pub struct PgStore {
     known_tables: parking_lot::Mutex<HashSet<String>>,
 }
 
-fn pg(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Postgres(e.to_string())
+fn pg(e: impl std::error::Error) -> StoreError {
+    StoreError::Postgres(chain(&e))
+}
+
+/// An error with its causes: tokio-postgres says only "db error" and keeps
+/// the server's message (`FATAL: terminating connection …`) in its source.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let next = c.to_string();
+        if !text.contains(&next) {
+            text = format!("{text}: {next}");
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// `user@host:port/db` of a URL, never its password.
@@ -62,7 +77,7 @@ fn parse_config(options: &Options) -> Result<tokio_postgres::Config, StoreError>
 pub async fn check(options: &Options) -> Result<(), StoreError> {
     ident::schema_name(&options.schema)?;
     let config = parse_config(options)?;
-    let open_error = |e: tokio_postgres::Error| StoreError::Open { path: describe(&config), reason: e.to_string() };
+    let open_error = |e: tokio_postgres::Error| StoreError::Open { path: describe(&config), reason: chain(&e) };
     let (client, connection) = config.connect(NoTls).await.map_err(open_error)?;
     let task = tokio::spawn(connection);
     client.simple_query("SELECT 1").await.map_err(open_error)?;
@@ -76,7 +91,7 @@ impl PgStore {
         ident::schema_name(&options.schema)?;
         let config = parse_config(options)?;
         let manager = Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager).max_size(options.pool_size.max(2)).build().map_err(pg)?;
+        let pool = Pool::builder(manager).max_size(options.pool_size.max(2)).build().map_err(|e| StoreError::Postgres(e.to_string()))?;
         let store = PgStore { pool, schema: options.schema.clone(), config, known_tables: Default::default() };
         store.migrate().await.map_err(|e| StoreError::Open { path: describe(&store.config), reason: e.to_string() })?;
         Ok(store)
@@ -185,7 +200,7 @@ impl Lease for AdvisoryLease {
                 reason = &mut self.closed => return reason.unwrap_or_else(|_| "lock connection closed".into()),
                 _ = tokio::time::sleep(LEASE_POLL) => {
                     if let Err(e) = self.client.simple_query("SELECT 1").await {
-                        return format!("lock connection failed: {e}");
+                        return format!("lock connection failed: {}", chain(&e));
                     }
                 }
             }
@@ -396,7 +411,7 @@ impl Store for PgStore {
         tokio::spawn(async move {
             let reason = match connection.await {
                 Ok(()) => "lock connection closed".to_string(),
-                Err(e) => format!("lock connection lost: {e}"),
+                Err(e) => format!("lock connection lost: {}", chain(&e)),
             };
             let _ = closed_tx.send(reason);
         });

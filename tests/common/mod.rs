@@ -150,6 +150,8 @@ pub enum Db {
     Sqlite(PathBuf),
     /// A throwaway schema in the test Postgres, dropped with the guard.
     Postgres(Arc<Schema>),
+    /// The same, reached through a URL of the test's own (with parameters).
+    PostgresUrl(Arc<Schema>, String),
 }
 
 impl Db {
@@ -166,6 +168,7 @@ impl Db {
         match self {
             Db::Sqlite(path) => Options::url(&format!("sqlite://{}", path.display())),
             Db::Postgres(schema) => Options { url: testing::base_url(), schema: schema.0.clone(), pool_size: 4 },
+            Db::PostgresUrl(schema, url) => Options { url: url.clone(), schema: schema.0.clone(), pool_size: 4 },
         }
     }
 
