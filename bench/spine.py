@@ -7,6 +7,8 @@
   (engine start to every account caught up): objects/s and the engine's peak RSS.
 - rate: sim --rate-limit 60, engine rate_limit_per_sec = 50: achieved request
   rate during backfill and 429s served.
+- backfill_pg: the same into Postgres (a throwaway schema), then change-log
+  read throughput with `changes_after` in pages of 1,000 (bench/changelog_read.rs).
 - lag: live mutations at 100/s, poll_interval_ms = 500: event created (sim
   clock) to change committed (engine clock), p50/p99/max in ms.
 
@@ -55,8 +57,11 @@ def wait_for(what, check, timeout=600, every=0.05):
     raise SystemExit(f"timed out waiting for {what}")
 
 
+PG_URL = os.environ.get("TRIBUTARY_TEST_PG", "postgres://postgres@127.0.0.1:5432/postgres")
+
+
 class Run:
-    def __init__(self, binary, sim_args, source_extra):
+    def __init__(self, binary, sim_args, source_extra, database=None):
         self.dir = tempfile.mkdtemp(prefix="tributary-bench-")
         self.sim_port, self.api_port = free_port(), free_port()
         self.sim_url = f"http://127.0.0.1:{self.sim_port}"
@@ -66,8 +71,9 @@ class Run:
         self.sim = subprocess.Popen([binary, "sim", "--listen", f"127.0.0.1:{self.sim_port}", *sim_args], stdout=log, stderr=log)
         wait_for("sim", lambda: get(f"{self.sim_url}/__sim/stats") is not None)
         config = os.path.join(self.dir, "tributary.toml")
+        database = database or f'url = "sqlite://{self.db}"'
         with open(config, "w") as f:
-            f.write(f'[database]\nurl = "sqlite://{self.db}"\n[api]\nlisten = "127.0.0.1:{self.api_port}"\n'
+            f.write(f'[database]\n{database}\n[api]\nlisten = "127.0.0.1:{self.api_port}"\n'
                     f'[[sources]]\nname = "stripe"\nkind = "stripe"\nbase_url = "{self.sim_url}"\napi_key_env = "BENCH_KEY"\n{source_extra}\n')
         self.config = config
         self.binary = binary
@@ -107,17 +113,33 @@ class Run:
                 p.wait()
 
 
-def backfill(binary):
-    run = Run(binary, ["--scale", "21000", "--accounts", "3", "--seed", "7"], "rate_limit_per_sec = 1000000\nconcurrency = 50")
+def backfill(binary, database=None, name="backfill_sqlite"):
+    run = Run(binary, ["--scale", "21000", "--accounts", "3", "--seed", "7"], "rate_limit_per_sec = 1000000\nconcurrency = 50", database)
     try:
         run.start_engine()
         elapsed = run.wait_live()
         objects = sum(run.sources()["objects"].values())
-        return {"bench": "backfill_sqlite", "objects": objects, "seconds": round(elapsed, 2),
-                "objects_per_sec": round(objects / elapsed), "peak_rss_mb": round(run.peak_rss_mb(), 1),
-                "target_objects_per_sec": 30000, "target_peak_rss_mb": 150}
+        return {"bench": name, "objects": objects, "seconds": round(elapsed, 2),
+                "objects_per_sec": round(objects / elapsed), "peak_rss_mb": round(run.peak_rss_mb(), 1)}
     finally:
         run.close()
+
+
+def changelog_read(reader, url, schema=None):
+    out = subprocess.run([reader, url] + ([schema] if schema else []), check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+def backfill_pg(binary, reader):
+    schema = f"tributary_bench_{os.getpid()}"
+    database = f'url = "{PG_URL}"\nschema = "{schema}"'
+    try:
+        results = [backfill(binary, database, "backfill_postgres")]
+        results[0]["target_objects_per_sec"] = 20000
+        results.append(changelog_read(reader, PG_URL, schema))
+        return results
+    finally:
+        subprocess.run(["psql", PG_URL, "-qc", f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'], capture_output=True)
 
 
 def rate(binary):
@@ -162,12 +184,20 @@ def lag(binary, seconds=30):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("which", nargs="?", default="all", choices=["backfill", "rate", "lag", "all"])
+    parser.add_argument("which", nargs="?", default="all", choices=["backfill", "backfill_pg", "rate", "lag", "all"])
     parser.add_argument("--bin", default=os.path.expanduser("~/.cache/tributary-target/release/tributary"))
+    parser.add_argument("--reader", default=os.path.expanduser("~/.cache/tributary-target/release/examples/changelog_read"))
     args = parser.parse_args()
-    benches = {"backfill": backfill, "rate": rate, "lag": lag}
+    benches = {
+        "backfill": lambda: backfill(args.bin) | {"target_objects_per_sec": 30000, "target_peak_rss_mb": 150},
+        "backfill_pg": lambda: backfill_pg(args.bin, args.reader),
+        "rate": lambda: rate(args.bin),
+        "lag": lambda: lag(args.bin),
+    }
     for name in (benches if args.which == "all" else [args.which]):
-        print(json.dumps(benches[name](args.bin)), flush=True)
+        result = benches[name]()
+        for line in result if isinstance(result, list) else [result]:
+            print(json.dumps(line), flush=True)
 
 
 if __name__ == "__main__":

@@ -55,9 +55,9 @@ async fn mirror_converges_under_rate_limits_failures_and_live_traffic(backend: B
     // strictly increasing `metadata.rev` on every update
     let mut last_rev: BTreeMap<(&str, &str), (u64, i64)> = BTreeMap::new();
     for change in &changes {
-        let Some(data) = &change.data else { continue };
+        let Some(data) = change.data_value() else { continue };
         let key = (change.object.as_str(), change.object_id.as_str());
-        let current = rev(data);
+        let current = rev(&data);
         if let Some((previous, at)) = last_rev.get(&key) {
             assert!(current >= *previous, "{key:?} regressed from rev {previous} (change {at}) to rev {current} (change {})", change.id);
         }

@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// What produced a write: it decides the change's `op` and `type`.
@@ -82,8 +83,10 @@ pub struct Applied {
     pub unchanged: u64,
 }
 
-/// A change log entry as readers (delivery, queues, tests) see it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// A change log entry as readers (delivery, queues, tests) see it. `data`
+/// and `previous_attributes` stay raw JSON text: readers mostly pass them on,
+/// and parsing every object would cost more than reading it.
+#[derive(Debug, Clone, Serialize)]
 pub struct Change {
     pub id: String,
     #[serde(skip)]
@@ -98,10 +101,29 @@ pub struct Change {
     pub op: String,
     #[serde(rename = "type")]
     pub kind: String,
-    pub data: Option<Value>,
-    pub previous_attributes: Option<Value>,
+    pub data: Option<Box<RawValue>>,
+    pub previous_attributes: Option<Box<RawValue>>,
     pub upstream_event_id: Option<String>,
     pub committed_at: String,
+}
+
+impl Change {
+    /// `data` as a JSON tree.
+    pub fn data_value(&self) -> Option<Value> {
+        self.data.as_ref().and_then(|raw| serde_json::from_str(raw.get()).ok())
+    }
+
+    /// `previous_attributes` as a JSON tree.
+    pub fn previous_value(&self) -> Option<Value> {
+        self.previous_attributes.as_ref().and_then(|raw| serde_json::from_str(raw.get()).ok())
+    }
+}
+
+/// Raw JSON text from the change log, checked to be JSON.
+pub(crate) fn raw_json(table: &str, id: i64, text: Option<String>) -> Result<Option<Box<RawValue>>, StoreError> {
+    text.map(RawValue::from_string)
+        .transpose()
+        .map_err(|e| StoreError::CorruptRow { table: table.to_string(), id: id.to_string(), source: e })
 }
 
 /// A position in the change log, in commit order: the writing transaction's

@@ -15,8 +15,11 @@ use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
 use super::ident::{self, quote};
-use super::plan::{self, NewChange};
-use super::{Applied, Batch, Change, ChangeCursor, ChangePage, Lease, MirrorRow, Options, Store, StoreError, change_id};
+use super::plan::{self, NewChange, RowUpsert};
+use super::{Applied, Batch, Change, ChangeCursor, ChangePage, Lease, MirrorRow, Options, Store, StoreError, change_id, raw_json};
+
+const UPSERT_CONFLICT: &str = "ON CONFLICT (id) DO UPDATE SET account = excluded.account, data = excluded.data, created = excluded.created,
+     updated_at = excluded.updated_at, _generation = excluded._generation";
 
 /// How often a standby asks for a source's lock, and an owner checks that
 /// its lock connection is alive.
@@ -122,8 +125,10 @@ impl PgStore {
                 account text,
                 op text NOT NULL,
                 type text NOT NULL,
-                data jsonb,
-                previous_attributes jsonb,
+                -- json, not jsonb: stored and read back as text, which is
+                -- all the change log needs (readers pass it on)
+                data json,
+                previous_attributes json,
                 upstream_event_id text,
                 committed_at timestamptz NOT NULL DEFAULT clock_timestamp()
             );
@@ -168,9 +173,7 @@ impl PgStore {
                 created bigint,
                 updated_at timestamptz NOT NULL DEFAULT now(),
                 _generation bigint NOT NULL DEFAULT 0
-            );
-            CREATE INDEX IF NOT EXISTS {} ON {quoted} (account, _generation);",
-            quote(&format!("{table}_ag"))
+            );"
         ))
         .await
         .map_err(pg)?;
@@ -220,7 +223,8 @@ impl Store for PgStore {
 
         let mut existing: HashMap<String, HashMap<String, String>> = HashMap::new();
         for (table, ids) in prepared.ids_by_table() {
-            let rows = tx.query(&format!("SELECT id, data::text FROM {} WHERE id = ANY($1)", self.t(table)), &[&ids]).await.map_err(pg)?;
+            let statement = tx.prepare_cached(&format!("SELECT id, data::text FROM {} WHERE id = ANY($1)", self.t(table))).await.map_err(pg)?;
+            let rows = tx.query(&statement, &[&ids]).await.map_err(pg)?;
             existing.insert(table.to_string(), rows.iter().map(|r| (r.get(0), r.get(1))).collect());
         }
         let plan = plan::plan(&prepared, &existing)?;
@@ -228,18 +232,24 @@ impl Store for PgStore {
         let mut row_deltas: BTreeMap<String, i64> = BTreeMap::new();
         for (table, table_plan) in &plan.tables {
             let quoted = self.t(table);
-            if !table_plan.upserts.is_empty() {
-                let ids: Vec<&str> = table_plan.upserts.iter().map(|r| r.id.as_str()).collect();
-                let accounts: Vec<Option<&str>> = table_plan.upserts.iter().map(|r| r.account.as_deref()).collect();
-                let texts: Vec<&str> = table_plan.upserts.iter().map(|r| r.text.as_str()).collect();
-                let created: Vec<Option<i64>> = table_plan.upserts.iter().map(|r| r.created).collect();
-                let generations: Vec<i64> = table_plan.upserts.iter().map(|r| r.generation).collect();
+            // rows the mirror did not hold take a plain insert (the plan read
+            // them under this transaction); only replacements need ON CONFLICT
+            let (fresh, replaced): (Vec<&RowUpsert>, Vec<&RowUpsert>) =
+                table_plan.upserts.iter().partition(|r| !existing.get(table).is_some_and(|rows| rows.contains_key(&r.id)));
+            for (rows, conflict) in [(fresh, ""), (replaced, UPSERT_CONFLICT)] {
+                if rows.is_empty() {
+                    continue;
+                }
+                let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+                let accounts: Vec<Option<&str>> = rows.iter().map(|r| r.account.as_deref()).collect();
+                let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
+                let created: Vec<Option<i64>> = rows.iter().map(|r| r.created).collect();
+                let generations: Vec<i64> = rows.iter().map(|r| r.generation).collect();
                 let sql = format!(
                     "INSERT INTO {quoted} (id, account, data, created, updated_at, _generation)
                      SELECT u.id, u.account, u.data::jsonb, u.created, now(), u.generation
                      FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[]) AS u(id, account, data, created, generation)
-                     ON CONFLICT (id) DO UPDATE SET account = excluded.account, data = excluded.data, created = excluded.created,
-                     updated_at = excluded.updated_at, _generation = excluded._generation"
+                     {conflict}"
                 );
                 let statement = tx.prepare_cached(&sql).await.map_err(pg)?;
                 tx.execute(&statement, &[&ids, &accounts, &texts, &created, &generations]).await.map_err(pg)?;
@@ -287,7 +297,7 @@ impl Store for PgStore {
             let events = column(|c| c.upstream_event_id.as_deref());
             let sql = format!(
                 "INSERT INTO {} (source, object, object_id, account, op, type, data, previous_attributes, upstream_event_id)
-                 SELECT $1::text, u.object, u.object_id, u.account, u.op, u.kind, u.data::jsonb, u.previous::jsonb, u.event
+                 SELECT $1::text, u.object, u.object_id, u.account, u.op, u.kind, u.data::json, u.previous::json, u.event
                  FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
                       WITH ORDINALITY AS u(object, object_id, account, op, kind, data, previous, event, position)
                  ORDER BY u.position",
@@ -306,12 +316,14 @@ impl Store for PgStore {
                  ON CONFLICT (source, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
                 self.t("tributary_checkpoints")
             );
-            tx.execute(&sql, &[&prepared.source, &keys, &values]).await.map_err(pg)?;
+            let statement = tx.prepare_cached(&sql).await.map_err(pg)?;
+            tx.execute(&statement, &[&prepared.source, &keys, &values]).await.map_err(pg)?;
         }
         // last, in a fixed order: these rows are shared by concurrent batches
         for (table, delta) in row_deltas.into_iter().filter(|(_, d)| *d != 0) {
             let sql = format!("UPDATE {} SET row_count = row_count + $1 WHERE source = $2 AND table_name = $3", self.t("tributary_tables"));
-            tx.execute(&sql, &[&delta, &prepared.source, &table]).await.map_err(pg)?;
+            let statement = tx.prepare_cached(&sql).await.map_err(pg)?;
+            tx.execute(&statement, &[&delta, &prepared.source, &table]).await.map_err(pg)?;
         }
         tx.commit().await.map_err(pg)?;
         Ok(applied)
@@ -367,11 +379,13 @@ impl Store for PgStore {
     async fn changes_after(&self, cursor: ChangeCursor, limit: usize) -> Result<ChangePage, StoreError> {
         let client = self.pool.get().await.map_err(pg)?;
         let sql = format!(
-            "SELECT id, xid::text, source, object, object_id, account, op, type, data::text, previous_attributes::text, upstream_event_id,
-                    to_char(committed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
-             FROM {}
-             WHERE (xid, id) > ($1::text::xid8, $2) AND xid < pg_snapshot_xmin(pg_current_snapshot())
-             ORDER BY xid, id LIMIT $3",
+            // the xid output is aliased: `ORDER BY xid` must sort by the
+            // column, not by its text (where "999" sorts after "1000")
+            "SELECT c.id, c.xid::text AS xid_text, c.source, c.object, c.object_id, c.account, c.op, c.type, c.data::text,
+                    c.previous_attributes::text, c.upstream_event_id, (extract(epoch FROM c.committed_at) * 1000000)::int8
+             FROM {} AS c
+             WHERE (c.xid, c.id) > ($1::text::xid8, $2) AND c.xid < pg_snapshot_xmin(pg_current_snapshot())
+             ORDER BY c.xid, c.id LIMIT $3",
             self.t("tributary_changes")
         );
         let statement = client.prepare_cached(&sql).await.map_err(pg)?;
@@ -380,11 +394,6 @@ impl Store for PgStore {
         for row in rows {
             let seq: i64 = row.get(0);
             let xid: String = row.get(1);
-            let parse = |text: Option<String>| {
-                text.map(|t| serde_json::from_str(&t))
-                    .transpose()
-                    .map_err(|e| StoreError::CorruptRow { table: "tributary_changes".into(), id: seq.to_string(), source: e })
-            };
             changes.push(Change {
                 id: change_id(seq),
                 seq,
@@ -395,10 +404,12 @@ impl Store for PgStore {
                 account: row.get(5),
                 op: row.get(6),
                 kind: row.get(7),
-                data: parse(row.get(8))?,
-                previous_attributes: parse(row.get(9))?,
+                data: raw_json("tributary_changes", seq, row.get(8))?,
+                previous_attributes: raw_json("tributary_changes", seq, row.get(9))?,
                 upstream_event_id: row.get(10),
-                committed_at: row.get(11),
+                committed_at: chrono::DateTime::from_timestamp_micros(row.get(11))
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+                    .unwrap_or_default(),
             });
         }
         let next = changes.last().map(|c| c.cursor).unwrap_or(cursor);

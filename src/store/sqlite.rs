@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::ident::quote;
 use super::plan::{self, NewChange, Prepared};
-use super::{Applied, Batch, Change, ChangeCursor, ChangePage, Lease, MirrorRow, Store, StoreError, change_id};
+use super::{Applied, Batch, Change, ChangeCursor, ChangePage, Lease, MirrorRow, Store, StoreError, change_id, raw_json};
 
 /// Batches queued for the writer; beyond this, `apply` waits (backpressure).
 const QUEUE_DEPTH: usize = 16;
@@ -186,7 +186,6 @@ impl Store for SqliteStore {
             let mut changes = Vec::new();
             for row in rows {
                 let (seq, [source, object, object_id, op, kind, committed_at], account, data, previous, event) = row?;
-                let id = seq.to_string();
                 changes.push(Change {
                     id: change_id(seq),
                     seq,
@@ -197,8 +196,8 @@ impl Store for SqliteStore {
                     account,
                     op,
                     kind,
-                    data: parse_json("tributary_changes", &id, data)?,
-                    previous_attributes: parse_json("tributary_changes", &id, previous)?,
+                    data: raw_json("tributary_changes", seq, data)?,
+                    previous_attributes: raw_json("tributary_changes", seq, previous)?,
                     upstream_event_id: event,
                     committed_at,
                 });
@@ -365,9 +364,7 @@ fn ensure_table(conn: &Connection, known: &mut HashSet<String>, source: &str, ob
             created INTEGER,
             updated_at TEXT NOT NULL,
             _generation INTEGER NOT NULL DEFAULT 0
-        );
-        CREATE INDEX IF NOT EXISTS {} ON {quoted} (account, _generation);",
-        quote(&format!("{table}_ag"))
+        );"
     ))?;
     conn.execute("INSERT OR IGNORE INTO tributary_tables (source, object, table_name) VALUES (?1, ?2, ?3)", params![source, object, table])?;
     known.insert(table.to_string());
