@@ -54,7 +54,7 @@ async fn a_standby_takes_over_when_the_owner_is_killed_mid_backfill_and_live() {
     let extra = "rate_limit_per_sec = 25\nconcurrency = 4\npoll_interval_ms = 200\nretry_max_backoff_ms = 1000";
     let a = Engine::start_on(dir.path(), db.clone(), &sim.url, extra).await;
     let b = Engine::start_on(dir.path(), db.clone(), &sim.url, extra).await;
-    let mut engines = vec![a, b];
+    let mut engines = [a, b];
 
     // kill the owner while it is backfilling
     let first = owner_among(&[&engines[0], &engines[1]], Duration::from_secs(10)).await;

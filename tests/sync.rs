@@ -23,7 +23,13 @@ async fn mirror_converges_under_rate_limits_failures_and_live_traffic(backend: B
     )
     .await;
     // a budget above the sim's limit, so 429s happen and must be absorbed
-    let engine = Engine::start_on(dir.path(), backend(dir.path()), &sim.url, "rate_limit_per_sec = 150\npoll_interval_ms = 200\nretry_max_backoff_ms = 1000").await;
+    let engine = Engine::start_on(
+        dir.path(),
+        backend(dir.path()),
+        &sim.url,
+        "rate_limit_per_sec = 150\npoll_interval_ms = 200\nretry_max_backoff_ms = 1000",
+    )
+    .await;
     engine.wait_live(Duration::from_secs(180)).await;
     let live_since_ms = chrono::Utc::now().timestamp_millis();
 

@@ -101,10 +101,14 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .with_state(sim)
 }
 
-fn json_response(status: u16, body: &Value) -> Response {
+/// A response whose body is already JSON text.
+fn text_response(status: u16, body: String) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn json_response(status: u16, body: &Value) -> Response {
+    text_response(status, body.to_string())
 }
 
 fn error_response(error: &ApiError) -> Response {
@@ -205,7 +209,7 @@ async fn stripe_api(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, heade
                 ),
             });
         }
-        let mut response = json_response(replay.status, &replay.body);
+        let mut response = text_response(replay.status, replay.body);
         response.headers_mut().insert("idempotent-replayed", "true".parse().expect("static header"));
         return response;
     }
@@ -213,31 +217,32 @@ async fn stripe_api(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, heade
     let result = dispatch(&sim, &method, &path, &scope, &query, &params);
     let (status, body) = match result {
         Ok(body) => (200, body),
-        Err(error) => (error.status, error.body()),
+        Err(error) => (error.status, error.body().to_string()),
     };
     if let (true, Some(key)) = (method == Method::POST, &idempotency_key) {
         sim.world.lock().remember(&scope, key, Replay { request, status, body: body.clone() });
     }
     if status == 200 && sim.roll(faults.truncate_rate) {
         sim.stats.truncated.fetch_add(1, Ordering::Relaxed);
-        let text = body.to_string();
-        let cut = text.len() / 2;
-        return (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], Body::from(text[..cut].to_string())).into_response();
+        let cut = body.len() / 2;
+        return (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], Body::from(body[..cut].to_string())).into_response();
     }
-    json_response(status, &body)
+    text_response(status, body)
 }
 
 fn not_found(path: &str) -> ApiError {
     ApiError { status: 404, kind: "invalid_request_error", code: None, param: None, message: format!("Unrecognized request URL ({path}).") }
 }
 
-fn dispatch(sim: &Sim, method: &Method, path: &str, scope: &str, query: &Value, params: &Value) -> Result<Value, ApiError> {
+/// Serve one `/v1` request; the answer is JSON text (list pages are
+/// serialized straight from the world, without copying its objects).
+fn dispatch(sim: &Sim, method: &Method, path: &str, scope: &str, query: &Value, params: &Value) -> Result<String, ApiError> {
     let segments: Vec<&str> = path.trim_start_matches("/v1/").trim_end_matches('/').split('/').collect();
     let mut world = sim.world.lock();
     match (method, segments.as_slice()) {
         (&Method::GET, ["accounts"]) => {
             let accounts: Vec<Value> = world.accounts().iter().rev().cloned().collect();
-            Ok(json!({"object": "list", "data": accounts, "has_more": false, "url": "/v1/accounts"}))
+            Ok(json!({"object": "list", "data": accounts, "has_more": false, "url": "/v1/accounts"}).to_string())
         }
         (&Method::GET, ["events"]) => world.events(scope, &ListParams::from_query(query)?),
         (&Method::GET, ["subscription_items"]) => {
@@ -257,10 +262,10 @@ fn dispatch(sim: &Sim, method: &Method, path: &str, scope: &str, query: &Value, 
             let object = object_for_resource(resource).ok_or_else(|| not_found(path))?;
             match (method, rest) {
                 (&Method::GET, []) => world.list(scope, object, &ListParams::from_query(query)?, path),
-                (&Method::POST, []) => world.create(scope, object, params),
-                (&Method::GET, [id]) => world.retrieve(scope, object, id),
-                (&Method::POST, [id]) => world.update(scope, object, id, params),
-                (&Method::DELETE, [id]) => world.delete(scope, object, id),
+                (&Method::POST, []) => world.create(scope, object, params).map(|v| v.to_string()),
+                (&Method::GET, [id]) => world.retrieve(scope, object, id).map(|v| v.to_string()),
+                (&Method::POST, [id]) => world.update(scope, object, id, params).map(|v| v.to_string()),
+                (&Method::DELETE, [id]) => world.delete(scope, object, id).map(|v| v.to_string()),
                 _ => Err(not_found(path)),
             }
         }

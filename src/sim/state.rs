@@ -1,6 +1,7 @@
 //! The simulator's ground truth: accounts, objects per type, events, and the
 //! Stripe semantics over them (cursor pagination, nested lists, idempotency).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -112,7 +113,8 @@ struct Scope {
 pub struct Replay {
     pub request: String,
     pub status: u16,
-    pub body: Value,
+    /// The first response, byte for byte.
+    pub body: String,
 }
 
 pub struct World {
@@ -237,7 +239,8 @@ impl World {
         table.rows.get_mut(&seq)
     }
 
-    pub fn list(&self, scope: &str, object: &str, params: &ListParams, url: &str) -> Result<Value, ApiError> {
+    /// A page of a list endpoint, serialized (objects are not copied).
+    pub fn list(&self, scope: &str, object: &str, params: &ListParams, url: &str) -> Result<String, ApiError> {
         let empty = Table::default();
         let table = self.table(scope, object).unwrap_or(&empty);
         let resolve = |id: &str, param: &str| table.seq_of.get(id).copied().ok_or_else(|| ApiError::missing(param, object, id));
@@ -247,11 +250,8 @@ impl World {
             _ => Anchor::Top,
         };
         let (items, has_more) = page_desc(&table.rows, anchor, params.limit);
-        let mut list = list_json(url, items.into_iter().map(render).collect(), has_more);
-        if params.include_total_count {
-            list["total_count"] = json!(table.rows.len());
-        }
-        Ok(list)
+        let total = params.include_total_count.then_some(table.rows.len());
+        Ok(list_text(url, items.into_iter().map(shown).collect(), has_more, total))
     }
 
     pub fn retrieve(&self, scope: &str, object: &str, id: &str) -> Result<Value, ApiError> {
@@ -259,9 +259,9 @@ impl World {
     }
 
     /// A page of a nested list (invoice lines, subscription items), in list order.
-    pub fn nested(&self, scope: &str, object: &str, id: &str, field: &str, params: &ListParams, url: &str) -> Result<Value, ApiError> {
+    pub fn nested(&self, scope: &str, object: &str, id: &str, field: &str, params: &ListParams, url: &str) -> Result<String, ApiError> {
         let parent = self.find(scope, object, id).ok_or_else(|| ApiError::missing("id", object, id))?;
-        let items = parent[field]["data"].as_array().cloned().unwrap_or_default();
+        let items: &[Value] = parent[field]["data"].as_array().map(Vec::as_slice).unwrap_or_default();
         let position = |cursor: &str, param: &str| {
             items.iter().position(|item| item["id"] == cursor).ok_or_else(|| ApiError::missing(param, "item", cursor))
         };
@@ -281,12 +281,12 @@ impl World {
                 (0, end, end < items.len())
             }
         };
-        Ok(list_json(url, items[start..end].to_vec(), has_more))
+        Ok(list_text(url, items[start..end].iter().map(Cow::Borrowed).collect(), has_more, None))
     }
 
-    pub fn events(&mut self, scope: &str, params: &ListParams) -> Result<Value, ApiError> {
+    pub fn events(&mut self, scope: &str, params: &ListParams) -> Result<String, ApiError> {
         self.expire_events();
-        let Some(state) = self.scopes.get(scope) else { return Ok(list_json("/v1/events", vec![], false)) };
+        let Some(state) = self.scopes.get(scope) else { return Ok(list_text("/v1/events", vec![], false, None)) };
         let resolve = |id: &str, param: &str| state.event_seq_of.get(id).copied().ok_or_else(|| ApiError::missing(param, "event", id));
         let anchor = match (&params.starting_after, &params.ending_before) {
             (Some(id), _) => Anchor::After(resolve(id, "starting_after")?),
@@ -294,7 +294,7 @@ impl World {
             _ => Anchor::Top,
         };
         let (items, has_more) = page_desc_by(&state.events, anchor, params.limit, |e| &e.value);
-        Ok(list_json("/v1/events", items.into_iter().map(render_event).collect(), has_more))
+        Ok(list_text("/v1/events", items.into_iter().map(shown_event).collect(), has_more, None))
     }
 
     /// Creation time (ms) of every retained event, for lag measurements.
@@ -494,8 +494,18 @@ fn apply_params(object: &mut Value, fields: &Map<String, Value>) -> Result<Map<S
     Ok(previous)
 }
 
-fn list_json(url: &str, data: Vec<Value>, has_more: bool) -> Value {
-    json!({"object": "list", "data": data, "has_more": has_more, "url": url})
+#[derive(serde::Serialize)]
+struct ListPage<'a> {
+    object: &'static str,
+    data: Vec<Cow<'a, Value>>,
+    has_more: bool,
+    url: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total_count: Option<usize>,
+}
+
+fn list_text(url: &str, data: Vec<Cow<'_, Value>>, has_more: bool, total_count: Option<usize>) -> String {
+    serde_json::to_string(&ListPage { object: "list", data, has_more, url, total_count }).unwrap_or_default()
 }
 
 fn page_desc(rows: &BTreeMap<u64, Value>, anchor: Anchor, limit: usize) -> (Vec<&Value>, bool) {
@@ -524,6 +534,21 @@ fn page_desc_by<'a, T>(
     let has_more = items.len() > limit;
     items.truncate(limit);
     (items, has_more)
+}
+
+/// Whether an object has a nested list longer than the API shows inline.
+fn needs_cut(object: &Value) -> bool {
+    let kind = object["object"].as_str().unwrap_or_default();
+    NESTED.iter().any(|(parent, field)| *parent == kind && object[*field]["data"].as_array().is_some_and(|d| d.len() > NESTED_INLINE))
+}
+
+/// `render`, copying only objects that need cutting.
+fn shown(object: &Value) -> Cow<'_, Value> {
+    if needs_cut(object) { Cow::Owned(render(object)) } else { Cow::Borrowed(object) }
+}
+
+fn shown_event(event: &Value) -> Cow<'_, Value> {
+    if needs_cut(&event["data"]["object"]) { Cow::Owned(render_event(event)) } else { Cow::Borrowed(event) }
 }
 
 /// An object as the API shows it: nested lists cut to the first ten items.
@@ -562,6 +587,10 @@ mod tests {
         ListParams { limit, starting_after: after.map(String::from), ending_before: before.map(String::from), include_total_count: false }
     }
 
+    fn parse(text: String) -> Value {
+        serde_json::from_str(&text).unwrap()
+    }
+
     fn ids(list: &Value) -> Vec<String> {
         list["data"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap().to_string()).collect()
     }
@@ -584,7 +613,7 @@ mod tests {
         let mut seen = Vec::new();
         let mut after = None;
         loop {
-            let page = w.list(PLATFORM, "customer", &params(7, after.as_deref(), None), "/v1/customers").unwrap();
+            let page = parse(w.list(PLATFORM, "customer", &params(7, after.as_deref(), None), "/v1/customers").unwrap());
             let page_ids = ids(&page);
             after = page_ids.last().cloned();
             seen.extend(page_ids);
@@ -598,7 +627,7 @@ mod tests {
         expected.reverse();
         assert_eq!(seen, expected);
         // ending_before returns the items just newer than the cursor, newest first
-        let before = w.list(PLATFORM, "customer", &params(3, None, Some(&expected[5])), "").unwrap();
+        let before = parse(w.list(PLATFORM, "customer", &params(3, None, Some(&expected[5])), "").unwrap());
         assert_eq!(ids(&before), expected[2..5].to_vec());
         assert_eq!(before["has_more"], true);
     }
@@ -618,7 +647,7 @@ mod tests {
         assert_eq!(shown["lines"]["data"].as_array().unwrap().len(), 10);
         assert_eq!(shown["lines"]["has_more"], true);
         let last = shown["lines"]["data"][9]["id"].as_str().unwrap();
-        let rest = w.nested(&scope, "invoice", big["id"].as_str().unwrap(), "lines", &params(100, Some(last), None), "").unwrap();
+        let rest = parse(w.nested(&scope, "invoice", big["id"].as_str().unwrap(), "lines", &params(100, Some(last), None), "").unwrap());
         let all: Vec<String> = ids(&shown["lines"]).into_iter().chain(ids(&rest)).collect();
         assert_eq!(all, ids(&big["lines"]));
     }

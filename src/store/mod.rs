@@ -121,9 +121,11 @@ impl Change {
 
 /// Raw JSON text from the change log, checked to be JSON.
 pub(crate) fn raw_json(table: &str, id: i64, text: Option<String>) -> Result<Option<Box<RawValue>>, StoreError> {
-    text.map(RawValue::from_string)
-        .transpose()
-        .map_err(|e| StoreError::CorruptRow { table: table.to_string(), id: id.to_string(), source: e })
+    text.map(RawValue::from_string).transpose().map_err(|e| StoreError::CorruptRow {
+        table: table.to_string(),
+        id: id.to_string(),
+        source: e,
+    })
 }
 
 /// A position in the change log, in commit order: the writing transaction's

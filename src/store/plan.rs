@@ -65,8 +65,11 @@ pub fn prepare(batch: Batch) -> Result<Prepared, StoreError> {
         let table = ident::mirror_table(&batch.source, &write.object)?;
         let (text, created) = match &write.mutation {
             Mutation::Upsert(data) => {
-                let text = serde_json::to_string(data)
-                    .map_err(|e| StoreError::CorruptRow { table: table.clone(), id: write.id.clone(), source: e })?;
+                let text = serde_json::to_string(data).map_err(|e| StoreError::CorruptRow {
+                    table: table.clone(),
+                    id: write.id.clone(),
+                    source: e,
+                })?;
                 (Some(text), data.get("created").and_then(Value::as_i64))
             }
             Mutation::Delete => (None, None),
@@ -83,11 +86,8 @@ pub fn prepare(batch: Batch) -> Result<Prepared, StoreError> {
             generation: write.generation,
         });
     }
-    let sweeps = batch
-        .sweeps
-        .into_iter()
-        .map(|s| Ok((ident::mirror_table(&batch.source, &s.object)?, s)))
-        .collect::<Result<_, StoreError>>()?;
+    let sweeps =
+        batch.sweeps.into_iter().map(|s| Ok((ident::mirror_table(&batch.source, &s.object)?, s))).collect::<Result<_, StoreError>>()?;
     let checkpoints = batch.checkpoints.into_iter().map(|(k, v)| (k, v.to_string())).collect();
     Ok(Prepared { source: batch.source, writes, sweeps, checkpoints })
 }
@@ -106,7 +106,15 @@ pub struct NewChange {
 }
 
 impl NewChange {
-    fn new(object: &str, object_id: &str, account: Option<&str>, op: &'static str, origin: &Origin, data: Option<&str>, previous: Option<&Value>) -> Self {
+    fn new(
+        object: &str,
+        object_id: &str,
+        account: Option<&str>,
+        op: &'static str,
+        origin: &Origin,
+        data: Option<&str>,
+        previous: Option<&Value>,
+    ) -> Self {
         let (kind, upstream_event_id, previous) = match origin {
             Origin::Event { id, kind, previous_attributes } => (kind.clone(), Some(id.clone()), previous_attributes.as_ref().or(previous)),
             Origin::Backfill if op == "delete" => (format!("{object}.deleted"), None, previous),
@@ -168,9 +176,8 @@ pub fn plan(prepared: &Prepared, existing: &HashMap<String, HashMap<String, Stri
     let mut unchanged = 0;
     for write in &prepared.writes {
         let key = (write.table.as_str(), write.id.as_str());
-        if !state.contains_key(&key) {
-            let initial = existing.get(&write.table).and_then(|rows| rows.get(&write.id)).cloned();
-            state.insert(key, initial);
+        if let std::collections::hash_map::Entry::Vacant(slot) = state.entry(key) {
+            slot.insert(existing.get(&write.table).and_then(|rows| rows.get(&write.id)).cloned());
             order.push(key);
         }
         last.insert(key, write);
@@ -291,7 +298,8 @@ mod tests {
             ..Batch::default()
         };
         let prepared = prepare(batch).unwrap();
-        let existing = HashMap::from([("stripe_customer".to_string(), HashMap::from([("c1".to_string(), "{\"a\": 1, \"b\": 2}".to_string())]))]);
+        let existing =
+            HashMap::from([("stripe_customer".to_string(), HashMap::from([("c1".to_string(), "{\"a\": 1, \"b\": 2}".to_string())]))]);
         let plan = plan(&prepared, &existing).unwrap();
         assert!(plan.changes.is_empty());
         assert_eq!(plan.tables["stripe_customer"].touches, [("c1".to_string(), 1)]);

@@ -223,7 +223,8 @@ impl Store for PgStore {
 
         let mut existing: HashMap<String, HashMap<String, String>> = HashMap::new();
         for (table, ids) in prepared.ids_by_table() {
-            let statement = tx.prepare_cached(&format!("SELECT id, data::text FROM {} WHERE id = ANY($1)", self.t(table))).await.map_err(pg)?;
+            let statement =
+                tx.prepare_cached(&format!("SELECT id, data::text FROM {} WHERE id = ANY($1)", self.t(table))).await.map_err(pg)?;
             let rows = tx.query(&statement, &[&ids]).await.map_err(pg)?;
             existing.insert(table.to_string(), rows.iter().map(|r| (r.get(0), r.get(1))).collect());
         }
@@ -304,7 +305,8 @@ impl Store for PgStore {
                 self.t("tributary_changes")
             );
             let statement = tx.prepare_cached(&sql).await.map_err(pg)?;
-            let params: [&(dyn ToSql + Sync); 9] = [&prepared.source, &objects, &object_ids, &accounts, &ops, &kinds, &data, &previous, &events];
+            let params: [&(dyn ToSql + Sync); 9] =
+                [&prepared.source, &objects, &object_ids, &accounts, &ops, &kinds, &data, &previous, &events];
             tx.execute(&statement, &params).await.map_err(pg)?;
         }
         if !prepared.checkpoints.is_empty() {
@@ -339,7 +341,11 @@ impl Store for PgStore {
         for row in rows {
             let key: String = row.get(0);
             let value: String = row.get(1);
-            let value = serde_json::from_str(&value).map_err(|e| StoreError::CorruptRow { table: "tributary_checkpoints".into(), id: key.clone(), source: e })?;
+            let value = serde_json::from_str(&value).map_err(|e| StoreError::CorruptRow {
+                table: "tributary_checkpoints".into(),
+                id: key.clone(),
+                source: e,
+            })?;
             out.insert(key, value);
         }
         Ok(out)
@@ -363,12 +369,14 @@ impl Store for PgStore {
         let mut out = BTreeMap::new();
         for table in tables {
             let (object, name): (String, String) = (table.get(0), table.get(1));
-            let rows = client.query(&format!("SELECT id, account, data::text FROM {} ORDER BY id", self.t(&name)), &[]).await.map_err(pg)?;
+            let rows =
+                client.query(&format!("SELECT id, account, data::text FROM {} ORDER BY id", self.t(&name)), &[]).await.map_err(pg)?;
             let mut list = Vec::with_capacity(rows.len());
             for row in rows {
                 let id: String = row.get(0);
                 let data: String = row.get(2);
-                let data = serde_json::from_str(&data).map_err(|e| StoreError::CorruptRow { table: name.clone(), id: id.clone(), source: e })?;
+                let data =
+                    serde_json::from_str(&data).map_err(|e| StoreError::CorruptRow { table: name.clone(), id: id.clone(), source: e })?;
                 list.push(MirrorRow { id, account: row.get(1), data });
             }
             out.insert(object, list);

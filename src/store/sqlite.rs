@@ -84,7 +84,10 @@ impl SqliteStore {
         Ok(SqliteStore { jobs, reader: Arc::new(Mutex::new(reader)) })
     }
 
-    async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static) -> Result<T, StoreError> {
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let reader = self.reader.clone();
         tokio::task::spawn_blocking(move || {
             let conn = reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -96,9 +99,11 @@ impl SqliteStore {
 }
 
 fn parse_json(table: &str, id: &str, text: Option<String>) -> Result<Option<Value>, StoreError> {
-    text.map(|t| serde_json::from_str(&t))
-        .transpose()
-        .map_err(|e| StoreError::CorruptRow { table: table.to_string(), id: id.to_string(), source: e })
+    text.map(|t| serde_json::from_str(&t)).transpose().map_err(|e| StoreError::CorruptRow {
+        table: table.to_string(),
+        id: id.to_string(),
+        source: e,
+    })
 }
 
 /// A single process owns everything on SQLite: ownership is never lost.
@@ -344,7 +349,8 @@ impl Writer {
             results.push(applied);
         }
         for (table, delta) in row_deltas.into_iter().filter(|(_, d)| *d != 0) {
-            tx.prepare_cached("UPDATE tributary_tables SET row_count = row_count + ?1 WHERE table_name = ?2")?.execute(params![delta, table])?;
+            tx.prepare_cached("UPDATE tributary_tables SET row_count = row_count + ?1 WHERE table_name = ?2")?
+                .execute(params![delta, table])?;
         }
         tx.commit()?;
         Ok(results)
@@ -366,7 +372,10 @@ fn ensure_table(conn: &Connection, known: &mut HashSet<String>, source: &str, ob
             _generation INTEGER NOT NULL DEFAULT 0
         );"
     ))?;
-    conn.execute("INSERT OR IGNORE INTO tributary_tables (source, object, table_name) VALUES (?1, ?2, ?3)", params![source, object, table])?;
+    conn.execute(
+        "INSERT OR IGNORE INTO tributary_tables (source, object, table_name) VALUES (?1, ?2, ?3)",
+        params![source, object, table],
+    )?;
     known.insert(table.to_string());
     Ok(())
 }

@@ -125,8 +125,7 @@ pub async fn sweep_deletes_rows_an_older_generation_saw(store: Arc<dyn Store>) {
     gen2.sweeps.push(Sweep { object: "product".into(), account: None, below_generation: 2 });
     let applied = store.apply(gen2).await.unwrap();
     assert_eq!(applied.changes, 2, "b and c deleted, a unchanged");
-    let deletes: Vec<String> =
-        all_changes(&store, 5).await.into_iter().filter(|c| c.op == "delete").map(|c| c.object_id).collect();
+    let deletes: Vec<String> = all_changes(&store, 5).await.into_iter().filter(|c| c.op == "delete").map(|c| c.object_id).collect();
     assert_eq!(deletes, ["b", "c"]);
     assert_eq!(store.object_counts("stripe").await.unwrap()["product"], 1);
 }

@@ -238,10 +238,8 @@ impl Engine {
 
     pub async fn wait_live(&self, timeout: Duration) {
         let url = format!("{}/v1/sources", self.api);
-        wait_until("source to be live", timeout, || async {
-            get_json(&url).await.is_some_and(|s| s["sources"][0]["phase"] == "live")
-        })
-        .await;
+        wait_until("source to be live", timeout, || async { get_json(&url).await.is_some_and(|s| s["sources"][0]["phase"] == "live") })
+            .await;
     }
 
     /// `GET /v1/sources/stripe/wait`; returns (status, body).
