@@ -205,9 +205,28 @@ pub trait Store: Send + Sync {
     /// order. A change appears only once every transaction that could commit
     /// before it has finished, so a reader never skips one and never waits.
     async fn changes_after(&self, cursor: ChangeCursor, limit: usize) -> Result<ChangePage, StoreError>;
-    /// Wait until this process owns `source` (one owner at a time across
-    /// processes sharing the database).
-    async fn acquire(&self, source: &str) -> Result<Box<dyn Lease>, StoreError>;
+    /// Wait until this process owns `name` (a source, or a sink as
+    /// `sink:NAME`): one owner at a time across processes sharing the database.
+    async fn acquire(&self, name: &str) -> Result<Box<dyn Lease>, StoreError>;
+    /// Where a sink's delivery stands; `None` before its first batch.
+    async fn sink_cursor(&self, sink: &str) -> Result<Option<ChangeCursor>, StoreError>;
+    /// Move a sink's cursor past a confirmed batch, parking the changes it
+    /// gave up on, in one transaction.
+    async fn advance_sink(&self, sink: &str, cursor: ChangeCursor, dead: Vec<DeadLetter>) -> Result<(), StoreError>;
+    /// Changes parked for a sink.
+    async fn dead_letter_count(&self, sink: &str) -> Result<u64, StoreError>;
+    /// Bumped after every commit that wrote changes (on Postgres, also when
+    /// another process commits): delivery wakes on it instead of polling.
+    fn commits(&self) -> tokio::sync::watch::Receiver<u64>;
+}
+
+/// A change a sink gave up on, parked with the last error.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub change_id: String,
+    pub error: String,
+    /// The message as it would have been sent.
+    pub envelope: String,
 }
 
 /// Ownership of a source; dropping it gives the source up.

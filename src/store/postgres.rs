@@ -10,13 +10,15 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio::sync::oneshot;
+use std::sync::Arc;
+
+use tokio::sync::{oneshot, watch};
 use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
 use super::ident::{self, quote};
 use super::plan::{self, NewChange, RowUpsert};
-use super::{Applied, Batch, Change, ChangeCursor, ChangePage, Lease, MirrorRow, Options, Store, StoreError, change_id, raw_json};
+use super::{Applied, Batch, Change, ChangeCursor, ChangePage, DeadLetter, Lease, MirrorRow, Options, Store, StoreError, change_id, raw_json};
 
 const UPSERT_CONFLICT: &str = "ON CONFLICT (id) DO UPDATE SET account = excluded.account, data = excluded.data, created = excluded.created,
      updated_at = excluded.updated_at, _generation = excluded._generation";
@@ -31,6 +33,49 @@ pub struct PgStore {
     config: tokio_postgres::Config,
     /// Mirror tables known to exist in this process.
     known_tables: parking_lot::Mutex<HashSet<String>>,
+    /// Bumped on every commit with changes, here or (via NOTIFY) elsewhere.
+    commits: Arc<watch::Sender<u64>>,
+    /// The LISTEN task; stopped with the store.
+    _listener: AbortOnDrop,
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The NOTIFY channel of a schema's change log.
+fn channel(schema: &str) -> String {
+    format!("tributary_changes_{schema}")
+}
+
+/// Follow commits made by any process: LISTEN on a dedicated connection,
+/// reconnecting after errors (delivery also polls slowly as a safety net).
+async fn listen(config: tokio_postgres::Config, channel: String, commits: Arc<watch::Sender<u64>>) {
+    loop {
+        if let Ok((client, mut connection)) = config.connect(NoTls).await {
+            let bump = commits.clone();
+            let driver = tokio::spawn(async move {
+                let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                while let Some(message) = futures::StreamExt::next(&mut messages).await {
+                    match message {
+                        Ok(tokio_postgres::AsyncMessage::Notification(_)) => bump.send_modify(|n| *n += 1),
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+            });
+            if client.batch_execute(&format!("LISTEN {}", quote(&channel))).await.is_ok() {
+                let _ = driver.await;
+            } else {
+                driver.abort();
+            }
+        }
+        tokio::time::sleep(LEASE_POLL).await;
+    }
 }
 
 fn pg(e: impl std::error::Error) -> StoreError {
@@ -95,7 +140,16 @@ impl PgStore {
         let config = parse_config(options)?;
         let manager = Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager).max_size(options.pool_size.max(2)).build().map_err(|e| StoreError::Postgres(e.to_string()))?;
-        let store = PgStore { pool, schema: options.schema.clone(), config, known_tables: Default::default() };
+        let commits = Arc::new(watch::Sender::new(0));
+        let listener = tokio::spawn(listen(config.clone(), channel(&options.schema), commits.clone()));
+        let store = PgStore {
+            pool,
+            schema: options.schema.clone(),
+            config,
+            known_tables: Default::default(),
+            commits,
+            _listener: AbortOnDrop(listener),
+        };
         store.migrate().await.map_err(|e| StoreError::Open { path: describe(&store.config), reason: e.to_string() })?;
         Ok(store)
     }
@@ -146,10 +200,25 @@ impl PgStore {
                 table_name text NOT NULL,
                 row_count bigint NOT NULL DEFAULT 0,
                 PRIMARY KEY (source, object)
+            );
+            CREATE TABLE IF NOT EXISTS {sink_cursors} (
+                sink text PRIMARY KEY,
+                cursor text NOT NULL,
+                updated_at timestamptz NOT NULL DEFAULT now()
+            );
+            CREATE TABLE IF NOT EXISTS {dead_letters} (
+                id bigserial PRIMARY KEY,
+                sink text NOT NULL,
+                change_id text NOT NULL,
+                error text NOT NULL,
+                envelope json NOT NULL,
+                created_at timestamptz NOT NULL DEFAULT now()
             );",
             schema = quote(&self.schema),
             checkpoints = self.t("tributary_checkpoints"),
             tables = self.t("tributary_tables"),
+            sink_cursors = self.t("tributary_sink_cursors"),
+            dead_letters = self.t("tributary_dead_letters"),
         );
         tx.batch_execute(&ddl).await.map_err(pg)?;
         tx.commit().await.map_err(pg)
@@ -327,7 +396,14 @@ impl Store for PgStore {
             let statement = tx.prepare_cached(&sql).await.map_err(pg)?;
             tx.execute(&statement, &[&delta, &prepared.source, &table]).await.map_err(pg)?;
         }
+        if applied.changes > 0 {
+            // delivered to listeners at commit, in every process
+            tx.execute("SELECT pg_notify($1, '')", &[&channel(&self.schema)]).await.map_err(pg)?;
+        }
         tx.commit().await.map_err(pg)?;
+        if applied.changes > 0 {
+            self.commits.send_modify(|n| *n += 1);
+        }
         Ok(applied)
     }
 
@@ -422,6 +498,52 @@ impl Store for PgStore {
         }
         let next = changes.last().map(|c| c.cursor).unwrap_or(cursor);
         Ok(ChangePage { changes, next })
+    }
+
+    async fn sink_cursor(&self, sink: &str) -> Result<Option<ChangeCursor>, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let row = client
+            .query_opt(&format!("SELECT cursor FROM {} WHERE sink = $1", self.t("tributary_sink_cursors")), &[&sink])
+            .await
+            .map_err(pg)?;
+        Ok(row.and_then(|r| ChangeCursor::parse(r.get(0))))
+    }
+
+    async fn advance_sink(&self, sink: &str, cursor: ChangeCursor, dead: Vec<DeadLetter>) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await.map_err(pg)?;
+        let tx = client.transaction().await.map_err(pg)?;
+        for letter in &dead {
+            tx.execute(
+                &format!("INSERT INTO {} (sink, change_id, error, envelope) VALUES ($1, $2, $3, $4::text::json)", self.t("tributary_dead_letters")),
+                &[&sink, &letter.change_id, &letter.error, &letter.envelope],
+            )
+            .await
+            .map_err(pg)?;
+        }
+        tx.execute(
+            &format!(
+                "INSERT INTO {} (sink, cursor, updated_at) VALUES ($1, $2, now())
+                 ON CONFLICT (sink) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+                self.t("tributary_sink_cursors")
+            ),
+            &[&sink, &cursor.to_string()],
+        )
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn dead_letter_count(&self, sink: &str) -> Result<u64, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let row = client
+            .query_one(&format!("SELECT COUNT(*) FROM {} WHERE sink = $1", self.t("tributary_dead_letters")), &[&sink])
+            .await
+            .map_err(pg)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    fn commits(&self) -> watch::Receiver<u64> {
+        self.commits.subscribe()
     }
 
     async fn acquire(&self, source: &str) -> Result<Box<dyn Lease>, StoreError> {

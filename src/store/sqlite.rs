@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::ident::quote;
 use super::plan::{self, NewChange, Prepared};
-use super::{Applied, Batch, Change, ChangeCursor, ChangePage, Lease, MirrorRow, Store, StoreError, change_id, raw_json};
+use super::{Applied, Batch, Change, ChangeCursor, ChangePage, DeadLetter, Lease, MirrorRow, Store, StoreError, change_id, raw_json};
 
 /// Batches queued for the writer; beyond this, `apply` waits (backpressure).
 const QUEUE_DEPTH: usize = 16;
@@ -47,6 +47,19 @@ CREATE TABLE IF NOT EXISTS tributary_tables (
     row_count INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (source, object)
 );
+CREATE TABLE IF NOT EXISTS tributary_sink_cursors (
+    sink TEXT PRIMARY KEY,
+    cursor TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tributary_dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sink TEXT NOT NULL,
+    change_id TEXT NOT NULL,
+    error TEXT NOT NULL,
+    envelope TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
 ";
 
 type Job = (Prepared, oneshot::Sender<Result<Applied, StoreError>>);
@@ -54,6 +67,10 @@ type Job = (Prepared, oneshot::Sender<Result<Applied, StoreError>>);
 pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
     reader: Arc<Mutex<Connection>>,
+    /// Delivery bookkeeping (sink cursors, dead letters): small writes beside
+    /// the writer thread; SQLite's busy timeout orders them.
+    bookkeeping: Arc<Mutex<Connection>>,
+    commits: watch::Receiver<u64>,
 }
 
 /// Open a connection; `cache_kib` is its page cache.
@@ -76,19 +93,29 @@ impl SqliteStore {
         let writer = connect(path, 20_000)?;
         writer.execute_batch(SCHEMA)?;
         let reader = connect(path, 2_000)?;
+        let bookkeeping = connect(path, 2_000)?;
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
+        let (committed, commits) = watch::channel(0);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || Writer { conn: writer, known_tables: HashSet::new() }.run(queue))
+            .spawn(move || Writer { conn: writer, known_tables: HashSet::new(), committed }.run(queue))
             .map_err(|e| StoreError::Open { path: path.to_string(), reason: e.to_string() })?;
-        Ok(SqliteStore { jobs, reader: Arc::new(Mutex::new(reader)) })
+        Ok(SqliteStore { jobs, reader: Arc::new(Mutex::new(reader)), bookkeeping: Arc::new(Mutex::new(bookkeeping)), commits })
     }
 
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let reader = self.reader.clone();
+        Self::with(&self.reader, f).await
+    }
+
+    /// Run `f` on a connection, off the async threads.
+    async fn with<T: Send + 'static>(
+        conn: &Arc<Mutex<Connection>>,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let reader = conn.clone();
         tokio::task::spawn_blocking(move || {
             let conn = reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             f(&conn)
@@ -213,8 +240,56 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn acquire(&self, _source: &str) -> Result<Box<dyn Lease>, StoreError> {
+    async fn acquire(&self, _name: &str) -> Result<Box<dyn Lease>, StoreError> {
         Ok(Box::new(Sole))
+    }
+
+    async fn sink_cursor(&self, sink: &str) -> Result<Option<ChangeCursor>, StoreError> {
+        let sink = sink.to_string();
+        self.read(move |conn| {
+            let text: Option<String> =
+                conn.query_row("SELECT cursor FROM tributary_sink_cursors WHERE sink = ?1", [&sink], |r| r.get(0)).optional()?;
+            Ok(text.and_then(|t| ChangeCursor::parse(&t)))
+        })
+        .await
+    }
+
+    async fn advance_sink(&self, sink: &str, cursor: ChangeCursor, dead: Vec<DeadLetter>) -> Result<(), StoreError> {
+        let sink = sink.to_string();
+        Self::with(&self.bookkeeping, move |conn| {
+            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            let result = (|| {
+                for letter in &dead {
+                    conn.prepare_cached(
+                        "INSERT INTO tributary_dead_letters (sink, change_id, error, envelope, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![sink, letter.change_id, letter.error, letter.envelope, now])?;
+                }
+                conn.prepare_cached(
+                    "INSERT INTO tributary_sink_cursors (sink, cursor, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (sink) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+                )?
+                .execute(params![sink, cursor.to_string(), now])?;
+                Ok::<_, StoreError>(())
+            })();
+            conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
+            result
+        })
+        .await
+    }
+
+    async fn dead_letter_count(&self, sink: &str) -> Result<u64, StoreError> {
+        let sink = sink.to_string();
+        self.read(move |conn| {
+            let n: i64 = conn.query_row("SELECT COUNT(*) FROM tributary_dead_letters WHERE sink = ?1", [&sink], |r| r.get(0))?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    fn commits(&self) -> watch::Receiver<u64> {
+        self.commits.clone()
     }
 }
 
@@ -222,6 +297,8 @@ struct Writer {
     conn: Connection,
     /// Mirror tables known to exist, so `CREATE TABLE` runs once per type.
     known_tables: HashSet<String>,
+    /// Bumped after each commit that wrote changes.
+    committed: watch::Sender<u64>,
 }
 
 impl Writer {
@@ -246,6 +323,7 @@ impl Writer {
             let before = self.known_tables.clone();
             match self.transaction(&batches) {
                 Ok(results) => {
+                    self.announce(&results);
                     for ((_, done), applied) in group.into_iter().zip(results) {
                         let _ = done.send(Ok(applied));
                     }
@@ -257,10 +335,17 @@ impl Writer {
         for (batch, done) in group {
             let before = self.known_tables.clone();
             let result = self.transaction(&[&batch]).map(|mut r| r.remove(0));
-            if result.is_err() {
-                self.known_tables = before;
+            match &result {
+                Ok(applied) => self.announce(std::slice::from_ref(applied)),
+                Err(_) => self.known_tables = before,
             }
             let _ = done.send(result);
+        }
+    }
+
+    fn announce(&self, results: &[Applied]) {
+        if results.iter().any(|a| a.changes > 0) {
+            self.committed.send_modify(|n| *n += 1);
         }
     }
 

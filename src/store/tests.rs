@@ -175,7 +175,7 @@ macro_rules! store_suite {
             use super::*;
             store_suite!(@tests $open; ops_follow_the_mirror, previous_attributes_are_computed_without_an_event,
                 sweep_deletes_rows_an_older_generation_saw, checkpoints_commit_with_the_data_or_not_at_all, concurrent_batches_all_commit,
-                account_ids_and_types_are_data_not_sql);
+                account_ids_and_types_are_data_not_sql, sink_cursors_and_dead_letters_commit_together);
         }
     };
     (@tests $open:expr; $($name:ident),*) => {
@@ -198,6 +198,23 @@ pub async fn account_ids_and_types_are_data_not_sql(store: Arc<dyn Store>) {
     assert_eq!(rows["customer"][0].account.as_deref(), Some(hostile));
     assert_eq!(rows["customer"][0].id, "cus_'quote\"");
     assert_eq!(all_changes(&store, 1).await.len(), 1);
+}
+
+pub async fn sink_cursors_and_dead_letters_commit_together(store: Arc<dyn Store>) {
+    assert_eq!(store.sink_cursor("hooks").await.unwrap(), None);
+    let mut commits = store.commits();
+    let before = *commits.borrow_and_update();
+    store.apply(batch(vec![write("customer", "c1", Mutation::Upsert(json!({"id": "c1"})), Origin::Backfill, 1)])).await.unwrap();
+    // delivery is woken by the commit, not by polling
+    tokio::time::timeout(std::time::Duration::from_secs(5), commits.wait_for(|n| *n > before)).await.expect("commit announced").unwrap();
+    let changes = all_changes(&store, 1).await;
+    let letter = DeadLetter { change_id: changes[0].id.clone(), error: "500 from endpoint".into(), envelope: "{\"id\":1}".into() };
+    store.advance_sink("hooks", changes[0].cursor, vec![letter]).await.unwrap();
+    assert_eq!(store.sink_cursor("hooks").await.unwrap(), Some(changes[0].cursor));
+    assert_eq!(store.dead_letter_count("hooks").await.unwrap(), 1);
+    assert_eq!(store.dead_letter_count("other").await.unwrap(), 0);
+    store.advance_sink("hooks", changes[0].cursor, vec![]).await.unwrap();
+    assert_eq!(store.dead_letter_count("hooks").await.unwrap(), 1);
 }
 
 async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {
