@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::sink::{SinkConfig, SinkKind};
 use crate::source::stripe::StripeConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +32,9 @@ pub struct Config {
     /// Upstream APIs to mirror.
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
+    /// Destinations of every change.
+    #[serde(default)]
+    pub sinks: Vec<SinkConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -152,6 +156,13 @@ impl Config {
                 SourceConfig::Stripe(c) => c.validate()?,
             }
         }
+        let mut sinks = HashSet::new();
+        for sink in &self.sinks {
+            if !sinks.insert(sink.name.as_str()) {
+                return Err(ConfigError::Invalid(format!("two sinks are named '{}'", sink.name)));
+            }
+            sink.validate()?;
+        }
         Ok(())
     }
 
@@ -163,6 +174,9 @@ impl Config {
                     c.api_key()?;
                 }
             }
+        }
+        for sink in self.sinks.iter().filter(|s| s.kind == SinkKind::Webhook) {
+            sink.secret()?;
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ use tokio::task::JoinSet;
 
 use crate::api::{self, AppState};
 use crate::config::{Config, ConfigError, SourceConfig};
+use crate::delivery::{self, SinkStatus, Sinks};
 use crate::source::{Registry, SourceStatus, stripe};
 use crate::store::{self, Store, StoreError};
 
@@ -63,7 +64,14 @@ impl Engine {
                 }
             }
         }
-        let state = AppState { registry: registry.clone(), store, metrics: crate::telemetry::metrics() };
+        let sinks = Arc::new(Sinks::default());
+        for sink in config.sinks {
+            let status = SinkStatus::new(&sink.name, sink.kind.as_str());
+            sinks.add(status.clone());
+            let run = move |store, status| delivery::run(sink.clone(), store, status);
+            tasks.spawn(supervise(store.clone(), status, run));
+        }
+        let state = AppState { registry: registry.clone(), sinks, store, metrics: crate::telemetry::metrics() };
         tracing::info!(kind = "engine_started", api = %api_addr, "engine started");
         Ok(Engine { registry, api_addr, listener, state, tasks })
     }
@@ -78,16 +86,57 @@ impl Engine {
     }
 }
 
-/// Run a source whenever this process owns it: take ownership (waiting while
-/// another process has it), run until ownership is lost, then stand by again.
-/// The source resumes from its checkpoint wherever it runs next.
-async fn supervise<F, Fut, E>(store: Arc<dyn Store>, status: Arc<SourceStatus>, run: F)
+/// What the supervisor needs of a source's or a sink's status.
+trait Supervised: Send + Sync + 'static {
+    /// The ownership key: one process at a time runs it.
+    fn lease_name(&self) -> String;
+    fn set_owner(&self, owner: bool);
+    fn set_error(&self, error: Option<String>);
+    /// Forget what the stopped runtime reported.
+    fn reset(&self);
+}
+
+impl Supervised for SourceStatus {
+    fn lease_name(&self) -> String {
+        self.name.clone()
+    }
+    fn set_owner(&self, owner: bool) {
+        SourceStatus::set_owner(self, owner)
+    }
+    fn set_error(&self, error: Option<String>) {
+        SourceStatus::set_error(self, error)
+    }
+    fn reset(&self) {
+        SourceStatus::reset(self)
+    }
+}
+
+impl Supervised for SinkStatus {
+    fn lease_name(&self) -> String {
+        format!("sink:{}", self.name)
+    }
+    fn set_owner(&self, owner: bool) {
+        SinkStatus::set_owner(self, owner)
+    }
+    fn set_error(&self, error: Option<String>) {
+        SinkStatus::set_error(self, error)
+    }
+    fn reset(&self) {
+        SinkStatus::set_owner(self, false)
+    }
+}
+
+/// Run a source (or sink) whenever this process owns it: take ownership
+/// (waiting while another process has it), run until ownership is lost, then
+/// stand by again. It resumes from its checkpoint wherever it runs next.
+async fn supervise<S, F, Fut, E>(store: Arc<dyn Store>, status: Arc<S>, run: F)
 where
-    F: Fn(Arc<dyn Store>, Arc<SourceStatus>) -> Fut,
+    S: Supervised,
+    F: Fn(Arc<dyn Store>, Arc<S>) -> Fut,
     Fut: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    let name = status.name.clone();
+    let name = status.lease_name();
     loop {
         let mut lease = match store.acquire(&name).await {
             Ok(lease) => lease,
@@ -99,7 +148,7 @@ where
             }
         };
         status.set_owner(true);
-        tracing::info!(kind = "source_acquired", source = %name, "this process owns the source");
+        tracing::info!(kind = "source_acquired", source = %name, "this process owns it");
         tokio::select! {
             result = run(store.clone(), status.clone()) => {
                 if let Err(e) = result {

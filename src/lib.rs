@@ -4,18 +4,24 @@
 //! - [`sim`]: a Stripe-compatible upstream (seeded data, live traffic, faults)
 //! - [`source`]: pulls data in — [`source::stripe`] backfills and tails `/v1/events`
 //! - [`store`]: mirror tables and the change log, committed with checkpoints
+//! - [`delivery`]: reads the change log per sink, in commit order, at least once
+//! - [`sink`]: where changes go — webhooks, Redis Streams, NATS JetStream
 //! - [`api`]: health, metrics, source status and the `/wait` barrier
 //! - [`engine`]: wires config, store, sources and API together
 //! - [`config`]: `tributary.toml`, validated before anything starts
 //! - [`cli`]: the `tributary` command
 //! - [`telemetry`]: logs (JSON off a terminal) and Prometheus metrics
 //! - [`stripe_api`]: the Stripe API surface the sim and the source share
+//! - [`retry`]: the backoff every outbound call shares
 
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod engine;
+pub mod retry;
 pub mod sim;
+pub mod sink;
 pub mod source;
 pub mod store;
 pub mod stripe_api;

@@ -14,6 +14,7 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 
+use crate::delivery::Sinks;
 use crate::source::Registry;
 use crate::store::Store;
 
@@ -24,6 +25,7 @@ const DEFAULT_WAIT_MS: u64 = 30_000;
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Arc<Registry>,
+    pub sinks: Arc<Sinks>,
     pub store: Arc<dyn Store>,
     pub metrics: PrometheusHandle,
 }
@@ -65,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/v1/sources", get(sources))
         .route("/v1/sources/{name}/wait", get(wait))
+        .route("/v1/sinks", get(sinks))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
@@ -98,6 +101,28 @@ async fn sources(State(state): State<AppState>) -> Result<Json<Value>, ApiError>
         }));
     }
     Ok(Json(json!({ "sources": out })))
+}
+
+/// Changes counted at most when reporting a sink's lag.
+const LAG_COUNT_MAX: usize = 10_000;
+
+async fn sinks(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let internal = |e: crate::store::StoreError| ApiError::Internal(e.to_string());
+    let mut out = Vec::new();
+    for sink in state.sinks.all() {
+        let mut view = sink.snapshot();
+        view["dead_letters"] = json!(state.store.dead_letter_count(&sink.name).await.map_err(internal)?);
+        if let Some(cursor) = sink.cursor() {
+            // the backlog is read, not estimated: exact up to LAG_COUNT_MAX
+            let backlog = state.store.changes_after(cursor, LAG_COUNT_MAX).await.map_err(internal)?;
+            let oldest_ms = backlog.changes.first().and_then(|c| chrono::DateTime::parse_from_rfc3339(&c.committed_at).ok());
+            view["lag_changes"] = json!(backlog.changes.len());
+            view["lag_ms"] =
+                json!(oldest_ms.map(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_milliseconds().max(0)).unwrap_or(0));
+        }
+        out.push(view);
+    }
+    Ok(Json(json!({ "sinks": out })))
 }
 
 async fn wait(
@@ -161,7 +186,7 @@ mod tests {
         let store = crate::store::open(&crate::store::Options::url(&url)).await.unwrap();
         let registry = Arc::new(Registry::default());
         registry.add(crate::source::SourceStatus::new("stripe", "stripe"));
-        let state = AppState { registry, store, metrics: crate::telemetry::metrics() };
+        let state = AppState { registry, sinks: Default::default(), store, metrics: crate::telemetry::metrics() };
         (dir, router(state))
     }
 

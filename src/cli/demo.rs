@@ -75,6 +75,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         database: DatabaseConfig::sqlite(&args.db),
         api: ApiConfig { listen: args.listen },
         sources: vec![SourceConfig::Stripe(source)],
+        sinks: Vec::new(),
     };
     config.validate()?;
     let listener = match TcpListener::bind(args.listen).await {

@@ -18,7 +18,9 @@ use tokio_postgres::types::ToSql;
 
 use super::ident::{self, quote};
 use super::plan::{self, NewChange, RowUpsert};
-use super::{Applied, Batch, Change, ChangeCursor, ChangePage, DeadLetter, Lease, MirrorRow, Options, Store, StoreError, change_id, raw_json};
+use super::{
+    Applied, Batch, Change, ChangeCursor, ChangePage, DeadLetter, Lease, MirrorRow, Options, Store, StoreError, change_id, raw_json,
+};
 
 const UPSERT_CONFLICT: &str = "ON CONFLICT (id) DO UPDATE SET account = excluded.account, data = excluded.data, created = excluded.created,
      updated_at = excluded.updated_at, _generation = excluded._generation";
@@ -514,7 +516,10 @@ impl Store for PgStore {
         let tx = client.transaction().await.map_err(pg)?;
         for letter in &dead {
             tx.execute(
-                &format!("INSERT INTO {} (sink, change_id, error, envelope) VALUES ($1, $2, $3, $4::text::json)", self.t("tributary_dead_letters")),
+                &format!(
+                    "INSERT INTO {} (sink, change_id, error, envelope) VALUES ($1, $2, $3, $4::text::json)",
+                    self.t("tributary_dead_letters")
+                ),
                 &[&sink, &letter.change_id, &letter.error, &letter.envelope],
             )
             .await

@@ -350,7 +350,10 @@ impl Writer {
     }
 
     fn transaction(&mut self, batches: &[&Prepared]) -> Result<Vec<Applied>, StoreError> {
-        let tx = self.conn.transaction()?;
+        // IMMEDIATE: take the write lock at BEGIN, where the busy timeout
+        // waits for the bookkeeping connection; a deferred transaction that
+        // upgrades later fails at once with "database is locked"
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let committed_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let mut results = Vec::with_capacity(batches.len());
         // rows added (or removed) per table in this transaction

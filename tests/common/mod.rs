@@ -15,6 +15,9 @@ use tributary::store::testing::{self, Schema};
 use tributary::store::{Change, ChangeCursor, Options, Store};
 
 pub const API_KEY: &str = "sk_test_tributary_tests";
+/// The webhook signing secret engines under test get in
+/// `TRIBUTARY_TEST_WEBHOOK_SECRET`.
+pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tributary")
@@ -84,6 +87,11 @@ pub async fn post_json(url: &str, body: Value) -> Value {
     let response = http().post(url).json(&body).send().await.expect("post");
     assert!(response.status().is_success(), "POST {url}: {}", response.status());
     response.json().await.expect("json")
+}
+
+/// Start any command whose output goes to a log in `dir` (killed on drop).
+pub fn spawn(dir: &Path, name: &str, cmd: Command) -> Proc {
+    Proc::spawn(cmd, dir.join(format!("{name}.log")))
 }
 
 pub struct Sim {
@@ -223,13 +231,22 @@ impl Engine {
 
     async fn start_with(dir: &Path, config: PathBuf, db: Db, port: u16) -> Engine {
         let mut cmd = Command::new(bin());
-        cmd.arg("run").arg("--config").arg(&config).env("STRIPE_API_KEY", API_KEY).env("RUST_LOG", "info");
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&config)
+            .env("STRIPE_API_KEY", API_KEY)
+            .env("TRIBUTARY_TEST_WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .env("RUST_LOG", "info");
         let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
         let proc = Proc::spawn(cmd, dir.join(format!("engine-{n}.log")));
         let api = format!("http://127.0.0.1:{port}");
         let health = format!("{api}/health");
         wait_until("engine api", Duration::from_secs(30), || async { get_json(&health).await.is_some() }).await;
         Engine { proc, api, db, config }
+    }
+
+    pub async fn sinks_json(&self) -> Value {
+        get_json(&format!("{}/v1/sinks", self.api)).await.expect("sinks")
     }
 
     pub async fn sources(&self) -> Value {

@@ -6,7 +6,6 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use rand::Rng;
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::sync::Semaphore;
@@ -101,19 +100,12 @@ impl Client {
                     } else {
                         metrics::counter!("tributary_upstream_errors_total", "source" => self.source.clone()).increment(1);
                     }
-                    let delay = self.backoff(attempt).max(retry.retry_after.unwrap_or_default());
+                    let delay = crate::retry::backoff(attempt, self.max_backoff).max(retry.retry_after.unwrap_or_default());
                     tracing::warn!(source = %self.source, url = %url, attempt, retry_in_ms = delay.as_millis() as u64, "request failed, retrying: {}", retry.reason);
                     tokio::time::sleep(delay).await;
                 }
             }
         }
-    }
-
-    fn backoff(&self, attempt: u32) -> Duration {
-        let exp = Duration::from_millis(100).saturating_mul(1u32 << attempt.min(16));
-        let capped = exp.min(self.max_backoff);
-        // equal jitter: half fixed, half random, so retries spread out
-        capped / 2 + capped.mul_f64(rand::thread_rng().r#gen::<f64>() / 2.0)
     }
 
     async fn attempt(&self, url: &str, account: Option<&str>) -> Result<Result<Value, ClientError>, Retryable> {

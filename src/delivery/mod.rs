@@ -1,0 +1,215 @@
+//! Delivery: the transactional outbox's reader. Each sink has its own cursor
+//! into the change log, stored in the database and advanced only after the
+//! sink confirmed a batch. Changes go out in commit order; a failing sink
+//! retries with capped backoff (never blocking other sinks) and, past
+//! `max_attempts`, parks what keeps failing as dead letters.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use serde_json::{Value, json};
+
+use crate::sink::{self, Message, Sink, SinkConfig, SinkError};
+use crate::store::{ChangeCursor, DeadLetter, Store, StoreError};
+
+/// Poll of the change log when no commit notification came (a safety net:
+/// a notification can be lost while a connection is down).
+const SAFETY_POLL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("sink disabled: {0}")]
+    Disabled(String),
+}
+
+/// A sink as the API shows it.
+pub struct SinkStatus {
+    pub name: String,
+    pub kind: &'static str,
+    cursor: RwLock<Option<ChangeCursor>>,
+    delivered: AtomicU64,
+    dead_lettered: AtomicU64,
+    last_error: RwLock<Option<String>>,
+    owner: AtomicBool,
+    disabled: AtomicBool,
+}
+
+impl SinkStatus {
+    pub fn new(name: &str, kind: &'static str) -> Arc<Self> {
+        Arc::new(SinkStatus {
+            name: name.to_string(),
+            kind,
+            cursor: RwLock::new(None),
+            delivered: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            last_error: RwLock::new(None),
+            owner: AtomicBool::new(false),
+            disabled: AtomicBool::new(false),
+        })
+    }
+
+    pub fn set_owner(&self, owner: bool) {
+        self.owner.store(owner, Ordering::SeqCst);
+    }
+
+    pub fn set_error(&self, error: Option<String>) {
+        *self.last_error.write() = error;
+    }
+
+    pub fn cursor(&self) -> Option<ChangeCursor> {
+        *self.cursor.read()
+    }
+
+    pub fn snapshot(&self) -> Value {
+        json!({
+            "name": self.name,
+            "kind": self.kind,
+            "role": if self.owner.load(Ordering::SeqCst) { "owner" } else { "standby" },
+            "disabled": self.disabled.load(Ordering::SeqCst),
+            "cursor": self.cursor().map(|c| c.to_string()),
+            "delivered": self.delivered.load(Ordering::Relaxed),
+            "dead_lettered_here": self.dead_lettered.load(Ordering::Relaxed),
+            "last_error": *self.last_error.read(),
+        })
+    }
+}
+
+/// Every sink of this process.
+#[derive(Default)]
+pub struct Sinks {
+    sinks: RwLock<Vec<Arc<SinkStatus>>>,
+}
+
+impl Sinks {
+    pub fn add(&self, status: Arc<SinkStatus>) {
+        self.sinks.write().push(status);
+    }
+
+    pub fn all(&self) -> Vec<Arc<SinkStatus>> {
+        self.sinks.read().clone()
+    }
+}
+
+/// Deliver to one sink until an unrecoverable error (store trouble is
+/// returned so the supervisor restarts from the stored cursor).
+pub async fn run(config: SinkConfig, store: Arc<dyn Store>, status: Arc<SinkStatus>) -> Result<(), DeliveryError> {
+    let max_backoff = Duration::from_millis(config.retry_max_backoff_ms);
+    let sink = connect(&config, &status, max_backoff).await?;
+    let mut cursor = store.sink_cursor(&config.name).await?.unwrap_or(ChangeCursor::START);
+    *status.cursor.write() = Some(cursor);
+    let mut commits = store.commits();
+    loop {
+        commits.borrow_and_update();
+        let page = store.changes_after(cursor, config.batch_size).await?;
+        if page.changes.is_empty() {
+            tokio::select! {
+                _ = commits.changed() => {}
+                _ = tokio::time::sleep(SAFETY_POLL) => {}
+            }
+            continue;
+        }
+        let batch: Vec<Message> = page.changes.iter().filter(|c| config.filter.matches(c)).map(Message::from_change).collect();
+        let dead = if batch.is_empty() { Vec::new() } else { deliver(sink.as_ref(), &batch, &config, &status, max_backoff).await? };
+        let dead_count = dead.len() as u64;
+        store.advance_sink(&config.name, page.next, dead).await?;
+        cursor = page.next;
+        *status.cursor.write() = Some(cursor);
+        status.delivered.fetch_add(batch.len() as u64 - dead_count, Ordering::Relaxed);
+        metrics::counter!("tributary_changes_delivered_total", "sink" => config.name.clone()).increment(batch.len() as u64 - dead_count);
+    }
+}
+
+/// Build the sink's runtime, retrying while its destination is unreachable.
+async fn connect(config: &SinkConfig, status: &SinkStatus, max_backoff: Duration) -> Result<Box<dyn Sink>, DeliveryError> {
+    let mut attempt = 0;
+    loop {
+        match sink::build(config).await {
+            Ok(sink) => return Ok(sink),
+            Err(SinkError::Retryable(e)) => {
+                attempt += 1;
+                tracing::warn!(kind = "sink_error", sink = %config.name, attempt, error = %e, "cannot reach the sink; retrying");
+                status.set_error(Some(e));
+                tokio::time::sleep(crate::retry::backoff(attempt, max_backoff)).await;
+            }
+            Err(e) => {
+                status.disabled.store(true, Ordering::SeqCst);
+                return Err(DeliveryError::Disabled(e.to_string()));
+            }
+        }
+    }
+}
+
+/// Send a batch until it is confirmed; returns the dead letters (changes
+/// given up on after `max_attempts`, sent one by one).
+async fn deliver(
+    sink: &dyn Sink,
+    batch: &[Message],
+    config: &SinkConfig,
+    status: &SinkStatus,
+    max_backoff: Duration,
+) -> Result<Vec<DeadLetter>, DeliveryError> {
+    match send_with_retries(sink, batch, config, status, max_backoff).await? {
+        None => Ok(Vec::new()),
+        Some(_) if batch.len() == 1 => Ok(vec![park(&batch[0], config, status)]),
+        Some(_) => {
+            // find which changes fail: each alone gets its own attempts
+            let mut dead = Vec::new();
+            for message in batch {
+                if send_with_retries(sink, std::slice::from_ref(message), config, status, max_backoff).await?.is_some() {
+                    dead.push(park(message, config, status));
+                }
+            }
+            Ok(dead)
+        }
+    }
+}
+
+/// `None` once delivered; `Some(error)` after `max_attempts` failures.
+async fn send_with_retries(
+    sink: &dyn Sink,
+    batch: &[Message],
+    config: &SinkConfig,
+    status: &SinkStatus,
+    max_backoff: Duration,
+) -> Result<Option<String>, DeliveryError> {
+    let mut attempt: u32 = 0;
+    loop {
+        match sink.send(batch).await {
+            Ok(()) => {
+                status.set_error(None);
+                return Ok(None);
+            }
+            Err(SinkError::Disabled(reason)) => {
+                tracing::error!(kind = "sink_disabled", sink = %config.name, reason = %reason, "the endpoint asked not to be called again; sink disabled until restart");
+                status.disabled.store(true, Ordering::SeqCst);
+                status.set_error(Some(reason.clone()));
+                return Err(DeliveryError::Disabled(reason));
+            }
+            Err(e) => {
+                attempt += 1;
+                let error = e.to_string();
+                status.set_error(Some(error.clone()));
+                metrics::counter!("tributary_delivery_errors_total", "sink" => config.name.clone()).increment(1);
+                if config.max_attempts.is_some_and(|max| attempt >= max) {
+                    return Ok(Some(error));
+                }
+                let pause = crate::retry::backoff(attempt, max_backoff);
+                tracing::warn!(kind = "delivery_retry", sink = %config.name, attempt, retry_in_ms = pause.as_millis() as u64, error = %error,
+                    "delivery failed; retrying");
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+}
+
+fn park(message: &Message, config: &SinkConfig, status: &SinkStatus) -> DeadLetter {
+    let error = status.last_error.read().clone().unwrap_or_default();
+    tracing::error!(kind = "dead_lettered", sink = %config.name, change = %message.id, error = %error, "change parked as a dead letter");
+    metrics::counter!("tributary_dead_letters_total", "sink" => config.name.clone()).increment(1);
+    status.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    DeadLetter { change_id: message.id.clone(), error, envelope: message.body.clone() }
+}

@@ -1,0 +1,149 @@
+//! `[[sinks]]`: one table per sink. Common keys (`name`, `kind`, `filter`,
+//! batching and retries) plus the keys of its kind; keys of other kinds are
+//! rejected, so a typo never passes silently.
+
+use serde::Deserialize;
+
+use crate::config::ConfigError;
+use crate::store::Change;
+use crate::store::ident;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkKind {
+    Webhook,
+    Redis,
+    Nats,
+}
+
+impl SinkKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkKind::Webhook => "webhook",
+            SinkKind::Redis => "redis",
+            SinkKind::Nats => "nats",
+        }
+    }
+}
+
+/// Which changes a sink receives; every list empty or absent means all.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    /// Source names.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// Object types (`customer`, `invoice`).
+    #[serde(default)]
+    pub objects: Vec<String>,
+    /// Event types; a trailing `*` matches a prefix (`customer.*`, `*`).
+    #[serde(default)]
+    pub types: Vec<String>,
+}
+
+impl Filter {
+    pub fn matches(&self, change: &Change) -> bool {
+        let listed = |list: &[String], value: &str| list.is_empty() || list.iter().any(|x| x == value);
+        let typed = self.types.is_empty()
+            || self.types.iter().any(|t| match t.strip_suffix('*') {
+                Some(prefix) => change.kind.starts_with(prefix),
+                None => *t == change.kind,
+            });
+        listed(&self.sources, &change.source) && listed(&self.objects, &change.object) && typed
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Names the sink's cursor and its dead letters.
+    pub name: String,
+    pub kind: SinkKind,
+    #[serde(default)]
+    pub filter: Filter,
+    /// Changes read and sent per batch.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Tries per batch before the changes are sent one by one and those
+    /// still failing are parked as dead letters; absent: retry forever.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Longest pause between retries.
+    #[serde(default = "default_retry_max_backoff_ms")]
+    pub retry_max_backoff_ms: u64,
+    /// webhook: endpoint; redis, nats: server URL.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// webhook: env var holding the `whsec_…` signing secret.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// webhook: timeout of one POST.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// redis: stream key template (`tributary:{source}:{object}`).
+    #[serde(default)]
+    pub stream: Option<String>,
+    /// redis: trim each stream to about this many entries (`MAXLEN ~`).
+    #[serde(default)]
+    pub maxlen: Option<u64>,
+    /// nats: subject template (`tributary.{source}.{object}`).
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// nats: JetStream stream holding the subjects (created if missing).
+    #[serde(default)]
+    pub jetstream: Option<String>,
+}
+
+fn default_batch_size() -> usize {
+    500
+}
+
+fn default_retry_max_backoff_ms() -> u64 {
+    30_000
+}
+
+impl SinkConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(format!("sink '{}': {msg}", self.name)));
+        if let Err(e) = ident::source_name(&self.name) {
+            return invalid(e.to_string());
+        }
+        if self.batch_size == 0 || self.retry_max_backoff_ms == 0 || self.max_attempts == Some(0) {
+            return invalid("batch_size, retry_max_backoff_ms and max_attempts must be above 0".into());
+        }
+        let allowed: &[&str] = match self.kind {
+            SinkKind::Webhook => &["url", "secret_env", "timeout_ms"],
+            SinkKind::Redis => &["url", "stream", "maxlen"],
+            SinkKind::Nats => &["url", "subject", "jetstream"],
+        };
+        let given = [
+            ("url", self.url.is_some()),
+            ("secret_env", self.secret_env.is_some()),
+            ("timeout_ms", self.timeout_ms.is_some()),
+            ("stream", self.stream.is_some()),
+            ("maxlen", self.maxlen.is_some()),
+            ("subject", self.subject.is_some()),
+            ("jetstream", self.jetstream.is_some()),
+        ];
+        if let Some((key, _)) = given.iter().find(|(key, set)| *set && !allowed.contains(key)) {
+            return invalid(format!("'{key}' does not apply to a {} sink", self.kind.as_str()));
+        }
+        let required: &[&str] = match self.kind {
+            SinkKind::Webhook => &["url", "secret_env"],
+            SinkKind::Redis | SinkKind::Nats => &["url"],
+        };
+        if let Some(key) = required.iter().find(|key| !given.iter().any(|(k, set)| k == *key && *set)) {
+            return invalid(format!("'{key}' is required for a {} sink", self.kind.as_str()));
+        }
+        Ok(())
+    }
+
+    /// The webhook secret's bytes, from the env var `secret_env` names.
+    pub fn secret(&self) -> Result<String, ConfigError> {
+        let var = self.secret_env.clone().unwrap_or_default();
+        std::env::var(&var)
+            .ok()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| ConfigError::MissingEnv { var, field: format!("sinks.{}.secret_env", self.name) })
+    }
+}

@@ -1,0 +1,86 @@
+//! Sinks: where delivery sends changes. Each sink kind has the same shape:
+//! a validated config section and a runtime that sends one batch and says
+//! whether a failure is worth retrying.
+//!
+//! - `config`: `[[sinks]]` entries, their filter and topic templates
+//! - `webhook`: signed POSTs (Standard Webhooks)
+//! - `redis`: `XADD` to Redis Streams
+//! - `nats`: JetStream publish with server-side dedupe
+
+pub mod config;
+pub mod nats;
+pub mod redis;
+pub mod webhook;
+
+pub use config::{Filter, SinkConfig, SinkKind};
+
+use crate::store::Change;
+
+/// One change as every sink sends it: the JSON envelope and what sinks
+/// route or dedupe by.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// The change id, stable across redeliveries.
+    pub id: String,
+    /// The object id: Kafka key, per-object ordering.
+    pub key: String,
+    pub source: String,
+    pub object: String,
+    pub account: Option<String>,
+    /// The envelope: `id`, `source`, `object`, `object_id`, `account`, `op`,
+    /// `type`, `data`, `previous_attributes`, `upstream_event_id`, `committed_at`.
+    pub body: String,
+}
+
+impl Message {
+    pub fn from_change(change: &Change) -> Message {
+        Message {
+            id: change.id.clone(),
+            key: change.object_id.clone(),
+            source: change.source.clone(),
+            object: change.object.clone(),
+            account: change.account.clone(),
+            // `Change` serializes as exactly the envelope
+            body: serde_json::to_string(change).unwrap_or_default(),
+        }
+    }
+
+    /// A topic, subject or stream key from a template with `{source}`,
+    /// `{object}` and `{account}` (`platform` when there is none).
+    pub fn route(&self, template: &str) -> String {
+        template
+            .replace("{source}", &self.source)
+            .replace("{object}", &self.object)
+            .replace("{account}", self.account.as_deref().unwrap_or("platform"))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Worth another try: the destination is down, slow or said 5xx.
+    #[error("{0}")]
+    Retryable(String),
+    /// The destination asked never to be called again (webhook 410).
+    #[error("{0}")]
+    Disabled(String),
+    /// The sink cannot be built from its config (bad secret, bad URL).
+    #[error("{0}")]
+    Config(String),
+}
+
+/// A destination for messages.
+#[async_trait::async_trait]
+pub trait Sink: Send + Sync {
+    /// Deliver a batch in order; `Ok` only once the destination confirmed
+    /// every message.
+    async fn send(&self, batch: &[Message]) -> Result<(), SinkError>;
+}
+
+/// Connect the runtime of a sink.
+pub async fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
+    Ok(match &config.kind {
+        SinkKind::Webhook => Box::new(webhook::Webhook::new(config)?),
+        SinkKind::Redis => Box::new(redis::RedisStreams::connect(config).await?),
+        SinkKind::Nats => Box::new(nats::JetStream::connect(config).await?),
+    })
+}
