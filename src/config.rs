@@ -35,6 +35,33 @@ pub struct Config {
     /// Destinations of every change.
     #[serde(default)]
     pub sinks: Vec<SinkConfig>,
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Changes older than this that every sink has passed are deleted.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u64,
+    /// Pause between purges of the change log.
+    #[serde(default = "default_purge_interval_secs")]
+    pub purge_interval_secs: u64,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig { retention_days: default_retention_days(), purge_interval_secs: default_purge_interval_secs() }
+    }
+}
+
+fn default_retention_days() -> u64 {
+    7
+}
+
+fn default_purge_interval_secs() -> u64 {
+    60
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -143,6 +170,9 @@ impl Config {
         }
         if let Err(e) = crate::store::ident::schema_name(&self.database.schema) {
             return Err(ConfigError::Invalid(format!("database.schema: {e}")));
+        }
+        if self.delivery.purge_interval_secs == 0 {
+            return Err(ConfigError::Invalid("delivery.purge_interval_secs must be at least 1".into()));
         }
         if self.database.pool_size == 0 {
             return Err(ConfigError::Invalid("database.pool_size must be at least 1".into()));

@@ -65,6 +65,10 @@ impl Engine {
             }
         }
         let sinks = Arc::new(Sinks::default());
+        let sink_names = config.sinks.iter().map(|s| s.name.clone()).collect();
+        let retention = Duration::from_secs(config.delivery.retention_days * 86_400);
+        let purge_every = Duration::from_secs(config.delivery.purge_interval_secs);
+        tasks.spawn(delivery::purge(store.clone(), sink_names, retention, purge_every));
         for sink in config.sinks {
             let status = SinkStatus::new(&sink.name, sink.kind.as_str());
             sinks.add(status.clone());

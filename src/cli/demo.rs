@@ -76,6 +76,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         api: ApiConfig { listen: args.listen },
         sources: vec![SourceConfig::Stripe(source)],
         sinks: Vec::new(),
+        delivery: Default::default(),
     };
     config.validate()?;
     let listener = match TcpListener::bind(args.listen).await {

@@ -213,3 +213,75 @@ fn park(message: &Message, config: &SinkConfig, status: &SinkStatus) -> DeadLett
     status.dead_lettered.fetch_add(1, Ordering::Relaxed);
     DeadLetter { change_id: message.id.clone(), error, envelope: message.body.clone() }
 }
+
+/// Changes deleted per statement, so a purge never holds long locks.
+const PURGE_BATCH: usize = 1_000;
+
+/// Delete changes older than `retention` that every sink has passed, every
+/// `every`, in small batches. A sink that has not started yet holds the
+/// purge back: it will read from the beginning.
+pub async fn purge(store: Arc<dyn Store>, sinks: Vec<String>, retention: Duration, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = purge_once(store.as_ref(), &sinks, retention).await {
+            tracing::warn!(kind = "purge_error", error = %e, "purging the change log failed; trying again later");
+        }
+    }
+}
+
+async fn purge_once(store: &dyn Store, sinks: &[String], retention: Duration) -> Result<u64, StoreError> {
+    let mut through = ChangeCursor::END;
+    for sink in sinks {
+        match store.sink_cursor(sink).await? {
+            Some(cursor) => through = through.min(cursor),
+            None => return Ok(0),
+        }
+    }
+    let cutoff = (chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX))
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let mut total = 0;
+    loop {
+        let deleted = store.purge_changes(&cutoff, through, PURGE_BATCH).await?;
+        total += deleted;
+        if deleted < PURGE_BATCH as u64 {
+            break;
+        }
+    }
+    if total > 0 {
+        tracing::info!(kind = "changes_purged", count = total, through = %through, "purged delivered changes past retention");
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Batch, Mutation, Options, Origin, Write};
+
+    #[tokio::test]
+    async fn purge_waits_for_the_slowest_sink() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(&Options::url(&format!("sqlite://{}", dir.path().join("t.db").display()))).await.unwrap();
+        let writes = (0..5)
+            .map(|i| Write {
+                object: "charge".into(),
+                id: format!("ch_{i}"),
+                account: None,
+                mutation: Mutation::Upsert(json!({"id": i})),
+                origin: Origin::Backfill,
+                generation: 1,
+            })
+            .collect();
+        store.apply(Batch { source: "s".into(), writes, ..Batch::default() }).await.unwrap();
+        let changes = store.changes_after(ChangeCursor::START, 10).await.unwrap().changes;
+        let sinks = vec!["fast".to_string(), "slow".to_string()];
+        // a sink that never ran holds everything back
+        store.advance_sink("fast", changes[4].cursor, vec![]).await.unwrap();
+        assert_eq!(purge_once(store.as_ref(), &sinks, Duration::ZERO).await.unwrap(), 0);
+        store.advance_sink("slow", changes[1].cursor, vec![]).await.unwrap();
+        assert_eq!(purge_once(store.as_ref(), &sinks, Duration::ZERO).await.unwrap(), 2);
+        // nothing is older than a day
+        store.advance_sink("slow", changes[4].cursor, vec![]).await.unwrap();
+        assert_eq!(purge_once(store.as_ref(), &sinks, Duration::from_secs(86_400)).await.unwrap(), 0);
+    }
+}

@@ -140,6 +140,8 @@ pub struct ChangeCursor {
 impl ChangeCursor {
     /// Before the first change.
     pub const START: ChangeCursor = ChangeCursor { xid: 0, seq: 0 };
+    /// After every change.
+    pub const END: ChangeCursor = ChangeCursor { xid: i64::MAX as u64, seq: i64::MAX };
 
     pub fn parse(text: &str) -> Option<ChangeCursor> {
         let (xid, seq) = text.split_once('.')?;
@@ -215,6 +217,9 @@ pub trait Store: Send + Sync {
     async fn advance_sink(&self, sink: &str, cursor: ChangeCursor, dead: Vec<DeadLetter>) -> Result<(), StoreError>;
     /// Changes parked for a sink.
     async fn dead_letter_count(&self, sink: &str) -> Result<u64, StoreError>;
+    /// Delete up to `limit` changes committed before `cutoff` (RFC 3339) and
+    /// at or below `through` (the slowest reader's cursor); returns how many.
+    async fn purge_changes(&self, cutoff: &str, through: ChangeCursor, limit: usize) -> Result<u64, StoreError>;
     /// Bumped after every commit that wrote changes (on Postgres, also when
     /// another process commits): delivery wakes on it instead of polling.
     fn commits(&self) -> tokio::sync::watch::Receiver<u64>;

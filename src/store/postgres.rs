@@ -547,6 +547,18 @@ impl Store for PgStore {
         Ok(row.get::<_, i64>(0) as u64)
     }
 
+    async fn purge_changes(&self, cutoff: &str, through: ChangeCursor, limit: usize) -> Result<u64, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let changes = self.t("tributary_changes");
+        let sql = format!(
+            "DELETE FROM {changes} WHERE id IN
+             (SELECT id FROM {changes} WHERE (xid, id) <= ($1::text::xid8, $2) AND committed_at < $3::text::timestamptz
+              ORDER BY xid, id LIMIT $4)"
+        );
+        let deleted = client.execute(&sql, &[&through.xid.to_string(), &through.seq, &cutoff, &(limit as i64)]).await.map_err(pg)?;
+        Ok(deleted)
+    }
+
     fn commits(&self) -> watch::Receiver<u64> {
         self.commits.subscribe()
     }

@@ -288,6 +288,19 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn purge_changes(&self, cutoff: &str, through: ChangeCursor, limit: usize) -> Result<u64, StoreError> {
+        let cutoff = cutoff.to_string();
+        Self::with(&self.bookkeeping, move |conn| {
+            let deleted = conn.execute(
+                "DELETE FROM tributary_changes WHERE id IN
+                 (SELECT id FROM tributary_changes WHERE id <= ?1 AND committed_at < ?2 ORDER BY id LIMIT ?3)",
+                params![through.seq, cutoff, limit as i64],
+            )?;
+            Ok(deleted as u64)
+        })
+        .await
+    }
+
     fn commits(&self) -> watch::Receiver<u64> {
         self.commits.clone()
     }

@@ -175,7 +175,8 @@ macro_rules! store_suite {
             use super::*;
             store_suite!(@tests $open; ops_follow_the_mirror, previous_attributes_are_computed_without_an_event,
                 sweep_deletes_rows_an_older_generation_saw, checkpoints_commit_with_the_data_or_not_at_all, concurrent_batches_all_commit,
-                account_ids_and_types_are_data_not_sql, sink_cursors_and_dead_letters_commit_together);
+                account_ids_and_types_are_data_not_sql, sink_cursors_and_dead_letters_commit_together,
+                purge_keeps_what_a_reader_has_not_passed);
         }
     };
     (@tests $open:expr; $($name:ident),*) => {
@@ -215,6 +216,22 @@ pub async fn sink_cursors_and_dead_letters_commit_together(store: Arc<dyn Store>
     assert_eq!(store.dead_letter_count("other").await.unwrap(), 0);
     store.advance_sink("hooks", changes[0].cursor, vec![]).await.unwrap();
     assert_eq!(store.dead_letter_count("hooks").await.unwrap(), 1);
+}
+
+pub async fn purge_keeps_what_a_reader_has_not_passed(store: Arc<dyn Store>) {
+    let writes = (0..10).map(|i| write("charge", &format!("ch_{i}"), Mutation::Upsert(json!({"id": i})), Origin::Backfill, 1)).collect();
+    store.apply(batch(writes)).await.unwrap();
+    let changes = all_changes(&store, 10).await;
+    let future = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let past = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    // nothing is old enough yet
+    assert_eq!(store.purge_changes(&past, changes[9].cursor, 100).await.unwrap(), 0);
+    // old enough, but only what the slowest reader passed, in small batches
+    assert_eq!(store.purge_changes(&future, changes[5].cursor, 4).await.unwrap(), 4);
+    assert_eq!(store.purge_changes(&future, changes[5].cursor, 4).await.unwrap(), 2);
+    assert_eq!(store.purge_changes(&future, changes[5].cursor, 4).await.unwrap(), 0);
+    let left = all_changes(&store, 4).await;
+    assert_eq!(left.iter().map(|c| c.seq).collect::<Vec<_>>(), changes[6..].iter().map(|c| c.seq).collect::<Vec<_>>());
 }
 
 async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {
