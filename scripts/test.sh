@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: makes Postgres (127.0.0.1:5432;
-# TRIBUTARY_TEST_PG names another server), Redis (6379) and NATS JetStream
-# (4222) available, installs the Python packages the tests run (the official
+# TRIBUTARY_TEST_PG names another server), Redis (6379), NATS JetStream
+# (4222) and a Kafka-compatible broker (tansu, 19092, stopped afterwards)
+# available, installs the Python packages the tests run (the official
 # Stripe library, a Standard Webhooks verifier), then runs every Rust test.
 # Extra arguments go to `cargo test`.
 set -euo pipefail
@@ -11,7 +12,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tributary-target}"
 if [ -z "${TRIBUTARY_TEST_PG:-}" ]; then
     bash scripts/ensure-postgres.sh
 fi
-bash scripts/ensure-services.sh
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r tests/clients/requirements.txt
+bash scripts/ensure-services.sh
+# stop the Kafka broker the services script started, however the tests end
+trap 'if [ -f /tmp/tributary-tansu.pid ]; then kill "$(cat /tmp/tributary-tansu.pid)" 2>/dev/null || true; rm -f /tmp/tributary-tansu.pid; fi' EXIT
 
 cargo test --locked "$@"

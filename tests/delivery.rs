@@ -19,6 +19,47 @@ fn redis_url() -> String {
     std::env::var("TRIBUTARY_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+fn kafka_brokers() -> String {
+    std::env::var("TRIBUTARY_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:19092".into())
+}
+
+/// Envelopes in the Kafka topics `{tag}.stripe.{object}`, read back with a
+/// real consumer from the beginning; each topic in offset order. The change
+/// id header must match the envelope's id, and the key its object id.
+fn kafka_envelopes(tag: &str, objects: &HashSet<String>, expected: usize) -> Vec<Value> {
+    use rdkafka::Message as _;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Headers;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("group.id", format!("{tag}-check"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for object in objects {
+        assignment.add_partition_offset(&format!("{tag}.stripe.{object}"), 0, rdkafka::Offset::Beginning).unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut out = Vec::new();
+    let mut idle = 0;
+    while idle < 10 && out.len() < expected {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(message)) => {
+                idle = 0;
+                let envelope: Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+                let header = message.headers().and_then(|h| h.iter().find(|h| h.key == "tributary-change-id")).and_then(|h| h.value);
+                assert_eq!(header, envelope["id"].as_str().map(str::as_bytes), "change id header");
+                assert_eq!(message.key(), envelope["object_id"].as_str().map(str::as_bytes), "kafka key");
+                out.push(envelope);
+            }
+            Some(Err(e)) => panic!("kafka consumer: {e}"),
+            None => idle += 1,
+        }
+    }
+    out
+}
+
 fn nats_url() -> String {
     std::env::var("TRIBUTARY_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
@@ -123,10 +164,12 @@ async fn every_sink_gets_every_change_once_in_order_while_another_is_down() {
     let sim = Sim::start(dir.path(), &["--scale", "2100", "--accounts", "1"]).await;
     let sinks = format!(
         "{}[[sinks]]\nname = \"streams\"\nkind = \"redis\"\nurl = \"{}\"\nstream = \"{tag}:{{source}}:{{object}}\"\n\
-         [[sinks]]\nname = \"jetstream\"\nkind = \"nats\"\nurl = \"{}\"\nsubject = \"{tag}.{{source}}.{{object}}\"\njetstream = \"{tag}\"\n",
+         [[sinks]]\nname = \"jetstream\"\nkind = \"nats\"\nurl = \"{}\"\nsubject = \"{tag}.{{source}}.{{object}}\"\njetstream = \"{tag}\"\n\
+         [[sinks]]\nname = \"kafka\"\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"{tag}.{{source}}.{{object}}\"\n",
         webhook_toml(&hook_url).replace("batch_size = 200\n", "batch_size = 200\nretry_max_backoff_ms = 1000\n"),
         redis_url(),
-        nats_url()
+        nats_url(),
+        kafka_brokers()
     );
     let engine = Engine::start(dir.path(), &sim.url, &format!("poll_interval_ms = 200\n{sinks}")).await;
     engine.wait_live(Duration::from_secs(120)).await;
@@ -137,9 +180,13 @@ async fn every_sink_gets_every_change_once_in_order_while_another_is_down() {
     let changes = engine.changes().await;
     assert!(changes.len() >= 10_000, "only {} changes", changes.len());
 
-    // Redis and NATS deliver everything while the webhook endpoint is down
-    wait_until("redis and nats to catch up", Duration::from_secs(120), || async {
-        sink_view(&engine, "streams").await["lag_changes"] == 0 && sink_view(&engine, "jetstream").await["lag_changes"] == 0
+    // Redis, NATS and Kafka deliver everything while the webhook endpoint is down
+    wait_until("redis, nats and kafka to catch up", Duration::from_secs(120), || async {
+        let mut caught_up = true;
+        for name in ["streams", "jetstream", "kafka"] {
+            caught_up &= sink_view(&engine, name).await["lag_changes"] == 0;
+        }
+        caught_up
     })
     .await;
     assert!(received(&out).is_empty());
@@ -149,6 +196,10 @@ async fn every_sink_gets_every_change_once_in_order_while_another_is_down() {
     let from_nats = nats_envelopes(&tag).await;
     delete_nats_stream(&tag).await;
     assert_eq!(assert_exactly_once_in_order("nats", &changes, &from_nats), 0, "JetStream dedupe let a duplicate through");
+    let objects: HashSet<String> = changes.iter().map(|c| c.object.clone()).collect();
+    let (tag_for_kafka, expected) = (tag.clone(), changes.len());
+    let from_kafka = tokio::task::spawn_blocking(move || kafka_envelopes(&tag_for_kafka, &objects, expected)).await.unwrap();
+    assert_exactly_once_in_order("kafka", &changes, &from_kafka);
 
     // the endpoint comes back after 30 s down: nothing was lost
     tokio::time::sleep(Duration::from_secs(30)).await;

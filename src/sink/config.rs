@@ -14,6 +14,7 @@ pub enum SinkKind {
     Webhook,
     Redis,
     Nats,
+    Kafka,
 }
 
 impl SinkKind {
@@ -22,6 +23,7 @@ impl SinkKind {
             SinkKind::Webhook => "webhook",
             SinkKind::Redis => "redis",
             SinkKind::Nats => "nats",
+            SinkKind::Kafka => "kafka",
         }
     }
 }
@@ -92,6 +94,12 @@ pub struct SinkConfig {
     /// nats: JetStream stream holding the subjects (created if missing).
     #[serde(default)]
     pub jetstream: Option<String>,
+    /// kafka: bootstrap servers (`host:port,host:port`).
+    #[serde(default)]
+    pub brokers: Option<String>,
+    /// kafka: topic template (`tributary.{source}.{object}`).
+    #[serde(default)]
+    pub topic: Option<String>,
 }
 
 fn default_batch_size() -> usize {
@@ -115,6 +123,7 @@ impl SinkConfig {
             SinkKind::Webhook => &["url", "secret_env", "timeout_ms"],
             SinkKind::Redis => &["url", "stream", "maxlen"],
             SinkKind::Nats => &["url", "subject", "jetstream"],
+            SinkKind::Kafka => &["brokers", "topic"],
         };
         let given = [
             ("url", self.url.is_some()),
@@ -124,6 +133,8 @@ impl SinkConfig {
             ("maxlen", self.maxlen.is_some()),
             ("subject", self.subject.is_some()),
             ("jetstream", self.jetstream.is_some()),
+            ("brokers", self.brokers.is_some()),
+            ("topic", self.topic.is_some()),
         ];
         if let Some((key, _)) = given.iter().find(|(key, set)| *set && !allowed.contains(key)) {
             return invalid(format!("'{key}' does not apply to a {} sink", self.kind.as_str()));
@@ -131,6 +142,7 @@ impl SinkConfig {
         let required: &[&str] = match self.kind {
             SinkKind::Webhook => &["url", "secret_env"],
             SinkKind::Redis | SinkKind::Nats => &["url"],
+            SinkKind::Kafka => &["brokers"],
         };
         if let Some(key) = required.iter().find(|key| !given.iter().any(|(k, set)| k == *key && *set)) {
             return invalid(format!("'{key}' is required for a {} sink", self.kind.as_str()));

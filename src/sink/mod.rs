@@ -6,8 +6,10 @@
 //! - `webhook`: signed POSTs (Standard Webhooks)
 //! - `redis`: `XADD` to Redis Streams
 //! - `nats`: JetStream publish with server-side dedupe
+//! - `kafka`: an idempotent producer, keyed by object id
 
 pub mod config;
+pub mod kafka;
 pub mod nats;
 pub mod redis;
 pub mod webhook;
@@ -82,5 +84,6 @@ pub async fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
         SinkKind::Webhook => Box::new(webhook::Webhook::new(config)?),
         SinkKind::Redis => Box::new(redis::RedisStreams::connect(config).await?),
         SinkKind::Nats => Box::new(nats::JetStream::connect(config).await?),
+        SinkKind::Kafka => Box::new(kafka::Kafka::connect(config)?),
     })
 }
