@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# Build the release binary and run the spine benchmarks (JSON lines on stdout).
+# Build the release binaries and run the benchmarks (JSON lines on stdout):
+#   bash bench/run.sh [backfill|backfill_pg|rate|lag|delivery|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tributary-target}"
-cargo build --release --locked --quiet --bin tributary --example changelog_read
+cargo build --release --locked --quiet --bin tributary --example changelog_read --example delivery
 if [ -z "${TRIBUTARY_TEST_PG:-}" ]; then
     bash scripts/ensure-postgres.sh
+fi
+if [ "${1:-all}" = delivery ] || [ "${1:-all}" = all ]; then
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r tests/clients/requirements.txt
+    bash scripts/ensure-services.sh
+    "$CARGO_TARGET_DIR/release/examples/delivery" "${DELIVERY_CHANGES:-500000}"
+    [ "${1:-all}" = delivery ] && exit 0
 fi
 exec python3 bench/spine.py "${1:-all}" --bin "$CARGO_TARGET_DIR/release/tributary" \
     --reader "$CARGO_TARGET_DIR/release/examples/changelog_read"
