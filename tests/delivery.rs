@@ -226,3 +226,40 @@ async fn a_killed_engine_redelivers_only_its_unconfirmed_batch() {
     let duplicates = assert_exactly_once_in_order("webhook", &changes, &received(&out));
     assert!(duplicates <= 200, "{duplicates} redeliveries: more than the one unconfirmed batch (200)");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_changes_are_dead_lettered_and_410_disables_the_endpoint() {
+    let dir = tempdir();
+    let (_receiver, hook_url, out) = start_receiver(dir.path());
+    let sim = Sim::start(dir.path(), &["--scale", "60", "--accounts", "0"]).await;
+    let customer = sim.truth(None).await["customer"][0]["id"].as_str().unwrap().to_string();
+    // the endpoint fails every change of one customer
+    std::fs::write(format!("{}.reject", out.display()), &customer).unwrap();
+    let sink = webhook_toml(&hook_url).replace("batch_size = 200\n", "batch_size = 50\nmax_attempts = 2\nretry_max_backoff_ms = 100\n");
+    let engine = Engine::start(dir.path(), &sim.url, &format!("poll_interval_ms = 100\n{sink}")).await;
+    engine.wait_live(Duration::from_secs(60)).await;
+    wait_until("webhook to pass every change", Duration::from_secs(60), || async { sink_view(&engine, "hooks").await["lag_changes"] == 0 })
+        .await;
+    let changes = engine.changes().await;
+    let (rejected, delivered): (Vec<Change>, Vec<Change>) = changes.into_iter().partition(|c| c.object_id == customer);
+    assert_eq!(rejected.len(), 1);
+    let view = sink_view(&engine, "hooks").await;
+    assert_eq!(view["dead_letters"], 1, "{view}");
+    let parked = engine.proc.log_kinds("dead_lettered");
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0]["change"], rejected[0].id.as_str());
+    // every other change of the batches around it still arrived
+    assert_exactly_once_in_order("webhook", &delivered, &received(&out));
+
+    // 410 Gone: the sink stops calling, says so, and keeps its cursor
+    std::fs::write(format!("{}.gone", out.display()), "").unwrap();
+    let (status, _) = sim.call(reqwest::Method::POST, "/v1/customers", &[("email", "after-gone@example.com")]).await;
+    assert_eq!(status, 200);
+    assert_eq!(engine.wait_barrier(10_000).await.0, 200);
+    wait_until("the sink to be disabled", Duration::from_secs(20), || async { sink_view(&engine, "hooks").await["disabled"] == true })
+        .await;
+    // and is not restarted behind the operator's back
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(engine.proc.log_kinds("sink_disabled").len(), 1);
+    assert_eq!(sink_view(&engine, "hooks").await["lag_changes"], 1, "the change sent to a gone endpoint must stay undelivered");
+}

@@ -97,8 +97,16 @@ impl Sinks {
 /// Deliver to one sink until an unrecoverable error (store trouble is
 /// returned so the supervisor restarts from the stored cursor).
 pub async fn run(config: SinkConfig, store: Arc<dyn Store>, status: Arc<SinkStatus>) -> Result<(), DeliveryError> {
+    match deliver_forever(&config, store, &status).await {
+        // disabled stays disabled until the process restarts: not retried
+        Err(DeliveryError::Disabled(_)) => std::future::pending().await,
+        other => other,
+    }
+}
+
+async fn deliver_forever(config: &SinkConfig, store: Arc<dyn Store>, status: &Arc<SinkStatus>) -> Result<(), DeliveryError> {
     let max_backoff = Duration::from_millis(config.retry_max_backoff_ms);
-    let sink = connect(&config, &status, max_backoff).await?;
+    let sink = connect(config, status, max_backoff).await?;
     let mut cursor = store.sink_cursor(&config.name).await?.unwrap_or(ChangeCursor::START);
     *status.cursor.write() = Some(cursor);
     let mut commits = store.commits();
@@ -113,7 +121,7 @@ pub async fn run(config: SinkConfig, store: Arc<dyn Store>, status: Arc<SinkStat
             continue;
         }
         let batch: Vec<Message> = page.changes.iter().filter(|c| config.filter.matches(c)).map(Message::from_change).collect();
-        let dead = if batch.is_empty() { Vec::new() } else { deliver(sink.as_ref(), &batch, &config, &status, max_backoff).await? };
+        let dead = if batch.is_empty() { Vec::new() } else { deliver(sink.as_ref(), &batch, config, status, max_backoff).await? };
         let dead_count = dead.len() as u64;
         store.advance_sink(&config.name, page.next, dead).await?;
         cursor = page.next;
@@ -136,7 +144,9 @@ async fn connect(config: &SinkConfig, status: &SinkStatus, max_backoff: Duration
                 tokio::time::sleep(crate::retry::backoff(attempt, max_backoff)).await;
             }
             Err(e) => {
+                tracing::error!(kind = "sink_disabled", sink = %config.name, reason = %e, "the sink cannot be built; disabled until restart");
                 status.disabled.store(true, Ordering::SeqCst);
+                status.set_error(Some(e.to_string()));
                 return Err(DeliveryError::Disabled(e.to_string()));
             }
         }
