@@ -57,6 +57,27 @@ async fn run_sink(config: SinkConfig, store: Arc<dyn Store>) -> (Arc<SinkStatus>
     (status, task)
 }
 
+/// Remove what a run left in the shared Redis and NATS (the bench's Kafka
+/// broker lives in memory).
+async fn cleanup(kind: &str, tag: &str) {
+    match kind {
+        "nats" => {
+            if let Ok(client) = async_nats::connect("nats://127.0.0.1:4222").await {
+                let _ = async_nats::jetstream::new(client).delete_stream(tag).await;
+            }
+        }
+        "redis" => {
+            if let Ok(mut conn) = redis::Client::open("redis://127.0.0.1:6379").and_then(|c| c.get_connection()) {
+                let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{tag}:*")).query(&mut conn).unwrap_or_default();
+                if !keys.is_empty() {
+                    let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut conn);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let changes: usize = std::env::args().nth(1).map(|a| a.parse()).transpose()?.unwrap_or(500_000);
@@ -82,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
         }
         let seconds = started.elapsed().as_secs_f64();
         task.abort();
+        cleanup(kind, &tag).await;
         println!(
             "{}",
             json!({"bench": "delivery_throughput", "sink": kind, "changes": changes, "seconds": (seconds * 100.0).round() / 100.0,
@@ -132,6 +154,7 @@ async fn main() -> anyhow::Result<()> {
         }
         let mut latencies = watcher.await?;
         task.abort();
+        cleanup(kind, &format!("{tag}lat")).await;
         latencies.sort();
         let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64() * 1000.0;
         println!(
