@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 
 use crate::api::{self, AppState};
 use crate::config::{Config, ConfigError, SourceConfig};
-use crate::delivery::{self, SinkStatus, Sinks};
+use crate::delivery::{self, SinkStatus};
 use crate::source::{Registry, SourceStatus, stripe};
 use crate::store::{self, Store, StoreError};
 
@@ -64,18 +64,18 @@ impl Engine {
                 }
             }
         }
-        let sinks = Arc::new(Sinks::default());
+        let mut sinks = Vec::new();
         let sink_names = config.sinks.iter().map(|s| s.name.clone()).collect();
         let retention = Duration::from_secs(config.delivery.retention_days * 86_400);
         let purge_every = Duration::from_secs(config.delivery.purge_interval_secs);
         tasks.spawn(delivery::purge(store.clone(), sink_names, retention, purge_every));
         for sink in config.sinks {
             let status = SinkStatus::new(&sink.name, sink.kind.as_str());
-            sinks.add(status.clone());
+            sinks.push(status.clone());
             let run = move |store, status| delivery::run(sink.clone(), store, status);
             tasks.spawn(supervise(store.clone(), status, run));
         }
-        let state = AppState { registry: registry.clone(), sinks, store, metrics: crate::telemetry::metrics() };
+        let state = AppState { registry: registry.clone(), sinks: Arc::new(sinks), store, metrics: crate::telemetry::metrics() };
         tracing::info!(kind = "engine_started", api = %api_addr, "engine started");
         Ok(Engine { registry, api_addr, listener, state, tasks })
     }

@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 
-use crate::delivery::Sinks;
+use crate::delivery::SinkStatus;
 use crate::source::Registry;
 use crate::store::Store;
 
@@ -25,7 +25,8 @@ const DEFAULT_WAIT_MS: u64 = 30_000;
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Arc<Registry>,
-    pub sinks: Arc<Sinks>,
+    /// Every sink of this process (fixed at start).
+    pub sinks: Arc<Vec<Arc<SinkStatus>>>,
     pub store: Arc<dyn Store>,
     pub metrics: PrometheusHandle,
 }
@@ -109,7 +110,7 @@ const LAG_COUNT_MAX: usize = 10_000;
 async fn sinks(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let internal = |e: crate::store::StoreError| ApiError::Internal(e.to_string());
     let mut out = Vec::new();
-    for sink in state.sinks.all() {
+    for sink in state.sinks.iter() {
         let mut view = sink.snapshot();
         view["dead_letters"] = json!(state.store.dead_letter_count(&sink.name).await.map_err(internal)?);
         if let Some(cursor) = sink.cursor() {

@@ -78,22 +78,6 @@ impl SinkStatus {
     }
 }
 
-/// Every sink of this process.
-#[derive(Default)]
-pub struct Sinks {
-    sinks: RwLock<Vec<Arc<SinkStatus>>>,
-}
-
-impl Sinks {
-    pub fn add(&self, status: Arc<SinkStatus>) {
-        self.sinks.write().push(status);
-    }
-
-    pub fn all(&self) -> Vec<Arc<SinkStatus>> {
-        self.sinks.read().clone()
-    }
-}
-
 /// Deliver to one sink until an unrecoverable error (store trouble is
 /// returned so the supervisor restarts from the stored cursor).
 pub async fn run(config: SinkConfig, store: Arc<dyn Store>, status: Arc<SinkStatus>) -> Result<(), DeliveryError> {
