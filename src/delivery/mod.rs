@@ -90,7 +90,7 @@ pub async fn run(config: SinkConfig, store: Arc<dyn Store>, status: Arc<SinkStat
 
 async fn deliver_forever(config: &SinkConfig, store: Arc<dyn Store>, status: &Arc<SinkStatus>) -> Result<(), DeliveryError> {
     let max_backoff = Duration::from_millis(config.retry_max_backoff_ms);
-    let sink = connect(config, status, max_backoff).await?;
+    let mut sink = connect(config, status, max_backoff).await?;
     let mut cursor = store.sink_cursor(&config.name).await?.unwrap_or(ChangeCursor::START);
     *status.cursor.write() = Some(cursor);
     let mut commits = store.commits();
@@ -105,7 +105,7 @@ async fn deliver_forever(config: &SinkConfig, store: Arc<dyn Store>, status: &Ar
             continue;
         }
         let batch: Vec<Message> = page.changes.iter().filter(|c| config.filter.matches(c)).map(Message::from_change).collect();
-        let dead = if batch.is_empty() { Vec::new() } else { deliver(sink.as_ref(), &batch, config, status, max_backoff).await? };
+        let dead = if batch.is_empty() { Vec::new() } else { deliver(&mut sink, &batch, config, status, max_backoff).await? };
         let dead_count = dead.len() as u64;
         store.advance_sink(&config.name, page.next, dead).await?;
         cursor = page.next;
@@ -140,7 +140,7 @@ async fn connect(config: &SinkConfig, status: &SinkStatus, max_backoff: Duration
 /// Send a batch until it is confirmed; returns the dead letters (changes
 /// given up on after `max_attempts`, sent one by one).
 async fn deliver(
-    sink: &dyn Sink,
+    sink: &mut Box<dyn Sink>,
     batch: &[Message],
     config: &SinkConfig,
     status: &SinkStatus,
@@ -163,8 +163,10 @@ async fn deliver(
 }
 
 /// `None` once delivered; `Some(error)` after `max_attempts` failures.
+/// Each retry goes through a freshly built sink: a restarted broker may have
+/// lost its topics or streams, or left the old producer in a fatal state.
 async fn send_with_retries(
-    sink: &dyn Sink,
+    sink: &mut Box<dyn Sink>,
     batch: &[Message],
     config: &SinkConfig,
     status: &SinkStatus,
@@ -195,6 +197,7 @@ async fn send_with_retries(
                 tracing::warn!(kind = "delivery_retry", sink = %config.name, attempt, retry_in_ms = pause.as_millis() as u64, error = %error,
                     "delivery failed; retrying");
                 tokio::time::sleep(pause).await;
+                *sink = connect(config, status, max_backoff).await?;
             }
         }
     }

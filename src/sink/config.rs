@@ -79,7 +79,8 @@ pub struct SinkConfig {
     /// webhook: env var holding the `whsec_…` signing secret.
     #[serde(default)]
     pub secret_env: Option<String>,
-    /// webhook: timeout of one POST.
+    /// webhook: timeout of one POST; kafka: how long a record may wait for
+    /// the broker's acknowledgement before the batch is retried.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
     /// redis: stream key template (`tributary:{source}:{object}`).
@@ -123,7 +124,7 @@ impl SinkConfig {
             SinkKind::Webhook => &["url", "secret_env", "timeout_ms"],
             SinkKind::Redis => &["url", "stream", "maxlen"],
             SinkKind::Nats => &["url", "subject", "jetstream"],
-            SinkKind::Kafka => &["brokers", "topic"],
+            SinkKind::Kafka => &["brokers", "topic", "timeout_ms"],
         };
         let given = [
             ("url", self.url.is_some()),

@@ -32,7 +32,7 @@ impl Kafka {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
-            .set("message.timeout.ms", "30000");
+            .set("message.timeout.ms", config.timeout_ms.unwrap_or(10_000).to_string());
         let producer: FutureProducer = client.create().map_err(|e| SinkError::Config(format!("kafka producer for {brokers}: {e}")))?;
         let admin = ClientConfig::new()
             .set("bootstrap.servers", &brokers)

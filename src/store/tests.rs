@@ -313,3 +313,19 @@ async fn postgres_reader_follows_commit_order_without_skipping() {
     }
     assert!(positions.values().all(|p| p.windows(2).all(|w| w[1] == w[0] + 1)), "a transaction's changes were split");
 }
+
+/// Two instances on one database: a commit made through one wakes the
+/// other's delivery (`LISTEN/NOTIFY`), not only its own.
+#[tokio::test]
+async fn postgres_commits_of_another_instance_wake_this_one() {
+    let (guard, writer) = pg::store().await;
+    let reader = open(&Options { url: pg::base_url(), schema: guard.0.clone(), pool_size: 2 }).await.unwrap();
+    let mut commits = reader.commits();
+    let before = *commits.borrow_and_update();
+    writer.apply(batch(vec![write("customer", "c1", Mutation::Upsert(json!({"id": "c1"})), Origin::Backfill, 1)])).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), commits.wait_for(|n| *n > before))
+        .await
+        .expect("the other instance's commit was announced here")
+        .unwrap();
+    assert_eq!(all_changes(&reader, 1).await.len(), 1);
+}
