@@ -109,14 +109,48 @@ fn default_database_url() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
-    /// Address of the HTTP API (health, metrics, sources, wait).
+    /// Address of the HTTP API (health, metrics, sources, wait, queues).
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Env var holding the admin bearer token (creates apps, grants
+    /// accounts); absent: the admin routes answer 401.
+    #[serde(default)]
+    pub admin_token_env: Option<String>,
+    /// Requests per second one app token may make (bursts up to the same).
+    #[serde(default = "default_app_rate_limit_per_sec")]
+    pub app_rate_limit_per_sec: u32,
+    /// Queues one app may own.
+    #[serde(default = "default_max_queues_per_app")]
+    pub max_queues_per_app: usize,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { listen: default_listen() }
+        ApiConfig {
+            listen: default_listen(),
+            admin_token_env: None,
+            app_rate_limit_per_sec: default_app_rate_limit_per_sec(),
+            max_queues_per_app: default_max_queues_per_app(),
+        }
+    }
+}
+
+fn default_app_rate_limit_per_sec() -> u32 {
+    100
+}
+
+fn default_max_queues_per_app() -> usize {
+    20
+}
+
+impl ApiConfig {
+    /// The admin token from the env var `admin_token_env` names.
+    pub fn admin_token(&self) -> Result<Option<String>, ConfigError> {
+        let Some(var) = &self.admin_token_env else { return Ok(None) };
+        match std::env::var(var) {
+            Ok(token) if !token.is_empty() => Ok(Some(token)),
+            _ => Err(ConfigError::MissingEnv { var: var.clone(), field: "api.admin_token_env".into() }),
+        }
     }
 }
 
@@ -174,6 +208,9 @@ impl Config {
         if self.delivery.purge_interval_secs == 0 {
             return Err(ConfigError::Invalid("delivery.purge_interval_secs must be at least 1".into()));
         }
+        if self.api.app_rate_limit_per_sec == 0 {
+            return Err(ConfigError::Invalid("api.app_rate_limit_per_sec must be at least 1".into()));
+        }
         if self.database.pool_size == 0 {
             return Err(ConfigError::Invalid("database.pool_size must be at least 1".into()));
         }
@@ -208,6 +245,7 @@ impl Config {
         for sink in self.sinks.iter().filter(|s| s.kind == SinkKind::Webhook) {
             sink.secret()?;
         }
+        self.api.admin_token()?;
         Ok(())
     }
 }

@@ -8,10 +8,13 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use crate::api::queues::QueueApi;
 use crate::api::{self, AppState};
 use crate::config::{Config, ConfigError, SourceConfig};
 use crate::delivery::{self, SinkStatus};
+use crate::queue;
 use crate::source::{Registry, SourceStatus, stripe};
+use crate::store::queues::FANOUT_READER;
 use crate::store::{self, Store, StoreError};
 
 /// Pause before retrying a source whose ownership could not be taken or
@@ -65,17 +68,30 @@ impl Engine {
             }
         }
         let mut sinks = Vec::new();
-        let sink_names = config.sinks.iter().map(|s| s.name.clone()).collect();
-        let retention = Duration::from_secs(config.delivery.retention_days * 86_400);
+        // the change log's readers: every sink and the queue fan-out
+        let mut readers: Vec<String> = config.sinks.iter().map(|s| s.name.clone()).collect();
+        readers.push(FANOUT_READER.to_string());
+        let retention = Duration::from_secs(config.delivery.retention_days.saturating_mul(86_400));
         let purge_every = Duration::from_secs(config.delivery.purge_interval_secs);
-        tasks.spawn(delivery::purge(store.clone(), sink_names, retention, purge_every));
+        tasks.spawn(delivery::purge(store.clone(), readers, retention, purge_every));
+        let fanout = SinkStatus::new(FANOUT_READER, "queues");
+        sinks.push(fanout.clone());
+        tasks.spawn(supervise(store.clone(), fanout, queue::fanout::run));
         for sink in config.sinks {
             let status = SinkStatus::new(&sink.name, sink.kind.as_str());
             sinks.push(status.clone());
             let run = move |store, status| delivery::run(sink.clone(), store, status);
             tasks.spawn(supervise(store.clone(), status, run));
         }
-        let state = AppState { registry: registry.clone(), sinks: Arc::new(sinks), store, metrics: crate::telemetry::metrics() };
+        let admin_token = config.api.admin_token()?;
+        let queues = QueueApi::new(admin_token.as_deref(), config.api.app_rate_limit_per_sec, config.api.max_queues_per_app, retention);
+        let state = AppState {
+            registry: registry.clone(),
+            sinks: Arc::new(sinks),
+            store,
+            metrics: crate::telemetry::metrics(),
+            queues: Arc::new(queues),
+        };
         tracing::info!(kind = "engine_started", api = %api_addr, "engine started");
         Ok(Engine { registry, api_addr, listener, state, tasks })
     }

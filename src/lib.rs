@@ -5,8 +5,10 @@
 //! - [`source`]: pulls data in — [`source::stripe`] backfills and tails `/v1/events`
 //! - [`store`]: mirror tables and the change log, committed with checkpoints
 //! - [`delivery`]: reads the change log per sink, in commit order, at least once
-//! - [`sink`]: where changes go — webhooks, Redis Streams, NATS JetStream
-//! - [`api`]: health, metrics, source status and the `/wait` barrier
+//! - [`sink`]: where changes go — webhooks, Redis Streams, NATS JetStream, Kafka
+//! - [`queue`]: built-in pull queues — apps, tokens, the fan-out, retention
+//! - [`api`]: health, metrics, source and sink status, the `/wait` barrier,
+//!   apps and queues
 //! - [`engine`]: wires config, store, sources and API together
 //! - [`config`]: `tributary.toml`, validated before anything starts
 //! - [`cli`]: the `tributary` command
@@ -19,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod engine;
+pub mod queue;
 pub mod retry;
 pub mod sim;
 pub mod sink;

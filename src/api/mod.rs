@@ -1,6 +1,9 @@
-//! The HTTP API: health, Prometheus metrics, source status and the `/wait`
-//! read-after-write barrier. Errors are JSON `{"error":{"type","message"}}`;
-//! internal details are logged, not sent.
+//! The HTTP API: health, Prometheus metrics, source and sink status, the
+//! `/wait` read-after-write barrier, and apps with their pull queues
+//! (`queues`). Errors are JSON `{"error":{"type","message"}}`; internal
+//! details are logged, not sent.
+
+pub mod queues;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,6 +32,7 @@ pub struct AppState {
     pub sinks: Arc<Vec<Arc<SinkStatus>>>,
     pub store: Arc<dyn Store>,
     pub metrics: PrometheusHandle,
+    pub queues: Arc<queues::QueueApi>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +43,18 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     Timeout(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("too many requests; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     #[error("method not allowed on this route")]
     MethodNotAllowed,
     #[error("internal error")]
@@ -51,13 +67,23 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             ApiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "api request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
             }
         };
-        (status, Json(json!({"error": {"type": kind, "message": self.to_string()}}))).into_response()
+        let mut response = (status, Json(json!({"error": {"type": kind, "message": self.to_string()}}))).into_response();
+        if let ApiError::RateLimited { retry_after_secs } = self {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, retry_after_secs.into());
+        }
+        response
     }
 }
 
@@ -69,6 +95,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sources", get(sources))
         .route("/v1/sources/{name}/wait", get(wait))
         .route("/v1/sinks", get(sinks))
+        .merge(queues::routes())
+        .layer(axum::extract::DefaultBodyLimit::max(queues::MAX_BODY_BYTES))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
@@ -182,13 +210,117 @@ mod tests {
     use tower::ServiceExt;
 
     async fn app() -> (tempfile::TempDir, Router) {
+        let (dir, router, _) = app_and_store().await;
+        (dir, router)
+    }
+
+    async fn app_and_store() -> (tempfile::TempDir, Router, Arc<dyn Store>) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let store = crate::store::open(&crate::store::Options::url(&url)).await.unwrap();
         let registry = Arc::new(Registry::default());
         registry.add(crate::source::SourceStatus::new("stripe", "stripe"));
-        let state = AppState { registry, sinks: Default::default(), store, metrics: crate::telemetry::metrics() };
-        (dir, router(state))
+        let queues = Arc::new(queues::QueueApi::new(Some("admin-secret"), 1_000, 3, Duration::from_secs(86_400)));
+        let state = AppState { registry, sinks: Default::default(), store: store.clone(), metrics: crate::telemetry::metrics(), queues };
+        (dir, router(state), store)
+    }
+
+    /// A request with an optional bearer token and JSON body.
+    async fn send(app: &Router, method: &str, uri: &str, token: Option<&str>, body: Option<String>) -> (StatusCode, Value) {
+        let mut request = Request::builder().method(method).uri(uri).header("content-type", "application/json");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let response = app.clone().oneshot(request.body(Body::from(body.unwrap_or_default())).unwrap()).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn queues_end_to_end_over_http() {
+        let (_dir, app, store) = app_and_store().await;
+        let fanout = tokio::spawn(crate::queue::fanout::run(store.clone(), crate::delivery::SinkStatus::new("queue:fanout", "queues")));
+        let admin = Some("admin-secret");
+        let (status, body) = send(&app, "POST", "/v1/apps", None, Some(json!({"name": "shop", "kind": "inhouse"}).to_string())).await;
+        assert_eq!((status, body["error"]["type"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
+        let (status, _) = send(&app, "POST", "/v1/apps", admin, Some(json!({"name": "shop", "kind": "inhouse"}).to_string())).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "an inhouse app needs its account");
+        let (status, shop) =
+            send(&app, "POST", "/v1/apps", admin, Some(json!({"name": "shop", "kind": "inhouse", "account": "acct_a"}).to_string())).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let (_, other) = send(&app, "POST", "/v1/apps", admin, Some(json!({"name": "other", "kind": "public"}).to_string())).await;
+        let (token, other_token) = (shop["token"].as_str().unwrap().to_string(), other["token"].as_str().unwrap().to_string());
+        let (t, o) = (Some(token.as_str()), Some(other_token.as_str()));
+
+        let (status, queue) = send(&app, "POST", "/v1/queues", t, Some(json!({"name": "orders"}).to_string())).await;
+        assert_eq!((status, &queue["status"]), (StatusCode::CREATED, &json!("ACTIVE")));
+        let code = queue["code"].as_str().unwrap().to_string();
+        let pull_uri = format!("/v1/queues/{code}/events/pull");
+        let subs_uri = format!("/v1/queues/{code}/subscriptions");
+        // another app's queue does not exist for it
+        assert_eq!(send(&app, "POST", &pull_uri, o, Some("{}".into())).await.0, StatusCode::NOT_FOUND);
+        assert_eq!(send(&app, "DELETE", &format!("/v1/queues/{code}"), o, None).await.0, StatusCode::NOT_FOUND);
+        assert_eq!(send(&app, "GET", "/v1/queues", Some("trb_forged"), None).await.0, StatusCode::UNAUTHORIZED);
+        let forbidden = send(&app, "POST", &subs_uri, t, Some(json!({"event_type": "*", "account": "acct_b"}).to_string())).await;
+        assert_eq!(forbidden.0, StatusCode::FORBIDDEN);
+        // bad bodies: never a 500
+        for (body, expected) in [
+            (r#"{"name": 5}"#.to_string(), StatusCode::UNPROCESSABLE_ENTITY),
+            (r#"{"name": "x", "extra": 1}"#.to_string(), StatusCode::UNPROCESSABLE_ENTITY),
+            ("{nope".to_string(), StatusCode::BAD_REQUEST),
+            (format!(r#"{{"name": "{}"}}"#, "x".repeat(2 << 20)), StatusCode::PAYLOAD_TOO_LARGE),
+        ] {
+            let (status, error) = send(&app, "POST", "/v1/queues", t, Some(body)).await;
+            assert_eq!(status, expected);
+            assert!(error["error"]["message"].is_string(), "{error}");
+        }
+        for (body, expected) in [
+            (json!({"limit": 0}), StatusCode::UNPROCESSABLE_ENTITY),
+            (json!({"limit": 1001}), StatusCode::UNPROCESSABLE_ENTITY),
+            (json!({"wait_ms": 30001}), StatusCode::UNPROCESSABLE_ENTITY),
+            (json!({"ack_id": "q_other.1.x"}), StatusCode::NOT_FOUND),
+        ] {
+            assert_eq!(send(&app, "POST", &pull_uri, t, Some(body.to_string())).await.0, expected, "{body}");
+        }
+        let (status, sub) =
+            send(&app, "POST", &subs_uri, t, Some(json!({"event_type": "customer.*", "account": "acct_a"}).to_string())).await;
+        assert_eq!((status, &sub["active"]), (StatusCode::CREATED, &json!(true)));
+
+        // a long poll answers when a matching change commits
+        let waiting = {
+            let (app, uri, token) = (app.clone(), pull_uri.clone(), token.clone());
+            tokio::spawn(async move { send(&app, "POST", &uri, Some(&token), Some(json!({"wait_ms": 10_000}).to_string())).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let write = |id: &str, account: &str| crate::store::Write {
+            object: "customer".into(),
+            id: id.into(),
+            account: Some(account.into()),
+            mutation: crate::store::Mutation::Upsert(json!({"id": id})),
+            origin: crate::store::Origin::Backfill,
+            generation: 1,
+        };
+        let batch = crate::store::Batch {
+            source: "stripe".into(),
+            writes: vec![write("c1", "acct_b"), write("c2", "acct_a")],
+            ..Default::default()
+        };
+        store.apply(batch).await.unwrap();
+        let (status, pulled) = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("long poll answered").unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(pulled["events"].as_array().unwrap().len(), 1);
+        assert_eq!(pulled["events"][0]["payload"]["object_id"], "c2");
+        assert_eq!(pulled["events"][0]["type"], "customer.read");
+        let ack_id = pulled["ack_id"].as_str().unwrap();
+        let (_, next) = send(&app, "POST", &pull_uri, t, Some(json!({"ack_id": ack_id}).to_string())).await;
+        assert_eq!((next["events"].as_array().unwrap().len(), &next["ack_id"]), (0, &Value::Null));
+
+        // a revoked token stops working at once
+        let id = shop["id"].as_str().unwrap();
+        assert_eq!(send(&app, "DELETE", &format!("/v1/apps/{id}"), admin, None).await.0, StatusCode::OK);
+        assert_eq!(send(&app, "GET", "/v1/queues", t, None).await.0, StatusCode::UNAUTHORIZED);
+        fanout.abort();
     }
 
     async fn call(app: &Router, method: &str, uri: &str) -> (StatusCode, Value) {

@@ -73,7 +73,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     source.rate_limit_per_sec = 500;
     let config = Config {
         database: DatabaseConfig::sqlite(&args.db),
-        api: ApiConfig { listen: args.listen },
+        api: ApiConfig { listen: args.listen, ..ApiConfig::default() },
         sources: vec![SourceConfig::Stripe(source)],
         sinks: Vec::new(),
         delivery: Default::default(),

@@ -60,6 +60,14 @@ impl SinkStatus {
         *self.last_error.write() = error;
     }
 
+    pub fn set_cursor(&self, cursor: ChangeCursor) {
+        *self.cursor.write() = Some(cursor);
+    }
+
+    pub fn add_delivered(&self, count: u64) {
+        self.delivered.fetch_add(count, Ordering::Relaxed);
+    }
+
     pub fn cursor(&self) -> Option<ChangeCursor> {
         *self.cursor.read()
     }
@@ -92,7 +100,7 @@ async fn deliver_forever(config: &SinkConfig, store: Arc<dyn Store>, status: &Ar
     let max_backoff = Duration::from_millis(config.retry_max_backoff_ms);
     let mut sink = connect(config, status, max_backoff).await?;
     let mut cursor = store.sink_cursor(&config.name).await?.unwrap_or(ChangeCursor::START);
-    *status.cursor.write() = Some(cursor);
+    status.set_cursor(cursor);
     let mut commits = store.commits();
     loop {
         commits.borrow_and_update();
@@ -109,8 +117,8 @@ async fn deliver_forever(config: &SinkConfig, store: Arc<dyn Store>, status: &Ar
         let dead_count = dead.len() as u64;
         store.advance_sink(&config.name, page.next, dead).await?;
         cursor = page.next;
-        *status.cursor.write() = Some(cursor);
-        status.delivered.fetch_add(batch.len() as u64 - dead_count, Ordering::Relaxed);
+        status.set_cursor(cursor);
+        status.add_delivered(batch.len() as u64 - dead_count);
         metrics::counter!("tributary_changes_delivered_total", "sink" => config.name.clone()).increment(batch.len() as u64 - dead_count);
     }
 }
@@ -214,28 +222,30 @@ fn park(message: &Message, config: &SinkConfig, status: &SinkStatus) -> DeadLett
 /// Changes deleted per statement, so a purge never holds long locks.
 const PURGE_BATCH: usize = 1_000;
 
-/// Delete changes older than `retention` that every sink has passed, every
-/// `every`, in small batches. A sink that has not started yet holds the
-/// purge back: it will read from the beginning.
-pub async fn purge(store: Arc<dyn Store>, sinks: Vec<String>, retention: Duration, every: Duration) {
+/// Every `every`: delete queue events older than `retention` (consumed or
+/// not), then changes older than `retention` that every reader (each sink,
+/// the queue fan-out) has passed, in small batches. A reader that has not
+/// started yet holds the change log back: it will read from the beginning.
+pub async fn purge(store: Arc<dyn Store>, readers: Vec<String>, retention: Duration, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
-        if let Err(e) = purge_once(store.as_ref(), &sinks, retention).await {
+        if let Err(e) = purge_once(store.as_ref(), &readers, retention).await {
             tracing::warn!(kind = "purge_error", error = %e, "purging the change log failed; trying again later");
         }
     }
 }
 
-async fn purge_once(store: &dyn Store, sinks: &[String], retention: Duration) -> Result<u64, StoreError> {
+async fn purge_once(store: &dyn Store, readers: &[String], retention: Duration) -> Result<u64, StoreError> {
+    let oldest_kept = chrono::Duration::from_std(retention).ok().and_then(|r| chrono::Utc::now().checked_sub_signed(r));
+    let cutoff = crate::store::timestamp(oldest_kept.unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC));
+    crate::queue::retention::purge(store, &cutoff).await?;
     let mut through = ChangeCursor::END;
-    for sink in sinks {
-        match store.sink_cursor(sink).await? {
+    for reader in readers {
+        match store.sink_cursor(reader).await? {
             Some(cursor) => through = through.min(cursor),
             None => return Ok(0),
         }
     }
-    let cutoff = (chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX))
-        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let mut total = 0;
     loop {
         let deleted = store.purge_changes(&cutoff, through, PURGE_BATCH).await?;

@@ -6,6 +6,8 @@
 //! - `sqlite`: the embedded backend (one writer thread, WAL, group commit)
 //! - `postgres`: the production backend (pooled, set-based writes, xid8-ordered
 //!   change log, advisory-lock ownership of sources)
+//! - `queues`: apps, queues, subscriptions and per-queue positions of the
+//!   built-in pull queues, and their acknowledgement rules
 //!
 //! Sources hand the store a [`Batch`]; [`plan`] decides per object whether it
 //! is a change (`read`, `insert`, `update`, `delete`) or the state the mirror
@@ -14,6 +16,7 @@
 pub mod ident;
 pub mod plan;
 pub mod postgres;
+pub mod queues;
 pub mod sqlite;
 pub mod testing;
 #[cfg(test)]
@@ -170,6 +173,12 @@ pub struct MirrorRow {
     pub data: Value,
 }
 
+/// A time as the change log writes it: RFC 3339 in UTC with microseconds,
+/// so such strings sort in time order.
+pub fn timestamp(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
 /// The stable public id of a change log sequence number.
 pub fn change_id(seq: i64) -> String {
     format!("chg_{seq:020}")
@@ -193,8 +202,10 @@ pub enum StoreError {
     Closed,
 }
 
+pub use queues::QueueStore;
+
 #[async_trait::async_trait]
-pub trait Store: Send + Sync {
+pub trait Store: QueueStore + Send + Sync {
     /// Commit a batch in one transaction.
     async fn apply(&self, batch: Batch) -> Result<Applied, StoreError>;
     /// Every checkpoint entry of a source.

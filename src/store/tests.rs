@@ -35,6 +35,25 @@ async fn all_changes(store: &Arc<dyn Store>, expected: usize) -> Vec<Change> {
     }
 }
 
+/// A change as a reader would see it, for tests of logic above the store.
+pub(crate) fn change_at(seq: i64) -> Change {
+    Change {
+        id: change_id(seq),
+        seq,
+        cursor: ChangeCursor { xid: 0, seq },
+        source: "stripe".into(),
+        object: "customer".into(),
+        object_id: format!("cus_{seq}"),
+        account: None,
+        op: "insert".into(),
+        kind: "customer.created".into(),
+        data: None,
+        previous_attributes: None,
+        upstream_event_id: None,
+        committed_at: timestamp(chrono::Utc::now()),
+    }
+}
+
 fn batch(writes: Vec<Write>) -> Batch {
     Batch { source: "stripe".into(), writes, ..Batch::default() }
 }
@@ -176,7 +195,8 @@ macro_rules! store_suite {
             store_suite!(@tests $open; ops_follow_the_mirror, previous_attributes_are_computed_without_an_event,
                 sweep_deletes_rows_an_older_generation_saw, checkpoints_commit_with_the_data_or_not_at_all, concurrent_batches_all_commit,
                 account_ids_and_types_are_data_not_sql, sink_cursors_and_dead_letters_commit_together,
-                purge_keeps_what_a_reader_has_not_passed);
+                purge_keeps_what_a_reader_has_not_passed, apps_are_found_by_token_hash_until_revoked,
+                queues_fan_out_pull_acknowledge_and_expire);
         }
     };
     (@tests $open:expr; $($name:ident),*) => {
@@ -216,6 +236,124 @@ pub async fn sink_cursors_and_dead_letters_commit_together(store: Arc<dyn Store>
     assert_eq!(store.dead_letter_count("other").await.unwrap(), 0);
     store.advance_sink("hooks", changes[0].cursor, vec![]).await.unwrap();
     assert_eq!(store.dead_letter_count("hooks").await.unwrap(), 1);
+}
+
+pub async fn apps_are_found_by_token_hash_until_revoked(store: Arc<dyn Store>) {
+    use super::queues::{App, AppKind};
+    let app = App {
+        id: "app_1".into(),
+        name: "shop".into(),
+        kind: AppKind::Public,
+        account: None,
+        created_at: timestamp(chrono::Utc::now()),
+        revoked: false,
+    };
+    store.create_app(&app, "hash-1").await.unwrap();
+    assert_eq!(store.app_by_token("hash-1").await.unwrap().unwrap().id, "app_1");
+    assert!(store.app_by_token("hash-2").await.unwrap().is_none());
+    assert!(store.grant("app_1", "acct_a").await.unwrap());
+    assert!(store.grant("app_1", "acct_a").await.unwrap(), "granting twice is fine");
+    assert!(!store.grant("app_nope", "acct_a").await.unwrap());
+    assert!(store.granted("app_1", "acct_a").await.unwrap());
+    assert!(!store.granted("app_1", "acct_b").await.unwrap());
+    assert!(store.revoke_app("app_1").await.unwrap());
+    assert!(!store.revoke_app("app_nope").await.unwrap());
+    assert!(store.app_by_token("hash-1").await.unwrap().is_none());
+    assert!(store.apps().await.unwrap()[0].revoked);
+}
+
+/// Fan out the changes after `cursor` as the fan-out task does; returns the
+/// new cursor.
+async fn fan_out(store: &Arc<dyn Store>, cursor: ChangeCursor, expected: usize) -> ChangeCursor {
+    let page = all_changes_after(store, cursor, expected).await;
+    let subscriptions = store.all_subscriptions().await.unwrap();
+    let replays: Vec<_> = subscriptions.iter().filter(|s| s.replay).cloned().collect();
+    let next = page.last().map(|c| c.cursor).unwrap_or(cursor);
+    store.fan_out(&replays, cursor, &crate::queue::fanout::entries(&subscriptions, &page), next).await.unwrap();
+    next
+}
+
+async fn all_changes_after(store: &Arc<dyn Store>, mut cursor: ChangeCursor, expected: usize) -> Vec<Change> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut out = Vec::new();
+    while out.len() < expected {
+        assert!(std::time::Instant::now() < deadline, "only {} of {expected} changes became visible", out.len());
+        let page = store.changes_after(cursor, 100).await.unwrap();
+        cursor = page.next;
+        if page.changes.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        out.extend(page.changes);
+    }
+    out
+}
+
+pub async fn queues_fan_out_pull_acknowledge_and_expire(store: Arc<dyn Store>) {
+    use super::queues::{PullOutcome, Subscription};
+    let pulled = |outcome: PullOutcome| match outcome {
+        PullOutcome::Pulled(p) => p,
+        other => panic!("expected events, got {other:?}"),
+    };
+    let customer = |id: &str, account: &str| {
+        let mut w = write("customer", id, Mutation::Upsert(json!({"id": id})), Origin::Backfill, 1);
+        w.account = Some(account.into());
+        w
+    };
+    assert!(store.create_queue("app_1", "q_1", "orders", 1).await.unwrap().is_some());
+    assert!(store.create_queue("app_1", "q_2", "more", 1).await.unwrap().is_none(), "the per-app limit holds");
+    let now = timestamp(chrono::Utc::now());
+    let subscription = |code: &str, event_type: &str, account: &str, replay: bool| Subscription {
+        code: code.into(),
+        queue_id: 0,
+        event_type: event_type.into(),
+        account: account.into(),
+        start_at: if replay { timestamp(chrono::Utc::now() - chrono::Duration::days(1)) } else { now.clone() },
+        replay,
+        created_at: now.clone(),
+    };
+    assert!(store.subscribe("app_2", "q_1", &subscription("sub_x", "*", "acct_a", false)).await.unwrap().is_none(), "another app's queue");
+    store.subscribe("app_1", "q_1", &subscription("sub_1", "customer.*", "acct_a", false)).await.unwrap().unwrap();
+    // two subscriptions matching one change put it in the queue once
+    store.subscribe("app_1", "q_1", &subscription("sub_2", "*", "acct_a", false)).await.unwrap().unwrap();
+    store.apply(batch(vec![customer("c1", "acct_a"), customer("c2", "acct_b"), customer("c3", "acct_a")])).await.unwrap();
+    let cursor = fan_out(&store, ChangeCursor::START, 3).await;
+
+    let first = pulled(store.pull("app_1", "q_1", None, 10, "n1".into()).await.unwrap());
+    let ids: Vec<&str> = first.events.iter().map(|(_, c)| c.object_id.as_str()).collect();
+    assert_eq!(ids, ["c1", "c3"]);
+    let ack = first.ack.clone().unwrap();
+    assert!(matches!(store.pull("app_2", "q_1", None, 10, "n".into()).await.unwrap(), PullOutcome::NoQueue));
+    // not acknowledged: the same events again
+    let again = pulled(store.pull("app_1", "q_1", None, 1, "n2".into()).await.unwrap());
+    assert_eq!(again.events[0].1.object_id, "c1");
+    assert!(matches!(store.pull("app_1", "q_1", Some(ack), 10, "n".into()).await.unwrap(), PullOutcome::StaleAck));
+    let after = pulled(store.pull("app_1", "q_1", again.ack.clone(), 10, "n3".into()).await.unwrap());
+    assert_eq!(after.events.iter().map(|(_, c)| c.object_id.as_str()).collect::<Vec<_>>(), ["c3"]);
+    let empty = pulled(store.pull("app_1", "q_1", after.ack.clone(), 10, "n4".into()).await.unwrap());
+    assert!(empty.events.is_empty() && empty.ack.is_none());
+    // a retried pull with the same acknowledgement is harmless
+    assert!(pulled(store.pull("app_1", "q_1", after.ack, 10, "n5".into()).await.unwrap()).events.is_empty());
+
+    // history replay: acct_b's change, committed before the subscription
+    store.subscribe("app_1", "q_1", &subscription("sub_3", "customer.read", "acct_b", true)).await.unwrap().unwrap();
+    store.apply(batch(vec![customer("c4", "acct_b")])).await.unwrap();
+    fan_out(&store, cursor, 1).await;
+    let replayed = pulled(store.pull("app_1", "q_1", None, 10, "n6".into()).await.unwrap());
+    assert_eq!(replayed.events.iter().map(|(_, c)| c.object_id.as_str()).collect::<Vec<_>>(), ["c2", "c4"]);
+    assert!(!store.all_subscriptions().await.unwrap().iter().any(|s| s.replay), "a replay runs once");
+
+    // retention: unacknowledged events go and are reported as dropped once
+    let future = timestamp(chrono::Utc::now() + chrono::Duration::hours(1));
+    let (deleted, dropped) = store.purge_queue_events(&future, 1000).await.unwrap();
+    assert_eq!((deleted, dropped), (4, vec![("q_1".to_string(), 2)]));
+    let told = pulled(store.pull("app_1", "q_1", None, 10, "n7".into()).await.unwrap());
+    assert_eq!((told.events.len(), told.dropped), (0, 2));
+    assert_eq!(pulled(store.pull("app_1", "q_1", None, 10, "n8".into()).await.unwrap()).dropped, 0);
+    assert_eq!(store.subscriptions("app_1", "q_1").await.unwrap().unwrap().len(), 3);
+    assert!(store.unsubscribe("app_1", "q_1", "sub_3").await.unwrap());
+    assert!(store.delete_queue("app_1", "q_1").await.unwrap());
+    assert!(!store.delete_queue("app_1", "q_1").await.unwrap());
+    assert!(matches!(store.pull("app_1", "q_1", None, 10, "n".into()).await.unwrap(), PullOutcome::NoQueue));
 }
 
 pub async fn purge_keeps_what_a_reader_has_not_passed(store: Arc<dyn Store>) {

@@ -6,6 +6,8 @@
 //! for. Sources are owned through session advisory locks held on a dedicated
 //! connection.
 
+mod queues;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
@@ -37,6 +39,8 @@ pub struct PgStore {
     known_tables: parking_lot::Mutex<HashSet<String>>,
     /// Bumped on every commit with changes, here or (via NOTIFY) elsewhere.
     commits: Arc<watch::Sender<u64>>,
+    /// Bumped on every fan-out that added queue events, here or elsewhere.
+    queue_events: Arc<watch::Sender<u64>>,
     /// The LISTEN task; stopped with the store.
     _listener: AbortOnDrop,
 }
@@ -54,23 +58,34 @@ fn channel(schema: &str) -> String {
     format!("tributary_changes_{schema}")
 }
 
+/// The NOTIFY channel of a schema's queue events.
+fn queue_channel(schema: &str) -> String {
+    format!("tributary_queues_{schema}")
+}
+
 /// Follow commits made by any process: LISTEN on a dedicated connection,
-/// reconnecting after errors (delivery also polls slowly as a safety net).
-async fn listen(config: tokio_postgres::Config, channel: String, commits: Arc<watch::Sender<u64>>) {
+/// reconnecting after errors (readers also poll slowly as a safety net).
+/// Each channel bumps its own counter.
+async fn listen(config: tokio_postgres::Config, channels: Vec<(String, Arc<watch::Sender<u64>>)>) {
     loop {
         if let Ok((client, mut connection)) = config.connect(NoTls).await {
-            let bump = commits.clone();
+            let bumps = channels.clone();
             let driver = tokio::spawn(async move {
                 let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
                 while let Some(message) = futures::StreamExt::next(&mut messages).await {
                     match message {
-                        Ok(tokio_postgres::AsyncMessage::Notification(_)) => bump.send_modify(|n| *n += 1),
+                        Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                            if let Some((_, bump)) = bumps.iter().find(|(name, _)| name == n.channel()) {
+                                bump.send_modify(|n| *n += 1);
+                            }
+                        }
                         Ok(_) => {}
                         Err(_) => break,
                     }
                 }
             });
-            if client.batch_execute(&format!("LISTEN {}", quote(&channel))).await.is_ok() {
+            let statements: String = channels.iter().map(|(name, _)| format!("LISTEN {};", quote(name))).collect();
+            if client.batch_execute(&statements).await.is_ok() {
                 let _ = driver.await;
             } else {
                 driver.abort();
@@ -78,6 +93,36 @@ async fn listen(config: tokio_postgres::Config, channel: String, commits: Arc<wa
         }
         tokio::time::sleep(LEASE_POLL).await;
     }
+}
+
+/// The columns [`read_change`] reads, of `tributary_changes AS c`.
+const CHANGE_COLUMNS: &str = "c.id, c.xid::text AS xid_text, c.source, c.object, c.object_id, c.account, c.op, c.type, c.data::text,
+    c.previous_attributes::text, c.upstream_event_id, (extract(epoch FROM c.committed_at) * 1000000)::int8";
+
+/// A change from [`CHANGE_COLUMNS`] starting at column `at`.
+fn read_change(row: &tokio_postgres::Row, at: usize) -> Result<Change, StoreError> {
+    let seq: i64 = row.get(at);
+    let xid: String = row.get(at + 1);
+    Ok(Change {
+        id: change_id(seq),
+        seq,
+        cursor: ChangeCursor { xid: xid.parse().map_err(|_| StoreError::Postgres(format!("bad xid8 '{xid}'")))?, seq },
+        source: row.get(at + 2),
+        object: row.get(at + 3),
+        object_id: row.get(at + 4),
+        account: row.get(at + 5),
+        op: row.get(at + 6),
+        kind: row.get(at + 7),
+        data: raw_json("tributary_changes", seq, row.get(at + 8))?,
+        previous_attributes: raw_json("tributary_changes", seq, row.get(at + 9))?,
+        upstream_event_id: row.get(at + 10),
+        committed_at: micros_timestamp(row.get(at + 11)),
+    })
+}
+
+/// Microseconds since the epoch as the change log writes times.
+fn micros_timestamp(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros).map(super::timestamp).unwrap_or_default()
 }
 
 fn pg(e: impl std::error::Error) -> StoreError {
@@ -142,14 +187,16 @@ impl PgStore {
         let config = parse_config(options)?;
         let manager = Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager).max_size(options.pool_size.max(2)).build().map_err(|e| StoreError::Postgres(e.to_string()))?;
-        let commits = Arc::new(watch::Sender::new(0));
-        let listener = tokio::spawn(listen(config.clone(), channel(&options.schema), commits.clone()));
+        let (commits, queue_events) = (Arc::new(watch::Sender::new(0)), Arc::new(watch::Sender::new(0)));
+        let channels = vec![(channel(&options.schema), commits.clone()), (queue_channel(&options.schema), queue_events.clone())];
+        let listener = tokio::spawn(listen(config.clone(), channels));
         let store = PgStore {
             pool,
             schema: options.schema.clone(),
             config,
             known_tables: Default::default(),
             commits,
+            queue_events,
             _listener: AbortOnDrop(listener),
         };
         store.migrate().await.map_err(|e| StoreError::Open { path: describe(&store.config), reason: e.to_string() })?;
@@ -215,12 +262,69 @@ impl PgStore {
                 error text NOT NULL,
                 envelope json NOT NULL,
                 created_at timestamptz NOT NULL DEFAULT now()
-            );",
+            );
+            CREATE TABLE IF NOT EXISTS {apps} (
+                id text PRIMARY KEY,
+                name text NOT NULL,
+                kind text NOT NULL,
+                account text,
+                token_hash text NOT NULL UNIQUE,
+                created_at timestamptz NOT NULL DEFAULT now(),
+                revoked_at timestamptz
+            );
+            CREATE TABLE IF NOT EXISTS {grants} (
+                app_id text NOT NULL,
+                account text NOT NULL,
+                created_at timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (app_id, account)
+            );
+            CREATE TABLE IF NOT EXISTS {queues} (
+                id bigserial PRIMARY KEY,
+                code text NOT NULL UNIQUE,
+                app_id text NOT NULL,
+                name text NOT NULL,
+                created_at timestamptz NOT NULL DEFAULT now(),
+                -- the consumer's position: see store::queues::QueueState
+                acked_through bigint NOT NULL DEFAULT 0,
+                batches bigint NOT NULL DEFAULT 0,
+                pending_batch bigint,
+                pending_nonce text,
+                pending_through bigint,
+                acked_batch bigint,
+                acked_nonce text,
+                dropped bigint NOT NULL DEFAULT 0
+            );
+            CREATE INDEX IF NOT EXISTS tributary_queues_app ON {queues} (app_id);
+            CREATE TABLE IF NOT EXISTS {subscriptions} (
+                code text PRIMARY KEY,
+                queue_id bigint NOT NULL,
+                event_type text NOT NULL,
+                account text NOT NULL,
+                start_at timestamptz NOT NULL,
+                replay boolean NOT NULL,
+                created_at timestamptz NOT NULL DEFAULT now()
+            );
+            CREATE INDEX IF NOT EXISTS tributary_subscriptions_queue ON {subscriptions} (queue_id);
+            -- one row per (queue, change): a reference to the change log, no payload
+            CREATE TABLE IF NOT EXISTS {queue_events} (
+                id bigserial,
+                queue_id bigint NOT NULL,
+                change_seq bigint NOT NULL,
+                committed_at timestamptz NOT NULL,
+                PRIMARY KEY (queue_id, id),
+                UNIQUE (queue_id, change_seq)
+            );
+            CREATE INDEX IF NOT EXISTS tributary_queue_events_time ON {queue_events} (committed_at);",
             schema = quote(&self.schema),
             checkpoints = self.t("tributary_checkpoints"),
             tables = self.t("tributary_tables"),
             sink_cursors = self.t("tributary_sink_cursors"),
             dead_letters = self.t("tributary_dead_letters"),
+            apps = self.t("tributary_apps"),
+            grants = self.t("tributary_app_grants"),
+            queues = self.t("tributary_queues"),
+            subscriptions = self.t("tributary_subscriptions"),
+            queue_events = self.t("tributary_queue_events"),
         );
         tx.batch_execute(&ddl).await.map_err(pg)?;
         tx.commit().await.map_err(pg)
@@ -467,37 +571,14 @@ impl Store for PgStore {
         let sql = format!(
             // the xid output is aliased: `ORDER BY xid` must sort by the
             // column, not by its text (where "999" sorts after "1000")
-            "SELECT c.id, c.xid::text AS xid_text, c.source, c.object, c.object_id, c.account, c.op, c.type, c.data::text,
-                    c.previous_attributes::text, c.upstream_event_id, (extract(epoch FROM c.committed_at) * 1000000)::int8
-             FROM {} AS c
+            "SELECT {CHANGE_COLUMNS} FROM {} AS c
              WHERE (c.xid, c.id) > ($1::text::xid8, $2) AND c.xid < pg_snapshot_xmin(pg_current_snapshot())
              ORDER BY c.xid, c.id LIMIT $3",
             self.t("tributary_changes")
         );
         let statement = client.prepare_cached(&sql).await.map_err(pg)?;
         let rows = client.query(&statement, &[&cursor.xid.to_string(), &cursor.seq, &(limit as i64)]).await.map_err(pg)?;
-        let mut changes = Vec::with_capacity(rows.len());
-        for row in rows {
-            let seq: i64 = row.get(0);
-            let xid: String = row.get(1);
-            changes.push(Change {
-                id: change_id(seq),
-                seq,
-                cursor: ChangeCursor { xid: xid.parse().map_err(|_| StoreError::Postgres(format!("bad xid8 '{xid}'")))?, seq },
-                source: row.get(2),
-                object: row.get(3),
-                object_id: row.get(4),
-                account: row.get(5),
-                op: row.get(6),
-                kind: row.get(7),
-                data: raw_json("tributary_changes", seq, row.get(8))?,
-                previous_attributes: raw_json("tributary_changes", seq, row.get(9))?,
-                upstream_event_id: row.get(10),
-                committed_at: chrono::DateTime::from_timestamp_micros(row.get(11))
-                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-                    .unwrap_or_default(),
-            });
-        }
+        let changes = rows.iter().map(|row| read_change(row, 0)).collect::<Result<Vec<_>, _>>()?;
         let next = changes.last().map(|c| c.cursor).unwrap_or(cursor);
         Ok(ChangePage { changes, next })
     }

@@ -2,6 +2,8 @@
 //! write connection and commits queued batches together (group commit); reads
 //! use their own connection, which WAL lets run beside the writer.
 
+mod queues;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
@@ -60,6 +62,58 @@ CREATE TABLE IF NOT EXISTS tributary_dead_letters (
     envelope TEXT NOT NULL,
     created_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS tributary_apps (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    account TEXT,
+    token_hash TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+);
+CREATE TABLE IF NOT EXISTS tributary_app_grants (
+    app_id TEXT NOT NULL,
+    account TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (app_id, account)
+);
+CREATE TABLE IF NOT EXISTS tributary_queues (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    code TEXT NOT NULL UNIQUE,
+    app_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    -- the consumer's position: see store::queues::QueueState
+    acked_through INTEGER NOT NULL DEFAULT 0,
+    batches INTEGER NOT NULL DEFAULT 0,
+    pending_batch INTEGER,
+    pending_nonce TEXT,
+    pending_through INTEGER,
+    acked_batch INTEGER,
+    acked_nonce TEXT,
+    dropped INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS tributary_queues_app ON tributary_queues (app_id);
+CREATE TABLE IF NOT EXISTS tributary_subscriptions (
+    code TEXT PRIMARY KEY,
+    queue_id INTEGER NOT NULL,
+    event_type TEXT NOT NULL,
+    account TEXT NOT NULL,
+    start_at TEXT NOT NULL,
+    replay INTEGER NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tributary_subscriptions_queue ON tributary_subscriptions (queue_id);
+-- one row per (queue, change): a reference to the change log, no payload
+CREATE TABLE IF NOT EXISTS tributary_queue_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue_id INTEGER NOT NULL,
+    change_seq INTEGER NOT NULL,
+    committed_at TEXT NOT NULL,
+    UNIQUE (queue_id, change_seq)
+);
+CREATE INDEX IF NOT EXISTS tributary_queue_events_queue ON tributary_queue_events (queue_id, id);
+CREATE INDEX IF NOT EXISTS tributary_queue_events_time ON tributary_queue_events (committed_at);
 ";
 
 type Job = (Prepared, oneshot::Sender<Result<Applied, StoreError>>);
@@ -71,6 +125,8 @@ pub struct SqliteStore {
     /// the writer thread; SQLite's busy timeout orders them.
     bookkeeping: Arc<Mutex<Connection>>,
     commits: watch::Receiver<u64>,
+    /// Bumped after a fan-out added queue events.
+    queue_events: Arc<watch::Sender<u64>>,
 }
 
 /// Open a connection; `cache_kib` is its page cache.
@@ -100,7 +156,13 @@ impl SqliteStore {
             .name("sqlite-writer".into())
             .spawn(move || Writer { conn: writer, known_tables: HashSet::new(), committed }.run(queue))
             .map_err(|e| StoreError::Open { path: path.to_string(), reason: e.to_string() })?;
-        Ok(SqliteStore { jobs, reader: Arc::new(Mutex::new(reader)), bookkeeping: Arc::new(Mutex::new(bookkeeping)), commits })
+        Ok(SqliteStore {
+            jobs,
+            reader: Arc::new(Mutex::new(reader)),
+            bookkeeping: Arc::new(Mutex::new(bookkeeping)),
+            commits,
+            queue_events: Arc::new(watch::Sender::new(0)),
+        })
     }
 
     async fn read<T: Send + 'static>(
@@ -123,6 +185,39 @@ impl SqliteStore {
         .await
         .map_err(|_| StoreError::Closed)?
     }
+}
+
+/// The columns [`read_change`] reads, of `tributary_changes AS c`.
+const CHANGE_COLUMNS: &str =
+    "c.id, c.source, c.object, c.object_id, c.account, c.op, c.type, c.data, c.previous_attributes, c.upstream_event_id, c.committed_at";
+
+/// A change from [`CHANGE_COLUMNS`] starting at column `at`.
+fn read_change(row: &rusqlite::Row, at: usize) -> Result<Change, StoreError> {
+    let seq: i64 = row.get(at)?;
+    Ok(Change {
+        id: change_id(seq),
+        seq,
+        cursor: ChangeCursor { xid: 0, seq },
+        source: row.get(at + 1)?,
+        object: row.get(at + 2)?,
+        object_id: row.get(at + 3)?,
+        account: row.get(at + 4)?,
+        op: row.get(at + 5)?,
+        kind: row.get(at + 6)?,
+        data: raw_json("tributary_changes", seq, row.get(at + 7)?)?,
+        previous_attributes: raw_json("tributary_changes", seq, row.get(at + 8)?)?,
+        upstream_event_id: row.get(at + 9)?,
+        committed_at: row.get(at + 10)?,
+    })
+}
+
+/// Run `f` in an IMMEDIATE transaction (it takes the write lock at once, so
+/// it never fails half-way on a busy database): commit on `Ok`.
+fn immediate<T>(conn: &Connection, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = f();
+    conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
+    result
 }
 
 fn parse_json(table: &str, id: &str, text: Option<String>) -> Result<Option<Value>, StoreError> {
@@ -201,38 +296,12 @@ impl Store for SqliteStore {
 
     async fn changes_after(&self, cursor: ChangeCursor, limit: usize) -> Result<ChangePage, StoreError> {
         self.read(move |conn| {
-            let mut stmt = conn.prepare(
-                "SELECT id, source, object, object_id, account, op, type, data, previous_attributes, upstream_event_id, committed_at
-                 FROM tributary_changes WHERE id > ?1 ORDER BY id LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![cursor.seq, limit as i64], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    [r.get::<_, String>(1)?, r.get(2)?, r.get(3)?, r.get(5)?, r.get(6)?, r.get(10)?],
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, Option<String>>(7)?,
-                    r.get::<_, Option<String>>(8)?,
-                    r.get::<_, Option<String>>(9)?,
-                ))
-            })?;
+            let mut stmt =
+                conn.prepare_cached(&format!("SELECT {CHANGE_COLUMNS} FROM tributary_changes AS c WHERE id > ?1 ORDER BY id LIMIT ?2"))?;
+            let mut rows = stmt.query(params![cursor.seq, limit as i64])?;
             let mut changes = Vec::new();
-            for row in rows {
-                let (seq, [source, object, object_id, op, kind, committed_at], account, data, previous, event) = row?;
-                changes.push(Change {
-                    id: change_id(seq),
-                    seq,
-                    cursor: ChangeCursor { xid: 0, seq },
-                    source,
-                    object,
-                    object_id,
-                    account,
-                    op,
-                    kind,
-                    data: raw_json("tributary_changes", seq, data)?,
-                    previous_attributes: raw_json("tributary_changes", seq, previous)?,
-                    upstream_event_id: event,
-                    committed_at,
-                });
+            while let Some(row) = rows.next()? {
+                changes.push(read_change(row, 0)?);
             }
             let next = changes.last().map(|c| c.cursor).unwrap_or(cursor);
             Ok(ChangePage { changes, next })
@@ -257,9 +326,8 @@ impl Store for SqliteStore {
     async fn advance_sink(&self, sink: &str, cursor: ChangeCursor, dead: Vec<DeadLetter>) -> Result<(), StoreError> {
         let sink = sink.to_string();
         Self::with(&self.bookkeeping, move |conn| {
-            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-            conn.execute_batch("BEGIN IMMEDIATE")?;
-            let result = (|| {
+            let now = super::timestamp(chrono::Utc::now());
+            immediate(conn, || {
                 for letter in &dead {
                     conn.prepare_cached(
                         "INSERT INTO tributary_dead_letters (sink, change_id, error, envelope, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -271,10 +339,8 @@ impl Store for SqliteStore {
                      ON CONFLICT (sink) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
                 )?
                 .execute(params![sink, cursor.to_string(), now])?;
-                Ok::<_, StoreError>(())
-            })();
-            conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
-            result
+                Ok(())
+            })
         })
         .await
     }
@@ -367,7 +433,7 @@ impl Writer {
         // waits for the bookkeeping connection; a deferred transaction that
         // upgrades later fails at once with "database is locked"
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let committed_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let committed_at = super::timestamp(chrono::Utc::now());
         let mut results = Vec::with_capacity(batches.len());
         // rows added (or removed) per table in this transaction
         let mut row_deltas: HashMap<String, i64> = HashMap::new();

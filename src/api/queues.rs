@@ -1,0 +1,388 @@
+//! Apps and their pull queues over HTTP. Admin routes (creating apps,
+//! granting accounts) take the admin token; every other route takes an app
+//! token and sees only that app's queues (another app's queue is 404, never
+//! 403: existence is not revealed). Bodies are strict: unknown fields, wrong
+//! types and out-of-range values are 422, malformed JSON 400, more than
+//! 1 MiB 413.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::{Json, Router, routing::delete, routing::get, routing::post};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState};
+use crate::queue::{self, AckIdError};
+use crate::store::queues::{App, AppKind, PLATFORM, PullOutcome, Subscription};
+use crate::store::{StoreError, timestamp};
+
+/// Largest request body.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+pub const MAX_PULL_LIMIT: usize = 1_000;
+pub const DEFAULT_PULL_LIMIT: usize = 100;
+pub const MAX_PULL_WAIT_MS: u64 = 30_000;
+const MAX_TEXT: usize = 255;
+
+/// What the queue routes need beyond the store.
+pub struct QueueApi {
+    /// SHA-256 of the admin token; `None`: admin routes disabled.
+    admin_token_hash: Option<String>,
+    max_queues_per_app: usize,
+    /// How far back `"from":"earliest"` reaches.
+    retention: Duration,
+    limiter: DefaultKeyedRateLimiter<String>,
+}
+
+impl QueueApi {
+    pub fn new(admin_token: Option<&str>, app_rate_limit_per_sec: u32, max_queues_per_app: usize, retention: Duration) -> QueueApi {
+        let rate = NonZeroU32::new(app_rate_limit_per_sec).unwrap_or(NonZeroU32::MIN);
+        QueueApi {
+            admin_token_hash: admin_token.map(queue::token_hash),
+            max_queues_per_app,
+            retention,
+            limiter: RateLimiter::keyed(Quota::per_second(rate)),
+        }
+    }
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/apps", post(create_app).get(list_apps))
+        .route("/v1/apps/{id}", delete(revoke_app))
+        .route("/v1/apps/{id}/grants", post(grant))
+        .route("/v1/queues", post(create_queue).get(list_queues))
+        .route("/v1/queues/{code}", delete(delete_queue))
+        .route("/v1/queues/{code}/subscriptions", post(subscribe).get(list_subscriptions))
+        .route("/v1/queues/{code}/subscriptions/{subscription}", delete(unsubscribe))
+        .route("/v1/queues/{code}/events/pull", post(pull))
+        .route("/v1/queues/{code}/events", get(|| async { ApiError::MethodNotAllowed }))
+}
+
+fn internal(e: StoreError) -> ApiError {
+    ApiError::Internal(e.to_string())
+}
+
+/// A JSON body, with every rejection as a JSON error.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        use axum::extract::rejection::JsonRejection;
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(Body(value)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::TooLarge(format!("request body larger than {MAX_BODY_BYTES} bytes")))
+            }
+            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::Unprocessable(e.body_text())),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::BadRequest("expected Content-Type: application/json".into())),
+            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+        }
+    }
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+}
+
+/// The caller holds the admin token.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(expected) = &state.queues.admin_token_hash else {
+            return Err(ApiError::Unauthorized("the admin API is off: set [api] admin_token_env".into()));
+        };
+        // compared as hashes: the time taken says nothing about the token
+        match bearer(parts) {
+            Some(token) if queue::token_hash(token) == *expected => Ok(Admin),
+            _ => Err(ApiError::Unauthorized("admin token required (Authorization: Bearer …)".into())),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for App {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts).ok_or_else(|| ApiError::Unauthorized("app token required (Authorization: Bearer …)".into()))?;
+        let app = state.store.app_by_token(&queue::token_hash(token)).await.map_err(internal)?;
+        let app = app.ok_or_else(|| ApiError::Unauthorized("unknown or revoked token".into()))?;
+        if let Err(not_until) = state.queues.limiter.check_key(&app.id) {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+            return Err(ApiError::RateLimited { retry_after_secs: wait.as_secs().max(1) });
+        }
+        Ok(app)
+    }
+}
+
+fn check_text(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.trim().is_empty() || value.len() > MAX_TEXT || value.chars().any(char::is_control) {
+        return Err(ApiError::Unprocessable(format!("{field} must be 1 to {MAX_TEXT} printable characters")));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewApp {
+    name: String,
+    kind: AppKind,
+    #[serde(default)]
+    account: Option<String>,
+}
+
+async fn create_app(_: Admin, State(state): State<AppState>, Body(body): Body<NewApp>) -> Result<(StatusCode, Json<Value>), ApiError> {
+    check_text("name", &body.name)?;
+    match (body.kind, &body.account) {
+        (AppKind::Inhouse, None) => return Err(ApiError::Unprocessable("an inhouse app needs its account".into())),
+        (AppKind::Public, Some(_)) => return Err(ApiError::Unprocessable("a public app has no account: accounts grant it access".into())),
+        (_, Some(account)) => check_text("account", account)?,
+        _ => {}
+    }
+    let app = App {
+        id: queue::random_id("app_", 16),
+        name: body.name,
+        kind: body.kind,
+        account: body.account,
+        created_at: timestamp(chrono::Utc::now()),
+        revoked: false,
+    };
+    let (token, hash) = queue::new_token();
+    state.store.create_app(&app, &hash).await.map_err(internal)?;
+    tracing::info!(kind = "app_created", app = %app.id, name = %app.name, app_kind = app.kind.as_str(), "app created");
+    let mut view = json!(app);
+    view["token"] = json!(token);
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+async fn list_apps(_: Admin, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({"apps": state.store.apps().await.map_err(internal)?})))
+}
+
+async fn revoke_app(_: Admin, State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    if !state.store.revoke_app(&id).await.map_err(internal)? {
+        return Err(ApiError::NotFound(format!("no app '{id}'")));
+    }
+    tracing::info!(kind = "app_revoked", app = %id, "app token revoked");
+    Ok(Json(json!({"id": id, "revoked": true})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewGrant {
+    account: String,
+}
+
+async fn grant(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Body(body): Body<NewGrant>,
+) -> Result<Json<Value>, ApiError> {
+    check_text("account", &body.account)?;
+    if !state.store.grant(&id, &body.account).await.map_err(internal)? {
+        return Err(ApiError::NotFound(format!("no app '{id}'")));
+    }
+    Ok(Json(json!({"app": id, "account": body.account})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewQueue {
+    name: String,
+}
+
+fn queue_view(code: &str, name: &str) -> Value {
+    json!({"code": code, "name": name, "status": "ACTIVE"})
+}
+
+async fn create_queue(app: App, State(state): State<AppState>, Body(body): Body<NewQueue>) -> Result<(StatusCode, Json<Value>), ApiError> {
+    check_text("name", &body.name)?;
+    let code = queue::random_id("q_", 16);
+    let max = state.queues.max_queues_per_app;
+    let Some(queue) = state.store.create_queue(&app.id, &code, &body.name, max).await.map_err(internal)? else {
+        return Err(ApiError::Unprocessable(format!("an app may own {max} queues; delete one first")));
+    };
+    Ok((StatusCode::CREATED, Json(queue_view(&queue.code, &queue.name))))
+}
+
+async fn list_queues(app: App, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let queues = state.store.queues(&app.id).await.map_err(internal)?;
+    Ok(Json(json!({"queues": queues.iter().map(|q| queue_view(&q.code, &q.name)).collect::<Vec<_>>()})))
+}
+
+fn no_queue(code: &str) -> ApiError {
+    ApiError::NotFound(format!("no queue '{code}'"))
+}
+
+async fn delete_queue(app: App, State(state): State<AppState>, Path(code): Path<String>) -> Result<Json<Value>, ApiError> {
+    if !state.store.delete_queue(&app.id, &code).await.map_err(internal)? {
+        return Err(no_queue(&code));
+    }
+    Ok(Json(json!({"code": code, "deleted": true})))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum From {
+    /// Only what commits from now on (the default).
+    Now,
+    /// Everything still within retention, then what follows.
+    Earliest,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewSubscription {
+    event_type: String,
+    account: String,
+    #[serde(default)]
+    from: Option<From>,
+}
+
+fn subscription_view(s: &Subscription) -> Value {
+    json!({"code": s.code, "event_type": s.event_type, "account": s.account, "active": true})
+}
+
+async fn subscribe(
+    app: App,
+    State(state): State<AppState>,
+    Path(code): Path<String>,
+    Body(body): Body<NewSubscription>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    check_text("event_type", &body.event_type)?;
+    check_text("account", &body.account)?;
+    if body.event_type.trim_end_matches('*').contains('*') {
+        return Err(ApiError::Unprocessable("event_type may hold '*' only at its end ('order.*', '*')".into()));
+    }
+    let allowed = match app.kind {
+        AppKind::Inhouse => app.account.as_deref() == Some(body.account.as_str()),
+        AppKind::Public => state.store.granted(&app.id, &body.account).await.map_err(internal)?,
+    };
+    if !allowed {
+        return Err(ApiError::Forbidden(format!("account '{}' has not granted this app access", body.account)));
+    }
+    let now = chrono::Utc::now();
+    let replay = matches!(body.from, Some(From::Earliest));
+    let start = if replay { chrono::Duration::from_std(state.queues.retention).ok().and_then(|r| now.checked_sub_signed(r)) } else { None };
+    let subscription = Subscription {
+        code: queue::random_id("sub_", 16),
+        queue_id: 0,
+        event_type: body.event_type,
+        account: body.account,
+        start_at: timestamp(start.unwrap_or(now)),
+        replay,
+        created_at: timestamp(now),
+    };
+    let Some(created) = state.store.subscribe(&app.id, &code, &subscription).await.map_err(internal)? else {
+        return Err(no_queue(&code));
+    };
+    Ok((StatusCode::CREATED, Json(subscription_view(&created))))
+}
+
+async fn list_subscriptions(app: App, State(state): State<AppState>, Path(code): Path<String>) -> Result<Json<Value>, ApiError> {
+    let list = state.store.subscriptions(&app.id, &code).await.map_err(internal)?.ok_or_else(|| no_queue(&code))?;
+    Ok(Json(json!({"subscriptions": list.iter().map(subscription_view).collect::<Vec<_>>()})))
+}
+
+async fn unsubscribe(
+    app: App,
+    State(state): State<AppState>,
+    Path((code, subscription)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    if !state.store.unsubscribe(&app.id, &code, &subscription).await.map_err(internal)? {
+        return Err(ApiError::NotFound(format!("no subscription '{subscription}' on queue '{code}'")));
+    }
+    Ok(Json(json!({"code": subscription, "deleted": true})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PullRequest {
+    #[serde(default)]
+    ack_id: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    wait_ms: Option<u64>,
+}
+
+/// Acknowledge the batch `ack_id` names, then return the next events;
+/// with `wait_ms`, wait for one to arrive.
+async fn pull(
+    app: App,
+    State(state): State<AppState>,
+    Path(code): Path<String>,
+    Body(body): Body<PullRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = body.limit.unwrap_or(DEFAULT_PULL_LIMIT);
+    if !(1..=MAX_PULL_LIMIT).contains(&limit) {
+        return Err(ApiError::Unprocessable(format!("limit must be from 1 to {MAX_PULL_LIMIT}")));
+    }
+    let wait_ms = body.wait_ms.unwrap_or(0);
+    if wait_ms > MAX_PULL_WAIT_MS {
+        return Err(ApiError::Unprocessable(format!("wait_ms must be from 0 to {MAX_PULL_WAIT_MS}")));
+    }
+    let mut ack = match body.ack_id.as_deref().map(|text| queue::parse_ack_id(&code, text)).transpose() {
+        Ok(ack) => ack,
+        Err(AckIdError::Malformed | AckIdError::Foreign) => {
+            return Err(ApiError::NotFound(format!("ack_id was not handed out by queue '{code}'")));
+        }
+    };
+    let deadline = Instant::now() + Duration::from_millis(wait_ms);
+    let mut wake = state.store.queue_events();
+    loop {
+        wake.borrow_and_update();
+        let nonce = queue::random_id("", 12);
+        let pulled = match state.store.pull(&app.id, &code, ack.take(), limit, nonce).await.map_err(internal)? {
+            PullOutcome::Pulled(pulled) => pulled,
+            PullOutcome::NoQueue => return Err(no_queue(&code)),
+            PullOutcome::UnknownAck => return Err(ApiError::NotFound(format!("ack_id was not handed out by queue '{code}'"))),
+            PullOutcome::StaleAck => {
+                return Err(ApiError::Conflict(
+                    "ack_id was superseded by a later pull of this queue; pull without it to get the unacknowledged events".into(),
+                ));
+            }
+        };
+        let now = Instant::now();
+        if pulled.events.is_empty() && pulled.dropped == 0 && now < deadline {
+            tokio::select! {
+                _ = wake.changed() => {}
+                _ = tokio::time::sleep(deadline - now) => {}
+            }
+            continue;
+        }
+        let events: Vec<Value> = pulled
+            .events
+            .iter()
+            .map(|(_, change)| {
+                json!({
+                    "id": change.id,
+                    "account": change.account.as_deref().unwrap_or(PLATFORM),
+                    "type": change.kind,
+                    "created_at": change.committed_at,
+                    "payload": change,
+                })
+            })
+            .collect();
+        return Ok(Json(json!({
+            "events": events,
+            "ack_id": pulled.ack.map(|a| queue::ack_id(&code, &a)),
+            "dropped": pulled.dropped,
+        })));
+    }
+}
+
+/// The shared part of [`AppState`] the queue routes use.
+pub type Shared = Arc<QueueApi>;
