@@ -80,9 +80,14 @@ impl Subscription {
         account == self.account && type_matches(&self.event_type, &change.kind) && change.committed_at >= self.start_at
     }
 
-    /// The prefix a change type must start with, or `None` for an exact match.
-    pub fn type_prefix(&self) -> Option<&str> {
-        self.event_type.strip_suffix('*')
+    /// The type filter as SQL parameters: (prefix, exact). A pattern ending
+    /// in `*` gives its prefix and no exact type; otherwise the exact type
+    /// and an empty prefix.
+    pub fn type_filter(&self) -> (&str, Option<&str>) {
+        match self.event_type.strip_suffix('*') {
+            Some(prefix) => (prefix, None),
+            None => ("", Some(self.event_type.as_str())),
+        }
     }
 }
 

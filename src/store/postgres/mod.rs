@@ -203,6 +203,17 @@ impl PgStore {
         Ok(store)
     }
 
+    /// Store where a change-log reader (a sink, the queue fan-out) stands.
+    async fn save_cursor(&self, tx: &deadpool_postgres::Transaction<'_>, reader: &str, cursor: ChangeCursor) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO {} (sink, cursor, updated_at) VALUES ($1, $2, now())
+             ON CONFLICT (sink) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+            self.t("tributary_sink_cursors")
+        );
+        tx.execute(&sql, &[&reader, &cursor.to_string()]).await.map_err(pg)?;
+        Ok(())
+    }
+
     /// `"schema"."table"`.
     fn t(&self, table: &str) -> String {
         format!("{}.{}", quote(&self.schema), quote(table))
@@ -606,16 +617,7 @@ impl Store for PgStore {
             .await
             .map_err(pg)?;
         }
-        tx.execute(
-            &format!(
-                "INSERT INTO {} (sink, cursor, updated_at) VALUES ($1, $2, now())
-                 ON CONFLICT (sink) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
-                self.t("tributary_sink_cursors")
-            ),
-            &[&sink, &cursor.to_string()],
-        )
-        .await
-        .map_err(pg)?;
+        self.save_cursor(&tx, sink, cursor).await?;
         tx.commit().await.map_err(pg)
     }
 

@@ -208,10 +208,7 @@ impl QueueStore for PgStore {
         let (events, changes) = (self.t("tributary_queue_events"), self.t("tributary_changes"));
         let mut added = 0;
         for s in replays {
-            let (prefix, exact) = match s.type_prefix() {
-                Some(prefix) => (prefix, None),
-                None => ("", Some(s.event_type.as_str())),
-            };
+            let (prefix, exact) = s.type_filter();
             // `left(type, n) = prefix`, not LIKE: a prefix may hold `%` or `_`
             let sql = format!(
                 "INSERT INTO {events} (queue_id, change_seq, committed_at)
@@ -242,12 +239,7 @@ impl QueueStore for PgStore {
             let statement = tx.prepare_cached(&sql).await.map_err(pg)?;
             added += tx.execute(&statement, &[&queue_ids, &seqs, &times]).await.map_err(pg)?;
         }
-        let sql = format!(
-            "INSERT INTO {} (sink, cursor, updated_at) VALUES ($1, $2, now())
-             ON CONFLICT (sink) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
-            self.t("tributary_sink_cursors")
-        );
-        tx.execute(&sql, &[&FANOUT_READER, &cursor.to_string()]).await.map_err(pg)?;
+        self.save_cursor(&tx, FANOUT_READER, cursor).await?;
         if added > 0 {
             tx.execute("SELECT pg_notify($1, '')", &[&queue_channel(&self.schema)]).await.map_err(pg)?;
         }

@@ -211,6 +211,16 @@ fn read_change(row: &rusqlite::Row, at: usize) -> Result<Change, StoreError> {
     })
 }
 
+/// Store where a change-log reader (a sink, the queue fan-out) stands.
+fn save_cursor(conn: &Connection, reader: &str, cursor: ChangeCursor, now: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO tributary_sink_cursors (sink, cursor, updated_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (sink) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+    )?
+    .execute(params![reader, cursor.to_string(), now])?;
+    Ok(())
+}
+
 /// Run `f` in an IMMEDIATE transaction (it takes the write lock at once, so
 /// it never fails half-way on a busy database): commit on `Ok`.
 fn immediate<T>(conn: &Connection, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
@@ -334,12 +344,7 @@ impl Store for SqliteStore {
                     )?
                     .execute(params![sink, letter.change_id, letter.error, letter.envelope, now])?;
                 }
-                conn.prepare_cached(
-                    "INSERT INTO tributary_sink_cursors (sink, cursor, updated_at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (sink) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
-                )?
-                .execute(params![sink, cursor.to_string(), now])?;
-                Ok(())
+                save_cursor(conn, &sink, cursor, &now)
             })
         })
         .await

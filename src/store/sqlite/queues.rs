@@ -4,7 +4,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::watch;
 
-use super::{CHANGE_COLUMNS, SqliteStore, immediate, read_change};
+use super::{CHANGE_COLUMNS, SqliteStore, immediate, read_change, save_cursor};
 use crate::store::queues::{Ack, App, AppKind, Entry, PullOutcome, Pulled, Queue, QueueState, QueueStore, Subscription};
 use crate::store::{ChangeCursor, StoreError, timestamp};
 
@@ -263,10 +263,7 @@ impl QueueStore for SqliteStore {
                 let mut added = 0;
                 for s in &replays {
                     // `substr(type, 1, n) = prefix`, not LIKE: a prefix may hold `%` or `_`
-                    let (prefix, exact) = match s.type_prefix() {
-                        Some(prefix) => (prefix, None),
-                        None => ("", Some(s.event_type.as_str())),
-                    };
+                    let (prefix, exact) = s.type_filter();
                     added += conn.execute(
                         "INSERT OR IGNORE INTO tributary_queue_events (queue_id, change_seq, committed_at)
                          SELECT ?1, id, committed_at FROM tributary_changes
@@ -283,11 +280,7 @@ impl QueueStore for SqliteStore {
                 for e in &entries {
                     added += insert.execute(params![e.queue_id, e.change_seq, e.committed_at])?;
                 }
-                conn.prepare_cached(
-                    "INSERT INTO tributary_sink_cursors (sink, cursor, updated_at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (sink) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
-                )?
-                .execute(params![crate::store::queues::FANOUT_READER, cursor.to_string(), now()])?;
+                save_cursor(conn, crate::store::queues::FANOUT_READER, cursor, &now())?;
                 Ok(added)
             })
         })
