@@ -8,11 +8,6 @@ use std::process::Command;
 
 use common::*;
 
-fn tributary(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = Command::new(bin()).args(args).envs(env.iter().copied()).output().expect("run tributary");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
-}
-
 const CONFIG: &str = "[database]\nurl = \"sqlite://DB\"\n[[sources]]\nname = \"stripe\"\nkind = \"stripe\"\nbase_url = \"http://127.0.0.1:1\"\napi_key_env = \"TRIBUTARY_CLI_TEST_KEY\"\n";
 
 fn config_file(dir: &std::path::Path, text: &str) -> String {
@@ -30,6 +25,9 @@ fn every_command_has_help() {
         vec!["demo", "--help"],
         vec!["check", "--help"],
         vec!["status", "--help"],
+        vec!["apps", "--help"],
+        vec!["apps", "create", "--help"],
+        vec!["queue", "pull", "--help"],
     ] {
         let (code, stdout, _) = tributary(&command, &[]);
         assert_eq!(code, 0, "{command:?}");

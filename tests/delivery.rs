@@ -270,22 +270,6 @@ fn assert_exactly_once_in_order(what: &str, changes: &[Change], delivered: &[Val
     duplicates
 }
 
-async fn sink_view(engine: &Engine, name: &str) -> Value {
-    let sinks = engine.sinks_json().await;
-    sinks["sinks"].as_array().unwrap().iter().find(|s| s["name"] == name).cloned().unwrap()
-}
-
-async fn wait_caught_up(engine: &Engine, sinks: &[&str]) {
-    wait_until(&format!("{sinks:?} to catch up"), Duration::from_secs(180), || async {
-        let mut caught_up = true;
-        for name in sinks {
-            caught_up &= sink_view(engine, name).await["lag_changes"] == 0;
-        }
-        caught_up
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_sink_gets_every_change_once_in_order_while_the_webhook_is_down() {
     let dir = tempdir();
@@ -305,9 +289,9 @@ async fn every_sink_gets_every_change_once_in_order_while_the_webhook_is_down() 
     assert!(changes.len() >= 10_000, "only {} changes", changes.len());
 
     // Redis, NATS and Kafka deliver everything while the webhook endpoint is down
-    wait_caught_up(&engine, &BROKER_SINKS).await;
+    engine.wait_caught_up(&BROKER_SINKS).await;
     assert!(received(&out).is_empty());
-    let hooks = sink_view(&engine, "hooks").await;
+    let hooks = engine.sink_view("hooks").await;
     assert!(hooks["last_error"].as_str().is_some_and(|e| e.contains("503")), "{hooks}");
     let delivered = brokers.envelopes(&changes).await;
     brokers.clean_up().await;
@@ -318,9 +302,9 @@ async fn every_sink_gets_every_change_once_in_order_while_the_webhook_is_down() 
     // the endpoint comes back after 30 s down: nothing was lost
     tokio::time::sleep(Duration::from_secs(30)).await;
     std::fs::remove_file(format!("{}.down", out.display())).unwrap();
-    wait_caught_up(&engine, &["hooks"]).await;
+    engine.wait_caught_up(&["hooks"]).await;
     assert_exactly_once_in_order("webhook", &changes, &received(&out));
-    let hooks = sink_view(&engine, "hooks").await;
+    let hooks = engine.sink_view("hooks").await;
     assert_eq!(hooks["dead_letters"], 0);
 }
 
@@ -338,7 +322,7 @@ async fn brokers_stopped_for_30_s_lose_nothing_and_hold_nobody_back() {
     let engine =
         Engine::start(dir.path(), &sim.url, &format!("poll_interval_ms = 200\n{}{}", webhook_toml(&hook_url), brokers.sinks_toml())).await;
     engine.wait_live(Duration::from_secs(60)).await;
-    wait_caught_up(&engine, &["hooks", "streams", "jetstream", "kafka"]).await;
+    engine.wait_caught_up(&["hooks", "streams", "jetstream", "kafka"]).await;
     let first = engine.changes().await;
     let mut delivered = brokers.envelopes(&first).await;
 
@@ -351,10 +335,10 @@ async fn brokers_stopped_for_30_s_lose_nothing_and_hold_nobody_back() {
     let changes = engine.changes().await;
     assert!(changes.len() > first.len() + 20, "traffic made only {} changes", changes.len() - first.len());
     // the webhook is not held back by the brokers
-    wait_caught_up(&engine, &["hooks"]).await;
+    engine.wait_caught_up(&["hooks"]).await;
     for name in BROKER_SINKS {
         wait_until(&format!("{name} to report its broker down"), Duration::from_secs(25), || async {
-            let view = sink_view(&engine, name).await;
+            let view = engine.sink_view(name).await;
             view["lag_changes"].as_u64() > Some(0) && view["last_error"].is_string()
         })
         .await;
@@ -362,7 +346,7 @@ async fn brokers_stopped_for_30_s_lose_nothing_and_hold_nobody_back() {
     tokio::time::sleep(Duration::from_secs(30).saturating_sub(stopped.elapsed())).await;
 
     own.restart().await;
-    wait_caught_up(&engine, &BROKER_SINKS).await;
+    engine.wait_caught_up(&BROKER_SINKS).await;
     // Redis and tansu come back empty: what they hold now came after
     for (name, after) in brokers.envelopes(&changes[first.len()..]).await {
         delivered.get_mut(name).unwrap().extend(after);
@@ -386,7 +370,7 @@ async fn a_killed_engine_redelivers_only_its_unconfirmed_batch(backend: Backend)
     wait_until("delivery under way to every sink", Duration::from_secs(120), || async {
         let mut under_way = received(&out).len() > 1000;
         for name in BROKER_SINKS {
-            under_way &= sink_view(&first, name).await["delivered"].as_u64() > Some(0);
+            under_way &= first.sink_view(name).await["delivered"].as_u64() > Some(0);
         }
         under_way
     })
@@ -395,7 +379,7 @@ async fn a_killed_engine_redelivers_only_its_unconfirmed_batch(backend: Backend)
     let second = first.restart(dir.path()).await;
     second.wait_live(Duration::from_secs(120)).await;
     assert_eq!(second.wait_barrier(20_000).await.0, 200);
-    wait_caught_up(&second, &["hooks", "streams", "jetstream", "kafka"]).await;
+    second.wait_caught_up(&["hooks", "streams", "jetstream", "kafka"]).await;
     let changes = second.changes().await;
     let mut delivered = brokers.envelopes(&changes).await;
     brokers.clean_up().await;
@@ -425,7 +409,7 @@ async fn delivered_changes_are_purged_only_after_the_sink_passed_them() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(engine.changes().await.len(), changes.len());
     std::fs::remove_file(format!("{}.down", out.display())).unwrap();
-    wait_caught_up(&engine, &["hooks"]).await;
+    engine.wait_caught_up(&["hooks"]).await;
     assert_exactly_once_in_order("webhook", &changes, &received(&out));
     wait_until("the change log to be purged", Duration::from_secs(20), || async { engine.changes().await.is_empty() }).await;
     let purged: u64 = engine.proc.log_kinds("changes_purged").iter().map(|l| l["count"].as_u64().unwrap()).sum();

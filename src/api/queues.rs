@@ -9,26 +9,23 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::{Json, Router, routing::delete, routing::get, routing::post};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use super::extract::{Body, Param};
 use super::{ApiError, AppState};
 use crate::queue::{self, AckIdError};
 use crate::store::queues::{App, AppKind, PLATFORM, PullOutcome, Subscription};
 use crate::store::{StoreError, timestamp};
 
-/// Largest request body.
-pub const MAX_BODY_BYTES: usize = 1 << 20;
 pub const MAX_PULL_LIMIT: usize = 1_000;
 pub const DEFAULT_PULL_LIMIT: usize = 100;
 pub const MAX_PULL_WAIT_MS: u64 = 30_000;
-const MAX_TEXT: usize = 255;
 
 /// What the queue routes need beyond the store.
 pub struct QueueApi {
@@ -69,26 +66,6 @@ fn internal(e: StoreError) -> ApiError {
     ApiError::Internal(e.to_string())
 }
 
-/// A JSON body, with every rejection as a JSON error.
-pub struct Body<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        use axum::extract::rejection::JsonRejection;
-        match Json::<T>::from_request(request, state).await {
-            Ok(Json(value)) => Ok(Body(value)),
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError::TooLarge(format!("request body larger than {MAX_BODY_BYTES} bytes")))
-            }
-            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::Unprocessable(e.body_text())),
-            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::BadRequest("expected Content-Type: application/json".into())),
-            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
-        }
-    }
-}
-
 fn bearer(parts: &Parts) -> Option<&str> {
     parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
 }
@@ -127,10 +104,7 @@ impl FromRequestParts<AppState> for App {
 }
 
 fn check_text(field: &str, value: &str) -> Result<(), ApiError> {
-    if value.trim().is_empty() || value.len() > MAX_TEXT || value.chars().any(char::is_control) {
-        return Err(ApiError::Unprocessable(format!("{field} must be 1 to {MAX_TEXT} printable characters")));
-    }
-    Ok(())
+    queue::check_text(field, value).map_err(|e| ApiError::Unprocessable(e.0))
 }
 
 #[derive(Deserialize)]
@@ -143,22 +117,7 @@ struct NewApp {
 }
 
 async fn create_app(_: Admin, State(state): State<AppState>, Body(body): Body<NewApp>) -> Result<(StatusCode, Json<Value>), ApiError> {
-    check_text("name", &body.name)?;
-    match (body.kind, &body.account) {
-        (AppKind::Inhouse, None) => return Err(ApiError::Unprocessable("an inhouse app needs its account".into())),
-        (AppKind::Public, Some(_)) => return Err(ApiError::Unprocessable("a public app has no account: accounts grant it access".into())),
-        (_, Some(account)) => check_text("account", account)?,
-        _ => {}
-    }
-    let app = App {
-        id: queue::random_id("app_", 16),
-        name: body.name,
-        kind: body.kind,
-        account: body.account,
-        created_at: timestamp(chrono::Utc::now()),
-        revoked: false,
-    };
-    let (token, hash) = queue::new_token();
+    let (app, token, hash) = queue::new_app(body.name, body.kind, body.account).map_err(|e| ApiError::Unprocessable(e.0))?;
     state.store.create_app(&app, &hash).await.map_err(internal)?;
     tracing::info!(kind = "app_created", app = %app.id, name = %app.name, app_kind = app.kind.as_str(), "app created");
     let mut view = json!(app);
@@ -170,7 +129,7 @@ async fn list_apps(_: Admin, State(state): State<AppState>) -> Result<Json<Value
     Ok(Json(json!({"apps": state.store.apps().await.map_err(internal)?})))
 }
 
-async fn revoke_app(_: Admin, State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn revoke_app(_: Admin, State(state): State<AppState>, Param(id): Param<String>) -> Result<Json<Value>, ApiError> {
     if !state.store.revoke_app(&id).await.map_err(internal)? {
         return Err(ApiError::NotFound(format!("no app '{id}'")));
     }
@@ -187,7 +146,7 @@ struct NewGrant {
 async fn grant(
     _: Admin,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Param(id): Param<String>,
     Body(body): Body<NewGrant>,
 ) -> Result<Json<Value>, ApiError> {
     check_text("account", &body.account)?;
@@ -226,7 +185,7 @@ fn no_queue(code: &str) -> ApiError {
     ApiError::NotFound(format!("no queue '{code}'"))
 }
 
-async fn delete_queue(app: App, State(state): State<AppState>, Path(code): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn delete_queue(app: App, State(state): State<AppState>, Param(code): Param<String>) -> Result<Json<Value>, ApiError> {
     if !state.store.delete_queue(&app.id, &code).await.map_err(internal)? {
         return Err(no_queue(&code));
     }
@@ -258,7 +217,7 @@ fn subscription_view(s: &Subscription) -> Value {
 async fn subscribe(
     app: App,
     State(state): State<AppState>,
-    Path(code): Path<String>,
+    Param(code): Param<String>,
     Body(body): Body<NewSubscription>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_text("event_type", &body.event_type)?;
@@ -291,7 +250,7 @@ async fn subscribe(
     Ok((StatusCode::CREATED, Json(subscription_view(&created))))
 }
 
-async fn list_subscriptions(app: App, State(state): State<AppState>, Path(code): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn list_subscriptions(app: App, State(state): State<AppState>, Param(code): Param<String>) -> Result<Json<Value>, ApiError> {
     let list = state.store.subscriptions(&app.id, &code).await.map_err(internal)?.ok_or_else(|| no_queue(&code))?;
     Ok(Json(json!({"subscriptions": list.iter().map(subscription_view).collect::<Vec<_>>()})))
 }
@@ -299,7 +258,7 @@ async fn list_subscriptions(app: App, State(state): State<AppState>, Path(code):
 async fn unsubscribe(
     app: App,
     State(state): State<AppState>,
-    Path((code, subscription)): Path<(String, String)>,
+    Param((code, subscription)): Param<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     if !state.store.unsubscribe(&app.id, &code, &subscription).await.map_err(internal)? {
         return Err(ApiError::NotFound(format!("no subscription '{subscription}' on queue '{code}'")));
@@ -323,7 +282,7 @@ struct PullRequest {
 async fn pull(
     app: App,
     State(state): State<AppState>,
-    Path(code): Path<String>,
+    Param(code): Param<String>,
     Body(body): Body<PullRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = body.limit.unwrap_or(DEFAULT_PULL_LIMIT);
@@ -357,12 +316,14 @@ async fn pull(
         };
         let now = Instant::now();
         if pulled.events.is_empty() && pulled.dropped == 0 && now < deadline {
+            let _waiting = Waiting::start();
             tokio::select! {
                 _ = wake.changed() => {}
                 _ = tokio::time::sleep(deadline - now) => {}
             }
             continue;
         }
+        metrics::counter!("tributary_queue_events_pulled_total").increment(pulled.events.len() as u64);
         let events: Vec<Value> = pulled
             .events
             .iter()
@@ -381,6 +342,24 @@ async fn pull(
             "ack_id": pulled.ack.map(|a| queue::ack_id(&code, &a)),
             "dropped": pulled.dropped,
         })));
+    }
+}
+
+/// A long poll parked until an event arrives, counted in the
+/// `tributary_queue_pulls_waiting` gauge for as long as it waits (also when
+/// the client goes away mid-wait).
+struct Waiting;
+
+impl Waiting {
+    fn start() -> Waiting {
+        metrics::gauge!("tributary_queue_pulls_waiting").increment(1.0);
+        Waiting
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        metrics::gauge!("tributary_queue_pulls_waiting").decrement(1.0);
     }
 }
 

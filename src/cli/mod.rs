@@ -1,7 +1,9 @@
-//! The command line: `demo`, `run`, `sim`, `status`, `check`. Errors end the
-//! process with exit code 1 and a one-line reason.
+//! The command line: `demo`, `run`, `sim`, `status`, `check`, `apps`,
+//! `queue`. Errors end the process with exit code 1 and a one-line reason.
 
+pub mod apps;
 pub mod demo;
+pub mod queue;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +41,12 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:7400")]
         api: String,
     },
+    /// Create, list, revoke and grant apps of the built-in pull queues
+    #[command(subcommand)]
+    Apps(apps::AppsCommand),
+    /// Consume a built-in pull queue from the command line
+    #[command(subcommand)]
+    Queue(queue::QueueCommand),
     /// Validate a config file and the secrets it names, without starting anything
     Check {
         /// Path to tributary.toml
@@ -90,6 +98,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status { api } => status(&api).await,
+        Command::Apps(command) => apps::run(command).await,
+        Command::Queue(command) => queue::run(command).await,
         Command::Check { config } => {
             let config = Config::load(&config)?;
             config.check_env()?;

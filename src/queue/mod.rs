@@ -15,7 +15,40 @@ pub mod retention;
 use rand::Rng;
 use sha2::Digest;
 
-use crate::store::queues::Ack;
+use crate::store::queues::{Ack, App, AppKind};
+use crate::store::timestamp;
+
+/// Longest name, account or event type.
+pub const MAX_TEXT: usize = 255;
+
+/// A request the queue rules refuse, in words for the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+/// Names, accounts and event types: 1 to 255 printable characters.
+pub fn check_text(field: &str, value: &str) -> Result<(), Invalid> {
+    if value.trim().is_empty() || value.len() > MAX_TEXT || value.chars().any(char::is_control) {
+        return Err(Invalid(format!("{field} must be 1 to {MAX_TEXT} printable characters")));
+    }
+    Ok(())
+}
+
+/// A new app, its bearer token (shown once) and the token's hash (what the
+/// store keeps). An in-house app is bound to one account; a public app has
+/// none (accounts grant it access).
+pub fn new_app(name: String, kind: AppKind, account: Option<String>) -> Result<(App, String, String), Invalid> {
+    check_text("name", &name)?;
+    match (kind, &account) {
+        (AppKind::Inhouse, None) => return Err(Invalid("an inhouse app needs its account".into())),
+        (AppKind::Public, Some(_)) => return Err(Invalid("a public app has no account: accounts grant it access".into())),
+        (_, Some(account)) => check_text("account", account)?,
+        _ => {}
+    }
+    let app = App { id: random_id("app_", 16), name, kind, account, created_at: timestamp(chrono::Utc::now()), revoked: false };
+    let (token, hash) = new_token();
+    Ok((app, token, hash))
+}
 
 /// A random identifier: `prefix` then `len` characters of `[0-9a-z]`.
 pub fn random_id(prefix: &str, len: usize) -> String {

@@ -14,6 +14,7 @@ pub async fn purge(store: &dyn Store, cutoff: &str) -> Result<u64, StoreError> {
     loop {
         let (deleted, dropped) = store.purge_queue_events(cutoff, BATCH).await?;
         for (queue, count) in dropped {
+            metrics::counter!("tributary_queue_events_dropped_total").increment(count.max(0) as u64);
             tracing::warn!(kind = "queue_events_dropped", queue = %queue, count, cutoff,
                 "events passed retention before the consumer acknowledged them");
         }

@@ -23,6 +23,12 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tributary")
 }
 
+/// Run the binary to completion: (exit code, stdout, stderr).
+pub fn tributary(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(bin()).args(args).envs(env.iter().copied()).output().expect("run tributary");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
@@ -141,8 +147,16 @@ impl Sim {
 
     /// A Stripe API call as a client would make it (form-encoded body).
     pub async fn call(&self, method: reqwest::Method, path: &str, form: &[(&str, &str)]) -> (u16, Value) {
-        let response =
-            http().request(method, format!("{}{path}", self.url)).bearer_auth(API_KEY).form(form).send().await.expect("sim call");
+        self.call_as(None, method, path, form).await
+    }
+
+    /// The same on behalf of a connected account (`Stripe-Account`).
+    pub async fn call_as(&self, account: Option<&str>, method: reqwest::Method, path: &str, form: &[(&str, &str)]) -> (u16, Value) {
+        let mut request = http().request(method, format!("{}{path}", self.url)).bearer_auth(API_KEY).form(form);
+        if let Some(account) = account {
+            request = request.header("Stripe-Account", account);
+        }
+        let response = request.send().await.expect("sim call");
         (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
     }
 
@@ -247,6 +261,24 @@ impl Engine {
 
     pub async fn sinks_json(&self) -> Value {
         get_json(&format!("{}/v1/sinks", self.api)).await.expect("sinks")
+    }
+
+    /// One sink's entry in `/v1/sinks` (the queue fan-out is `queue:fanout`).
+    pub async fn sink_view(&self, name: &str) -> Value {
+        let sinks = self.sinks_json().await;
+        sinks["sinks"].as_array().unwrap().iter().find(|s| s["name"] == name).cloned().unwrap()
+    }
+
+    /// Wait until every named sink has delivered the whole change log.
+    pub async fn wait_caught_up(&self, sinks: &[&str]) {
+        wait_until(&format!("{sinks:?} to catch up"), Duration::from_secs(180), || async {
+            let mut caught_up = true;
+            for name in sinks {
+                caught_up &= self.sink_view(name).await["lag_changes"] == 0;
+            }
+            caught_up
+        })
+        .await;
     }
 
     pub async fn sources(&self) -> Value {

@@ -1,0 +1,180 @@
+//! The OpenAPI 3.1 document served at `/openapi.json`: every route, its
+//! parameters, bodies, answers and which token it takes.
+
+use serde_json::{Value, json};
+
+use super::queues::{DEFAULT_PULL_LIMIT, MAX_PULL_LIMIT, MAX_PULL_WAIT_MS};
+use super::{DEFAULT_WAIT_MS, MAX_WAIT_MS};
+use crate::queue::MAX_TEXT;
+
+fn schema(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn json_content(schema: Value) -> Value {
+    json!({"application/json": {"schema": schema}})
+}
+
+/// One operation: `ok` is (status, description, schema of the answer);
+/// `errors` are (status, when), each answered with the Error schema.
+struct Op<'a> {
+    summary: &'a str,
+    /// `adminToken`, `appToken` or none.
+    security: Option<&'a str>,
+    /// Path parameter names.
+    params: &'a [&'a str],
+    body: Option<&'a str>,
+    ok: (u16, &'a str, Value),
+    errors: &'a [(u16, &'a str)],
+}
+
+impl Op<'_> {
+    fn build(self) -> Value {
+        let mut responses = json!({self.ok.0.to_string(): {"description": self.ok.1, "content": json_content(self.ok.2)}});
+        let mut errors = self.errors.to_vec();
+        if let Some(security) = self.security {
+            errors.push((401, "no token, an unknown or a revoked one"));
+            if security == "appToken" {
+                errors.push((429, "this token's request rate is exceeded (see Retry-After)"));
+            }
+        }
+        if self.body.is_some() {
+            errors.extend([(400, "malformed JSON"), (413, "body over 1 MiB"), (422, "unknown field, wrong type or value out of range")]);
+        }
+        for (status, when) in errors {
+            responses[status.to_string()] = json!({"description": when, "content": json_content(schema("Error"))});
+        }
+        let mut op = json!({"summary": self.summary, "responses": responses});
+        if let Some(security) = self.security {
+            op["security"] = json!([{security: []}]);
+        }
+        if !self.params.is_empty() {
+            op["parameters"] = self
+                .params
+                .iter()
+                .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+                .collect();
+        }
+        if let Some(body) = self.body {
+            op["requestBody"] = json!({"required": true, "content": json_content(schema(body))});
+        }
+        op
+    }
+}
+
+fn text() -> Value {
+    json!({"type": "string", "minLength": 1, "maxLength": MAX_TEXT})
+}
+
+pub fn document() -> Value {
+    let error = schema("Error");
+    let list = |key: &str, item: &str| json!({"type": "object", "properties": {key: {"type": "array", "items": schema(item)}}});
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Tributary", "version": env!("CARGO_PKG_VERSION"),
+            "description": "Mirror status, the read-after-write barrier, and the built-in pull queues of apps. Errors are {\"error\":{\"type\",\"message\"}}."},
+        "paths": {
+            "/health": {"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition format"}}}},
+            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+            "/v1/sources": {"get": {"summary": "Every source: phase, cursor, lag, objects per type, per-account progress",
+                "responses": {"200": {"description": "sources"}}}},
+            "/v1/sinks": {"get": {"summary": "Every sink and the queue fan-out: role, cursor, delivered, lag, last error, dead letters",
+                "responses": {"200": {"description": "sinks"}}}},
+            "/v1/sources/{name}/wait": {"get": {
+                "summary": "Read-after-write barrier: answers once a poll of the upstream that started after the call is applied",
+                "parameters": [
+                    {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}},
+                    {"name": "timeout_ms", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_MS, "default": DEFAULT_WAIT_MS}}
+                ],
+                "responses": {"200": {"description": "applied"}, "400": {"description": "bad timeout", "content": json_content(error.clone())},
+                    "404": {"description": "no such source", "content": json_content(error.clone())},
+                    "504": {"description": "timed out", "content": json_content(error)}}
+            }},
+            "/v1/apps": {
+                "post": Op { summary: "Create an app; its bearer token is in this answer only", security: Some("adminToken"), params: &[],
+                    body: Some("NewApp"), ok: (201, "created", schema("NewAppToken")), errors: &[] }.build(),
+                "get": Op { summary: "Every app, revoked ones included", security: Some("adminToken"), params: &[], body: None,
+                    ok: (200, "apps", list("apps", "App")), errors: &[] }.build(),
+            },
+            "/v1/apps/{id}": {
+                "delete": Op { summary: "Revoke an app's token (401 from then on)", security: Some("adminToken"), params: &["id"], body: None,
+                    ok: (200, "revoked", json!({"type": "object", "properties": {"id": {"type": "string"}, "revoked": {"const": true}}})),
+                    errors: &[(404, "no such app")] }.build(),
+            },
+            "/v1/apps/{id}/grants": {
+                "post": Op { summary: "An account grants a public app access to its events", security: Some("adminToken"), params: &["id"],
+                    body: Some("Grant"), ok: (200, "granted", json!({"type": "object", "properties": {"app": {"type": "string"}, "account": {"type": "string"}}})),
+                    errors: &[(404, "no such app")] }.build(),
+            },
+            "/v1/queues": {
+                "post": Op { summary: "Create a queue", security: Some("appToken"), params: &[], body: Some("NewQueue"),
+                    ok: (201, "created", schema("Queue")), errors: &[] }.build(),
+                "get": Op { summary: "This app's queues", security: Some("appToken"), params: &[], body: None,
+                    ok: (200, "queues", list("queues", "Queue")), errors: &[] }.build(),
+            },
+            "/v1/queues/{code}": {
+                "delete": Op { summary: "Delete a queue with its subscriptions and events", security: Some("appToken"), params: &["code"], body: None,
+                    ok: (200, "deleted", json!({"type": "object", "properties": {"code": {"type": "string"}, "deleted": {"const": true}}})),
+                    errors: &[(404, "no such queue for this app")] }.build(),
+            },
+            "/v1/queues/{code}/subscriptions": {
+                "post": Op { summary: "Subscribe the queue to an event type of an account; events flow from now on, or from the oldest kept with \"from\":\"earliest\"",
+                    security: Some("appToken"), params: &["code"], body: Some("NewSubscription"), ok: (201, "subscribed", schema("Subscription")),
+                    errors: &[(403, "the account has not granted this app access (or is not an in-house app's own)"), (404, "no such queue for this app")] }.build(),
+                "get": Op { summary: "The queue's subscriptions", security: Some("appToken"), params: &["code"], body: None,
+                    ok: (200, "subscriptions", list("subscriptions", "Subscription")), errors: &[(404, "no such queue for this app")] }.build(),
+            },
+            "/v1/queues/{code}/subscriptions/{subscription}": {
+                "delete": Op { summary: "Unsubscribe", security: Some("appToken"), params: &["code", "subscription"], body: None,
+                    ok: (200, "deleted", json!({"type": "object", "properties": {"code": {"type": "string"}, "deleted": {"const": true}}})),
+                    errors: &[(404, "no such queue or subscription")] }.build(),
+            },
+            "/v1/queues/{code}/events/pull": {
+                "post": Op { summary: "Acknowledge the batch ack_id names, then take the next unacknowledged events in commit order; wait_ms long-polls",
+                    security: Some("appToken"), params: &["code"], body: Some("PullRequest"), ok: (200, "a batch (empty when none arrived in time)", schema("PullResponse")),
+                    errors: &[(404, "no such queue for this app, or an ack_id it never handed out"), (409, "a stale ack_id: a later pull superseded it")] }.build(),
+            },
+        },
+        "components": {
+            "securitySchemes": {
+                "adminToken": {"type": "http", "scheme": "bearer", "description": "the token in the env var [api] admin_token_env names"},
+                "appToken": {"type": "http", "scheme": "bearer", "description": "an app's token (trb_…), from POST /v1/apps or tributary apps create"},
+            },
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object",
+                    "properties": {"type": {"type": "string"}, "message": {"type": "string"}}, "required": ["type", "message"]}}},
+                "NewApp": {"type": "object", "additionalProperties": false, "required": ["name", "kind"], "properties": {
+                    "name": text(), "kind": {"enum": ["public", "inhouse"]},
+                    "account": {"type": "string", "description": "an in-house app's one account; a public app has none"}}},
+                "App": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "kind": {"enum": ["public", "inhouse"]},
+                    "account": {"type": ["string", "null"]}, "created_at": {"type": "string", "format": "date-time"}, "revoked": {"type": "boolean"}}},
+                "NewAppToken": {"allOf": [schema("App"), {"type": "object", "properties": {"token": {"type": "string", "description": "shown once"}}}]},
+                "Grant": {"type": "object", "additionalProperties": false, "required": ["account"], "properties": {"account": text()}},
+                "NewQueue": {"type": "object", "additionalProperties": false, "required": ["name"], "properties": {"name": text()}},
+                "Queue": {"type": "object", "properties": {"code": {"type": "string"}, "name": {"type": "string"}, "status": {"const": "ACTIVE"}}},
+                "NewSubscription": {"type": "object", "additionalProperties": false, "required": ["event_type", "account"], "properties": {
+                    "event_type": {"type": "string", "description": "an event type, or a prefix ending in * (order.*, *)"},
+                    "account": {"type": "string", "description": "an account id, or platform for changes without one"},
+                    "from": {"enum": ["now", "earliest"], "default": "now"}}},
+                "Subscription": {"type": "object", "properties": {"code": {"type": "string"}, "event_type": {"type": "string"},
+                    "account": {"type": "string"}, "active": {"type": "boolean"}}},
+                "PullRequest": {"type": "object", "additionalProperties": false, "properties": {
+                    "ack_id": {"type": ["string", "null"], "description": "the ack_id of the previous pull: acknowledges that batch"},
+                    "limit": {"type": "integer", "minimum": 1, "maximum": MAX_PULL_LIMIT, "default": DEFAULT_PULL_LIMIT},
+                    "wait_ms": {"type": "integer", "minimum": 0, "maximum": MAX_PULL_WAIT_MS, "default": 0}}},
+                "PullResponse": {"type": "object", "required": ["events", "ack_id", "dropped"], "properties": {
+                    "events": {"type": "array", "items": schema("Event")},
+                    "ack_id": {"type": ["string", "null"], "description": "send it with the next pull to acknowledge this batch; null when empty"},
+                    "dropped": {"type": "integer", "description": "events retention deleted before they were acknowledged, since the last pull"}}},
+                "Event": {"type": "object", "properties": {"id": {"type": "string", "description": "the change id: stable across redeliveries"},
+                    "account": {"type": "string"}, "type": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"},
+                    "payload": schema("Change")}},
+                "Change": {"type": "object", "properties": {"id": {"type": "string"}, "source": {"type": "string"}, "object": {"type": "string"},
+                    "object_id": {"type": "string"}, "account": {"type": ["string", "null"]}, "op": {"enum": ["read", "insert", "update", "delete"]},
+                    "type": {"type": "string"}, "data": {"type": ["object", "null"]}, "previous_attributes": {"type": ["object", "null"]},
+                    "upstream_event_id": {"type": ["string", "null"]}, "committed_at": {"type": "string", "format": "date-time"}}},
+            }
+        }
+    })
+}

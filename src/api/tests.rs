@@ -1,0 +1,398 @@
+//! The HTTP API without a socket (`oneshot`), on a throwaway SQLite store.
+
+use super::*;
+use axum::body::Body;
+use axum::http::Request;
+use tower::ServiceExt;
+
+async fn app() -> (tempfile::TempDir, Router) {
+    let (dir, router, _) = app_and_store().await;
+    (dir, router)
+}
+
+async fn app_and_store() -> (tempfile::TempDir, Router, Arc<dyn Store>) {
+    app_with_rate(1_000).await
+}
+
+/// The API on a fresh store, app tokens limited to `per_sec` requests.
+async fn app_with_rate(per_sec: u32) -> (tempfile::TempDir, Router, Arc<dyn Store>) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let store = crate::store::open(&crate::store::Options::url(&url)).await.unwrap();
+    let registry = Arc::new(Registry::default());
+    registry.add(crate::source::SourceStatus::new("stripe", "stripe"));
+    let queues = Arc::new(queues::QueueApi::new(Some("admin-secret"), per_sec, 3, Duration::from_secs(86_400)));
+    let state = AppState { registry, sinks: Default::default(), store: store.clone(), metrics: crate::telemetry::metrics(), queues };
+    (dir, router(state), store)
+}
+
+/// A request with an optional bearer token and JSON body.
+async fn send(app: &Router, method: &str, uri: &str, token: Option<&str>, body: Option<String>) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(uri).header("content-type", "application/json");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = app.clone().oneshot(request.body(Body::from(body.unwrap_or_default())).unwrap()).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn queues_end_to_end_over_http() {
+    let (_dir, app, store) = app_and_store().await;
+    let fanout = tokio::spawn(crate::queue::fanout::run(store.clone(), crate::delivery::SinkStatus::new("queue:fanout", "queues")));
+    let admin = Some("admin-secret");
+    let (status, body) = send(&app, "POST", "/v1/apps", None, Some(json!({"name": "shop", "kind": "inhouse"}).to_string())).await;
+    assert_eq!((status, body["error"]["type"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
+    let (status, _) = send(&app, "POST", "/v1/apps", admin, Some(json!({"name": "shop", "kind": "inhouse"}).to_string())).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "an inhouse app needs its account");
+    let (status, shop) =
+        send(&app, "POST", "/v1/apps", admin, Some(json!({"name": "shop", "kind": "inhouse", "account": "acct_a"}).to_string())).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, other) = send(&app, "POST", "/v1/apps", admin, Some(json!({"name": "other", "kind": "public"}).to_string())).await;
+    let (token, other_token) = (shop["token"].as_str().unwrap().to_string(), other["token"].as_str().unwrap().to_string());
+    let (t, o) = (Some(token.as_str()), Some(other_token.as_str()));
+
+    let (status, queue) = send(&app, "POST", "/v1/queues", t, Some(json!({"name": "orders"}).to_string())).await;
+    assert_eq!((status, &queue["status"]), (StatusCode::CREATED, &json!("ACTIVE")));
+    let code = queue["code"].as_str().unwrap().to_string();
+    let pull_uri = format!("/v1/queues/{code}/events/pull");
+    let subs_uri = format!("/v1/queues/{code}/subscriptions");
+    // another app's queue does not exist for it
+    assert_eq!(send(&app, "POST", &pull_uri, o, Some("{}".into())).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(send(&app, "DELETE", &format!("/v1/queues/{code}"), o, None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(send(&app, "GET", "/v1/queues", Some("trb_forged"), None).await.0, StatusCode::UNAUTHORIZED);
+    let forbidden = send(&app, "POST", &subs_uri, t, Some(json!({"event_type": "*", "account": "acct_b"}).to_string())).await;
+    assert_eq!(forbidden.0, StatusCode::FORBIDDEN);
+    // bad bodies: never a 500
+    for (body, expected) in [
+        (r#"{"name": 5}"#.to_string(), StatusCode::UNPROCESSABLE_ENTITY),
+        (r#"{"name": "x", "extra": 1}"#.to_string(), StatusCode::UNPROCESSABLE_ENTITY),
+        ("{nope".to_string(), StatusCode::BAD_REQUEST),
+        (format!(r#"{{"name": "{}"}}"#, "x".repeat(2 << 20)), StatusCode::PAYLOAD_TOO_LARGE),
+    ] {
+        let (status, error) = send(&app, "POST", "/v1/queues", t, Some(body)).await;
+        assert_eq!(status, expected);
+        assert!(error["error"]["message"].is_string(), "{error}");
+    }
+    for (body, expected) in [
+        (json!({"limit": 0}), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!({"limit": 1001}), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!({"wait_ms": 30001}), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!({"ack_id": "q_other.1.x"}), StatusCode::NOT_FOUND),
+    ] {
+        assert_eq!(send(&app, "POST", &pull_uri, t, Some(body.to_string())).await.0, expected, "{body}");
+    }
+    let (status, sub) = send(&app, "POST", &subs_uri, t, Some(json!({"event_type": "customer.*", "account": "acct_a"}).to_string())).await;
+    assert_eq!((status, &sub["active"]), (StatusCode::CREATED, &json!(true)));
+
+    // a long poll answers when a matching change commits
+    let waiting = {
+        let (app, uri, token) = (app.clone(), pull_uri.clone(), token.clone());
+        tokio::spawn(async move { send(&app, "POST", &uri, Some(&token), Some(json!({"wait_ms": 10_000}).to_string())).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let write = |id: &str, account: &str| crate::store::Write {
+        object: "customer".into(),
+        id: id.into(),
+        account: Some(account.into()),
+        mutation: crate::store::Mutation::Upsert(json!({"id": id})),
+        origin: crate::store::Origin::Backfill,
+        generation: 1,
+    };
+    let batch =
+        crate::store::Batch { source: "stripe".into(), writes: vec![write("c1", "acct_b"), write("c2", "acct_a")], ..Default::default() };
+    store.apply(batch).await.unwrap();
+    let (status, pulled) = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("long poll answered").unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(pulled["events"].as_array().unwrap().len(), 1);
+    assert_eq!(pulled["events"][0]["payload"]["object_id"], "c2");
+    assert_eq!(pulled["events"][0]["type"], "customer.read");
+    let ack_id = pulled["ack_id"].as_str().unwrap();
+    let (_, next) = send(&app, "POST", &pull_uri, t, Some(json!({"ack_id": ack_id}).to_string())).await;
+    assert_eq!((next["events"].as_array().unwrap().len(), &next["ack_id"]), (0, &Value::Null));
+
+    // a revoked token stops working at once
+    let id = shop["id"].as_str().unwrap();
+    assert_eq!(send(&app, "DELETE", &format!("/v1/apps/{id}"), admin, None).await.0, StatusCode::OK);
+    assert_eq!(send(&app, "GET", "/v1/queues", t, None).await.0, StatusCode::UNAUTHORIZED);
+    fanout.abort();
+}
+
+async fn call(app: &Router, method: &str, uri: &str) -> (StatusCode, Value) {
+    let request = Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn every_error_is_json() {
+    let (_dir, app) = app().await;
+    for (method, uri, status) in [
+        ("GET", "/nope", StatusCode::NOT_FOUND),
+        ("DELETE", "/v1/sources", StatusCode::METHOD_NOT_ALLOWED),
+        ("GET", "/v1/sources/other/wait", StatusCode::NOT_FOUND),
+        ("GET", "/v1/sources/stripe/wait?timeout_ms=-1", StatusCode::BAD_REQUEST),
+        ("GET", "/v1/sources/stripe/wait?timeout_ms=999999999", StatusCode::BAD_REQUEST),
+    ] {
+        let (got, body) = call(&app, method, uri).await;
+        assert_eq!(got, status, "{method} {uri}");
+        assert!(body["error"]["type"].is_string() && body["error"]["message"].is_string(), "{method} {uri}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn wait_times_out_while_no_account_is_known() {
+    let (_dir, app) = app().await;
+    let (status, body) = call(&app, "GET", "/v1/sources/stripe/wait?timeout_ms=50").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(body["error"]["type"], "timeout");
+    let (status, body) = call(&app, "GET", "/v1/sources").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["sources"][0]["phase"], "backfilling");
+    assert!(body["sources"][0]["lag_ms"].is_null());
+}
+
+const ADMIN: Option<&str> = Some("admin-secret");
+
+/// Create an app over the API; returns (id, token).
+async fn new_app(app: &Router, kind: &str, account: Option<&str>) -> (String, String) {
+    let (status, body) =
+        send(app, "POST", "/v1/apps", ADMIN, Some(json!({"name": "a", "kind": kind, "account": account}).to_string())).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    (body["id"].as_str().unwrap().to_string(), body["token"].as_str().unwrap().to_string())
+}
+
+#[tokio::test]
+async fn each_app_token_has_its_own_rate_limit_answered_with_429_and_retry_after() {
+    let (_dir, app, _store) = app_with_rate(3).await;
+    let (_, busy) = new_app(&app, "public", None).await;
+    let (_, quiet) = new_app(&app, "public", None).await;
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for _ in 0..6 {
+        let request = Request::get("/v1/queues").header("authorization", format!("Bearer {busy}")).body(Body::empty()).unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        statuses.push(response.status());
+        if response.status() == StatusCode::TOO_MANY_REQUESTS && limited.is_none() {
+            let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+            limited = Some((retry_after, serde_json::from_slice::<Value>(&bytes).unwrap()));
+        }
+    }
+    // a burst of 3, then refused (the six requests take well under a second)
+    assert_eq!(&statuses[..3], &[StatusCode::OK; 3]);
+    assert!(statuses[3..].iter().all(|s| *s == StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+    let (retry_after, body) = limited.unwrap();
+    let seconds: u64 = retry_after.expect("Retry-After").parse().unwrap();
+    assert!(seconds >= 1, "{seconds}");
+    assert_eq!(body["error"]["type"], "rate_limited");
+    // another token is not held back by this one
+    assert_eq!(send(&app, "GET", "/v1/queues", Some(&quiet), None).await.0, StatusCode::OK);
+}
+
+/// A route to fuzz, with its path parameters filled in.
+#[derive(Debug, Clone)]
+struct Route {
+    method: &'static str,
+    path: String,
+    admin: bool,
+    /// The fields its body takes.
+    fields: &'static [&'static str],
+}
+
+mod fuzz {
+    use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    /// Any JSON document, nested a few levels.
+    pub fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            (-5i64..40_000).prop_map(Value::from),
+            ".{0,40}".prop_map(Value::String),
+            "[a-z_.*]{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(".{0,12}", inner, 0..6).prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>())),
+            ]
+        })
+    }
+
+    /// A value a route might accept, or anything.
+    fn value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            2 => prop::sample::select(vec!["public", "inhouse", "earliest", "now", "*", "order.*", "acct_a", "acct_b", "platform", "q.1.x"])
+                .prop_map(|s| Value::String(s.into())),
+            1 => (0u64..2_000).prop_map(Value::from),
+            2 => json(),
+        ]
+    }
+
+    /// An object shaped like what `fields` names: each field there or not,
+    /// holding a likely or an arbitrary value, sometimes with a stranger.
+    pub fn shaped(fields: &'static [&'static str]) -> impl Strategy<Value = Value> {
+        let present = prop::collection::vec((prop::bool::weighted(0.8), value()), fields.len());
+        (present, prop::option::weighted(0.1, value())).prop_map(move |(present, extra)| {
+            let mut object: Map<String, Value> =
+                fields.iter().zip(present).filter(|(_, (keep, _))| *keep).map(|(field, (_, v))| (field.to_string(), v)).collect();
+            if let Some(extra) = extra {
+                object.insert("extra".into(), extra);
+            }
+            Value::Object(object)
+        })
+    }
+
+    /// What is sent: a body shaped for the route, any JSON, or raw bytes.
+    pub fn body(fields: &'static [&'static str]) -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            4 => shaped(fields).prop_map(|v| v.to_string().into_bytes()),
+            1 => json().prop_map(|v| v.to_string().into_bytes()),
+            1 => prop::collection::vec(any::<u8>(), 0..64),
+        ]
+    }
+
+    /// A path parameter: the real one or anything URL-safe.
+    pub fn param(real: String) -> impl Strategy<Value = String> {
+        prop_oneof![3 => Just(real), 1 => "[A-Za-z0-9_.~%-]{1,20}"]
+    }
+}
+
+#[test]
+fn fuzzed_bodies_and_paths_never_cause_a_panic_or_a_500() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (_dir, app, store) = runtime.block_on(app_and_store());
+    let (app_id, token, code, subscription) = runtime.block_on(async {
+        let (app_id, token) = new_app(&app, "inhouse", Some("acct_a")).await;
+        let (_, queue) = send(&app, "POST", "/v1/queues", Some(&token), Some(json!({"name": "q"}).to_string())).await;
+        let code = queue["code"].as_str().unwrap().to_string();
+        let uri = format!("/v1/queues/{code}/subscriptions");
+        let (_, sub) = send(&app, "POST", &uri, Some(&token), Some(json!({"event_type": "*", "account": "acct_a"}).to_string())).await;
+        // events are waiting, so a fuzzed `wait_ms` never holds a pull
+        let fanout = tokio::spawn(crate::queue::fanout::run(store.clone(), crate::delivery::SinkStatus::new("queue:fanout", "queues")));
+        let write = crate::store::Write {
+            object: "customer".into(),
+            id: "c1".into(),
+            account: Some("acct_a".into()),
+            mutation: crate::store::Mutation::Upsert(json!({"id": "c1"})),
+            origin: crate::store::Origin::Backfill,
+            generation: 1,
+        };
+        store.apply(crate::store::Batch { source: "stripe".into(), writes: vec![write], ..Default::default() }).await.unwrap();
+        let pull = format!("/v1/queues/{code}/events/pull");
+        while send(&app, "POST", &pull, Some(&token), Some("{}".into())).await.1["events"].as_array().is_none_or(|e| e.is_empty()) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        fanout.abort();
+        (app_id, token, code, sub["code"].as_str().unwrap().to_string())
+    });
+
+    let routes = (fuzz::param(app_id), fuzz::param(code), fuzz::param(subscription)).prop_flat_map(|(app_id, code, sub)| {
+        let route = |method, path: String, admin, fields| Route { method, path, admin, fields };
+        prop::sample::select(vec![
+            route("POST", "/v1/apps".into(), true, &["name", "kind", "account"]),
+            route("GET", "/v1/apps".into(), true, &[]),
+            route("POST", format!("/v1/apps/{app_id}/grants"), true, &["account"]),
+            route("POST", "/v1/queues".into(), false, &["name"]),
+            route("GET", "/v1/queues".into(), false, &[]),
+            route("POST", format!("/v1/queues/{code}/subscriptions"), false, &["event_type", "account", "from"]),
+            route("GET", format!("/v1/queues/{code}/subscriptions"), false, &[]),
+            route("DELETE", format!("/v1/queues/{code}/subscriptions/{sub}x"), false, &[]),
+            route("POST", format!("/v1/queues/{code}/events/pull"), false, &["ack_id", "limit", "wait_ms"]),
+        ])
+    });
+    let cases = routes.prop_flat_map(|route| {
+        let body = fuzz::body(route.fields);
+        (Just(route), body)
+    });
+    let seen = std::cell::RefCell::new(std::collections::BTreeMap::<u16, usize>::new());
+    let mut runner = TestRunner::new(Config { cases: 1_500, failure_persistence: None, ..Config::default() });
+    runner
+        .run(&cases, |(route, body)| {
+            let token = if route.admin { "admin-secret" } else { token.as_str() };
+            let request = Request::builder()
+                .method(route.method)
+                .uri(&route.path)
+                .header("content-type", "application/json")
+                .header("authorization", format!("Bearer {token}"))
+                .body(Body::from(body.clone()))
+                .unwrap();
+            let (status, reply) = runtime.block_on(async {
+                let response = app.clone().oneshot(request).await.unwrap();
+                let status = response.status();
+                let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+                (status, serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null))
+            });
+            *seen.borrow_mut().entry(status.as_u16()).or_default() += 1;
+            let shown = String::from_utf8_lossy(&body);
+            prop_assert!(!status.is_server_error(), "{} {} {shown} -> {status} {reply}", route.method, route.path);
+            if !status.is_success() {
+                prop_assert!(reply["error"]["type"].is_string() && reply["error"]["message"].is_string(), "{status}: {reply}");
+            }
+            Ok(())
+        })
+        .unwrap();
+    // the cases reached past parsing into the handlers, not only rejections
+    let seen = seen.into_inner();
+    for status in [200, 201, 400, 403, 404, 422] {
+        assert!(seen.contains_key(&status), "no case answered {status}: {seen:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_routes_that_exist() {
+    let (_dir, app) = app().await;
+    let (status, doc) = call(&app, "GET", "/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            let uri = path.replace('{', "x").replace('}', "");
+            let (status, body) = call(&app, &method.to_uppercase(), &uri).await;
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert_ne!(body["error"]["message"], "no such route", "{method} {path}");
+            for (code, response) in op["responses"].as_object().unwrap() {
+                if !code.starts_with('2') && code != "200" {
+                    assert_eq!(
+                        response["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/Error",
+                        "{method} {path} {code}"
+                    );
+                }
+            }
+            for reference in op.to_string().split("#/components/schemas/").skip(1) {
+                let name = reference.split('"').next().unwrap();
+                assert!(doc["components"]["schemas"][name].is_object(), "{method} {path}: no schema {name}");
+            }
+        }
+    }
+    // every queue route is there
+    for (method, path) in [
+        ("post", "/v1/apps"),
+        ("get", "/v1/apps"),
+        ("delete", "/v1/apps/{id}"),
+        ("post", "/v1/apps/{id}/grants"),
+        ("post", "/v1/queues"),
+        ("get", "/v1/queues"),
+        ("delete", "/v1/queues/{code}"),
+        ("post", "/v1/queues/{code}/subscriptions"),
+        ("get", "/v1/queues/{code}/subscriptions"),
+        ("delete", "/v1/queues/{code}/subscriptions/{subscription}"),
+        ("post", "/v1/queues/{code}/events/pull"),
+    ] {
+        assert!(doc["paths"][path][method]["responses"].is_object(), "{method} {path} is not described");
+    }
+    let pull = &doc["components"]["schemas"]["PullRequest"]["properties"]["limit"];
+    assert_eq!((pull["minimum"].as_u64(), pull["maximum"].as_u64()), (Some(1), Some(queues::MAX_PULL_LIMIT as u64)));
+}
