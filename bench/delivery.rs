@@ -8,13 +8,17 @@
 //!
 //!     delivery [CHANGES]   (services as in scripts/ensure-services.sh)
 
+#[path = "common.rs"]
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::batch;
 use serde_json::json;
 use tributary::delivery::{self, SinkStatus};
 use tributary::sink::SinkConfig;
-use tributary::store::{self, Batch, ChangeCursor, Mutation, Options, Origin, Store, Write};
+use tributary::store::{self, ChangeCursor, Options, Store};
 
 fn sink(kind: &str, tag: &str) -> SinkConfig {
     let toml = match kind {
@@ -29,21 +33,6 @@ fn sink(kind: &str, tag: &str) -> SinkConfig {
         ),
     };
     toml::from_str(&toml).expect("bench sink config")
-}
-
-fn batch(from: usize, count: usize) -> Batch {
-    let writes = (from..from + count)
-        .map(|i| Write {
-            object: "customer".into(),
-            id: format!("cus_{i:08}"),
-            account: None,
-            mutation: Mutation::Upsert(json!({"id": format!("cus_{i:08}"), "object": "customer", "email": format!("user{i}@example.com"),
-                "description": "x".repeat(800), "metadata": {"rev": i.to_string()}, "created": 1_700_000_000 + i as i64})),
-            origin: Origin::Backfill,
-            generation: 1,
-        })
-        .collect();
-    Batch { source: "bench".into(), writes, ..Batch::default() }
 }
 
 async fn run_sink(config: SinkConfig, store: Arc<dyn Store>) -> (Arc<SinkStatus>, tokio::task::JoinHandle<()>) {
@@ -83,17 +72,7 @@ async fn main() -> anyhow::Result<()> {
     let changes: usize = std::env::args().nth(1).map(|a| a.parse()).transpose()?.unwrap_or(500_000);
     let dir = tempfile::tempdir()?;
     let store = store::open(&Options::url(&format!("sqlite://{}", dir.path().join("bench.db").display()))).await?;
-    for from in (0..changes).step_by(1000) {
-        store.apply(batch(from, 1000.min(changes - from))).await?;
-    }
-    let mut end = ChangeCursor::START;
-    loop {
-        let page = store.changes_after(end, 10_000).await?;
-        if page.changes.is_empty() {
-            break;
-        }
-        end = page.next;
-    }
+    let mut end = common::fill(store.as_ref(), 0, changes).await?;
     let tag = format!("bench{}", std::process::id());
     for kind in ["kafka", "nats", "redis"] {
         let started = Instant::now();
@@ -156,11 +135,10 @@ async fn main() -> anyhow::Result<()> {
         task.abort();
         cleanup(kind, &format!("{tag}lat")).await;
         latencies.sort();
-        let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64() * 1000.0;
         println!(
             "{}",
             json!({"bench": "delivery_latency", "sink": kind, "changes_per_sec": 1000, "samples": latencies.len(),
-            "p50_ms": (pct(0.5) * 10.0).round() / 10.0, "p99_ms": (pct(0.99) * 10.0).round() / 10.0, "target_p99_ms": 50})
+            "p50_ms": common::percentile_ms(&latencies, 0.5), "p99_ms": common::percentile_ms(&latencies, 0.99), "target_p99_ms": 50})
         );
     }
     Ok(())

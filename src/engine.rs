@@ -96,6 +96,11 @@ impl Engine {
         Ok(Engine { registry, api_addr, listener, state, tasks })
     }
 
+    /// The store this engine writes to.
+    pub fn store(&self) -> Arc<dyn crate::store::Store> {
+        self.state.store.clone()
+    }
+
     /// Serve the API until `shutdown` resolves, then stop every source.
     pub async fn serve(mut self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), EngineError> {
         let result = axum::serve(self.listener, api::router(self.state)).with_graceful_shutdown(shutdown).await;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
 
 /// `tributary apps create`: the app as JSON, token included.
 fn create_app(engine: &Engine, kind: &str, account: Option<&str>) -> Value {
@@ -95,6 +96,25 @@ async fn a_queue_gets_every_matching_change_once_in_commit_order(backend: fn(&Pa
         assert_eq!(event["payload"]["object"], "customer");
     }
     assert!(drain(&engine, code, token).is_empty(), "drained events were acknowledged");
+
+    // --follow prints events as they come and acknowledges them on exit
+    let mut follower = tokio::process::Command::new(bin())
+        .args(["queue", "pull", code, "--api", &engine.api, "--follow"])
+        .env("TRIBUTARY_APP_TOKEN", token)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the follower");
+    let mut lines = tokio::io::BufReader::new(follower.stdout.take().unwrap()).lines();
+    let (_, customer) = sim.call_as(Some(seller), Method::POST, "/v1/customers", &[("email", "f@example.com")]).await;
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.expect("an event within 30 s").unwrap().unwrap();
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!((&event["type"], &event["payload"]["object_id"]), (&json!("customer.created"), &customer["id"]));
+    let pid = follower.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let exit = tokio::time::timeout(Duration::from_secs(10), follower.wait()).await.expect("the follower stops on SIGTERM").unwrap();
+    assert!(exit.success(), "{exit:?}");
+    assert!(drain(&engine, code, token).is_empty(), "the follower acknowledged what it printed");
 
     // a revoked token stops working at once
     let (exit, stdout, _) = tributary(&["apps", "list", "-c", &config], &[]);

@@ -12,16 +12,17 @@ use std::time::{Duration, Instant};
 use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::response::IntoResponse;
 use axum::{Json, Router, routing::delete, routing::get, routing::post};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::extract::{Body, Param};
 use super::{ApiError, AppState};
 use crate::queue::{self, AckIdError};
 use crate::store::queues::{App, AppKind, PLATFORM, PullOutcome, Subscription};
-use crate::store::{StoreError, timestamp};
+use crate::store::{Change, StoreError};
 
 pub const MAX_PULL_LIMIT: usize = 1_000;
 pub const DEFAULT_PULL_LIMIT: usize = 100;
@@ -232,18 +233,8 @@ async fn subscribe(
     if !allowed {
         return Err(ApiError::Forbidden(format!("account '{}' has not granted this app access", body.account)));
     }
-    let now = chrono::Utc::now();
     let replay = matches!(body.from, Some(From::Earliest));
-    let start = if replay { chrono::Duration::from_std(state.queues.retention).ok().and_then(|r| now.checked_sub_signed(r)) } else { None };
-    let subscription = Subscription {
-        code: queue::random_id("sub_", 16),
-        queue_id: 0,
-        event_type: body.event_type,
-        account: body.account,
-        start_at: timestamp(start.unwrap_or(now)),
-        replay,
-        created_at: timestamp(now),
-    };
+    let subscription = queue::new_subscription(body.event_type, body.account, replay, state.queues.retention);
     let Some(created) = state.store.subscribe(&app.id, &code, &subscription).await.map_err(internal)? else {
         return Err(no_queue(&code));
     };
@@ -284,7 +275,7 @@ async fn pull(
     State(state): State<AppState>,
     Param(code): Param<String>,
     Body(body): Body<PullRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let limit = body.limit.unwrap_or(DEFAULT_PULL_LIMIT);
     if !(1..=MAX_PULL_LIMIT).contains(&limit) {
         return Err(ApiError::Unprocessable(format!("limit must be from 1 to {MAX_PULL_LIMIT}")));
@@ -324,24 +315,42 @@ async fn pull(
             continue;
         }
         metrics::counter!("tributary_queue_events_pulled_total").increment(pulled.events.len() as u64);
-        let events: Vec<Value> = pulled
-            .events
-            .iter()
-            .map(|(_, change)| {
-                json!({
-                    "id": change.id,
-                    "account": change.account.as_deref().unwrap_or(PLATFORM),
-                    "type": change.kind,
-                    "created_at": change.committed_at,
-                    "payload": change,
-                })
-            })
-            .collect();
-        return Ok(Json(json!({
-            "events": events,
-            "ack_id": pulled.ack.map(|a| queue::ack_id(&code, &a)),
-            "dropped": pulled.dropped,
-        })));
+        let events = pulled.events.iter().map(|(_, change)| EventView::of(change)).collect();
+        let ack_id = pulled.ack.map(|a| queue::ack_id(&code, &a));
+        let view = PullView { events, ack_id, dropped: pulled.dropped };
+        let bytes = serde_json::to_vec(&view).map_err(|e| ApiError::Internal(format!("cannot encode a pull: {e}")))?;
+        return Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response());
+    }
+}
+
+/// A pull's answer, serialized straight from the changes read (a payload's
+/// stored JSON is copied, never parsed into a tree and printed again).
+#[derive(Serialize)]
+struct PullView<'a> {
+    events: Vec<EventView<'a>>,
+    ack_id: Option<String>,
+    dropped: i64,
+}
+
+#[derive(Serialize)]
+struct EventView<'a> {
+    id: &'a str,
+    account: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    created_at: &'a str,
+    payload: &'a Change,
+}
+
+impl<'a> EventView<'a> {
+    fn of(change: &'a Change) -> EventView<'a> {
+        EventView {
+            id: &change.id,
+            account: change.account.as_deref().unwrap_or(PLATFORM),
+            kind: &change.kind,
+            created_at: &change.committed_at,
+            payload: change,
+        }
     }
 }
 

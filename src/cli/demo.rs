@@ -1,5 +1,6 @@
 //! `tributary demo`: the simulator and the engine in one process on SQLite,
-//! with a progress bar per resource during backfill and a live status line.
+//! with a progress bar per resource during backfill, a live status line, and
+//! a pull queue of live customer changes to try.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -11,8 +12,11 @@ use tokio::net::TcpListener;
 
 use crate::config::{ApiConfig, Config, DatabaseConfig, SourceConfig};
 use crate::engine::Engine;
+use crate::queue;
 use crate::sim::SimArgs;
 use crate::source::{Phase, SourceStatus, stripe::StripeConfig};
+use crate::store::Store;
+use crate::store::queues::{AppKind, PLATFORM};
 use crate::telemetry;
 
 const KEY_ENV: &str = "TRIBUTARY_DEMO_STRIPE_KEY";
@@ -97,7 +101,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             None => crate::cli::shutdown_signal().await,
         }
     };
-    let display = tokio::spawn(show_progress(status, terminal, args.db.clone(), api));
+    let consumer = demo_queue(engine.store().as_ref()).await.context("cannot create the demo queue")?;
+    let display = tokio::spawn(show_progress(status, terminal, args.db.clone(), api, consumer));
     let result = engine.serve(shutdown).await;
     display.abort();
     result?;
@@ -105,8 +110,26 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An app with a queue of every live change to the platform's customers,
+/// to show a pull queue: (queue code, app token).
+async fn demo_queue(store: &dyn Store) -> anyhow::Result<(String, String)> {
+    let (app, token, hash) = queue::new_app("demo".into(), AppKind::Inhouse, Some(PLATFORM.into()))?;
+    store.create_app(&app, &hash).await?;
+    let code = queue::random_id("q_", 16);
+    store.create_queue(&app.id, &code, "demo customers", 1).await?;
+    let subscription = queue::new_subscription("customer.*".into(), PLATFORM.into(), false, Duration::ZERO);
+    store.subscribe(&app.id, &code, &subscription).await?;
+    Ok((code, token))
+}
+
 /// Progress bars while backfilling, then hints and a live status line.
-async fn show_progress(status: std::sync::Arc<SourceStatus>, terminal: bool, db: String, api: SocketAddr) {
+async fn show_progress(
+    status: std::sync::Arc<SourceStatus>,
+    terminal: bool,
+    db: String,
+    api: SocketAddr,
+    (queue, token): (String, String),
+) {
     let bars = MultiProgress::new();
     if !terminal {
         bars.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -148,6 +171,7 @@ async fn show_progress(status: std::sync::Arc<SourceStatus>, terminal: bool, db:
     println!("  sqlite3 {db} \"select id, op, type, object_id from tributary_changes order by id desc limit 5\"");
     println!("  curl -s http://{api}/v1/sources");
     println!("  curl -s 'http://{api}/v1/sources/stripe/wait?timeout_ms=5000'");
+    println!("  tributary queue pull {queue} --api http://{api} --token {token} --follow");
     let line = ProgressBar::new_spinner();
     if !terminal {
         line.set_draw_target(indicatif::ProgressDrawTarget::hidden());

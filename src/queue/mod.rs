@@ -15,7 +15,7 @@ pub mod retention;
 use rand::Rng;
 use sha2::Digest;
 
-use crate::store::queues::{Ack, App, AppKind};
+use crate::store::queues::{Ack, App, AppKind, Subscription};
 use crate::store::timestamp;
 
 /// Longest name, account or event type.
@@ -48,6 +48,22 @@ pub fn new_app(name: String, kind: AppKind, account: Option<String>) -> Result<(
     let app = App { id: random_id("app_", 16), name, kind, account, created_at: timestamp(chrono::Utc::now()), revoked: false };
     let (token, hash) = new_token();
     Ok((app, token, hash))
+}
+
+/// A subscription to `event_type` of `account`: changes committed from now
+/// on, or with `replay` every one still within `retention` too.
+pub fn new_subscription(event_type: String, account: String, replay: bool, retention: std::time::Duration) -> Subscription {
+    let now = chrono::Utc::now();
+    let since = if replay { chrono::Duration::from_std(retention).ok().and_then(|r| now.checked_sub_signed(r)) } else { None };
+    Subscription {
+        code: random_id("sub_", 16),
+        queue_id: 0,
+        event_type,
+        account,
+        start_at: timestamp(since.unwrap_or(now)),
+        replay,
+        created_at: timestamp(now),
+    }
 }
 
 /// A random identifier: `prefix` then `len` characters of `[0-9a-z]`.
