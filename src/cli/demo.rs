@@ -66,6 +66,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         fail_rate: 0.0,
         latency_ms: 0,
         truncate_rate: 0.0,
+        lose_responses: 0.0,
         event_retention_secs: 2_592_000,
     };
     let sim_listener = TcpListener::bind(sim_args.listen).await?;

@@ -50,6 +50,10 @@ pub struct SimArgs {
     /// Share of successful responses whose JSON body is cut short (0.0 to 1.0)
     #[arg(long, default_value_t = 0.0)]
     pub truncate_rate: f64,
+    /// Share of successful writes (POST, DELETE) whose response is lost:
+    /// the write is done, then the connection drops (0.0 to 1.0)
+    #[arg(long, default_value_t = 0.0)]
+    pub lose_responses: f64,
     /// How long events stay listed at /v1/events (Stripe: 30 days)
     #[arg(long, default_value_t = 2_592_000)]
     pub event_retention_secs: u64,
@@ -63,6 +67,7 @@ impl SimArgs {
             fail_rate: self.fail_rate,
             latency_ms: self.latency_ms,
             truncate_rate: self.truncate_rate,
+            lose_responses: self.lose_responses,
             unauthorized: false,
         };
         Sim::new(world, faults, self.mutations_per_sec, self.seed)

@@ -41,6 +41,9 @@ pub struct Faults {
     /// Share of successful responses whose JSON body is cut in half.
     #[serde(default)]
     pub truncate_rate: f64,
+    /// Share of successful writes whose response is lost after the write.
+    #[serde(default)]
+    pub lose_responses: f64,
     /// Answer every request 401, as if the API key had been revoked.
     #[serde(default)]
     pub unauthorized: bool,
@@ -52,6 +55,10 @@ struct Stats {
     rate_limited: AtomicU64,
     failed: AtomicU64,
     truncated: AtomicU64,
+    lost: AtomicU64,
+    /// Writes executed (not replayed) per `Idempotency-Key`: more than one
+    /// for a key means a side effect was repeated.
+    executed_by_key: Mutex<BTreeMap<String, u64>>,
     /// Requests per route (`GET /v1/customers`, `GET /v1/invoices/{id}/lines`).
     by_route: Mutex<BTreeMap<String, u64>>,
 }
@@ -194,7 +201,8 @@ async fn stripe_api(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, heade
     let params = if method == Method::POST { form::decode(&body) } else { query.clone() };
     let idempotency_key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(String::from);
     let request = format!("{method} {path} {params}");
-    if method == Method::POST
+    let write = method == Method::POST || method == Method::DELETE;
+    if write
         && let Some(key) = &idempotency_key
         && let Some(replay) = sim.world.lock().replay(&scope, key).cloned()
     {
@@ -219,8 +227,15 @@ async fn stripe_api(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, heade
         Ok(body) => (200, body),
         Err(error) => (error.status, error.body().to_string()),
     };
-    if let (true, Some(key)) = (method == Method::POST, &idempotency_key) {
+    if let (true, Some(key)) = (write, &idempotency_key) {
         sim.world.lock().remember(&scope, key, Replay { request, status, body: body.clone() });
+        *sim.stats.executed_by_key.lock().entry(key.clone()).or_default() += 1;
+    }
+    if write && status == 200 && sim.roll(faults.lose_responses) {
+        // done, but the answer never arrives: the connection drops
+        sim.stats.lost.fetch_add(1, Ordering::Relaxed);
+        let lost = futures::stream::once(async { Err::<Bytes, std::io::Error>(std::io::Error::other("response lost (injected)")) });
+        return (StatusCode::OK, Body::from_stream(lost)).into_response();
     }
     if status == 200 && sim.roll(faults.truncate_rate) {
         sim.stats.truncated.fetch_add(1, Ordering::Relaxed);
@@ -294,6 +309,8 @@ async fn stats(State(sim): State<Arc<Sim>>) -> Response {
             "rate_limited": s.rate_limited.load(Ordering::Relaxed),
             "failed": s.failed.load(Ordering::Relaxed),
             "truncated": s.truncated.load(Ordering::Relaxed),
+            "lost": s.lost.load(Ordering::Relaxed),
+            "executed_by_key": *s.executed_by_key.lock(),
             "by_route": *s.by_route.lock(),
         }),
     )

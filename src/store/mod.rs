@@ -8,6 +8,8 @@
 //!   change log, advisory-lock ownership of sources)
 //! - `queues`: apps, queues, subscriptions and per-queue positions of the
 //!   built-in pull queues, and their acknowledgement rules
+//! - `writes`: idempotency keys of writes through to the upstream, their
+//!   recovery points, and the rules for a request that names a known key
 //!
 //! Sources hand the store a [`Batch`]; [`plan`] decides per object whether it
 //! is a change (`read`, `insert`, `update`, `delete`) or the state the mirror
@@ -21,6 +23,7 @@ pub mod sqlite;
 pub mod testing;
 #[cfg(test)]
 mod tests;
+pub mod writes;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -36,6 +39,9 @@ pub enum Origin {
     Backfill,
     /// An upstream event: `op = insert|update|delete`, `type` = the event type.
     Event { id: String, kind: String, previous_attributes: Option<Value> },
+    /// A write made through Tributary: `op = insert|update|delete`, `type` =
+    /// `{object}.created|updated|deleted`.
+    Write,
 }
 
 #[derive(Debug, Clone)]
@@ -76,6 +82,9 @@ pub struct Batch {
     pub sweeps: Vec<Sweep>,
     /// Checkpoint entries (`key` → JSON), committed with the data.
     pub checkpoints: Vec<(String, Value)>,
+    /// An idempotent write's last phase: its key finished (and its jobs
+    /// staged) in the same transaction as the mirror write.
+    pub finish: Option<writes::Finish>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -203,9 +212,10 @@ pub enum StoreError {
 }
 
 pub use queues::QueueStore;
+pub use writes::WriteStore;
 
 #[async_trait::async_trait]
-pub trait Store: QueueStore + Send + Sync {
+pub trait Store: QueueStore + WriteStore + Send + Sync {
     /// Commit a batch in one transaction.
     async fn apply(&self, batch: Batch) -> Result<Applied, StoreError>;
     /// Every checkpoint entry of a source.

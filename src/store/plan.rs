@@ -18,6 +18,7 @@ pub struct Prepared {
     pub writes: Vec<PreparedWrite>,
     pub sweeps: Vec<(String, Sweep)>,
     pub checkpoints: Vec<(String, String)>,
+    pub finish: Option<super::writes::Finish>,
 }
 
 pub struct PreparedWrite {
@@ -89,7 +90,7 @@ pub fn prepare(batch: Batch) -> Result<Prepared, StoreError> {
     let sweeps =
         batch.sweeps.into_iter().map(|s| Ok((ident::mirror_table(&batch.source, &s.object)?, s))).collect::<Result<_, StoreError>>()?;
     let checkpoints = batch.checkpoints.into_iter().map(|(k, v)| (k, v.to_string())).collect();
-    Ok(Prepared { source: batch.source, writes, sweeps, checkpoints })
+    Ok(Prepared { source: batch.source, writes, sweeps, checkpoints, finish: batch.finish })
 }
 
 /// A change log entry to append.
@@ -119,6 +120,14 @@ impl NewChange {
             Origin::Event { id, kind, previous_attributes } => (kind.clone(), Some(id.clone()), previous_attributes.as_ref().or(previous)),
             Origin::Backfill if op == "delete" => (format!("{object}.deleted"), None, previous),
             Origin::Backfill => (format!("{object}.{op}"), None, previous),
+            Origin::Write => {
+                let done = match op {
+                    "insert" => "created",
+                    "delete" => "deleted",
+                    _ => "updated",
+                };
+                (format!("{object}.{done}"), None, previous)
+            }
         };
         NewChange {
             object: object.to_string(),

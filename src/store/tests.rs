@@ -196,7 +196,7 @@ macro_rules! store_suite {
                 sweep_deletes_rows_an_older_generation_saw, checkpoints_commit_with_the_data_or_not_at_all, concurrent_batches_all_commit,
                 account_ids_and_types_are_data_not_sql, sink_cursors_and_dead_letters_commit_together,
                 purge_keeps_what_a_reader_has_not_passed, apps_are_found_by_token_hash_until_revoked,
-                queues_fan_out_pull_acknowledge_and_expire);
+                queues_fan_out_pull_acknowledge_and_expire, idempotency_keys_follow_their_recovery_points);
         }
     };
     (@tests $open:expr; $($name:ident),*) => {
@@ -466,4 +466,55 @@ async fn postgres_commits_of_another_instance_wake_this_one() {
         .expect("the other instance's commit was announced here")
         .unwrap();
     assert_eq!(all_changes(&reader, 1).await.len(), 1);
+}
+
+pub async fn idempotency_keys_follow_their_recovery_points(store: Arc<dyn Store>) {
+    use super::writes::{Answer, Begin, Finish, KeyRequest, RecoveryPoint, StagedJob};
+    let request = KeyRequest {
+        app_id: "app_1".into(),
+        key: "k1".into(),
+        source: "stripe".into(),
+        method: "POST".into(),
+        path: "/v1/customers".into(),
+        params: "email=a%40example.com".into(),
+        fingerprint: "f1".into(),
+        account: None,
+    };
+    let (t0, t1, t2) = ("2026-01-01T00:00:00.000000Z", "2026-01-01T00:00:01.000000Z", "2026-01-01T00:10:00.000000Z");
+    let never = "2000-01-01T00:00:00.000000Z";
+    let Begin::Proceed(first) = store.begin_write(&request, t0, never).await.unwrap() else { panic!("a new key proceeds") };
+    assert_eq!((first.recovery_point, first.locked_at.as_deref()), (RecoveryPoint::Started, Some(t0)));
+    // held: a second request with the key waits its turn (409)
+    assert!(matches!(store.begin_write(&request, t1, never).await.unwrap(), Begin::InFlight));
+    let other = KeyRequest { fingerprint: "f2".into(), ..request.clone() };
+    assert!(matches!(store.begin_write(&other, t1, never).await.unwrap(), Begin::Mismatch));
+    let upstream = Answer { status: 200, body: r#"{"id":"cus_9","object":"customer"}"#.into() };
+    store.record_upstream("app_1", "k1", &upstream, t1).await.unwrap();
+    store.release_key("app_1", "k1", t1).await.unwrap();
+    // released: a retry takes it over at its recovery point, upstream answer kept
+    let Begin::Proceed(resumed) = store.begin_write(&request, t2, never).await.unwrap() else { panic!("a released key proceeds") };
+    assert_eq!((resumed.recovery_point, resumed.upstream.as_ref()), (RecoveryPoint::UpstreamCalled, Some(&upstream)));
+    // a lock older than the cutoff is presumed abandoned
+    assert!(matches!(store.begin_write(&request, t2, t1).await.unwrap(), Begin::InFlight));
+    let later = "2026-01-01T00:10:00.000001Z";
+    assert!(matches!(store.begin_write(&request, t2, later).await.unwrap(), Begin::Proceed(_)));
+
+    // the last phase commits with the mirror write, or not at all
+    let response = Answer { status: 200, body: r#"{"id": "cus_9",  "object":"customer"}"#.into() };
+    let finish = Finish {
+        app_id: "app_1".into(),
+        key: "k1".into(),
+        response: response.clone(),
+        jobs: vec![StagedJob { kind: "write.completed".into(), payload: json!({"key": "k1"}) }],
+    };
+    let hostile = write("x\"; DROP TABLE t; --", "cus_9", Mutation::Upsert(json!({"id": "cus_9"})), Origin::Write, 1);
+    let failed = Batch { finish: Some(finish.clone()), ..batch(vec![hostile]) };
+    assert!(store.apply(failed).await.is_err());
+    assert!(matches!(store.begin_write(&request, t2, later).await.unwrap(), Begin::Proceed(_)), "a failed last phase left the key open");
+    let mirror = write("customer", "cus_9", Mutation::Upsert(json!({"id": "cus_9", "object": "customer"})), Origin::Write, 1);
+    store.apply(Batch { finish: Some(finish), ..batch(vec![mirror]) }).await.unwrap();
+    let Begin::Replay(replayed) = store.begin_write(&request, t2, later).await.unwrap() else { panic!("a finished key replays") };
+    assert_eq!(replayed, response, "the stored answer, byte for byte");
+    let changes = all_changes(&store, 1).await;
+    assert_eq!((changes[0].op.as_str(), changes[0].kind.as_str()), ("insert", "customer.created"));
 }

@@ -7,6 +7,7 @@
 //! connection.
 
 mod queues;
+mod writes;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -338,6 +339,7 @@ impl PgStore {
             queue_events = self.t("tributary_queue_events"),
         );
         tx.batch_execute(&ddl).await.map_err(pg)?;
+        tx.batch_execute(&writes::ddl(|table| self.t(table))).await.map_err(pg)?;
         tx.commit().await.map_err(pg)
     }
 
@@ -506,6 +508,9 @@ impl Store for PgStore {
             );
             let statement = tx.prepare_cached(&sql).await.map_err(pg)?;
             tx.execute(&statement, &[&prepared.source, &keys, &values]).await.map_err(pg)?;
+        }
+        if let Some(finish) = &prepared.finish {
+            self.finish(&tx, finish).await?;
         }
         // last, in a fixed order: these rows are shared by concurrent batches
         for (table, delta) in row_deltas.into_iter().filter(|(_, d)| *d != 0) {

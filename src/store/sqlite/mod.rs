@@ -3,6 +3,7 @@
 //! use their own connection, which WAL lets run beside the writer.
 
 mod queues;
+mod writes;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -148,6 +149,7 @@ impl SqliteStore {
     pub fn open(path: &str) -> Result<Self, StoreError> {
         let writer = connect(path, 20_000)?;
         writer.execute_batch(SCHEMA)?;
+        writer.execute_batch(writes::SCHEMA)?;
         let reader = connect(path, 2_000)?;
         let bookkeeping = connect(path, 2_000)?;
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
@@ -517,6 +519,9 @@ impl Writer {
             )?;
             for (key, value) in &batch.checkpoints {
                 checkpoint.execute(params![batch.source, key, value, committed_at])?;
+            }
+            if let Some(finish) = &batch.finish {
+                writes::finish(&tx, finish, &committed_at)?;
             }
             results.push(applied);
         }

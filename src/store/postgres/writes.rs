@@ -1,0 +1,173 @@
+//! Idempotency keys on Postgres. Phase 1 inserts the key or locks its row
+//! (`FOR UPDATE`), so two requests with one key take turns deciding; a
+//! key's last phase commits with the mirror write ([`finish`]).
+
+use tokio_postgres::{Row, Transaction};
+
+use super::{PgStore, pg};
+use crate::store::StoreError;
+use crate::store::writes::{Answer, Begin, Finish, KeyRecord, KeyRequest, RecoveryPoint, WriteStore, decide};
+
+/// The tables, in the schema `t` qualifies names with.
+pub(super) fn ddl(t: impl Fn(&str) -> String) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {keys} (
+            app_id text NOT NULL,
+            key text NOT NULL,
+            source text NOT NULL,
+            method text NOT NULL,
+            path text NOT NULL,
+            params text NOT NULL,
+            fingerprint text NOT NULL,
+            account text,
+            recovery_point text NOT NULL,
+            -- RFC 3339 text, as on SQLite: one comparison rule for both
+            locked_at text,
+            upstream_status int,
+            upstream_body text,
+            response_status int,
+            response_body text,
+            created_at text NOT NULL,
+            updated_at text NOT NULL,
+            PRIMARY KEY (app_id, key)
+        );
+        CREATE INDEX IF NOT EXISTS tributary_idempotency_keys_open ON {keys} (recovery_point, updated_at);
+        CREATE INDEX IF NOT EXISTS tributary_idempotency_keys_age ON {keys} (created_at);
+        -- jobs written with a write's last phase; the enqueuer hands them on after commit
+        CREATE TABLE IF NOT EXISTS {jobs} (
+            id bigserial PRIMARY KEY,
+            kind text NOT NULL,
+            payload jsonb NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now()
+        );",
+        keys = t("tributary_idempotency_keys"),
+        jobs = t("tributary_staged_jobs"),
+    )
+}
+
+const KEY_COLUMNS: &str = "app_id, key, source, method, path, params, fingerprint, account, recovery_point, locked_at,
+    upstream_status, upstream_body, response_status, response_body, created_at, updated_at";
+
+fn answer(status: Option<i32>, body: Option<String>) -> Option<Answer> {
+    Some(Answer { status: u16::try_from(status?).ok()?, body: body? })
+}
+
+fn read_key(row: &Row) -> KeyRecord {
+    KeyRecord {
+        request: KeyRequest {
+            app_id: row.get(0),
+            key: row.get(1),
+            source: row.get(2),
+            method: row.get(3),
+            path: row.get(4),
+            params: row.get(5),
+            fingerprint: row.get(6),
+            account: row.get(7),
+        },
+        // an unknown point is treated as the earliest: redoing is safe
+        recovery_point: RecoveryPoint::parse(row.get(8)).unwrap_or(RecoveryPoint::Started),
+        locked_at: row.get(9),
+        upstream: answer(row.get(10), row.get(11)),
+        response: answer(row.get(12), row.get(13)),
+        created_at: row.get(14),
+        updated_at: row.get(15),
+    }
+}
+
+impl PgStore {
+    /// The key's last phase, inside the mirror write's transaction.
+    pub(super) async fn finish(&self, tx: &Transaction<'_>, finish: &Finish) -> Result<(), StoreError> {
+        let now = crate::store::timestamp(chrono::Utc::now());
+        let status = i32::from(finish.response.status);
+        let sql = format!(
+            "UPDATE {} SET recovery_point = 'finished', response_status = $3, response_body = $4, locked_at = NULL, updated_at = $5
+             WHERE app_id = $1 AND key = $2",
+            self.t("tributary_idempotency_keys")
+        );
+        tx.execute(&sql, &[&finish.app_id, &finish.key, &status, &finish.response.body, &now]).await.map_err(pg)?;
+        let stage = format!("INSERT INTO {} (kind, payload) VALUES ($1, $2::text::jsonb)", self.t("tributary_staged_jobs"));
+        for job in &finish.jobs {
+            tx.execute(&stage, &[&job.kind, &job.payload.to_string()]).await.map_err(pg)?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl WriteStore for PgStore {
+    async fn begin_write(&self, request: &KeyRequest, now: &str, lock_expired_before: &str) -> Result<Begin, StoreError> {
+        let keys = self.t("tributary_idempotency_keys");
+        let mut client = self.pool.get().await.map_err(pg)?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let inserted = tx
+            .execute(
+                &format!(
+                    "INSERT INTO {keys} (app_id, key, source, method, path, params, fingerprint, account, recovery_point, locked_at,
+                     created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'started', $9, $9, $9)
+                     ON CONFLICT (app_id, key) DO NOTHING"
+                ),
+                &[
+                    &request.app_id,
+                    &request.key,
+                    &request.source,
+                    &request.method,
+                    &request.path,
+                    &request.params,
+                    &request.fingerprint,
+                    &request.account,
+                    &now,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        if inserted == 1 {
+            tx.commit().await.map_err(pg)?;
+            return Ok(Begin::Proceed(KeyRecord {
+                request: request.clone(),
+                recovery_point: RecoveryPoint::Started,
+                locked_at: Some(now.to_string()),
+                upstream: None,
+                response: None,
+                created_at: now.to_string(),
+                updated_at: now.to_string(),
+            }));
+        }
+        let row = tx
+            .query_one(
+                &format!("SELECT {KEY_COLUMNS} FROM {keys} WHERE app_id = $1 AND key = $2 FOR UPDATE"),
+                &[&request.app_id, &request.key],
+            )
+            .await
+            .map_err(pg)?;
+        let begin = decide(&read_key(&row), request, |at| at < lock_expired_before);
+        if let Begin::Proceed(_) = &begin {
+            tx.execute(
+                &format!("UPDATE {keys} SET locked_at = $3, updated_at = $3 WHERE app_id = $1 AND key = $2"),
+                &[&request.app_id, &request.key, &now],
+            )
+            .await
+            .map_err(pg)?;
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(begin)
+    }
+
+    async fn record_upstream(&self, app_id: &str, key: &str, upstream: &Answer, now: &str) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let sql = format!(
+            "UPDATE {} SET recovery_point = 'upstream_called', upstream_status = $3, upstream_body = $4, updated_at = $5
+             WHERE app_id = $1 AND key = $2 AND recovery_point = 'started'",
+            self.t("tributary_idempotency_keys")
+        );
+        client.execute(&sql, &[&app_id, &key, &i32::from(upstream.status), &upstream.body, &now]).await.map_err(pg)?;
+        Ok(())
+    }
+
+    async fn release_key(&self, app_id: &str, key: &str, now: &str) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let sql =
+            format!("UPDATE {} SET locked_at = NULL, updated_at = $3 WHERE app_id = $1 AND key = $2", self.t("tributary_idempotency_keys"));
+        client.execute(&sql, &[&app_id, &key, &now]).await.map_err(pg)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,158 @@
+//! Idempotency keys on SQLite: small transactions on the bookkeeping
+//! connection; a key's last phase commits with the mirror write on the
+//! writer thread ([`finish`]).
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{SqliteStore, immediate};
+use crate::store::StoreError;
+use crate::store::writes::{Answer, Begin, Finish, KeyRecord, KeyRequest, RecoveryPoint, WriteStore, decide};
+
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tributary_idempotency_keys (
+    app_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    source TEXT NOT NULL,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    params TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    account TEXT,
+    recovery_point TEXT NOT NULL,
+    locked_at TEXT,
+    upstream_status INTEGER,
+    upstream_body TEXT,
+    response_status INTEGER,
+    response_body TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (app_id, key)
+);
+CREATE INDEX IF NOT EXISTS tributary_idempotency_keys_open ON tributary_idempotency_keys (recovery_point, updated_at);
+CREATE INDEX IF NOT EXISTS tributary_idempotency_keys_age ON tributary_idempotency_keys (created_at);
+-- jobs written with a write's last phase; the enqueuer hands them on after commit
+CREATE TABLE IF NOT EXISTS tributary_staged_jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+";
+
+const KEY_COLUMNS: &str = "app_id, key, source, method, path, params, fingerprint, account, recovery_point, locked_at,
+    upstream_status, upstream_body, response_status, response_body, created_at, updated_at";
+
+fn answer(status: Option<i64>, body: Option<String>) -> Option<Answer> {
+    Some(Answer { status: u16::try_from(status?).ok()?, body: body? })
+}
+
+fn read_key(row: &rusqlite::Row) -> rusqlite::Result<KeyRecord> {
+    let point: String = row.get(8)?;
+    Ok(KeyRecord {
+        request: KeyRequest {
+            app_id: row.get(0)?,
+            key: row.get(1)?,
+            source: row.get(2)?,
+            method: row.get(3)?,
+            path: row.get(4)?,
+            params: row.get(5)?,
+            fingerprint: row.get(6)?,
+            account: row.get(7)?,
+        },
+        // an unknown point is treated as the earliest: redoing is safe
+        recovery_point: RecoveryPoint::parse(&point).unwrap_or(RecoveryPoint::Started),
+        locked_at: row.get(9)?,
+        upstream: answer(row.get(10)?, row.get(11)?),
+        response: answer(row.get(12)?, row.get(13)?),
+        created_at: row.get(14)?,
+        updated_at: row.get(15)?,
+    })
+}
+
+/// The key's last phase, inside the writer's transaction.
+pub(super) fn finish(conn: &Connection, finish: &Finish, now: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE tributary_idempotency_keys SET recovery_point = 'finished', response_status = ?3, response_body = ?4,
+         locked_at = NULL, updated_at = ?5 WHERE app_id = ?1 AND key = ?2",
+    )?
+    .execute(params![finish.app_id, finish.key, finish.response.status, finish.response.body, now])?;
+    let mut stage = conn.prepare_cached("INSERT INTO tributary_staged_jobs (kind, payload, created_at) VALUES (?1, ?2, ?3)")?;
+    for job in &finish.jobs {
+        stage.execute(params![job.kind, job.payload.to_string(), now])?;
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl WriteStore for SqliteStore {
+    async fn begin_write(&self, request: &KeyRequest, now: &str, lock_expired_before: &str) -> Result<Begin, StoreError> {
+        let (request, now, expired) = (request.clone(), now.to_string(), lock_expired_before.to_string());
+        Self::with(&self.bookkeeping, move |conn| {
+            immediate(conn, || {
+                let existing = conn
+                    .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM tributary_idempotency_keys WHERE app_id = ?1 AND key = ?2"))?
+                    .query_row(params![request.app_id, request.key], read_key)
+                    .optional()?;
+                let Some(existing) = existing else {
+                    conn.prepare_cached(
+                        "INSERT INTO tributary_idempotency_keys (app_id, key, source, method, path, params, fingerprint, account,
+                         recovery_point, locked_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'started', ?9, ?9, ?9)",
+                    )?
+                    .execute(params![
+                        request.app_id,
+                        request.key,
+                        request.source,
+                        request.method,
+                        request.path,
+                        request.params,
+                        request.fingerprint,
+                        request.account,
+                        now
+                    ])?;
+                    let record = KeyRecord {
+                        request,
+                        recovery_point: RecoveryPoint::Started,
+                        locked_at: Some(now.clone()),
+                        upstream: None,
+                        response: None,
+                        created_at: now.clone(),
+                        updated_at: now,
+                    };
+                    return Ok(Begin::Proceed(record));
+                };
+                let begin = decide(&existing, &request, |at| at < expired.as_str());
+                if let Begin::Proceed(_) = &begin {
+                    conn.prepare_cached(
+                        "UPDATE tributary_idempotency_keys SET locked_at = ?3, updated_at = ?3 WHERE app_id = ?1 AND key = ?2",
+                    )?
+                    .execute(params![request.app_id, request.key, now])?;
+                }
+                Ok(begin)
+            })
+        })
+        .await
+    }
+
+    async fn record_upstream(&self, app_id: &str, key: &str, upstream: &Answer, now: &str) -> Result<(), StoreError> {
+        let (app_id, key, upstream, now) = (app_id.to_string(), key.to_string(), upstream.clone(), now.to_string());
+        Self::with(&self.bookkeeping, move |conn| {
+            conn.prepare_cached(
+                "UPDATE tributary_idempotency_keys SET recovery_point = 'upstream_called', upstream_status = ?3, upstream_body = ?4,
+                 updated_at = ?5 WHERE app_id = ?1 AND key = ?2 AND recovery_point = 'started'",
+            )?
+            .execute(params![app_id, key, upstream.status, upstream.body, now])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release_key(&self, app_id: &str, key: &str, now: &str) -> Result<(), StoreError> {
+        let (app_id, key, now) = (app_id.to_string(), key.to_string(), now.to_string());
+        Self::with(&self.bookkeeping, move |conn| {
+            conn.prepare_cached("UPDATE tributary_idempotency_keys SET locked_at = NULL, updated_at = ?3 WHERE app_id = ?1 AND key = ?2")?
+                .execute(params![app_id, key, now])?;
+            Ok(())
+        })
+        .await
+    }
+}
