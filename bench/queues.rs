@@ -50,8 +50,16 @@ fn options(backend: &str, dir: &std::path::Path) -> (Option<testing::Schema>, Op
 /// Serve the API of `store` on a loopback port; returns its base URL.
 async fn serve(store: Arc<dyn Store>) -> anyhow::Result<String> {
     let queues = Arc::new(QueueApi::new(None, 1_000_000, 1_000, Duration::from_secs(7 * 86_400)));
-    let state =
-        AppState { registry: Default::default(), sinks: Default::default(), store, metrics: tributary::telemetry::metrics(), queues };
+    let config = tributary::config::Config::parse("", "bench.toml")?;
+    let writes = Arc::new(tributary::write::Writes::new(store.clone(), &config)?);
+    let state = AppState {
+        registry: Default::default(),
+        sinks: Default::default(),
+        store,
+        metrics: tributary::telemetry::metrics(),
+        queues,
+        writes,
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, api::router(state)).await });

@@ -37,6 +37,35 @@ pub struct Config {
     pub sinks: Vec<SinkConfig>,
     #[serde(default)]
     pub delivery: DeliveryConfig,
+    #[serde(default)]
+    pub writes: WritesConfig,
+}
+
+/// Idempotent writes through to the upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WritesConfig {
+    /// A keyed request unfinished and untouched this long is presumed
+    /// abandoned: the completer finishes it, and a retry may take it over.
+    #[serde(default = "default_completer_grace_secs")]
+    pub completer_grace_secs: u64,
+    /// Keys older than this are deleted; the same key then starts anew.
+    #[serde(default = "default_idempotency_ttl_hours")]
+    pub idempotency_ttl_hours: u64,
+}
+
+impl Default for WritesConfig {
+    fn default() -> Self {
+        WritesConfig { completer_grace_secs: default_completer_grace_secs(), idempotency_ttl_hours: default_idempotency_ttl_hours() }
+    }
+}
+
+fn default_completer_grace_secs() -> u64 {
+    300
+}
+
+fn default_idempotency_ttl_hours() -> u64 {
+    72
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -29,3 +29,4 @@ pub mod source;
 pub mod store;
 pub mod stripe_api;
 pub mod telemetry;
+pub mod write;

@@ -6,6 +6,7 @@
 mod extract;
 mod openapi;
 pub mod queues;
+mod writes;
 
 pub use extract::MAX_BODY_BYTES;
 
@@ -38,6 +39,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub metrics: PrometheusHandle,
     pub queues: Arc<queues::QueueApi>,
+    pub writes: Arc<crate::write::Writes>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +64,9 @@ pub enum ApiError {
     RateLimited { retry_after_secs: u64 },
     #[error("method not allowed on this route")]
     MethodNotAllowed,
+    /// The upstream gave no usable answer.
+    #[error("{0}")]
+    BadGateway(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -79,6 +84,7 @@ impl IntoResponse for ApiError {
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "upstream_error"),
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "api request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
@@ -101,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sources/{name}/wait", get(wait))
         .route("/v1/sinks", get(sinks))
         .merge(queues::routes())
+        .merge(writes::routes())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -22,7 +22,10 @@ async fn app_with_rate(per_sec: u32) -> (tempfile::TempDir, Router, Arc<dyn Stor
     let registry = Arc::new(Registry::default());
     registry.add(crate::source::SourceStatus::new("stripe", "stripe"));
     let queues = Arc::new(queues::QueueApi::new(Some("admin-secret"), per_sec, 3, Duration::from_secs(86_400)));
-    let state = AppState { registry, sinks: Default::default(), store: store.clone(), metrics: crate::telemetry::metrics(), queues };
+    let config = crate::config::Config::parse("", "empty.toml").unwrap();
+    let writes = Arc::new(crate::write::Writes::new(store.clone(), &config).unwrap());
+    let state =
+        AppState { registry, sinks: Default::default(), store: store.clone(), metrics: crate::telemetry::metrics(), queues, writes };
     (dir, router(state), store)
 }
 

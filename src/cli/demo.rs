@@ -82,6 +82,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         sources: vec![SourceConfig::Stripe(source)],
         sinks: Vec::new(),
         delivery: Default::default(),
+        writes: Default::default(),
     };
     config.validate()?;
     let listener = match TcpListener::bind(args.listen).await {

@@ -172,19 +172,66 @@ pub struct Plan {
     pub changes: Vec<NewChange>,
     pub tables: BTreeMap<String, TablePlan>,
     pub unchanged: u64,
+    /// Write fences to set (table, id, the state written; `None`: deleted)
+    /// or, with `Clear`, to lift.
+    pub fences: Vec<(String, String, Fence)>,
+}
+
+/// What a batch does to an object's write fence. A write through Tributary
+/// puts the upstream's answer in the mirror before the upstream's own events
+/// arrive; until the event carrying that state (its echo) comes, events and
+/// backfill pages for the object hold older states and are skipped, so the
+/// mirror never moves back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fence {
+    /// Hold the object at this state (`None`: deleted).
+    Set(Option<String>),
+    Clear,
+}
+
+/// Live fences of the batch's objects: table → id → fenced state.
+pub type Fences = HashMap<String, HashMap<String, Option<String>>>;
+
+/// Is `text` (a write's new state, `None` for a delete) the fenced state?
+fn same_state(fenced: &Option<String>, text: &Option<String>) -> bool {
+    match (fenced, text) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a == b || serde_json::from_str::<Value>(a).ok() == serde_json::from_str::<Value>(b).ok(),
+        _ => false,
+    }
 }
 
 /// Decide a batch against the rows the mirror holds now (`existing`: table →
 /// id → serialized data). Rows absent from `existing` do not exist.
-pub fn plan(prepared: &Prepared, existing: &HashMap<String, HashMap<String, String>>) -> Result<Plan, StoreError> {
+pub fn plan(prepared: &Prepared, existing: &HashMap<String, HashMap<String, String>>, fences: &Fences) -> Result<Plan, StoreError> {
     // the state each row is in after the writes so far: (text, last write)
     let mut state: HashMap<(&str, &str), Option<String>> = HashMap::new();
     let mut last: HashMap<(&str, &str), &PreparedWrite> = HashMap::new();
     let mut order: Vec<(&str, &str)> = Vec::new();
     let mut changes = Vec::new();
     let mut unchanged = 0;
+    // fences as the writes so far leave them; `Some(None)`: lifted
+    let mut fenced: HashMap<(&str, &str), Option<Option<String>>> = HashMap::new();
     for write in &prepared.writes {
         let key = (write.table.as_str(), write.id.as_str());
+        let fence = match fenced.get(&key) {
+            Some(fence) => fence.clone(),
+            None => fences.get(&write.table).and_then(|ids| ids.get(&write.id)).cloned(),
+        };
+        match (&write.origin, fence) {
+            (Origin::Write, _) => {
+                fenced.insert(key, Some(write.text.clone()));
+            }
+            (_, Some(state)) if same_state(&state, &write.text) => {
+                // the echo of the write: from here on events apply again
+                fenced.insert(key, None);
+            }
+            (_, Some(_)) => {
+                unchanged += 1;
+                continue;
+            }
+            (_, None) => {}
+        }
         if let std::collections::hash_map::Entry::Vacant(slot) = state.entry(key) {
             slot.insert(existing.get(&write.table).and_then(|rows| rows.get(&write.id)).cloned());
             order.push(key);
@@ -254,7 +301,12 @@ pub fn plan(prepared: &Prepared, existing: &HashMap<String, HashMap<String, Stri
             }
         }
     }
-    Ok(Plan { changes, tables, unchanged })
+    let mut fences: Vec<(String, String, Fence)> = fenced
+        .into_iter()
+        .map(|((table, id), fence)| (table.to_string(), id.to_string(), fence.map_or(Fence::Clear, Fence::Set)))
+        .collect();
+    fences.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    Ok(Plan { changes, tables, unchanged, fences })
 }
 
 #[cfg(test)]
@@ -287,7 +339,7 @@ mod tests {
         };
         let prepared = prepare(batch).unwrap();
         let existing = HashMap::from([("stripe_customer".to_string(), HashMap::from([("c2".to_string(), "{\"id\":\"c2\"}".to_string())]))]);
-        let plan = plan(&prepared, &existing).unwrap();
+        let plan = plan(&prepared, &existing, &Fences::new()).unwrap();
         let ops: Vec<(&str, &str)> = plan.changes.iter().map(|c| (c.op, c.object_id.as_str())).collect();
         assert_eq!(ops, [("insert", "c1"), ("update", "c1"), ("delete", "c2"), ("insert", "c3"), ("delete", "c3")]);
         assert_eq!(plan.changes[1].previous_attributes.as_deref(), Some("{\"n\":1}"));
@@ -309,8 +361,50 @@ mod tests {
         let prepared = prepare(batch).unwrap();
         let existing =
             HashMap::from([("stripe_customer".to_string(), HashMap::from([("c1".to_string(), "{\"a\": 1, \"b\": 2}".to_string())]))]);
-        let plan = plan(&prepared, &existing).unwrap();
+        let plan = plan(&prepared, &existing, &Fences::new()).unwrap();
         assert!(plan.changes.is_empty());
         assert_eq!(plan.tables["stripe_customer"].touches, [("c1".to_string(), 1)]);
+    }
+
+    #[test]
+    fn a_write_fences_its_object_until_the_upstream_echoes_it() {
+        let written = json!({"id": "c1", "name": "new"});
+        let batch = Batch {
+            source: "stripe".into(),
+            writes: vec![write("c1", Mutation::Upsert(written.clone()), Origin::Write)],
+            ..Default::default()
+        };
+        let written_plan = plan(&prepare(batch).unwrap(), &HashMap::new(), &Fences::new()).unwrap();
+        assert_eq!(written_plan.fences, [("stripe_customer".to_string(), "c1".to_string(), Fence::Set(Some(written.to_string())))]);
+        assert_eq!(written_plan.changes[0].kind, "customer.created");
+
+        // the tail then brings an older state, then the write's own
+        let fences: Fences = [("stripe_customer".to_string(), [("c1".to_string(), Some(written.to_string()))].into())].into();
+        let existing = [("stripe_customer".to_string(), [("c1".to_string(), written.to_string())].into())].into();
+        let batch = Batch {
+            source: "stripe".into(),
+            writes: vec![
+                write("c1", Mutation::Upsert(json!({"id": "c1", "name": "old"})), event("evt_1", "customer.created")),
+                write("c1", Mutation::Upsert(json!({"name": "new", "id": "c1"})), event("evt_2", "customer.updated")),
+                write("c1", Mutation::Upsert(json!({"id": "c1", "name": "newer"})), event("evt_3", "customer.updated")),
+            ],
+            ..Default::default()
+        };
+        let tail = plan(&prepare(batch).unwrap(), &existing, &fences).unwrap();
+        assert_eq!(tail.unchanged, 2, "the older state is skipped, the echo changes nothing");
+        assert_eq!(tail.changes.len(), 1);
+        assert_eq!(tail.changes[0].upstream_event_id.as_deref(), Some("evt_3"));
+        assert_eq!(tail.fences, [("stripe_customer".to_string(), "c1".to_string(), Fence::Clear)]);
+
+        // a deleted object stays deleted until its delete event
+        let fences: Fences = [("stripe_customer".to_string(), [("c1".to_string(), None)].into())].into();
+        let batch = Batch {
+            source: "stripe".into(),
+            writes: vec![write("c1", Mutation::Upsert(json!({"id": "c1", "name": "new"})), event("evt_2", "customer.updated"))],
+            ..Default::default()
+        };
+        let stale = plan(&prepare(batch).unwrap(), &HashMap::new(), &fences).unwrap();
+        assert!(stale.changes.is_empty() && stale.tables.is_empty());
+        assert!(stale.fences.is_empty(), "still fenced");
     }
 }

@@ -84,7 +84,7 @@ pub struct KeyRecord {
 #[derive(Debug, Clone)]
 pub enum Begin {
     /// It holds the key now (new, or taken over from its recovery point).
-    Proceed(KeyRecord),
+    Proceed(Box<KeyRecord>),
     /// The key is finished: its answer, to send again.
     Replay(Answer),
     /// Another request holds the key (409).
@@ -109,9 +109,13 @@ pub fn decide(existing: &KeyRecord, request: &KeyRequest, lock_expired: impl Fn(
     }
     match &existing.locked_at {
         Some(at) if !lock_expired(at) => Begin::InFlight,
-        _ => Begin::Proceed(existing.clone()),
+        _ => Begin::Proceed(Box::new(existing.clone())),
     }
 }
+
+/// How long a write holds its object against older upstream states
+/// ([`super::plan::Fence`]) if the upstream never echoes it.
+pub const FENCE_SECS: i64 = 600;
 
 /// What finishing a request writes besides the mirror and the change log,
 /// in the same transaction (carried by [`super::Batch::finish`]).

@@ -408,6 +408,7 @@ impl Store for PgStore {
         }
         let mut client = self.pool.get().await.map_err(pg)?;
         let tx = client.transaction().await.map_err(pg)?;
+        self.lock_for_apply(&tx, &prepared).await?;
 
         let mut existing: HashMap<String, HashMap<String, String>> = HashMap::new();
         for (table, ids) in prepared.ids_by_table() {
@@ -416,7 +417,9 @@ impl Store for PgStore {
             let rows = tx.query(&statement, &[&ids]).await.map_err(pg)?;
             existing.insert(table.to_string(), rows.iter().map(|r| (r.get(0), r.get(1))).collect());
         }
-        let plan = plan::plan(&prepared, &existing)?;
+        let fences = self.fences(&tx, &prepared, &super::timestamp(chrono::Utc::now())).await?;
+        let plan = plan::plan(&prepared, &existing, &fences)?;
+        self.save_fences(&tx, &plan.fences).await?;
         let mut applied = Applied { changes: plan.changes.len() as u64, unchanged: plan.unchanged };
         let mut row_deltas: BTreeMap<String, i64> = BTreeMap::new();
         for (table, table_plan) in &plan.tables {

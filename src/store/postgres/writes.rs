@@ -2,10 +2,12 @@
 //! (`FOR UPDATE`), so two requests with one key take turns deciding; a
 //! key's last phase commits with the mirror write ([`finish`]).
 
-use tokio_postgres::{Row, Transaction};
+use deadpool_postgres::Transaction;
+use tokio_postgres::Row;
 
 use super::{PgStore, pg};
 use crate::store::StoreError;
+use crate::store::plan::{Fence, Fences, Prepared};
 use crate::store::writes::{Answer, Begin, Finish, KeyRecord, KeyRequest, RecoveryPoint, WriteStore, decide};
 
 /// The tables, in the schema `t` qualifies names with.
@@ -33,6 +35,14 @@ pub(super) fn ddl(t: impl Fn(&str) -> String) -> String {
         );
         CREATE INDEX IF NOT EXISTS tributary_idempotency_keys_open ON {keys} (recovery_point, updated_at);
         CREATE INDEX IF NOT EXISTS tributary_idempotency_keys_age ON {keys} (created_at);
+        -- objects written through Tributary, held at that state until the upstream echoes it
+        CREATE TABLE IF NOT EXISTS {fences} (
+            table_name text NOT NULL,
+            id text NOT NULL,
+            state text,
+            expires_at text NOT NULL,
+            PRIMARY KEY (table_name, id)
+        );
         -- jobs written with a write's last phase; the enqueuer hands them on after commit
         CREATE TABLE IF NOT EXISTS {jobs} (
             id bigserial PRIMARY KEY,
@@ -42,6 +52,7 @@ pub(super) fn ddl(t: impl Fn(&str) -> String) -> String {
         );",
         keys = t("tributary_idempotency_keys"),
         jobs = t("tributary_staged_jobs"),
+        fences = t("tributary_write_fences"),
     )
 }
 
@@ -75,6 +86,57 @@ fn read_key(row: &Row) -> KeyRecord {
 }
 
 impl PgStore {
+    /// Writes through Tributary and a source's batches may touch the same
+    /// objects: a write's last phase takes its source's lock alone, the
+    /// source's batches share it, so each plans against committed rows.
+    pub(super) async fn lock_for_apply(&self, tx: &Transaction<'_>, batch: &Prepared) -> Result<(), StoreError> {
+        let name = format!("tributary-apply:{}:{}", self.schema, batch.source);
+        let sql = if batch.finish.is_some() {
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
+        } else {
+            "SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))"
+        };
+        tx.execute(sql, &[&name]).await.map_err(pg)?;
+        Ok(())
+    }
+
+    /// Live fences of the objects a batch writes.
+    pub(super) async fn fences(&self, tx: &Transaction<'_>, batch: &Prepared, now: &str) -> Result<Fences, StoreError> {
+        let mut out = Fences::new();
+        let sql = format!(
+            "SELECT id, state FROM {} WHERE table_name = $1 AND id = ANY($2) AND expires_at > $3",
+            self.t("tributary_write_fences")
+        );
+        let statement = tx.prepare_cached(&sql).await.map_err(pg)?;
+        for (table, ids) in batch.ids_by_table() {
+            for row in tx.query(&statement, &[&table, &ids, &now]).await.map_err(pg)? {
+                out.entry(table.to_string()).or_default().insert(row.get(0), row.get(1));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Set and lift fences as a plan says.
+    pub(super) async fn save_fences(&self, tx: &Transaction<'_>, fences: &[(String, String, Fence)]) -> Result<(), StoreError> {
+        let table = self.t("tributary_write_fences");
+        let expires = crate::store::timestamp(chrono::Utc::now() + chrono::Duration::seconds(crate::store::writes::FENCE_SECS));
+        for (mirror, id, fence) in fences {
+            match fence {
+                Fence::Set(state) => {
+                    let sql = format!(
+                        "INSERT INTO {table} (table_name, id, state, expires_at) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (table_name, id) DO UPDATE SET state = excluded.state, expires_at = excluded.expires_at"
+                    );
+                    tx.execute(&sql, &[mirror, id, state, &expires]).await.map_err(pg)?
+                }
+                Fence::Clear => {
+                    tx.execute(&format!("DELETE FROM {table} WHERE table_name = $1 AND id = $2"), &[mirror, id]).await.map_err(pg)?
+                }
+            };
+        }
+        Ok(())
+    }
+
     /// The key's last phase, inside the mirror write's transaction.
     pub(super) async fn finish(&self, tx: &Transaction<'_>, finish: &Finish) -> Result<(), StoreError> {
         let now = crate::store::timestamp(chrono::Utc::now());
@@ -122,7 +184,7 @@ impl WriteStore for PgStore {
             .map_err(pg)?;
         if inserted == 1 {
             tx.commit().await.map_err(pg)?;
-            return Ok(Begin::Proceed(KeyRecord {
+            return Ok(Begin::Proceed(Box::new(KeyRecord {
                 request: request.clone(),
                 recovery_point: RecoveryPoint::Started,
                 locked_at: Some(now.to_string()),
@@ -130,7 +192,7 @@ impl WriteStore for PgStore {
                 response: None,
                 created_at: now.to_string(),
                 updated_at: now.to_string(),
-            }));
+            })));
         }
         let row = tx
             .query_one(

@@ -440,7 +440,8 @@ impl Writer {
         // waits for the bookkeeping connection; a deferred transaction that
         // upgrades later fails at once with "database is locked"
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let committed_at = super::timestamp(chrono::Utc::now());
+        let now = chrono::Utc::now();
+        let committed_at = super::timestamp(now);
         let mut results = Vec::with_capacity(batches.len());
         // rows added (or removed) per table in this transaction
         let mut row_deltas: HashMap<String, i64> = HashMap::new();
@@ -458,7 +459,9 @@ impl Writer {
                     }
                 }
             }
-            let plan = plan::plan(batch, &existing)?;
+            let fences = writes::fences(&tx, batch, &committed_at)?;
+            let plan = plan::plan(batch, &existing, &fences)?;
+            writes::save_fences(&tx, &plan.fences, now)?;
             let mut applied = Applied { changes: plan.changes.len() as u64, unchanged: plan.unchanged };
             for (table, table_plan) in &plan.tables {
                 let quoted = quote(table);

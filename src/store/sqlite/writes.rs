@@ -6,6 +6,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{SqliteStore, immediate};
 use crate::store::StoreError;
+use crate::store::plan::{Fence, Fences, Prepared};
 use crate::store::writes::{Answer, Begin, Finish, KeyRecord, KeyRequest, RecoveryPoint, WriteStore, decide};
 
 pub(super) const SCHEMA: &str = "
@@ -30,6 +31,14 @@ CREATE TABLE IF NOT EXISTS tributary_idempotency_keys (
 );
 CREATE INDEX IF NOT EXISTS tributary_idempotency_keys_open ON tributary_idempotency_keys (recovery_point, updated_at);
 CREATE INDEX IF NOT EXISTS tributary_idempotency_keys_age ON tributary_idempotency_keys (created_at);
+-- objects written through Tributary, held at that state until the upstream echoes it
+CREATE TABLE IF NOT EXISTS tributary_write_fences (
+    table_name TEXT NOT NULL,
+    id TEXT NOT NULL,
+    state TEXT,
+    expires_at TEXT NOT NULL,
+    PRIMARY KEY (table_name, id)
+);
 -- jobs written with a write's last phase; the enqueuer hands them on after commit
 CREATE TABLE IF NOT EXISTS tributary_staged_jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -67,6 +76,43 @@ fn read_key(row: &rusqlite::Row) -> rusqlite::Result<KeyRecord> {
         created_at: row.get(14)?,
         updated_at: row.get(15)?,
     })
+}
+
+/// Live fences of the objects a batch writes.
+pub(super) fn fences(conn: &Connection, batch: &Prepared, now: &str) -> Result<Fences, StoreError> {
+    let mut out = Fences::new();
+    let mut stmt = conn.prepare_cached("SELECT state FROM tributary_write_fences WHERE table_name = ?1 AND id = ?2 AND expires_at > ?3")?;
+    for (table, ids) in batch.ids_by_table() {
+        for id in ids {
+            if let Some(state) = stmt.query_row(params![table, id, now], |r| r.get::<_, Option<String>>(0)).optional()? {
+                out.entry(table.to_string()).or_default().insert(id.to_string(), state);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Set and lift fences as a plan says; a fence lasts `FENCE_SECS`.
+pub(super) fn save_fences(
+    conn: &Connection,
+    fences: &[(String, String, Fence)],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
+    let expires = crate::store::timestamp(now + chrono::Duration::seconds(crate::store::writes::FENCE_SECS));
+    for (table, id, fence) in fences {
+        match fence {
+            Fence::Set(state) => conn
+                .prepare_cached(
+                    "INSERT INTO tributary_write_fences (table_name, id, state, expires_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (table_name, id) DO UPDATE SET state = excluded.state, expires_at = excluded.expires_at",
+                )?
+                .execute(params![table, id, state, expires])?,
+            Fence::Clear => {
+                conn.prepare_cached("DELETE FROM tributary_write_fences WHERE table_name = ?1 AND id = ?2")?.execute(params![table, id])?
+            }
+        };
+    }
+    Ok(())
 }
 
 /// The key's last phase, inside the writer's transaction.
@@ -118,7 +164,7 @@ impl WriteStore for SqliteStore {
                         created_at: now.clone(),
                         updated_at: now,
                     };
-                    return Ok(Begin::Proceed(record));
+                    return Ok(Begin::Proceed(Box::new(record)));
                 };
                 let begin = decide(&existing, &request, |at| at < expired.as_str());
                 if let Begin::Proceed(_) = &begin {

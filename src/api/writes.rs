@@ -1,0 +1,106 @@
+//! Writes through to the upstream over HTTP: `POST /v1/sources/{name}/{resource}`
+//! (create), `POST …/{resource}/{id}` (update), `DELETE …/{resource}/{id}`,
+//! with an app token and an `Idempotency-Key`. The upstream's answer is sent
+//! back as it came (status and body); a replayed one carries
+//! `Idempotent-Replayed: true`.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Router, routing::post};
+use serde_json::{Map, Value};
+
+use super::extract::{Body, Param};
+use super::{ApiError, AppState};
+use crate::store::queues::{App, AppKind, PLATFORM};
+use crate::write::{WriteError, WriteRequest};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/sources/{name}/{resource}", post(create))
+        .route("/v1/sources/{name}/{resource}/{id}", post(update).delete(remove))
+}
+
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> ApiError {
+        match e {
+            WriteError::BadRequest(_) => ApiError::BadRequest(e.to_string()),
+            WriteError::UnknownSource(_) | WriteError::UnknownResource { .. } => ApiError::NotFound(e.to_string()),
+            WriteError::Mismatch => ApiError::Unprocessable(e.to_string()),
+            WriteError::InFlight => ApiError::Conflict(e.to_string()),
+            WriteError::Upstream(_) => ApiError::BadGateway(e.to_string()),
+            WriteError::Store(e) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// The account a write acts for: an in-house app's own, or for a public
+/// app the one named in `Stripe-Account` that granted it access.
+async fn account(app: &App, headers: &HeaderMap, state: &AppState) -> Result<Option<String>, ApiError> {
+    let named = headers.get("stripe-account").map(|v| v.to_str().map(str::to_string));
+    let named = named.transpose().map_err(|_| ApiError::BadRequest("Stripe-Account is not text".into()))?;
+    let account = match (app.kind, named) {
+        (AppKind::Inhouse, None) => app.account.clone().unwrap_or_else(|| PLATFORM.into()),
+        (AppKind::Inhouse, Some(named)) if app.account.as_deref() == Some(named.as_str()) => named,
+        (AppKind::Public, Some(named)) if state.store.granted(&app.id, &named).await.map_err(|e| ApiError::Internal(e.to_string()))? => {
+            named
+        }
+        (AppKind::Public, None) => {
+            return Err(ApiError::BadRequest("a public app names the account it writes for in Stripe-Account".into()));
+        }
+        (_, Some(named)) => return Err(ApiError::Forbidden(format!("account '{named}' has not granted this app access"))),
+    };
+    Ok((account != PLATFORM).then_some(account))
+}
+
+async fn write(
+    app: App,
+    state: AppState,
+    headers: HeaderMap,
+    (source, resource, id): (String, String, Option<String>),
+    method: &'static str,
+    params: Map<String, Value>,
+) -> Result<Response, ApiError> {
+    let Some(key) = headers.get("idempotency-key") else {
+        return Err(ApiError::BadRequest("an Idempotency-Key header is required".into()));
+    };
+    let key = key.to_str().map_err(|_| ApiError::BadRequest("Idempotency-Key must be printable text".into()))?.to_string();
+    let account = account(&app, &headers, &state).await?;
+    let request = WriteRequest { app_id: app.id, key, source, method, resource, id, params, account };
+    let outcome = state.writes.execute(request).await?;
+    let status = StatusCode::from_u16(outcome.answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = (status, [(header::CONTENT_TYPE, "application/json")], outcome.answer.body).into_response();
+    if outcome.replayed {
+        response.headers_mut().insert("idempotent-replayed", header::HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+async fn create(
+    app: App,
+    State(state): State<AppState>,
+    Param((source, resource)): Param<(String, String)>,
+    headers: HeaderMap,
+    Body(params): Body<Map<String, Value>>,
+) -> Result<Response, ApiError> {
+    write(app, state, headers, (source, resource, None), "POST", params).await
+}
+
+async fn update(
+    app: App,
+    State(state): State<AppState>,
+    Param((source, resource, id)): Param<(String, String, String)>,
+    headers: HeaderMap,
+    Body(params): Body<Map<String, Value>>,
+) -> Result<Response, ApiError> {
+    write(app, state, headers, (source, resource, Some(id)), "POST", params).await
+}
+
+async fn remove(
+    app: App,
+    State(state): State<AppState>,
+    Param((source, resource, id)): Param<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    write(app, state, headers, (source, resource, Some(id)), "DELETE", Map::new()).await
+}

@@ -1,0 +1,197 @@
+//! Idempotent writes through to the upstream, as atomic phases with
+//! recovery points (Stripe's own design for requests that call a foreign
+//! API midway and so cannot be rolled back):
+//!
+//! 1. insert or take the `Idempotency-Key` (`started`); a finished key
+//!    replays its answer, a held one is 409, another request's is 422;
+//! 2. send the write upstream with a key derived from the client's, so
+//!    sending it again never repeats the side effect; its answer is recorded
+//!    (`upstream_called`);
+//! 3. in one transaction: the returned object into the mirror and the change
+//!    log, the staged jobs, the answer (`finished`).
+//!
+//! A request that stops anywhere leaves its key at a recovery point; a
+//! client retry (or the completer) goes on from there.
+//!
+//! - `upstream`: sending one write to a source's upstream
+
+pub mod upstream;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use crate::config::{Config, ConfigError, SourceConfig};
+use crate::store::writes::{Answer, Begin, Finish, KeyRecord, KeyRequest, StagedJob};
+use crate::store::{Batch, Mutation, Origin, Store, StoreError, Write, timestamp};
+use upstream::Upstream;
+
+/// Longest `Idempotency-Key`.
+pub const MAX_KEY_LEN: usize = 255;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no source named '{0}' takes writes")]
+    UnknownSource(String),
+    #[error("'{resource}' is not a resource of source '{name}'")]
+    UnknownResource { name: String, resource: String },
+    #[error("this Idempotency-Key was first used for another request; use a new key for a different request")]
+    Mismatch,
+    #[error("a request with this Idempotency-Key is in progress; retry it later")]
+    InFlight,
+    #[error("the upstream gave no final answer ({0}); retry with the same Idempotency-Key")]
+    Upstream(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the client asked for.
+#[derive(Debug, Clone)]
+pub struct WriteRequest {
+    pub app_id: String,
+    pub key: String,
+    pub source: String,
+    /// `POST` (create, update) or `DELETE`.
+    pub method: &'static str,
+    pub resource: String,
+    /// The object to update or delete; `None`: create.
+    pub id: Option<String>,
+    pub params: Map<String, Value>,
+    /// The connected account it acts for; `None`: the platform.
+    pub account: Option<String>,
+}
+
+/// A write's answer and whether it was replayed from its key.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub answer: Answer,
+    pub replayed: bool,
+}
+
+/// Writes through to every source that takes them.
+pub struct Writes {
+    store: Arc<dyn Store>,
+    upstreams: HashMap<String, Upstream>,
+    /// How long an untouched, unfinished key waits before it is presumed
+    /// abandoned (taken over by a retry or the completer).
+    grace: Duration,
+}
+
+fn now() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+}
+
+fn is_id(text: &str) -> bool {
+    !text.is_empty() && text.len() <= MAX_KEY_LEN && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl Writes {
+    pub fn new(store: Arc<dyn Store>, config: &Config) -> Result<Writes, ConfigError> {
+        let mut upstreams = HashMap::new();
+        for source in &config.sources {
+            match source {
+                SourceConfig::Stripe(c) => {
+                    let upstream = Upstream::new(c, c.api_key()?).map_err(|e| ConfigError::Invalid(format!("source '{}': {e}", c.name)))?;
+                    upstreams.insert(c.name.clone(), upstream);
+                }
+            }
+        }
+        Ok(Writes { store, upstreams, grace: Duration::from_secs(config.writes.completer_grace_secs) })
+    }
+
+    /// Check a request and turn it into the key's request.
+    fn key_request(&self, request: WriteRequest) -> Result<KeyRequest, WriteError> {
+        let key = request.key.as_str();
+        if key.is_empty() || key.len() > MAX_KEY_LEN || key.chars().any(char::is_control) {
+            return Err(WriteError::BadRequest(format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} printable characters")));
+        }
+        let upstream = self.upstreams.get(&request.source).ok_or_else(|| WriteError::UnknownSource(request.source.clone()))?;
+        if !upstream.resources.contains(&request.resource.as_str()) {
+            return Err(WriteError::UnknownResource { name: request.source, resource: request.resource });
+        }
+        let path = match &request.id {
+            Some(id) if !is_id(id) => return Err(WriteError::BadRequest(format!("'{id}' is not an object id"))),
+            Some(id) => format!("/v1/{}/{id}", request.resource),
+            None => format!("/v1/{}", request.resource),
+        };
+        let params = crate::stripe_api::form_encode(&request.params);
+        let fingerprint = crate::queue::token_hash(&format!("{} {path}\n{params}", request.method));
+        Ok(KeyRequest {
+            app_id: request.app_id,
+            key: request.key,
+            source: request.source,
+            method: request.method.to_string(),
+            path,
+            params,
+            fingerprint,
+            account: request.account,
+        })
+    }
+
+    /// Run a write to its end, or replay its key's answer.
+    pub async fn execute(&self, request: WriteRequest) -> Result<Outcome, WriteError> {
+        let request = self.key_request(request)?;
+        let at = now();
+        let expired = at - chrono::Duration::from_std(self.grace).unwrap_or_default();
+        match self.store.begin_write(&request, &timestamp(at), &timestamp(expired)).await? {
+            Begin::Replay(answer) => Ok(Outcome { answer, replayed: true }),
+            Begin::InFlight => Err(WriteError::InFlight),
+            Begin::Mismatch => Err(WriteError::Mismatch),
+            Begin::Proceed(record) => Ok(Outcome { answer: self.drive(*record).await?, replayed: false }),
+        }
+    }
+
+    /// From the key's recovery point to `finished`.
+    async fn drive(&self, record: KeyRecord) -> Result<Answer, WriteError> {
+        let request = &record.request;
+        let upstream = match record.upstream {
+            Some(answer) => answer,
+            None => {
+                let target = self.upstreams.get(&request.source).ok_or_else(|| WriteError::UnknownSource(request.source.clone()))?;
+                match target.send(request).await {
+                    Ok(answer) => {
+                        self.store.record_upstream(&request.app_id, &request.key, &answer, &timestamp(now())).await?;
+                        answer
+                    }
+                    Err(reason) => {
+                        tracing::warn!(kind = "write_upstream_failed", source = %request.source, key = %request.key, error = %reason,
+                            "write left at its recovery point for a retry");
+                        self.store.release_key(&request.app_id, &request.key, &timestamp(now())).await?;
+                        return Err(WriteError::Upstream(reason));
+                    }
+                }
+            }
+        };
+        if let Err(e) = self.finish(request, &upstream).await {
+            self.store.release_key(&request.app_id, &request.key, &timestamp(now())).await?;
+            return Err(e);
+        }
+        Ok(upstream)
+    }
+
+    /// Phase 3: the object the upstream returned into the mirror and the
+    /// change log, the staged job and the answer, in one transaction.
+    async fn finish(&self, request: &KeyRequest, upstream: &Answer) -> Result<(), WriteError> {
+        let mut writes = Vec::new();
+        let mut jobs = Vec::new();
+        let object = (200..300).contains(&upstream.status).then(|| serde_json::from_str::<Value>(&upstream.body).ok()).flatten();
+        if let Some(object) = object.filter(|o| o["id"].is_string() && o["object"].is_string()) {
+            let (kind, id) =
+                (object["object"].as_str().unwrap_or_default().to_string(), object["id"].as_str().unwrap_or_default().to_string());
+            jobs.push(StagedJob {
+                kind: "write.completed".into(),
+                payload: json!({"app_id": request.app_id, "idempotency_key": request.key, "source": request.source,
+                    "method": request.method, "path": request.path, "status": upstream.status, "object": kind, "object_id": id}),
+            });
+            let mutation = if object["deleted"] == json!(true) { Mutation::Delete } else { Mutation::Upsert(object) };
+            writes.push(Write { object: kind, id, account: request.account.clone(), mutation, origin: Origin::Write, generation: 0 });
+        }
+        let finish = Finish { app_id: request.app_id.clone(), key: request.key.clone(), response: upstream.clone(), jobs };
+        self.store.apply(Batch { source: request.source.clone(), writes, finish: Some(finish), ..Batch::default() }).await?;
+        Ok(())
+    }
+}

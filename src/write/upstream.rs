@@ -1,0 +1,64 @@
+//! One write sent to the upstream: the stripe kind's form body, the derived
+//! `Idempotency-Key` (so sending it again is harmless), the account header.
+//! Which failures are worth another try is decided here.
+
+use std::time::Duration;
+
+use crate::source::stripe::StripeConfig;
+use crate::store::writes::{Answer, KeyRequest};
+
+/// Where a source takes writes.
+pub struct Upstream {
+    http: reqwest::Client,
+    base_url: String,
+    api_key: String,
+    /// Resources (`customers`, …) writes may name.
+    pub resources: Vec<&'static str>,
+}
+
+impl Upstream {
+    pub fn new(config: &StripeConfig, api_key: String) -> Result<Upstream, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(config.request_timeout_ms))
+            .user_agent(concat!("tributary/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Upstream {
+            http,
+            base_url: config.base_url.trim_end_matches('/').to_string(),
+            api_key,
+            resources: config.resources().into_iter().map(|(resource, _)| resource).collect(),
+        })
+    }
+
+    /// Send the write. `Ok` is a final answer (2xx or 4xx other than 429);
+    /// `Err` says why no final answer came (network, 429, 5xx): the write
+    /// may or may not have happened, and sending it again is safe.
+    pub async fn send(&self, request: &KeyRequest) -> Result<Answer, String> {
+        let url = format!("{}{}", self.base_url, request.path);
+        let method = if request.method == "DELETE" { reqwest::Method::DELETE } else { reqwest::Method::POST };
+        let mut call = self
+            .http
+            .request(method, &url)
+            .bearer_auth(&self.api_key)
+            .header("Idempotency-Key", upstream_key(&request.app_id, &request.key));
+        if let Some(account) = &request.account {
+            call = call.header("Stripe-Account", account);
+        }
+        if request.method != "DELETE" {
+            call = call.header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(request.params.clone());
+        }
+        let response = call.send().await.map_err(|e| format!("{} {url}: {e}", request.method))?;
+        let status = response.status();
+        let body = response.text().await.map_err(|e| format!("{} {url}: reading the answer: {e}", request.method))?;
+        if status.as_u16() == 429 || status.is_server_error() {
+            return Err(format!("{} {url}: {status}", request.method));
+        }
+        Ok(Answer { status: status.as_u16(), body })
+    }
+}
+
+/// The upstream's `Idempotency-Key` for an app's key: stable, so every
+/// attempt of one request carries the same, and distinct per app.
+pub fn upstream_key(app_id: &str, key: &str) -> String {
+    format!("trb-{}", &crate::queue::token_hash(&format!("{app_id}\n{key}"))[..40])
+}

@@ -1,0 +1,178 @@
+//! Idempotent writes through a running engine to the simulator: replays,
+//! conflicts, concurrent duplicates, lost upstream responses with retrying
+//! clients, and the mirror showing a write at once.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// An in-house app of the platform, made with `tributary apps create`.
+fn platform_token(engine: &Engine) -> String {
+    let config = engine.config.display().to_string();
+    let (code, stdout, stderr) =
+        tributary(&["apps", "create", "-c", &config, "--name", "writer", "--kind", "inhouse", "--account", "platform"], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let app: Value = serde_json::from_str(&stdout).unwrap();
+    app["token"].as_str().unwrap().to_string()
+}
+
+/// A write through the engine: (status, body text, replayed).
+async fn write(engine: &Engine, token: &str, method: &str, path: &str, key: Option<&str>, body: Value) -> (u16, String, bool) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = http().request(method, format!("{}/v1/sources/stripe/{path}", engine.api)).bearer_auth(token).json(&body);
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let response = request.send().await.expect("write");
+    let (status, replayed) = (response.status().as_u16(), response.headers().contains_key("idempotent-replayed"));
+    (status, response.text().await.unwrap(), replayed)
+}
+
+/// Writes the sim executed (not replayed) per upstream idempotency key.
+async fn executions(sim: &Sim) -> BTreeMap<String, u64> {
+    serde_json::from_value(sim.stats().await["executed_by_key"].clone()).unwrap()
+}
+
+async fn mirror_customer(engine: &Engine, id: &str) -> Option<Value> {
+    let mirror = engine.mirror().await;
+    mirror.get("customer").and_then(|rows| rows.get(id)).map(|(_, data)| data.clone())
+}
+
+async fn a_write_goes_through_once_and_its_key_replays(backend: fn(&Path) -> Db) {
+    let dir = tempdir();
+    let sim = Sim::start(dir.path(), &["--scale", "30", "--accounts", "0"]).await;
+    let engine = Engine::start_on(dir.path(), backend(dir.path()), &sim.url, "poll_interval_ms = 100").await;
+    engine.wait_live(Duration::from_secs(60)).await;
+    let token = platform_token(&engine);
+
+    let params = json!({"email": "w@example.com", "metadata": {"tier": "gold"}});
+    let (status, body, replayed) = write(&engine, &token, "POST", "customers", Some("create-1"), params.clone()).await;
+    assert_eq!((status, replayed), (200, false), "{body}");
+    let customer: Value = serde_json::from_str(&body).unwrap();
+    let id = customer["id"].as_str().unwrap().to_string();
+    // read-your-writes: the mirror holds it before the upstream's event arrives
+    let mirrored = mirror_customer(&engine, &id).await.expect("the written customer is in the mirror at once");
+    assert_eq!(mirrored["metadata"]["tier"], "gold");
+    let changes: Vec<_> = engine.changes().await.into_iter().filter(|c| c.object_id == id).collect();
+    assert_eq!(changes.len(), 1);
+    assert_eq!((changes[0].op.as_str(), changes[0].kind.as_str()), ("insert", "customer.created"));
+
+    // the same key and parameters: the stored answer, byte for byte
+    let (status, again, replayed) = write(&engine, &token, "POST", "customers", Some("create-1"), params).await;
+    assert_eq!((status, replayed, &again), (200, true, &body));
+    let (status, error, _) = write(&engine, &token, "POST", "customers", Some("create-1"), json!({"email": "other@example.com"})).await;
+    assert_eq!(status, 422, "{error}");
+    for key in [None, Some(""), Some(&*"k".repeat(256))] {
+        let (status, error, _) = write(&engine, &token, "POST", "customers", key, json!({})).await;
+        assert_eq!(status, 400, "{key:?}: {error}");
+        assert!(serde_json::from_str::<Value>(&error).unwrap()["error"]["message"].is_string());
+    }
+    assert_eq!(write(&engine, &token, "POST", "widgets", Some("w"), json!({})).await.0, 404);
+    assert_eq!(write(&engine, &token, "POST", "customers/bad%20id", Some("w"), json!({})).await.0, 400);
+    let (status, ..) = {
+        let response = http()
+            .post(format!("{}/v1/sources/stripe/customers", engine.api))
+            .header("Idempotency-Key", "x")
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), ())
+    };
+    assert_eq!(status, 401);
+
+    // an upstream 4xx is a final answer, stored like any other
+    let (status, missing, _) = write(&engine, &token, "POST", "customers/cus_missing", Some("update-missing"), json!({"name": "x"})).await;
+    assert_eq!(status, 404, "{missing}");
+    assert_eq!(
+        write(&engine, &token, "POST", "customers/cus_missing", Some("update-missing"), json!({"name": "x"})).await,
+        (404, missing, true)
+    );
+
+    // update and delete show in the mirror at once too
+    let (status, _, _) = write(&engine, &token, "POST", &format!("customers/{id}"), Some("update-1"), json!({"name": "Renamed"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(mirror_customer(&engine, &id).await.unwrap()["name"], "Renamed");
+    let (status, deleted, _) = write(&engine, &token, "DELETE", &format!("customers/{id}"), Some("delete-1"), json!({})).await;
+    assert_eq!(status, 200, "{deleted}");
+    assert!(mirror_customer(&engine, &id).await.is_none(), "deleted from the mirror");
+
+    // concurrent duplicates: one side effect; the others wait their turn (409)
+    sim.set_faults(json!({"latency_ms": 400})).await;
+    let attempts = (0..5).map(|_| {
+        let (engine, token) = (&engine, token.as_str());
+        async move { write(engine, token, "POST", "customers", Some("create-2"), json!({"email": "dup@example.com"})).await }
+    });
+    let answers = futures::future::join_all(attempts).await;
+    sim.set_faults(json!({})).await;
+    let statuses: Vec<u16> = answers.iter().map(|(status, ..)| *status).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 4, "{statuses:?}");
+
+    // every key reached the upstream exactly once
+    let executed = executions(&sim).await;
+    assert_eq!(executed.len(), 5, "{executed:?}");
+    assert!(executed.values().all(|n| *n == 1), "a side effect was repeated: {executed:?}");
+
+    // the upstream's own events change nothing more: the mirror already holds them
+    let (status, _) = engine.wait_barrier(30_000).await;
+    assert_eq!(status, 200);
+    let created: Vec<_> = engine.changes().await.into_iter().filter(|c| c.object_id == id).map(|c| c.kind).collect();
+    assert_eq!(created, ["customer.created", "customer.updated", "customer.deleted"]);
+}
+
+on_both_backends!(a_write_goes_through_once_and_its_key_replays);
+
+async fn lost_upstream_responses_never_duplicate_a_write(backend: fn(&Path) -> Db) {
+    let dir = tempdir();
+    let sim = Sim::start(dir.path(), &["--scale", "20", "--accounts", "0"]).await;
+    let engine = Engine::start_on(dir.path(), backend(dir.path()), &sim.url, "poll_interval_ms = 100").await;
+    engine.wait_live(Duration::from_secs(60)).await;
+    let token = platform_token(&engine);
+    sim.set_faults(json!({"lose_responses": 0.3})).await;
+
+    // clients retry a 502 with the same key until they get an answer
+    const WRITES: usize = 30;
+    let mut ids = Vec::new();
+    for n in 0..WRITES {
+        let (key, params) = (format!("lossy-{n}"), json!({"email": format!("lossy{n}@example.com")}));
+        let mut tries = 0;
+        let body = loop {
+            let (status, body, _) = write(&engine, &token, "POST", "customers", Some(&key), params.clone()).await;
+            if status == 200 {
+                break body;
+            }
+            assert_eq!(
+                status,
+                502,
+                "{body}: {}",
+                engine.proc.log_text().lines().filter(|l| l.contains("ERROR")).collect::<Vec<_>>().join("\n")
+            );
+            tries += 1;
+            assert!(tries < 30, "{key} never got through");
+        };
+        ids.push(serde_json::from_str::<Value>(&body).unwrap()["id"].as_str().unwrap().to_string());
+    }
+    sim.set_faults(json!({})).await;
+    assert!(sim.stats().await["lost"].as_u64() > Some(0), "no response was lost");
+
+    let executed = executions(&sim).await;
+    assert_eq!(executed.len(), WRITES);
+    assert!(executed.values().all(|n| *n == 1), "a write was executed twice upstream: {executed:?}");
+    let truth = sim.truth(None).await;
+    for n in 0..WRITES {
+        let email = format!("lossy{n}@example.com");
+        let upstream = truth["customer"].as_array().unwrap().iter().filter(|c| c["email"] == email.as_str()).count();
+        assert_eq!(upstream, 1, "{email} exists {upstream} times upstream");
+    }
+    for id in &ids {
+        assert!(mirror_customer(&engine, id).await.is_some(), "{id} missing from the mirror");
+    }
+}
+
+on_both_backends!(lost_upstream_responses_never_duplicate_a_write);
