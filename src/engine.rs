@@ -55,7 +55,7 @@ impl Engine {
         let api_addr = listener.local_addr().map_err(EngineError::Serve)?;
         let store = store::open(&config.database.options()).await?;
         let registry = Arc::new(Registry::default());
-        let writes = crate::write::Writes::new(store.clone(), &config)?;
+        let writes = Arc::new(crate::write::Writes::new(store.clone(), &config)?);
         let mut tasks = JoinSet::new();
         for source in config.sources {
             let status = SourceStatus::new(source.name(), source.kind());
@@ -92,8 +92,10 @@ impl Engine {
             store,
             metrics: crate::telemetry::metrics(),
             queues: Arc::new(queues),
-            writes: Arc::new(writes),
+            writes: writes.clone(),
         };
+        let ttl = Duration::from_secs(config.writes.idempotency_ttl_hours.saturating_mul(3_600));
+        tasks.spawn(crate::write::maintenance::run(writes, ttl));
         tracing::info!(kind = "engine_started", api = %api_addr, "engine started");
         Ok(Engine { registry, api_addr, listener, state, tasks })
     }

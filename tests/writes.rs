@@ -62,6 +62,16 @@ async fn a_write_goes_through_once_and_its_key_replays(backend: fn(&Path) -> Db)
     assert_eq!(changes.len(), 1);
     assert_eq!((changes[0].op.as_str(), changes[0].kind.as_str()), ("insert", "customer.created"));
 
+    // the staged notice reaches the change log (and so every sink) after commit
+    let db = engine.db.clone();
+    wait_until("write.completed in the change log", Duration::from_secs(10), || async {
+        common::changes(&db)
+            .await
+            .iter()
+            .any(|c| c.kind == "write.completed" && c.data_value().is_some_and(|d| d["object_id"] == id.as_str()))
+    })
+    .await;
+
     // the same key and parameters: the stored answer, byte for byte
     let (status, again, replayed) = write(&engine, &token, "POST", "customers", Some("create-1"), params).await;
     assert_eq!((status, replayed, &again), (200, true, &body));
@@ -176,3 +186,43 @@ async fn lost_upstream_responses_never_duplicate_a_write(backend: fn(&Path) -> D
 }
 
 on_both_backends!(lost_upstream_responses_never_duplicate_a_write);
+
+async fn a_write_cut_off_by_a_crash_is_finished_by_the_completer(backend: fn(&Path) -> Db) {
+    let dir = tempdir();
+    let sim = Sim::start(dir.path(), &["--scale", "20", "--accounts", "0"]).await;
+    let extra = "poll_interval_ms = 100\n[writes]\ncompleter_grace_secs = 1";
+    let mut engine = Engine::start_on(dir.path(), backend(dir.path()), &sim.url, extra).await;
+    engine.wait_live(Duration::from_secs(60)).await;
+    let token = platform_token(&engine);
+
+    // the upstream does the write, then holds its answer; the engine dies
+    // in between: after the upstream call, before the last phase
+    sim.set_faults(json!({"write_answer_delay_ms": 5_000})).await;
+    let params = json!({"email": "crash@example.com"});
+    let cut_off = {
+        let (api, token, params) = (engine.api.clone(), token.clone(), params.clone());
+        tokio::spawn(async move {
+            let request = http().post(format!("{api}/v1/sources/stripe/customers")).bearer_auth(token).header("Idempotency-Key", "crash-1");
+            request.json(&params).send().await.is_err()
+        })
+    };
+    wait_until("the upstream to do the write", Duration::from_secs(10), || async { !executions(&sim).await.is_empty() }).await;
+    engine.proc.kill();
+    assert!(cut_off.await.unwrap(), "the client saw the connection drop");
+    sim.set_faults(json!({})).await;
+
+    // a new process finds the key abandoned and finishes it on its own
+    let engine = engine.restart(dir.path()).await;
+    wait_until("the completer", Duration::from_secs(30), || async { !engine.proc.log_kinds("write_completed").is_empty() }).await;
+    let (status, body, replayed) = write(&engine, &token, "POST", "customers", Some("crash-1"), params).await;
+    assert_eq!((status, replayed), (200, true), "{body}");
+    let id = serde_json::from_str::<Value>(&body).unwrap()["id"].as_str().unwrap().to_string();
+    assert_eq!(mirror_customer(&engine, &id).await.expect("in the mirror")["email"], "crash@example.com");
+    let executed = executions(&sim).await;
+    assert_eq!(executed.values().copied().collect::<Vec<_>>(), [1], "one upstream write: {executed:?}");
+    let truth = sim.truth(None).await;
+    let upstream = truth["customer"].as_array().unwrap().iter().filter(|c| c["email"] == "crash@example.com").count();
+    assert_eq!(upstream, 1);
+}
+
+on_both_backends!(a_write_cut_off_by_a_crash_is_finished_by_the_completer);

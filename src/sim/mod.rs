@@ -68,6 +68,7 @@ impl SimArgs {
             latency_ms: self.latency_ms,
             truncate_rate: self.truncate_rate,
             lose_responses: self.lose_responses,
+            write_answer_delay_ms: 0,
             unauthorized: false,
         };
         Sim::new(world, faults, self.mutations_per_sec, self.seed)

@@ -44,6 +44,10 @@ pub struct Faults {
     /// Share of successful writes whose response is lost after the write.
     #[serde(default)]
     pub lose_responses: f64,
+    /// A write's answer waits this long after the write is done (a client
+    /// killed meanwhile never learns of it).
+    #[serde(default)]
+    pub write_answer_delay_ms: u64,
     /// Answer every request 401, as if the API key had been revoked.
     #[serde(default)]
     pub unauthorized: bool,
@@ -230,6 +234,9 @@ async fn stripe_api(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, heade
     if let (true, Some(key)) = (write, &idempotency_key) {
         sim.world.lock().remember(&scope, key, Replay { request, status, body: body.clone() });
         *sim.stats.executed_by_key.lock().entry(key.clone()).or_default() += 1;
+    }
+    if write && faults.write_answer_delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(faults.write_answer_delay_ms)).await;
     }
     if write && status == 200 && sim.roll(faults.lose_responses) {
         // done, but the answer never arrives: the connection drops

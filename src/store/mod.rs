@@ -85,6 +85,8 @@ pub struct Batch {
     /// An idempotent write's last phase: its key finished (and its jobs
     /// staged) in the same transaction as the mirror write.
     pub finish: Option<writes::Finish>,
+    /// Staged jobs moving into the change log (the enqueuer's batch).
+    pub handoff: Option<writes::Handoff>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -209,6 +211,9 @@ pub enum StoreError {
     CorruptRow { table: String, id: String, source: serde_json::Error },
     #[error("store writer has stopped")]
     Closed,
+    /// Another process did the same work first; nothing was written.
+    #[error("{0}")]
+    Raced(String),
 }
 
 pub use queues::QueueStore;

@@ -19,6 +19,7 @@ pub struct Prepared {
     pub sweeps: Vec<(String, Sweep)>,
     pub checkpoints: Vec<(String, String)>,
     pub finish: Option<super::writes::Finish>,
+    pub handoff: Option<super::writes::Handoff>,
 }
 
 pub struct PreparedWrite {
@@ -90,7 +91,7 @@ pub fn prepare(batch: Batch) -> Result<Prepared, StoreError> {
     let sweeps =
         batch.sweeps.into_iter().map(|s| Ok((ident::mirror_table(&batch.source, &s.object)?, s))).collect::<Result<_, StoreError>>()?;
     let checkpoints = batch.checkpoints.into_iter().map(|(k, v)| (k, v.to_string())).collect();
-    Ok(Prepared { source: batch.source, writes, sweeps, checkpoints, finish: batch.finish })
+    Ok(Prepared { source: batch.source, writes, sweeps, checkpoints, finish: batch.finish, handoff: batch.handoff })
 }
 
 /// A change log entry to append.
@@ -300,6 +301,16 @@ pub fn plan(prepared: &Prepared, existing: &HashMap<String, HashMap<String, Stri
                 }
             }
         }
+    }
+    // staged jobs become notices after the batch's own changes: `op =
+    // insert` of an object named by their type (`write` for `write.completed`)
+    for notice in prepared.handoff.iter().flat_map(|h| &h.notices) {
+        let object = notice.kind.split('.').next().unwrap_or("notice");
+        let id = notice.payload["id"].as_str().unwrap_or_default();
+        let account = notice.payload["account"].as_str();
+        let mut change = NewChange::new(object, id, account, "insert", &Origin::Write, Some(&notice.payload.to_string()), None);
+        change.kind = notice.kind.clone();
+        changes.push(change);
     }
     let mut fences: Vec<(String, String, Fence)> = fenced
         .into_iter()

@@ -469,7 +469,7 @@ async fn postgres_commits_of_another_instance_wake_this_one() {
 }
 
 pub async fn idempotency_keys_follow_their_recovery_points(store: Arc<dyn Store>) {
-    use super::writes::{Answer, Begin, Finish, KeyRequest, RecoveryPoint, StagedJob};
+    use super::writes::{Answer, Begin, Finish, Handoff, KeyRequest, RecoveryPoint, StagedJob};
     let request = KeyRequest {
         app_id: "app_1".into(),
         key: "k1".into(),
@@ -517,4 +517,27 @@ pub async fn idempotency_keys_follow_their_recovery_points(store: Arc<dyn Store>
     assert_eq!(replayed, response, "the stored answer, byte for byte");
     let changes = all_changes(&store, 1).await;
     assert_eq!((changes[0].op.as_str(), changes[0].kind.as_str()), ("insert", "customer.created"));
+
+    // the staged job exists only because that transaction committed; the
+    // hand-off moves it into the change log and deletes it, once
+    let jobs = store.staged_jobs(10).await.unwrap();
+    assert_eq!(jobs.len(), 1, "the failed last phase staged nothing");
+    let (job_id, job) = jobs[0].clone();
+    assert_eq!(job.kind, "write.completed");
+    let handoff = || Batch { handoff: Some(Handoff { jobs: vec![job_id], notices: vec![job.clone()] }), ..batch(vec![]) };
+    store.apply(handoff()).await.unwrap();
+    assert!(matches!(store.apply(handoff()).await, Err(StoreError::Raced(_))), "handed on twice");
+    assert!(store.staged_jobs(10).await.unwrap().is_empty());
+    let changes = all_changes(&store, 2).await;
+    assert_eq!(changes.len(), 2);
+    assert_eq!((changes[1].object.as_str(), changes[1].kind.as_str()), ("write", "write.completed"));
+
+    // the reaper: keys created before the cutoff go; the key starts anew
+    assert_eq!(store.reap_keys(t0, later).await.unwrap(), (0, 0), "created at t0, not before");
+    assert_eq!(store.reap_keys(later, later).await.unwrap(), (1, 0));
+    let Begin::Proceed(fresh) = store.begin_write(&other, later, never).await.unwrap() else { panic!("a reaped key starts anew") };
+    assert_eq!((fresh.recovery_point, fresh.upstream.is_none()), (RecoveryPoint::Started, true));
+    let abandoned = store.abandoned_keys("2100-01-01T00:00:00.000000Z", 10).await.unwrap();
+    assert_eq!(abandoned.len(), 1, "unfinished keys are the completer's");
+    assert!(store.abandoned_keys(later, 10).await.unwrap().is_empty(), "touched at `later`, not before");
 }

@@ -130,10 +130,21 @@ pub struct Finish {
 
 /// A job written inside a phase's transaction; the enqueuer hands it on
 /// after commit.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StagedJob {
+    /// Its event type (`write.completed`).
     pub kind: String,
+    /// The event: `id` (stable), `account`, and what happened.
     pub payload: serde_json::Value,
+}
+
+/// Staged jobs handed on to the change log as notices, in the transaction
+/// that deletes them (carried by [`super::Batch::handoff`]).
+#[derive(Debug, Clone, Default)]
+pub struct Handoff {
+    /// The staged jobs' ids; all of them must still be there.
+    pub jobs: Vec<i64>,
+    pub notices: Vec<StagedJob>,
 }
 
 /// The write side of the store (both backends).
@@ -149,4 +160,12 @@ pub trait WriteStore: Send + Sync {
     /// Let go of a key left at its recovery point (the upstream failed in a
     /// way worth retrying); a retry or the completer takes it from there.
     async fn release_key(&self, app_id: &str, key: &str, now: &str) -> Result<(), StoreError>;
+    /// Unfinished keys untouched since before `before`, oldest first: the
+    /// completer's work.
+    async fn abandoned_keys(&self, before: &str, limit: usize) -> Result<Vec<KeyRecord>, StoreError>;
+    /// Delete keys created before `before` and fences expired by `now`;
+    /// returns (keys deleted, of which unfinished).
+    async fn reap_keys(&self, before: &str, now: &str) -> Result<(u64, u64), StoreError>;
+    /// Up to `limit` staged jobs, oldest first, with their ids.
+    async fn staged_jobs(&self, limit: usize) -> Result<Vec<(i64, StagedJob)>, StoreError>;
 }

@@ -14,7 +14,9 @@
 //! client retry (or the completer) goes on from there.
 //!
 //! - `upstream`: sending one write to a source's upstream
+//! - `maintenance`: the enqueuer of staged jobs, the completer, the reaper
 
+pub mod maintenance;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -79,6 +81,8 @@ pub struct Writes {
     /// How long an untouched, unfinished key waits before it is presumed
     /// abandoned (taken over by a retry or the completer).
     grace: Duration,
+    /// Woken when a finished write staged a job.
+    staged: tokio::sync::Notify,
 }
 
 fn now() -> chrono::DateTime<chrono::Utc> {
@@ -100,7 +104,8 @@ impl Writes {
                 }
             }
         }
-        Ok(Writes { store, upstreams, grace: Duration::from_secs(config.writes.completer_grace_secs) })
+        let grace = Duration::from_secs(config.writes.completer_grace_secs);
+        Ok(Writes { store, upstreams, grace, staged: tokio::sync::Notify::new() })
     }
 
     /// Check a request and turn it into the key's request.
@@ -135,14 +140,42 @@ impl Writes {
     /// Run a write to its end, or replay its key's answer.
     pub async fn execute(&self, request: WriteRequest) -> Result<Outcome, WriteError> {
         let request = self.key_request(request)?;
-        let at = now();
-        let expired = at - chrono::Duration::from_std(self.grace).unwrap_or_default();
-        match self.store.begin_write(&request, &timestamp(at), &timestamp(expired)).await? {
+        let (at, expired) = self.lock_window();
+        match self.store.begin_write(&request, &at, &expired).await? {
             Begin::Replay(answer) => Ok(Outcome { answer, replayed: true }),
             Begin::InFlight => Err(WriteError::InFlight),
             Begin::Mismatch => Err(WriteError::Mismatch),
             Begin::Proceed(record) => Ok(Outcome { answer: self.drive(*record).await?, replayed: false }),
         }
+    }
+
+    /// Now, and the instant before which a lock is presumed abandoned.
+    fn lock_window(&self) -> (String, String) {
+        let at = now();
+        (timestamp(at), timestamp(at - chrono::Duration::from_std(self.grace).unwrap_or_default()))
+    }
+
+    /// The completer: take keys left unfinished and untouched for the grace
+    /// period and drive each from its recovery point; returns how many
+    /// finished. One the upstream still fails is left for the next round.
+    pub async fn complete_abandoned(&self, limit: usize) -> Result<usize, StoreError> {
+        let (at, expired) = self.lock_window();
+        let mut finished = 0;
+        for record in self.store.abandoned_keys(&expired, limit).await? {
+            // taken like a client retry would: one holder at a time
+            let Begin::Proceed(record) = self.store.begin_write(&record.request, &at, &expired).await? else { continue };
+            let (app, key) = (record.request.app_id.clone(), record.request.key.clone());
+            match self.drive(*record).await {
+                Ok(answer) => {
+                    tracing::info!(kind = "write_completed", by = "completer", app = %app, key = %key, status = answer.status,
+                        "abandoned write finished");
+                    finished += 1;
+                }
+                Err(WriteError::Store(e)) => return Err(e),
+                Err(e) => tracing::warn!(kind = "write_incomplete", app = %app, key = %key, error = %e, "abandoned write not finished yet"),
+            }
+        }
+        Ok(finished)
     }
 
     /// From the key's recovery point to `finished`.
@@ -184,14 +217,19 @@ impl Writes {
                 (object["object"].as_str().unwrap_or_default().to_string(), object["id"].as_str().unwrap_or_default().to_string());
             jobs.push(StagedJob {
                 kind: "write.completed".into(),
-                payload: json!({"app_id": request.app_id, "idempotency_key": request.key, "source": request.source,
+                payload: json!({"id": format!("write_{}", &upstream::upstream_key(&request.app_id, &request.key)[4..28]),
+                    "account": request.account, "app_id": request.app_id, "idempotency_key": request.key, "source": request.source,
                     "method": request.method, "path": request.path, "status": upstream.status, "object": kind, "object_id": id}),
             });
             let mutation = if object["deleted"] == json!(true) { Mutation::Delete } else { Mutation::Upsert(object) };
             writes.push(Write { object: kind, id, account: request.account.clone(), mutation, origin: Origin::Write, generation: 0 });
         }
         let finish = Finish { app_id: request.app_id.clone(), key: request.key.clone(), response: upstream.clone(), jobs };
+        let staged = !finish.jobs.is_empty();
         self.store.apply(Batch { source: request.source.clone(), writes, finish: Some(finish), ..Batch::default() }).await?;
+        if staged {
+            self.staged.notify_one();
+        }
         Ok(())
     }
 }

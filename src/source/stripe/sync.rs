@@ -129,7 +129,7 @@ impl ScopeSync {
     }
 
     async fn commit(&self, writes: Vec<Write>, sweeps: Vec<Sweep>, checkpoints: Vec<(String, Value)>) -> Result<Applied, SyncError> {
-        let batch = Batch { source: self.shared.name.clone(), writes, sweeps, checkpoints, finish: None };
+        let batch = Batch { source: self.shared.name.clone(), writes, sweeps, checkpoints, ..Batch::default() };
         let applied = self.shared.store.apply(batch).await?;
         metrics::counter!("tributary_changes_written_total", "source" => self.shared.name.clone()).increment(applied.changes);
         Ok(applied)

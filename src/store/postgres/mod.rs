@@ -515,6 +515,9 @@ impl Store for PgStore {
         if let Some(finish) = &prepared.finish {
             self.finish(&tx, finish).await?;
         }
+        if let Some(handoff) = &prepared.handoff {
+            self.hand_off(&tx, &handoff.jobs).await?;
+        }
         // last, in a fixed order: these rows are shared by concurrent batches
         for (table, delta) in row_deltas.into_iter().filter(|(_, d)| *d != 0) {
             let sql = format!("UPDATE {} SET row_count = row_count + $1 WHERE source = $2 AND table_name = $3", self.t("tributary_tables"));

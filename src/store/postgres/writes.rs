@@ -8,7 +8,7 @@ use tokio_postgres::Row;
 use super::{PgStore, pg};
 use crate::store::StoreError;
 use crate::store::plan::{Fence, Fences, Prepared};
-use crate::store::writes::{Answer, Begin, Finish, KeyRecord, KeyRequest, RecoveryPoint, WriteStore, decide};
+use crate::store::writes::{Answer, Begin, Finish, KeyRecord, KeyRequest, RecoveryPoint, StagedJob, WriteStore, decide};
 
 /// The tables, in the schema `t` qualifies names with.
 pub(super) fn ddl(t: impl Fn(&str) -> String) -> String {
@@ -97,6 +97,17 @@ impl PgStore {
             "SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))"
         };
         tx.execute(sql, &[&name]).await.map_err(pg)?;
+        Ok(())
+    }
+
+    /// Staged jobs leave as their notices enter the change log; one already
+    /// gone means another instance's enqueuer took it, and nothing is written.
+    pub(super) async fn hand_off(&self, tx: &Transaction<'_>, jobs: &[i64]) -> Result<(), StoreError> {
+        let sql = format!("DELETE FROM {} WHERE id = ANY($1)", self.t("tributary_staged_jobs"));
+        let deleted = tx.execute(&sql, &[&jobs]).await.map_err(pg)?;
+        if deleted != jobs.len() as u64 {
+            return Err(StoreError::Raced(format!("{} of {} staged jobs were handed on already", jobs.len() as u64 - deleted, jobs.len())));
+        }
         Ok(())
     }
 
@@ -223,6 +234,50 @@ impl WriteStore for PgStore {
         );
         client.execute(&sql, &[&app_id, &key, &i32::from(upstream.status), &upstream.body, &now]).await.map_err(pg)?;
         Ok(())
+    }
+
+    async fn abandoned_keys(&self, before: &str, limit: usize) -> Result<Vec<KeyRecord>, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let sql = format!(
+            "SELECT {KEY_COLUMNS} FROM {} WHERE recovery_point <> 'finished' AND updated_at < $1 ORDER BY updated_at LIMIT $2",
+            self.t("tributary_idempotency_keys")
+        );
+        let rows = client.query(&sql, &[&before, &(limit as i64)]).await.map_err(pg)?;
+        Ok(rows.iter().map(read_key).collect())
+    }
+
+    async fn reap_keys(&self, before: &str, now: &str) -> Result<(u64, u64), StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let keys = self.t("tributary_idempotency_keys");
+        let row = client
+            .query_one(
+                &format!(
+                    "WITH reaped AS (DELETE FROM {keys} WHERE created_at < $1 RETURNING recovery_point)
+                     SELECT COUNT(*), COUNT(*) FILTER (WHERE recovery_point <> 'finished') FROM reaped"
+                ),
+                &[&before],
+            )
+            .await
+            .map_err(pg)?;
+        client.execute(&format!("DELETE FROM {} WHERE expires_at < $1", self.t("tributary_write_fences")), &[&now]).await.map_err(pg)?;
+        Ok((row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64))
+    }
+
+    async fn staged_jobs(&self, limit: usize) -> Result<Vec<(i64, StagedJob)>, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let sql = format!("SELECT id, kind, payload::text FROM {} ORDER BY id LIMIT $1", self.t("tributary_staged_jobs"));
+        let rows = client.query(&sql, &[&(limit as i64)]).await.map_err(pg)?;
+        let mut jobs = Vec::new();
+        for row in rows {
+            let (id, text): (i64, String) = (row.get(0), row.get(2));
+            let payload = serde_json::from_str(&text).map_err(|e| StoreError::CorruptRow {
+                table: "tributary_staged_jobs".into(),
+                id: id.to_string(),
+                source: e,
+            })?;
+            jobs.push((id, StagedJob { kind: row.get(1), payload }));
+        }
+        Ok(jobs)
     }
 
     async fn release_key(&self, app_id: &str, key: &str, now: &str) -> Result<(), StoreError> {

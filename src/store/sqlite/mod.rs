@@ -526,6 +526,9 @@ impl Writer {
             if let Some(finish) = &batch.finish {
                 writes::finish(&tx, finish, &committed_at)?;
             }
+            if let Some(handoff) = &batch.handoff {
+                writes::hand_off(&tx, &handoff.jobs)?;
+            }
             results.push(applied);
         }
         for (table, delta) in row_deltas.into_iter().filter(|(_, d)| *d != 0) {

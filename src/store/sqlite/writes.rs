@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{SqliteStore, immediate};
 use crate::store::StoreError;
 use crate::store::plan::{Fence, Fences, Prepared};
-use crate::store::writes::{Answer, Begin, Finish, KeyRecord, KeyRequest, RecoveryPoint, WriteStore, decide};
+use crate::store::writes::{Answer, Begin, Finish, KeyRecord, KeyRequest, RecoveryPoint, StagedJob, WriteStore, decide};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tributary_idempotency_keys (
@@ -115,6 +115,18 @@ pub(super) fn save_fences(
     Ok(())
 }
 
+/// Staged jobs leave as their notices enter the change log; one already
+/// gone means another enqueuer took it, and nothing is written.
+pub(super) fn hand_off(conn: &Connection, jobs: &[i64]) -> Result<(), StoreError> {
+    let mut delete = conn.prepare_cached("DELETE FROM tributary_staged_jobs WHERE id = ?1")?;
+    for id in jobs {
+        if delete.execute([id])? != 1 {
+            return Err(StoreError::Raced(format!("staged job {id} was handed on already")));
+        }
+    }
+    Ok(())
+}
+
 /// The key's last phase, inside the writer's transaction.
 pub(super) fn finish(conn: &Connection, finish: &Finish, now: &str) -> Result<(), StoreError> {
     conn.prepare_cached(
@@ -188,6 +200,51 @@ impl WriteStore for SqliteStore {
             )?
             .execute(params![app_id, key, upstream.status, upstream.body, now])?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn abandoned_keys(&self, before: &str, limit: usize) -> Result<Vec<KeyRecord>, StoreError> {
+        let before = before.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {KEY_COLUMNS} FROM tributary_idempotency_keys WHERE recovery_point <> 'finished' AND updated_at < ?1
+                 ORDER BY updated_at LIMIT ?2"
+            ))?;
+            let keys = stmt.query_map(params![before, limit as i64], read_key)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(keys)
+        })
+        .await
+    }
+
+    async fn reap_keys(&self, before: &str, now: &str) -> Result<(u64, u64), StoreError> {
+        let (before, now) = (before.to_string(), now.to_string());
+        Self::with(&self.bookkeeping, move |conn| {
+            immediate(conn, || {
+                let unfinished: i64 = conn.query_row(
+                    "SELECT COUNT(*) FROM tributary_idempotency_keys WHERE created_at < ?1 AND recovery_point <> 'finished'",
+                    [&before],
+                    |r| r.get(0),
+                )?;
+                let deleted = conn.execute("DELETE FROM tributary_idempotency_keys WHERE created_at < ?1", [&before])?;
+                conn.execute("DELETE FROM tributary_write_fences WHERE expires_at < ?1", [&now])?;
+                Ok((deleted as u64, unfinished as u64))
+            })
+        })
+        .await
+    }
+
+    async fn staged_jobs(&self, limit: usize) -> Result<Vec<(i64, StagedJob)>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached("SELECT id, kind, payload FROM tributary_staged_jobs ORDER BY id LIMIT ?1")?;
+            let rows = stmt.query_map([limit as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+            let mut jobs = Vec::new();
+            for row in rows {
+                let (id, kind, payload) = row?;
+                let payload = super::parse_json("tributary_staged_jobs", &id.to_string(), Some(payload))?.unwrap_or_default();
+                jobs.push((id, StagedJob { kind, payload }));
+            }
+            Ok(jobs)
         })
         .await
     }
