@@ -5,8 +5,9 @@
 //! 1. insert or take the `Idempotency-Key` (`started`); a finished key
 //!    replays its answer, a held one is 409, another request's is 422;
 //! 2. send the write upstream with a key derived from the client's, so
-//!    sending it again never repeats the side effect; its answer is recorded
-//!    (`upstream_called`);
+//!    sending it again never repeats the side effect (its answer is recorded,
+//!    `upstream_called`, only when the last phase fails: a stop before that
+//!    sends again and gets the same answer back);
 //! 3. in one transaction: the returned object into the mirror and the change
 //!    log, the staged jobs, the answer (`finished`).
 //!
@@ -26,7 +27,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use crate::config::{Config, ConfigError, SourceConfig};
-use crate::store::writes::{Answer, Begin, Finish, KeyRecord, KeyRequest, StagedJob};
+use crate::store::writes::{Answer, Begin, Finish, KeyRecord, KeyRequest, RecoveryPoint, StagedJob};
 use crate::store::{Batch, Mutation, Origin, Store, StoreError, Write, timestamp};
 use upstream::Upstream;
 
@@ -186,10 +187,10 @@ impl Writes {
             None => {
                 let target = self.upstreams.get(&request.source).ok_or_else(|| WriteError::UnknownSource(request.source.clone()))?;
                 match target.send(request).await {
-                    Ok(answer) => {
-                        self.store.record_upstream(&request.app_id, &request.key, &answer, &timestamp(now())).await?;
-                        answer
-                    }
+                    // recorded only if the last phase fails: were the process
+                    // to stop first, sending again under the derived key
+                    // gets the same answer back
+                    Ok(answer) => answer,
                     Err(reason) => {
                         tracing::warn!(kind = "write_upstream_failed", source = %request.source, key = %request.key, error = %reason,
                             "write left at its recovery point for a retry");
@@ -200,6 +201,9 @@ impl Writes {
             }
         };
         if let Err(e) = self.finish(request, &upstream).await {
+            if record.recovery_point == RecoveryPoint::Started {
+                self.store.record_upstream(&request.app_id, &request.key, &upstream, &timestamp(now())).await?;
+            }
             self.store.release_key(&request.app_id, &request.key, &timestamp(now())).await?;
             return Err(e);
         }

@@ -408,18 +408,26 @@ impl Store for PgStore {
         }
         let mut client = self.pool.get().await.map_err(pg)?;
         let tx = client.transaction().await.map_err(pg)?;
-        self.lock_for_apply(&tx, &prepared).await?;
-
-        let mut existing: HashMap<String, HashMap<String, String>> = HashMap::new();
-        for (table, ids) in prepared.ids_by_table() {
-            let statement =
-                tx.prepare_cached(&format!("SELECT id, data::text FROM {} WHERE id = ANY($1)", self.t(table))).await.map_err(pg)?;
-            let rows = tx.query(&statement, &[&ids]).await.map_err(pg)?;
-            existing.insert(table.to_string(), rows.iter().map(|r| (r.get(0), r.get(1))).collect());
-        }
-        let fences = self.fences(&tx, &prepared, &super::timestamp(chrono::Utc::now())).await?;
+        // the lock, then the rows and fences the plan needs: sent together
+        // (pipelined), run by the server in that order
+        let now = super::timestamp(chrono::Utc::now());
+        let ids_by_table = prepared.ids_by_table();
+        let reads = ids_by_table.iter().map(|(table, ids)| {
+            let tx = &tx;
+            async move {
+                let statement =
+                    tx.prepare_cached(&format!("SELECT id, data::text FROM {} WHERE id = ANY($1)", self.t(table))).await.map_err(pg)?;
+                let rows = tx.query(&statement, &[ids]).await.map_err(pg)?;
+                Ok::<_, StoreError>((table.to_string(), rows.iter().map(|r| (r.get(0), r.get(1))).collect::<HashMap<String, String>>()))
+            }
+        });
+        let ((), existing, fences) = futures::try_join!(
+            self.lock_for_apply(&tx, &prepared),
+            futures::future::try_join_all(reads),
+            self.fences(&tx, &prepared, &now)
+        )?;
+        let existing: HashMap<String, HashMap<String, String>> = existing.into_iter().collect();
         let plan = plan::plan(&prepared, &existing, &fences)?;
-        self.save_fences(&tx, &plan.fences).await?;
         let mut applied = Applied { changes: plan.changes.len() as u64, unchanged: plan.unchanged };
         let mut row_deltas: BTreeMap<String, i64> = BTreeMap::new();
         for (table, table_plan) in &plan.tables {
@@ -477,7 +485,12 @@ impl Store for PgStore {
             applied.changes += stale.len() as u64;
             *row_deltas.entry(table.clone()).or_default() -= stale.len() as i64;
         }
-        if !changes.is_empty() {
+        // the rest is independent: sent together (pipelined)
+        let fences = self.save_fences(&tx, &plan.fences);
+        let change_log = async {
+            if changes.is_empty() {
+                return Ok(());
+            }
             let column = |f: fn(&NewChange) -> Option<&str>| changes.iter().map(f).collect::<Vec<Option<&str>>>();
             let objects = column(|c| Some(&c.object));
             let object_ids = column(|c| Some(&c.object_id));
@@ -499,8 +512,12 @@ impl Store for PgStore {
             let params: [&(dyn ToSql + Sync); 9] =
                 [&prepared.source, &objects, &object_ids, &accounts, &ops, &kinds, &data, &previous, &events];
             tx.execute(&statement, &params).await.map_err(pg)?;
-        }
-        if !prepared.checkpoints.is_empty() {
+            Ok::<_, StoreError>(())
+        };
+        let checkpoints = async {
+            if prepared.checkpoints.is_empty() {
+                return Ok(());
+            }
             let keys: Vec<&str> = prepared.checkpoints.iter().map(|(k, _)| k.as_str()).collect();
             let values: Vec<&str> = prepared.checkpoints.iter().map(|(_, v)| v.as_str()).collect();
             let sql = format!(
@@ -511,23 +528,39 @@ impl Store for PgStore {
             );
             let statement = tx.prepare_cached(&sql).await.map_err(pg)?;
             tx.execute(&statement, &[&prepared.source, &keys, &values]).await.map_err(pg)?;
-        }
-        if let Some(finish) = &prepared.finish {
-            self.finish(&tx, finish).await?;
-        }
-        if let Some(handoff) = &prepared.handoff {
-            self.hand_off(&tx, &handoff.jobs).await?;
-        }
-        // last, in a fixed order: these rows are shared by concurrent batches
-        for (table, delta) in row_deltas.into_iter().filter(|(_, d)| *d != 0) {
-            let sql = format!("UPDATE {} SET row_count = row_count + $1 WHERE source = $2 AND table_name = $3", self.t("tributary_tables"));
-            let statement = tx.prepare_cached(&sql).await.map_err(pg)?;
-            tx.execute(&statement, &[&delta, &prepared.source, &table]).await.map_err(pg)?;
-        }
-        if applied.changes > 0 {
-            // delivered to listeners at commit, in every process
-            tx.execute("SELECT pg_notify($1, '')", &[&channel(&self.schema)]).await.map_err(pg)?;
-        }
+            Ok::<_, StoreError>(())
+        };
+        let finish = async {
+            match &prepared.finish {
+                Some(finish) => self.finish(&tx, finish).await,
+                None => Ok(()),
+            }
+        };
+        let handoff = async {
+            match &prepared.handoff {
+                Some(handoff) => self.hand_off(&tx, &handoff.jobs).await,
+                None => Ok(()),
+            }
+        };
+        // in a fixed order: these rows are shared by concurrent batches
+        let row_counts = async {
+            for (table, delta) in row_deltas.iter().filter(|(_, d)| **d != 0) {
+                let sql =
+                    format!("UPDATE {} SET row_count = row_count + $1 WHERE source = $2 AND table_name = $3", self.t("tributary_tables"));
+                let statement = tx.prepare_cached(&sql).await.map_err(pg)?;
+                tx.execute(&statement, &[delta, &prepared.source, table]).await.map_err(pg)?;
+            }
+            Ok::<_, StoreError>(())
+        };
+        let notify = async {
+            if applied.changes > 0 {
+                // delivered to listeners at commit, in every process
+                let statement = tx.prepare_cached("SELECT pg_notify($1, '')").await.map_err(pg)?;
+                tx.execute(&statement, &[&channel(&self.schema)]).await.map_err(pg)?;
+            }
+            Ok::<_, StoreError>(())
+        };
+        futures::try_join!(fences, change_log, checkpoints, finish, handoff, row_counts, notify)?;
         tx.commit().await.map_err(pg)?;
         if applied.changes > 0 {
             self.commits.send_modify(|n| *n += 1);

@@ -56,6 +56,21 @@ pub(super) fn ddl(t: impl Fn(&str) -> String) -> String {
     )
 }
 
+/// Advisory lock stripes objects fall into (a power of two).
+const STRIPES: u64 = 64;
+
+/// The same number for the same text in every process.
+fn stable_hash(text: &str) -> u64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    u64::from_be_bytes(digest[..8].try_into().unwrap_or_default())
+}
+
+/// Recording the upstream's answer commits without waiting for the disk: a
+/// crash that loses it only sends the write upstream again, under the same
+/// derived key, so the upstream replays its answer.
+const NOT_DURABLE: &str = "SET LOCAL synchronous_commit = off";
+
 const KEY_COLUMNS: &str = "app_id, key, source, method, path, params, fingerprint, account, recovery_point, locked_at,
     upstream_status, upstream_body, response_status, response_body, created_at, updated_at";
 
@@ -86,17 +101,26 @@ fn read_key(row: &Row) -> KeyRecord {
 }
 
 impl PgStore {
-    /// Writes through Tributary and a source's batches may touch the same
-    /// objects: a write's last phase takes its source's lock alone, the
-    /// source's batches share it, so each plans against committed rows.
+    /// A write's last phase and a source's batch may touch the same object
+    /// at once; each must plan against the other's committed row. Objects
+    /// fall into `STRIPES` advisory locks: a write takes its object's stripe
+    /// alone, a source's batch shares the stripes of its objects (batches
+    /// never conflict with each other), always in ascending order.
     pub(super) async fn lock_for_apply(&self, tx: &Transaction<'_>, batch: &Prepared) -> Result<(), StoreError> {
-        let name = format!("tributary-apply:{}:{}", self.schema, batch.source);
+        let base = stable_hash(&format!("tributary-apply:{}", self.schema)) & !(STRIPES - 1);
+        let mut stripes: Vec<i64> =
+            batch.writes.iter().map(|w| (base | (stable_hash(&format!("{}:{}", w.table, w.id)) & (STRIPES - 1))) as i64).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        if stripes.is_empty() {
+            return Ok(());
+        }
         let sql = if batch.finish.is_some() {
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
+            "SELECT pg_advisory_xact_lock(k) FROM unnest($1::int8[]) AS k"
         } else {
-            "SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))"
+            "SELECT pg_advisory_xact_lock_shared(k) FROM unnest($1::int8[]) AS k"
         };
-        tx.execute(sql, &[&name]).await.map_err(pg)?;
+        tx.execute(sql, &[&stripes]).await.map_err(pg)?;
         Ok(())
     }
 
@@ -138,10 +162,12 @@ impl PgStore {
                         "INSERT INTO {table} (table_name, id, state, expires_at) VALUES ($1, $2, $3, $4)
                          ON CONFLICT (table_name, id) DO UPDATE SET state = excluded.state, expires_at = excluded.expires_at"
                     );
-                    tx.execute(&sql, &[mirror, id, state, &expires]).await.map_err(pg)?
+                    let upsert = tx.prepare_cached(&sql).await.map_err(pg)?;
+                    tx.execute(&upsert, &[mirror, id, state, &expires]).await.map_err(pg)?
                 }
                 Fence::Clear => {
-                    tx.execute(&format!("DELETE FROM {table} WHERE table_name = $1 AND id = $2"), &[mirror, id]).await.map_err(pg)?
+                    let delete = tx.prepare_cached(&format!("DELETE FROM {table} WHERE table_name = $1 AND id = $2")).await.map_err(pg)?;
+                    tx.execute(&delete, &[mirror, id]).await.map_err(pg)?
                 }
             };
         }
@@ -157,8 +183,10 @@ impl PgStore {
              WHERE app_id = $1 AND key = $2",
             self.t("tributary_idempotency_keys")
         );
-        tx.execute(&sql, &[&finish.app_id, &finish.key, &status, &finish.response.body, &now]).await.map_err(pg)?;
+        let update = tx.prepare_cached(&sql).await.map_err(pg)?;
+        tx.execute(&update, &[&finish.app_id, &finish.key, &status, &finish.response.body, &now]).await.map_err(pg)?;
         let stage = format!("INSERT INTO {} (kind, payload) VALUES ($1, $2::text::jsonb)", self.t("tributary_staged_jobs"));
+        let stage = tx.prepare_cached(&stage).await.map_err(pg)?;
         for job in &finish.jobs {
             tx.execute(&stage, &[&job.kind, &job.payload.to_string()]).await.map_err(pg)?;
         }
@@ -171,8 +199,8 @@ impl WriteStore for PgStore {
     async fn begin_write(&self, request: &KeyRequest, now: &str, lock_expired_before: &str) -> Result<Begin, StoreError> {
         let keys = self.t("tributary_idempotency_keys");
         let mut client = self.pool.get().await.map_err(pg)?;
-        let tx = client.transaction().await.map_err(pg)?;
-        let inserted = tx
+        // a new key: one statement; a known one: a transaction that locks it
+        let inserted = client
             .execute(
                 &format!(
                     "INSERT INTO {keys} (app_id, key, source, method, path, params, fingerprint, account, recovery_point, locked_at,
@@ -194,7 +222,6 @@ impl WriteStore for PgStore {
             .await
             .map_err(pg)?;
         if inserted == 1 {
-            tx.commit().await.map_err(pg)?;
             return Ok(Begin::Proceed(Box::new(KeyRecord {
                 request: request.clone(),
                 recovery_point: RecoveryPoint::Started,
@@ -205,6 +232,7 @@ impl WriteStore for PgStore {
                 updated_at: now.to_string(),
             })));
         }
+        let tx = client.transaction().await.map_err(pg)?;
         let row = tx
             .query_one(
                 &format!("SELECT {KEY_COLUMNS} FROM {keys} WHERE app_id = $1 AND key = $2 FOR UPDATE"),
@@ -226,14 +254,16 @@ impl WriteStore for PgStore {
     }
 
     async fn record_upstream(&self, app_id: &str, key: &str, upstream: &Answer, now: &str) -> Result<(), StoreError> {
-        let client = self.pool.get().await.map_err(pg)?;
+        let mut client = self.pool.get().await.map_err(pg)?;
+        let tx = client.transaction().await.map_err(pg)?;
+        tx.batch_execute(NOT_DURABLE).await.map_err(pg)?;
         let sql = format!(
             "UPDATE {} SET recovery_point = 'upstream_called', upstream_status = $3, upstream_body = $4, updated_at = $5
              WHERE app_id = $1 AND key = $2 AND recovery_point = 'started'",
             self.t("tributary_idempotency_keys")
         );
-        client.execute(&sql, &[&app_id, &key, &i32::from(upstream.status), &upstream.body, &now]).await.map_err(pg)?;
-        Ok(())
+        tx.execute(&sql, &[&app_id, &key, &i32::from(upstream.status), &upstream.body, &now]).await.map_err(pg)?;
+        tx.commit().await.map_err(pg)
     }
 
     async fn abandoned_keys(&self, before: &str, limit: usize) -> Result<Vec<KeyRecord>, StoreError> {
