@@ -23,6 +23,8 @@ struct Op<'a> {
     security: Option<&'a str>,
     /// Path parameter names.
     params: &'a [&'a str],
+    /// Header parameters: (name, required, what it is).
+    headers: &'a [(&'a str, bool, &'a str)],
     body: Option<&'a str>,
     ok: (u16, &'a str, Value),
     errors: &'a [(u16, &'a str)],
@@ -48,12 +50,13 @@ impl Op<'_> {
         if let Some(security) = self.security {
             op["security"] = json!([{security: []}]);
         }
-        if !self.params.is_empty() {
-            op["parameters"] = self
-                .params
-                .iter()
-                .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
-                .collect();
+        let path = self.params.iter().map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}));
+        let headers = self.headers.iter().map(|(name, required, what)| {
+            json!({"name": name, "in": "header", "required": required, "description": what, "schema": {"type": "string", "maxLength": 255}})
+        });
+        let parameters: Vec<Value> = path.chain(headers).collect();
+        if !parameters.is_empty() {
+            op["parameters"] = json!(parameters);
         }
         if let Some(body) = self.body {
             op["requestBody"] = json!({"required": true, "content": json_content(schema(body))});
@@ -61,6 +64,19 @@ impl Op<'_> {
         op
     }
 }
+
+/// What every write takes in headers.
+const WRITE_HEADERS: &[(&str, bool, &str)] = &[
+    ("Idempotency-Key", true, "1 to 255 characters; the same key and request replays the first answer"),
+    ("Stripe-Account", false, "the connected account to act for (a public app must name one that granted it access)"),
+];
+
+const WRITE_ERRORS: &[(u16, &str)] = &[
+    (403, "the account has not granted this app access"),
+    (404, "no such source or resource"),
+    (409, "a request with this Idempotency-Key is in progress"),
+    (502, "the upstream gave no final answer; retry with the same Idempotency-Key"),
+];
 
 fn text() -> Value {
     json!({"type": "string", "minLength": 1, "maxLength": MAX_TEXT})
@@ -92,47 +108,61 @@ pub fn document() -> Value {
                     "504": {"description": "timed out", "content": json_content(error)}}
             }},
             "/v1/apps": {
-                "post": Op { summary: "Create an app; its bearer token is in this answer only", security: Some("adminToken"), params: &[],
+                "post": Op { summary: "Create an app; its bearer token is in this answer only", security: Some("adminToken"), params: &[], headers: &[],
                     body: Some("NewApp"), ok: (201, "created", schema("NewAppToken")), errors: &[] }.build(),
-                "get": Op { summary: "Every app, revoked ones included", security: Some("adminToken"), params: &[], body: None,
+                "get": Op { summary: "Every app, revoked ones included", security: Some("adminToken"), params: &[], headers: &[], body: None,
                     ok: (200, "apps", list("apps", "App")), errors: &[] }.build(),
             },
             "/v1/apps/{id}": {
-                "delete": Op { summary: "Revoke an app's token (401 from then on)", security: Some("adminToken"), params: &["id"], body: None,
+                "delete": Op { summary: "Revoke an app's token (401 from then on)", security: Some("adminToken"), params: &["id"], headers: &[], body: None,
                     ok: (200, "revoked", json!({"type": "object", "properties": {"id": {"type": "string"}, "revoked": {"const": true}}})),
                     errors: &[(404, "no such app")] }.build(),
             },
             "/v1/apps/{id}/grants": {
-                "post": Op { summary: "An account grants a public app access to its events", security: Some("adminToken"), params: &["id"],
+                "post": Op { summary: "An account grants a public app access to its events", security: Some("adminToken"), params: &["id"], headers: &[],
                     body: Some("Grant"), ok: (200, "granted", json!({"type": "object", "properties": {"app": {"type": "string"}, "account": {"type": "string"}}})),
                     errors: &[(404, "no such app")] }.build(),
             },
             "/v1/queues": {
-                "post": Op { summary: "Create a queue", security: Some("appToken"), params: &[], body: Some("NewQueue"),
+                "post": Op { summary: "Create a queue", security: Some("appToken"), params: &[], headers: &[], body: Some("NewQueue"),
                     ok: (201, "created", schema("Queue")), errors: &[] }.build(),
-                "get": Op { summary: "This app's queues", security: Some("appToken"), params: &[], body: None,
+                "get": Op { summary: "This app's queues", security: Some("appToken"), params: &[], headers: &[], body: None,
                     ok: (200, "queues", list("queues", "Queue")), errors: &[] }.build(),
             },
             "/v1/queues/{code}": {
-                "delete": Op { summary: "Delete a queue with its subscriptions and events", security: Some("appToken"), params: &["code"], body: None,
+                "delete": Op { summary: "Delete a queue with its subscriptions and events", security: Some("appToken"), params: &["code"], headers: &[], body: None,
                     ok: (200, "deleted", json!({"type": "object", "properties": {"code": {"type": "string"}, "deleted": {"const": true}}})),
                     errors: &[(404, "no such queue for this app")] }.build(),
             },
             "/v1/queues/{code}/subscriptions": {
                 "post": Op { summary: "Subscribe the queue to an event type of an account; events flow from now on, or from the oldest kept with \"from\":\"earliest\"",
-                    security: Some("appToken"), params: &["code"], body: Some("NewSubscription"), ok: (201, "subscribed", schema("Subscription")),
+                    security: Some("appToken"), params: &["code"], headers: &[], body: Some("NewSubscription"), ok: (201, "subscribed", schema("Subscription")),
                     errors: &[(403, "the account has not granted this app access (or is not an in-house app's own)"), (404, "no such queue for this app")] }.build(),
-                "get": Op { summary: "The queue's subscriptions", security: Some("appToken"), params: &["code"], body: None,
+                "get": Op { summary: "The queue's subscriptions", security: Some("appToken"), params: &["code"], headers: &[], body: None,
                     ok: (200, "subscriptions", list("subscriptions", "Subscription")), errors: &[(404, "no such queue for this app")] }.build(),
             },
             "/v1/queues/{code}/subscriptions/{subscription}": {
-                "delete": Op { summary: "Unsubscribe", security: Some("appToken"), params: &["code", "subscription"], body: None,
+                "delete": Op { summary: "Unsubscribe", security: Some("appToken"), params: &["code", "subscription"], headers: &[], body: None,
                     ok: (200, "deleted", json!({"type": "object", "properties": {"code": {"type": "string"}, "deleted": {"const": true}}})),
                     errors: &[(404, "no such queue or subscription")] }.build(),
             },
+            "/v1/sources/{name}/{resource}": {
+                "post": Op { summary: "Create an object upstream, idempotently; it is in the mirror and the change log when this answers",
+                    security: Some("appToken"), params: &["name", "resource"], headers: WRITE_HEADERS, body: Some("WriteParams"),
+                    ok: (200, "the upstream's answer as it came, also when replayed (Idempotent-Replayed: true); an upstream 4xx is passed on and stored the same way", json!({"type": "object"})),
+                    errors: WRITE_ERRORS }.build(),
+            },
+            "/v1/sources/{name}/{resource}/{id}": {
+                "post": Op { summary: "Update an object upstream, idempotently", security: Some("appToken"), params: &["name", "resource", "id"],
+                    headers: WRITE_HEADERS, body: Some("WriteParams"), ok: (200, "the upstream's answer as it came", json!({"type": "object"})),
+                    errors: WRITE_ERRORS }.build(),
+                "delete": Op { summary: "Delete an object upstream, idempotently", security: Some("appToken"), params: &["name", "resource", "id"],
+                    headers: WRITE_HEADERS, body: None, ok: (200, "the upstream's answer as it came", json!({"type": "object"})),
+                    errors: WRITE_ERRORS }.build(),
+            },
             "/v1/queues/{code}/events/pull": {
                 "post": Op { summary: "Acknowledge the batch ack_id names, then take the next unacknowledged events in commit order; wait_ms long-polls",
-                    security: Some("appToken"), params: &["code"], body: Some("PullRequest"), ok: (200, "a batch (empty when none arrived in time)", schema("PullResponse")),
+                    security: Some("appToken"), params: &["code"], headers: &[], body: Some("PullRequest"), ok: (200, "a batch (empty when none arrived in time)", schema("PullResponse")),
                     errors: &[(404, "no such queue for this app, or an ack_id it never handed out"), (409, "a stale ack_id: a later pull superseded it")] }.build(),
             },
         },
@@ -144,6 +174,7 @@ pub fn document() -> Value {
             "schemas": {
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object",
                     "properties": {"type": {"type": "string"}, "message": {"type": "string"}}, "required": ["type", "message"]}}},
+                "WriteParams": {"type": "object", "description": "the object's fields; sent upstream form-encoded (metadata[plan]=pro, items[0][price]=…)"},
                 "NewApp": {"type": "object", "additionalProperties": false, "required": ["name", "kind"], "properties": {
                     "name": text(), "kind": {"enum": ["public", "inhouse"]},
                     "account": {"type": "string", "description": "an in-house app's one account; a public app has none"}}},

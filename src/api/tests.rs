@@ -314,6 +314,9 @@ fn fuzzed_bodies_and_paths_never_cause_a_panic_or_a_500() {
             route("GET", format!("/v1/queues/{code}/subscriptions"), false, &[]),
             route("DELETE", format!("/v1/queues/{code}/subscriptions/{sub}x"), false, &[]),
             route("POST", format!("/v1/queues/{code}/events/pull"), false, &["ack_id", "limit", "wait_ms"]),
+            route("POST", format!("/v1/sources/{code}/customers"), false, &["email", "metadata", "name"]),
+            route("POST", format!("/v1/sources/stripe/{sub}/{app_id}"), false, &["email", "metadata", "name"]),
+            route("DELETE", format!("/v1/sources/stripe/customers/{app_id}"), false, &[]),
         ])
     });
     let cases = routes.prop_flat_map(|route| {
@@ -330,6 +333,7 @@ fn fuzzed_bodies_and_paths_never_cause_a_panic_or_a_500() {
                 .uri(&route.path)
                 .header("content-type", "application/json")
                 .header("authorization", format!("Bearer {token}"))
+                .header("idempotency-key", format!("fuzz-{}", body.len()))
                 .body(Body::from(body.clone()))
                 .unwrap();
             let (status, reply) = runtime.block_on(async {
@@ -380,7 +384,7 @@ async fn the_openapi_document_describes_routes_that_exist() {
             }
         }
     }
-    // every queue route is there
+    // every queue and write route is there
     for (method, path) in [
         ("post", "/v1/apps"),
         ("get", "/v1/apps"),
@@ -393,6 +397,9 @@ async fn the_openapi_document_describes_routes_that_exist() {
         ("get", "/v1/queues/{code}/subscriptions"),
         ("delete", "/v1/queues/{code}/subscriptions/{subscription}"),
         ("post", "/v1/queues/{code}/events/pull"),
+        ("post", "/v1/sources/{name}/{resource}"),
+        ("post", "/v1/sources/{name}/{resource}/{id}"),
+        ("delete", "/v1/sources/{name}/{resource}/{id}"),
     ] {
         assert!(doc["paths"][path][method]["responses"].is_object(), "{method} {path} is not described");
     }
