@@ -66,9 +66,9 @@ fn stable_hash(text: &str) -> u64 {
     u64::from_be_bytes(digest[..8].try_into().unwrap_or_default())
 }
 
-/// Recording the upstream's answer commits without waiting for the disk: a
-/// crash that loses it only sends the write upstream again, under the same
-/// derived key, so the upstream replays its answer.
+/// A new key and the upstream's recorded answer commit without waiting for
+/// the disk: a crash that loses them only sends the write upstream again,
+/// under the same derived key, so the upstream replays its answer.
 const NOT_DURABLE: &str = "SET LOCAL synchronous_commit = off";
 
 const KEY_COLUMNS: &str = "app_id, key, source, method, path, params, fingerprint, account, recovery_point, locked_at,
@@ -199,28 +199,33 @@ impl WriteStore for PgStore {
     async fn begin_write(&self, request: &KeyRequest, now: &str, lock_expired_before: &str) -> Result<Begin, StoreError> {
         let keys = self.t("tributary_idempotency_keys");
         let mut client = self.pool.get().await.map_err(pg)?;
-        // a new key: one statement; a known one: a transaction that locks it
-        let inserted = client
-            .execute(
-                &format!(
-                    "INSERT INTO {keys} (app_id, key, source, method, path, params, fingerprint, account, recovery_point, locked_at,
-                     created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'started', $9, $9, $9)
-                     ON CONFLICT (app_id, key) DO NOTHING"
-                ),
-                &[
-                    &request.app_id,
-                    &request.key,
-                    &request.source,
-                    &request.method,
-                    &request.path,
-                    &request.params,
-                    &request.fingerprint,
-                    &request.account,
-                    &now,
-                ],
-            )
+        // a new key: one round trip (the transaction's statements sent
+        // together, its commit not waited on disk); a known one: a
+        // transaction that locks the key's row
+        let insert = client
+            .prepare_cached(&format!(
+                "INSERT INTO {keys} (app_id, key, source, method, path, params, fingerprint, account, recovery_point, locked_at,
+                 created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'started', $9, $9, $9)
+                 ON CONFLICT (app_id, key) DO NOTHING"
+            ))
             .await
             .map_err(pg)?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+            &request.app_id,
+            &request.key,
+            &request.source,
+            &request.method,
+            &request.path,
+            &request.params,
+            &request.fingerprint,
+            &request.account,
+            &now,
+        ];
+        // all three are sent on the first poll, so the transaction always ends
+        let begin = format!("BEGIN; {NOT_DURABLE}");
+        let (_, inserted, _) =
+            futures::try_join!(client.batch_execute(&begin), client.execute(&insert, &params), client.batch_execute("COMMIT"))
+                .map_err(pg)?;
         if inserted == 1 {
             return Ok(Begin::Proceed(Box::new(KeyRecord {
                 request: request.clone(),
