@@ -132,8 +132,10 @@ async fn a_write_goes_through_once_and_its_key_replays(backend: fn(&Path) -> Db)
     // the upstream's own events change nothing more: the mirror already holds them
     let (status, _) = engine.wait_barrier(30_000).await;
     assert_eq!(status, 200);
-    let created: Vec<_> = engine.changes().await.into_iter().filter(|c| c.object_id == id).map(|c| c.kind).collect();
-    assert_eq!(created, ["customer.created", "customer.updated", "customer.deleted"]);
+    let changes: Vec<_> = engine.changes().await.into_iter().filter(|c| c.object_id == id).collect();
+    let kinds: Vec<&str> = changes.iter().map(|c| c.kind.as_str()).collect();
+    let detail: Vec<_> = changes.iter().map(|c| (&c.kind, &c.upstream_event_id, c.data_value().map(|d| d["name"].clone()))).collect();
+    assert_eq!(kinds, ["customer.created", "customer.updated", "customer.deleted"], "{detail:?}");
 }
 
 on_both_backends!(a_write_goes_through_once_and_its_key_replays);

@@ -421,11 +421,14 @@ impl Store for PgStore {
                 Ok::<_, StoreError>((table.to_string(), rows.iter().map(|r| (r.get(0), r.get(1))).collect::<HashMap<String, String>>()))
             }
         });
-        let ((), existing, fences) = futures::try_join!(
-            self.lock_for_apply(&tx, &prepared),
-            futures::future::try_join_all(reads),
-            self.fences(&tx, &prepared, &now)
-        )?;
+        let stripes = self.stripe_lock(&tx, &prepared).await?;
+        let lock = async {
+            if let Some((statement, keys)) = &stripes {
+                tx.execute(statement, &[keys]).await.map_err(pg)?;
+            }
+            Ok::<_, StoreError>(())
+        };
+        let ((), existing, fences) = futures::try_join!(lock, futures::future::try_join_all(reads), self.fences(&tx, &prepared, &now))?;
         let existing: HashMap<String, HashMap<String, String>> = existing.into_iter().collect();
         let plan = plan::plan(&prepared, &existing, &fences)?;
         let mut applied = Applied { changes: plan.changes.len() as u64, unchanged: plan.unchanged };

@@ -106,22 +106,30 @@ impl PgStore {
     /// fall into `STRIPES` advisory locks: a write takes its object's stripe
     /// alone, a source's batch shares the stripes of its objects (batches
     /// never conflict with each other), always in ascending order.
-    pub(super) async fn lock_for_apply(&self, tx: &Transaction<'_>, batch: &Prepared) -> Result<(), StoreError> {
+    ///
+    /// Returns the lock's statement, prepared, and its keys: executing a
+    /// prepared statement is sent on its first poll, so pipelined after it
+    /// the batch's reads run once the lock is held.
+    pub(super) async fn stripe_lock(
+        &self,
+        tx: &Transaction<'_>,
+        batch: &Prepared,
+    ) -> Result<Option<(tokio_postgres::Statement, Vec<i64>)>, StoreError> {
         let base = stable_hash(&format!("tributary-apply:{}", self.schema)) & !(STRIPES - 1);
         let mut stripes: Vec<i64> =
             batch.writes.iter().map(|w| (base | (stable_hash(&format!("{}:{}", w.table, w.id)) & (STRIPES - 1))) as i64).collect();
         stripes.sort_unstable();
         stripes.dedup();
         if stripes.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let sql = if batch.finish.is_some() {
             "SELECT pg_advisory_xact_lock(k) FROM unnest($1::int8[]) AS k"
         } else {
             "SELECT pg_advisory_xact_lock_shared(k) FROM unnest($1::int8[]) AS k"
         };
-        tx.execute(sql, &[&stripes]).await.map_err(pg)?;
-        Ok(())
+        let statement = tx.prepare_cached(sql).await.map_err(pg)?;
+        Ok(Some((statement, stripes)))
     }
 
     /// Staged jobs leave as their notices enter the change log; one already
