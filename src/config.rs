@@ -1,6 +1,8 @@
 //! `tributary.toml`: parsed, documented and validated without I/O (beyond
 //! reading the file); runtime pieces are built from the validated config.
 
+mod overrides;
+
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,7 +16,8 @@ use crate::source::stripe::StripeConfig;
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
     Read { path: String, source: std::io::Error },
-    #[error("{path}:{line}: {message}")]
+    /// `line` 0: the error is not on one line of the file.
+    #[error("{path}{}: {message}", if *line > 0 { format!(":{line}") } else { String::new() })]
     Parse { path: String, line: usize, message: String },
     #[error("{0}")]
     Invalid(String),
@@ -211,17 +214,37 @@ impl SourceConfig {
 
 impl Config {
     /// Read, parse and validate a config file.
+    /// Read a config file, then apply `TRIBUTARY_…__…` overrides from the
+    /// environment ([`overrides`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
-        Config::parse(&text, &shown)
+        Config::parse_with(&text, &shown, std::env::vars())
     }
 
+    /// Parse a config file's text as it is (no environment).
     pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| {
+        Config::parse_with(text, path, std::iter::empty())
+    }
+
+    /// Parse a config file's text, with overrides from `vars` (name, value).
+    pub fn parse_with(text: &str, path: &str, vars: impl Iterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+        let parse_error = |e: toml::de::Error| {
             let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1)).unwrap_or(1);
             ConfigError::Parse { path: path.to_string(), line, message: e.message().trim().to_string() }
-        })?;
+        };
+        let mut table: toml::Table = toml::from_str(text).map_err(parse_error)?;
+        let applied = overrides::apply(&mut table, vars)?;
+        let config: Config = if applied.is_empty() {
+            // straight from the text, so errors name their line
+            toml::from_str(text).map_err(parse_error)?
+        } else {
+            Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
+                path: format!("{path} with {}", applied.join(", ")),
+                line: 0,
+                message: e.message().trim().to_string(),
+            })?
+        };
         config.validate()?;
         Ok(config)
     }

@@ -56,6 +56,20 @@ fn check_accepts_a_good_config_and_names_what_is_wrong_otherwise() {
         assert!(stderr.starts_with("error: ") && stderr.trim_end().lines().count() == 1, "not one line: {stderr}");
         assert!(stderr.contains(expected), "{expected} not in: {stderr}");
     }
+    // any field from the environment: TRIBUTARY_ then its path joined by __
+    let good = config_file(dir.path(), CONFIG);
+    let key = ("TRIBUTARY_CLI_TEST_KEY", "k");
+    let (code, _, stderr) =
+        tributary(&["check", "--config", &good], &[key, ("TRIBUTARY_DATABASE__URL", "sqlite:///nonexistent-dir/deeper/t.db")]);
+    assert_eq!(code, 1, "the override was not applied");
+    assert!(stderr.contains("/nonexistent-dir/deeper/t.db"), "{stderr}");
+    let (code, _, stderr) = tributary(&["check", "--config", &good], &[key, ("TRIBUTARY_SOURCES__STRIPE__RATE_LIMT_PER_SEC", "5")]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("TRIBUTARY_SOURCES__STRIPE__RATE_LIMT_PER_SEC") && stderr.contains("rate_limt_per_sec"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    let (code, stdout, stderr) = tributary(&["check", "--config", &good], &[key, ("TRIBUTARY_SOURCES__STRIPE__CONCURRENCY", "4")]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("config ok"));
     let (code, _, stderr) = tributary(&["check", "--config", "/nonexistent/tributary.toml"], &[]);
     assert_eq!(code, 1);
     assert!(stderr.contains("/nonexistent/tributary.toml"));

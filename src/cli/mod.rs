@@ -47,7 +47,11 @@ enum Command {
     /// Consume a built-in pull queue from the command line
     #[command(subcommand)]
     Queue(queue::QueueCommand),
-    /// Validate a config file and the secrets it names, without starting anything
+    /// Validate a config file and the secrets it names, without starting anything.
+    ///
+    /// Any field may be overridden from the environment: TRIBUTARY_ then the
+    /// field's path joined by __, e.g. TRIBUTARY_DATABASE__URL or
+    /// TRIBUTARY_SOURCES__STRIPE__RATE_LIMIT_PER_SEC (an entry by name or index).
     Check {
         /// Path to tributary.toml
         #[arg(long, short)]
