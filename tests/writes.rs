@@ -228,3 +228,40 @@ async fn a_write_cut_off_by_a_crash_is_finished_by_the_completer(backend: fn(&Pa
 }
 
 on_both_backends!(a_write_cut_off_by_a_crash_is_finished_by_the_completer);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_app_writes_only_for_accounts_that_granted_it() {
+    let dir = tempdir();
+    let sim = Sim::start(dir.path(), &["--scale", "10", "--accounts", "2"]).await;
+    let engine = Engine::start(dir.path(), &sim.url, "poll_interval_ms = 100").await;
+    engine.wait_live(Duration::from_secs(60)).await;
+    let accounts = sim.accounts().await;
+    let config = engine.config.display().to_string();
+    let (code, stdout, stderr) = tributary(&["apps", "create", "-c", &config, "--name", "partner", "--kind", "public"], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let app: Value = serde_json::from_str(&stdout).unwrap();
+    let (id, token) = (app["id"].as_str().unwrap(), app["token"].as_str().unwrap());
+    let url = format!("{}/v1/sources/stripe/customers", engine.api);
+    let send = |account: Option<&str>, key: &str| {
+        let mut request = http().post(&url).bearer_auth(token).header("Idempotency-Key", key).json(&json!({"email": "p@example.com"}));
+        if let Some(account) = account {
+            request = request.header("Stripe-Account", account);
+        }
+        request.send()
+    };
+    assert_eq!(send(None, "p-1").await.unwrap().status(), 400, "a public app names its account");
+    assert_eq!(send(Some(&accounts[0]), "p-2").await.unwrap().status(), 403, "not granted yet");
+    let (code, _, stderr) = tributary(&["apps", "grant", "-c", &config, id, "--account", &accounts[0]], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let response = send(Some(&accounts[0]), "p-3").await.unwrap();
+    assert_eq!(response.status(), 200);
+    let customer: Value = response.json().await.unwrap();
+    let cid = customer["id"].as_str().unwrap();
+    // written upstream for that account, and mirrored under it
+    let truth = sim.truth(Some(&accounts[0])).await;
+    assert!(truth["customer"].as_array().unwrap().iter().any(|c| c["id"] == cid));
+    let mirror = engine.mirror().await;
+    assert_eq!(mirror["customer"][cid].0.as_deref(), Some(accounts[0].as_str()));
+    assert_eq!(send(Some(&accounts[1]), "p-4").await.unwrap().status(), 403, "the other account never granted it");
+    assert_eq!(executions(&sim).await.len(), 1, "refused writes never reached the upstream");
+}
