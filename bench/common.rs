@@ -2,6 +2,7 @@
 //! percentiles.
 #![allow(dead_code)] // each benchmark uses a part of this
 
+use std::sync::Arc;
 use std::time::Duration;
 
 // the allocator of the `tributary` binary, so the figures are its own
@@ -9,7 +10,12 @@ use std::time::Duration;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use serde_json::json;
-use tributary::store::{Batch, ChangeCursor, Mutation, Origin, Store, StoreError, Write};
+use tributary::api::{self, AppState, queues::QueueApi};
+use tributary::config::Config;
+use tributary::queue;
+use tributary::store::queues::AppKind;
+use tributary::store::{Batch, ChangeCursor, Mutation, Options, Origin, Store, StoreError, Write, testing};
+use tributary::write::Writes;
 
 /// `count` new customers (~1 KB each) numbered from `from`, as backfilled.
 pub fn batch(from: usize, count: usize) -> Batch {
@@ -46,6 +52,44 @@ pub async fn end_of_log(store: &dyn Store) -> Result<ChangeCursor, StoreError> {
         }
         end = page.next;
     }
+}
+
+/// Where a benchmark's store lives: a SQLite file in `dir`, or a throwaway
+/// Postgres schema (dropped with the guard) with a pool for concurrency.
+pub fn options(backend: &str, dir: &std::path::Path) -> (Option<testing::Schema>, Options) {
+    if backend == "sqlite" {
+        return (None, Options::url(&format!("sqlite://{}", dir.join("bench.db").display())));
+    }
+    let (schema, mut options) = testing::options();
+    options.pool_size = 24;
+    (Some(schema), options)
+}
+
+/// Serve Tributary's API over `store` on a loopback port, configured by
+/// `config` (TOML: the sources writes go to); returns its base URL.
+pub async fn serve_api(store: Arc<dyn Store>, config: &str) -> anyhow::Result<String> {
+    let config = Config::parse(config, "bench.toml")?;
+    let writes = Arc::new(Writes::new(store.clone(), &config)?);
+    let queues = Arc::new(QueueApi::new(None, 1_000_000, 1_000, Duration::from_secs(7 * 86_400)));
+    let state = AppState {
+        registry: Default::default(),
+        sinks: Default::default(),
+        store,
+        metrics: tributary::telemetry::metrics(),
+        queues,
+        writes,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, api::router(state)).await });
+    Ok(url)
+}
+
+/// An in-house app of the platform: (id, token).
+pub async fn platform_app(store: &dyn Store) -> anyhow::Result<(String, String)> {
+    let (app, token, hash) = queue::new_app("bench".into(), AppKind::Inhouse, Some("platform".into()))?;
+    store.create_app(&app, &hash).await?;
+    Ok((app.id, token))
 }
 
 /// The `p` quantile (0..1) of sorted samples, in ms to 0.1.

@@ -20,10 +20,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tributary::api::{self, AppState, queues::QueueApi};
 use tributary::delivery::SinkStatus;
 use tributary::queue;
-use tributary::store::queues::{AppKind, FANOUT_READER};
+use tributary::store::queues::FANOUT_READER;
 use tributary::store::{self, ChangeCursor, Options, Store, testing};
 
 /// A store with the API served over it, and an app to pull with.
@@ -38,43 +37,14 @@ struct Rig {
     dir: tempfile::TempDir,
 }
 
-fn options(backend: &str, dir: &std::path::Path) -> (Option<testing::Schema>, Options) {
-    if backend == "sqlite" {
-        return (None, Options::url(&format!("sqlite://{}", dir.join("bench.db").display())));
-    }
-    let (schema, mut options) = testing::options();
-    options.pool_size = 24;
-    (Some(schema), options)
-}
-
-/// Serve the API of `store` on a loopback port; returns its base URL.
-async fn serve(store: Arc<dyn Store>) -> anyhow::Result<String> {
-    let queues = Arc::new(QueueApi::new(None, 1_000_000, 1_000, Duration::from_secs(7 * 86_400)));
-    let config = tributary::config::Config::parse("", "bench.toml")?;
-    let writes = Arc::new(tributary::write::Writes::new(store.clone(), &config)?);
-    let state = AppState {
-        registry: Default::default(),
-        sinks: Default::default(),
-        store,
-        metrics: tributary::telemetry::metrics(),
-        queues,
-        writes,
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, api::router(state)).await });
-    Ok(url)
-}
-
 impl Rig {
     async fn new(backend: &'static str) -> anyhow::Result<Rig> {
         let dir = tempfile::tempdir()?;
-        let (schema, options) = options(backend, dir.path());
+        let (schema, options) = common::options(backend, dir.path());
         let store = store::open(&options).await?;
-        let api = serve(store.clone()).await?;
-        let (app, token, hash) = queue::new_app("bench".into(), AppKind::Inhouse, Some("platform".into()))?;
-        store.create_app(&app, &hash).await?;
-        Ok(Rig { store, api, app_id: app.id, token, backend, schema, dir })
+        let api = common::serve_api(store.clone(), "").await?;
+        let (app_id, token) = common::platform_app(store.as_ref()).await?;
+        Ok(Rig { store, api, app_id, token, backend, schema, dir })
     }
 
     /// `count` queues, each subscribed to every customer change.
@@ -210,7 +180,8 @@ async fn wake_latency(backend: &'static str) -> anyhow::Result<()> {
     if backend == "postgres" {
         // the poll served by one instance, the fan-out run by another
         let rig = Rig::new(backend).await?;
-        let other = store::open(&Options { schema: rig.schema.as_ref().unwrap().0.clone(), ..options(backend, rig.dir.path()).1 }).await?;
+        let other =
+            store::open(&Options { schema: rig.schema.as_ref().unwrap().0.clone(), ..common::options(backend, rig.dir.path()).1 }).await?;
         let (p50, p99) = wake(&rig, other, &rig.api, SAMPLES).await?;
         println!(
             "{}",

@@ -10,33 +10,17 @@
 #[path = "common.rs"]
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tributary::api::{self, AppState, queues::QueueApi};
 use tributary::sim::SimArgs;
-use tributary::store::queues::AppKind;
-use tributary::store::{self, Options, testing};
-use tributary::{config::Config, queue, write::Writes};
+use tributary::store::{self, testing};
 
 const KEY_ENV: &str = "TRIBUTARY_BENCH_SIM_KEY";
 const CONCURRENCY: usize = 16;
 
 async fn start_sim() -> anyhow::Result<String> {
-    let args = SimArgs {
-        listen: "127.0.0.1:0".parse()?,
-        seed: 7,
-        scale: 10,
-        accounts: 0,
-        mutations_per_sec: 0.0,
-        rate_limit: None,
-        fail_rate: 0.0,
-        latency_ms: 0,
-        truncate_rate: 0.0,
-        lose_responses: 0.0,
-        event_retention_secs: 2_592_000,
-    };
+    let args = SimArgs { listen: "127.0.0.1:0".parse()?, scale: 10, accounts: 0, ..SimArgs::defaults() };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let url = format!("http://{}", listener.local_addr()?);
     tokio::spawn(tributary::sim::serve(args.build(), listener, std::future::pending()));
@@ -46,31 +30,11 @@ async fn start_sim() -> anyhow::Result<String> {
 /// Tributary's API over a fresh store, taking writes for a source `stripe`
 /// on `sim`; returns (base URL, app token, the Postgres schema's guard).
 async fn start_api(backend: &str, sim: &str, dir: &std::path::Path) -> anyhow::Result<(String, String, Option<testing::Schema>)> {
-    let (schema, options) = if backend == "sqlite" {
-        (None, Options::url(&format!("sqlite://{}", dir.join("bench.db").display())))
-    } else {
-        let (schema, mut options) = testing::options();
-        options.pool_size = 24;
-        (Some(schema), options)
-    };
+    let (schema, options) = common::options(backend, dir);
     let store = store::open(&options).await?;
     let text = format!("[[sources]]\nname = \"stripe\"\nkind = \"stripe\"\nbase_url = \"{sim}\"\napi_key_env = \"{KEY_ENV}\"\n");
-    let config = Config::parse(&text, "bench.toml")?;
-    let writes = Arc::new(Writes::new(store.clone(), &config)?);
-    let (app, token, hash) = queue::new_app("bench".into(), AppKind::Inhouse, Some("platform".into()))?;
-    store.create_app(&app, &hash).await?;
-    let queues = Arc::new(QueueApi::new(None, 1_000_000, 20, Duration::from_secs(86_400)));
-    let state = AppState {
-        registry: Default::default(),
-        sinks: Default::default(),
-        store,
-        metrics: tributary::telemetry::metrics(),
-        queues,
-        writes,
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, api::router(state)).await });
+    let url = common::serve_api(store.clone(), &text).await?;
+    let (_, token) = common::platform_app(store.as_ref()).await?;
     Ok((url, token, schema))
 }
 

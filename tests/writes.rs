@@ -38,6 +38,17 @@ async fn executions(sim: &Sim) -> BTreeMap<String, u64> {
     serde_json::from_value(sim.stats().await["executed_by_key"].clone()).unwrap()
 }
 
+/// A sim with `scale` customers and no connected account, an engine on
+/// `backend` live on it (source settings and more config in `extra`), and a
+/// platform app's token.
+async fn live(dir: &Path, backend: fn(&Path) -> Db, scale: &str, extra: &str) -> (Sim, Engine, String) {
+    let sim = Sim::start(dir, &["--scale", scale, "--accounts", "0"]).await;
+    let engine = Engine::start_on(dir, backend(dir), &sim.url, extra).await;
+    engine.wait_live(Duration::from_secs(60)).await;
+    let token = platform_token(&engine);
+    (sim, engine, token)
+}
+
 async fn mirror_customer(engine: &Engine, id: &str) -> Option<Value> {
     let mirror = engine.mirror().await;
     mirror.get("customer").and_then(|rows| rows.get(id)).map(|(_, data)| data.clone())
@@ -45,10 +56,7 @@ async fn mirror_customer(engine: &Engine, id: &str) -> Option<Value> {
 
 async fn a_write_goes_through_once_and_its_key_replays(backend: fn(&Path) -> Db) {
     let dir = tempdir();
-    let sim = Sim::start(dir.path(), &["--scale", "30", "--accounts", "0"]).await;
-    let engine = Engine::start_on(dir.path(), backend(dir.path()), &sim.url, "poll_interval_ms = 100").await;
-    engine.wait_live(Duration::from_secs(60)).await;
-    let token = platform_token(&engine);
+    let (sim, engine, token) = live(dir.path(), backend, "30", "poll_interval_ms = 100").await;
 
     let params = json!({"email": "w@example.com", "metadata": {"tier": "gold"}});
     let (status, body, replayed) = write(&engine, &token, "POST", "customers", Some("create-1"), params.clone()).await;
@@ -142,10 +150,7 @@ on_both_backends!(a_write_goes_through_once_and_its_key_replays);
 
 async fn lost_upstream_responses_never_duplicate_a_write(backend: fn(&Path) -> Db) {
     let dir = tempdir();
-    let sim = Sim::start(dir.path(), &["--scale", "20", "--accounts", "0"]).await;
-    let engine = Engine::start_on(dir.path(), backend(dir.path()), &sim.url, "poll_interval_ms = 100").await;
-    engine.wait_live(Duration::from_secs(60)).await;
-    let token = platform_token(&engine);
+    let (sim, engine, token) = live(dir.path(), backend, "20", "poll_interval_ms = 100").await;
     sim.set_faults(json!({"lose_responses": 0.3})).await;
 
     // clients retry a 502 with the same key until they get an answer
@@ -191,11 +196,7 @@ on_both_backends!(lost_upstream_responses_never_duplicate_a_write);
 
 async fn a_write_cut_off_by_a_crash_is_finished_by_the_completer(backend: fn(&Path) -> Db) {
     let dir = tempdir();
-    let sim = Sim::start(dir.path(), &["--scale", "20", "--accounts", "0"]).await;
-    let extra = "poll_interval_ms = 100\n[writes]\ncompleter_grace_secs = 1";
-    let mut engine = Engine::start_on(dir.path(), backend(dir.path()), &sim.url, extra).await;
-    engine.wait_live(Duration::from_secs(60)).await;
-    let token = platform_token(&engine);
+    let (sim, mut engine, token) = live(dir.path(), backend, "20", "poll_interval_ms = 100\n[writes]\ncompleter_grace_secs = 1").await;
 
     // the upstream does the write, then holds its answer; the engine dies
     // in between: after the upstream call, before the last phase

@@ -6,7 +6,6 @@
 //! 1 MiB 413.
 
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{FromRequestParts, State};
@@ -371,6 +370,3 @@ impl Drop for Waiting {
         metrics::gauge!("tributary_queue_pulls_waiting").decrement(1.0);
     }
 }
-
-/// The shared part of [`AppState`] the queue routes use.
-pub type Shared = Arc<QueueApi>;

@@ -58,16 +58,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let sim_args = SimArgs {
         listen: "127.0.0.1:0".parse()?,
-        seed: 7,
         scale: args.scale,
         accounts: 3,
         mutations_per_sec: args.mutations_per_sec,
-        rate_limit: None,
-        fail_rate: 0.0,
-        latency_ms: 0,
-        truncate_rate: 0.0,
-        lose_responses: 0.0,
-        event_retention_secs: 2_592_000,
+        ..SimArgs::defaults()
     };
     let sim_listener = TcpListener::bind(sim_args.listen).await?;
     let sim_addr = sim_listener.local_addr()?;

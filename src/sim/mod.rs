@@ -60,6 +60,16 @@ pub struct SimArgs {
 }
 
 impl SimArgs {
+    /// The options `tributary sim` runs with when given none.
+    pub fn defaults() -> SimArgs {
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            args: SimArgs,
+        }
+        <Defaults as clap::Parser>::parse_from(["sim"]).args
+    }
+
     pub fn build(&self) -> Arc<Sim> {
         let world = World::seeded(self.seed, self.scale, self.accounts, Duration::from_secs(self.event_retention_secs));
         let faults = Faults {

@@ -19,12 +19,23 @@ const JOBS_PER_BATCH: usize = 500;
 /// Abandoned keys taken per round.
 const KEYS_PER_ROUND: usize = 100;
 
-/// Run until the process stops; failures are logged and tried again.
+/// Run until the process stops; failures are logged and tried again. A
+/// finished write wakes the enqueuer alone; the completer and the reaper
+/// keep their own pace.
 pub async fn run(writes: Arc<Writes>, ttl: Duration) {
     let every = (writes.grace / 2).clamp(Duration::from_millis(500), Duration::from_secs(30));
+    let mut rounds = tokio::time::interval(every);
+    rounds.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let round = tokio::select! {
+            _ = writes.staged.notified() => false,
+            _ = rounds.tick() => true,
+        };
         if let Err(e) = enqueue(&writes).await {
             tracing::warn!(kind = "staged_jobs_error", error = %e, "staged jobs not handed on; trying again");
+        }
+        if !round {
+            continue;
         }
         match writes.complete_abandoned(KEYS_PER_ROUND).await {
             Ok(0) => {}
@@ -33,10 +44,6 @@ pub async fn run(writes: Arc<Writes>, ttl: Duration) {
         }
         if let Err(e) = reap(&writes, ttl).await {
             tracing::warn!(kind = "reaper_error", error = %e, "expired keys not deleted; trying again");
-        }
-        tokio::select! {
-            _ = writes.staged.notified() => {}
-            _ = tokio::time::sleep(every) => {}
         }
     }
 }

@@ -31,9 +31,6 @@ use crate::store::writes::{Answer, Begin, Finish, KeyRecord, KeyRequest, Recover
 use crate::store::{Batch, Mutation, Origin, Store, StoreError, Write, timestamp};
 use upstream::Upstream;
 
-/// Longest `Idempotency-Key`.
-pub const MAX_KEY_LEN: usize = 255;
-
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     #[error("{0}")]
@@ -91,7 +88,7 @@ fn now() -> chrono::DateTime<chrono::Utc> {
 }
 
 fn is_id(text: &str) -> bool {
-    !text.is_empty() && text.len() <= MAX_KEY_LEN && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !text.is_empty() && text.len() <= crate::queue::MAX_TEXT && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 impl Writes {
@@ -111,10 +108,7 @@ impl Writes {
 
     /// Check a request and turn it into the key's request.
     fn key_request(&self, request: WriteRequest) -> Result<KeyRequest, WriteError> {
-        let key = request.key.as_str();
-        if key.is_empty() || key.len() > MAX_KEY_LEN || key.chars().any(char::is_control) {
-            return Err(WriteError::BadRequest(format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} printable characters")));
-        }
+        crate::queue::check_text("Idempotency-Key", &request.key).map_err(|e| WriteError::BadRequest(e.0))?;
         let upstream = self.upstreams.get(&request.source).ok_or_else(|| WriteError::UnknownSource(request.source.clone()))?;
         if !upstream.resources.contains(&request.resource.as_str()) {
             return Err(WriteError::UnknownResource { name: request.source, resource: request.resource });
