@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::sink::{SinkConfig, SinkKind};
 use crate::source::stripe::StripeConfig;
+use crate::source::window::WindowConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -179,15 +180,21 @@ impl ApiConfig {
     /// The admin token from the env var `admin_token_env` names.
     pub fn admin_token(&self) -> Result<Option<String>, ConfigError> {
         let Some(var) = &self.admin_token_env else { return Ok(None) };
-        match std::env::var(var) {
-            Ok(token) if !token.is_empty() => Ok(Some(token)),
-            _ => Err(ConfigError::MissingEnv { var: var.clone(), field: "api.admin_token_env".into() }),
-        }
+        secret(var, "api.admin_token_env").map(Some)
     }
 }
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7400))
+}
+
+/// A secret from the environment variable `var` (named by the config field
+/// `field`); unset or empty is an error that names both.
+pub fn secret(var: &str, field: &str) -> Result<String, ConfigError> {
+    std::env::var(var)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ConfigError::MissingEnv { var: var.to_string(), field: field.to_string() })
 }
 
 /// One upstream, selected by `kind`.
@@ -196,18 +203,22 @@ fn default_listen() -> SocketAddr {
 pub enum SourceConfig {
     /// A Stripe-compatible API: lists plus `/v1/events`.
     Stripe(StripeConfig),
+    /// An API queried by date window (`GET /v2/shifts?start=…&end=…`).
+    Window(WindowConfig),
 }
 
 impl SourceConfig {
     pub fn name(&self) -> &str {
         match self {
             SourceConfig::Stripe(c) => &c.name,
+            SourceConfig::Window(c) => &c.name,
         }
     }
 
     pub fn kind(&self) -> &'static str {
         match self {
             SourceConfig::Stripe(_) => "stripe",
+            SourceConfig::Window(_) => "window",
         }
     }
 }
@@ -273,6 +284,7 @@ impl Config {
             }
             match source {
                 SourceConfig::Stripe(c) => c.validate()?,
+                SourceConfig::Window(c) => c.validate()?,
             }
         }
         let mut sinks = HashSet::new();
@@ -290,6 +302,9 @@ impl Config {
         for source in &self.sources {
             match source {
                 SourceConfig::Stripe(c) => {
+                    c.api_key()?;
+                }
+                SourceConfig::Window(c) => {
                     c.api_key()?;
                 }
             }
@@ -324,7 +339,7 @@ poll_interval_ms = 500
     #[test]
     fn parses_the_documented_example_with_defaults() {
         let config = Config::parse(GOOD, "t.toml").unwrap();
-        let SourceConfig::Stripe(s) = &config.sources[0];
+        let SourceConfig::Stripe(s) = &config.sources[0] else { panic!("a stripe source") };
         assert_eq!(s.resources().len(), 7);
         assert_eq!(s.poll_interval_ms, 500);
     }

@@ -13,7 +13,7 @@ use crate::api::{self, AppState};
 use crate::config::{Config, ConfigError, SourceConfig};
 use crate::delivery::{self, SinkStatus};
 use crate::queue;
-use crate::source::{Registry, SourceStatus, stripe};
+use crate::source::{Registry, SourceStatus, stripe, window};
 use crate::store::queues::FANOUT_READER;
 use crate::store::{self, Store, StoreError};
 
@@ -64,6 +64,11 @@ impl Engine {
                 SourceConfig::Stripe(c) => {
                     let api_key = c.api_key()?;
                     let run = move |store, status| stripe::run(c.clone(), api_key.clone(), store, status);
+                    tasks.spawn(supervise(store.clone(), status, run));
+                }
+                SourceConfig::Window(c) => {
+                    let api_key = c.api_key()?;
+                    let run = move |store, status| window::run(c.clone(), api_key.clone(), store, status);
                     tasks.spawn(supervise(store.clone(), status, run));
                 }
             }

@@ -4,11 +4,15 @@
 //! - `data`: deterministic Stripe-shaped objects
 //! - `state`: the ground truth and Stripe's list, event and idempotency semantics
 //! - `form`: form-encoded request bodies
+//! - `shifts`: a shift-planning API queried by date window
+//! - `market`: a marketplace's seller events in pull queues with acknowledgement
 //! - `server`: the HTTP routes, auth and faults
 
 pub mod data;
 pub mod form;
+pub mod market;
 pub mod server;
+pub mod shifts;
 pub mod state;
 
 use std::net::SocketAddr;
@@ -17,7 +21,9 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+pub use market::Market;
 pub use server::{Faults, Sim};
+pub use shifts::Shifts;
 pub use state::World;
 
 /// Options of `tributary sim`.
@@ -54,6 +60,15 @@ pub struct SimArgs {
     /// the write is done, then the connection drops (0.0 to 1.0)
     #[arg(long, default_value_t = 0.0)]
     pub lose_responses: f64,
+    /// Shifts in the window API, spread from 2 weeks before today to 4 weeks after
+    #[arg(long, default_value_t = 500)]
+    pub shifts: usize,
+    /// Sellers of the marketplace whose order and product events feed the event queues
+    #[arg(long, default_value_t = 3)]
+    pub sellers: usize,
+    /// Share of event queue acknowledgements dropped, so batches come again (0.0 to 1.0)
+    #[arg(long, default_value_t = 0.0)]
+    pub lose_acks: f64,
     /// How long events stay listed at /v1/events (Stripe: 30 days)
     #[arg(long, default_value_t = 2_592_000)]
     pub event_retention_secs: u64,
@@ -80,8 +95,12 @@ impl SimArgs {
             lose_responses: self.lose_responses,
             write_answer_delay_ms: 0,
             unauthorized: false,
+            lose_acks: self.lose_acks,
+            broken_shift: false,
         };
-        Sim::new(world, faults, self.mutations_per_sec, self.seed)
+        let shifts = Shifts::seeded(self.seed, self.shifts, chrono::Utc::now().date_naive());
+        let market = Market::seeded(self.seed, self.sellers);
+        Sim::new(world, shifts, market, faults, self.mutations_per_sec, self.seed)
     }
 }
 
@@ -108,7 +127,7 @@ async fn run_traffic(sim: Arc<Sim>) {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = ticker.tick() => sim.world.lock().random_mutation(),
+                _ = ticker.tick() => sim.random_mutation(),
                 changed = rate.changed() => {
                     if changed.is_err() { return; }
                     break;

@@ -1,5 +1,7 @@
 //! HTTP face of the simulator: Stripe's `/v1` routes (auth, accounts,
-//! idempotency, fault injection) and the `/__sim` control routes.
+//! idempotency), the shifts window API (`/v2/shifts`), the marketplace's
+//! event queues (`/integration/v1`), fault injection on all of them, and the
+//! `/__sim` control routes.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
@@ -9,7 +11,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -22,6 +24,8 @@ use tokio::sync::watch;
 
 use super::data::{NESTED, object_for_resource};
 use super::form;
+use super::market::{Market, PullBody};
+use super::shifts::{Shifts, parse_day};
 use super::state::{ApiError, ListParams, PLATFORM, Replay, World};
 
 /// Faults injected into `/v1` responses; changeable at run time through
@@ -51,6 +55,13 @@ pub struct Faults {
     /// Answer every request 401, as if the API key had been revoked.
     #[serde(default)]
     pub unauthorized: bool,
+    /// Share of event queue acknowledgements dropped: the batch stays
+    /// unacknowledged and is handed out again.
+    #[serde(default)]
+    pub lose_acks: f64,
+    /// Window answers carry one shift without an id.
+    #[serde(default)]
+    pub broken_shift: bool,
 }
 
 #[derive(Default)]
@@ -69,6 +80,10 @@ struct Stats {
 
 pub struct Sim {
     pub world: Mutex<World>,
+    /// The shift-planning window API's data.
+    pub shifts: Mutex<Shifts>,
+    /// The marketplace behind the event queues.
+    pub market: Mutex<Market>,
     faults: RwLock<Faults>,
     limiter: RwLock<Option<Arc<DefaultDirectRateLimiter>>>,
     stats: Stats,
@@ -78,9 +93,11 @@ pub struct Sim {
 }
 
 impl Sim {
-    pub fn new(world: World, faults: Faults, mutations_per_sec: f64, seed: u64) -> Arc<Self> {
+    pub fn new(world: World, shifts: Shifts, market: Market, faults: Faults, mutations_per_sec: f64, seed: u64) -> Arc<Self> {
         let sim = Sim {
             world: Mutex::new(world),
+            shifts: Mutex::new(shifts),
+            market: Mutex::new(market),
             faults: RwLock::new(Faults::default()),
             limiter: RwLock::new(None),
             stats: Stats::default(),
@@ -99,11 +116,26 @@ impl Sim {
     fn roll(&self, probability: f64) -> bool {
         probability > 0.0 && self.rng.lock().gen_bool(probability.min(1.0))
     }
+
+    /// One tick of live traffic: a Stripe mutation, a shift edit and a
+    /// marketplace event.
+    pub fn random_mutation(&self) {
+        self.world.lock().random_mutation();
+        self.shifts.lock().random_mutation();
+        self.market.lock().random_event();
+    }
 }
 
 pub fn router(sim: Arc<Sim>) -> Router {
     Router::new()
         .route("/v1/{*path}", any(stripe_api))
+        .route("/v2/shifts", get(shifts))
+        .route("/integration/v1/queues", get(list_queues).post(create_queue))
+        .route("/integration/v1/queues/{code}/subscriptions", post(subscribe))
+        .route("/integration/v1/queues/{code}/events/pull", post(pull))
+        .route("/__sim/market", get(market))
+        .route("/__sim/shifts", get(shifts_truth))
+        .route("/__sim/generate", post(generate))
         .route("/__sim/state", get(state))
         .route("/__sim/stats", get(stats))
         .route("/__sim/event_times", get(event_times))
@@ -140,28 +172,39 @@ fn route_key(method: &Method, path: &str) -> String {
     key
 }
 
-async fn stripe_api(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let path = uri.path().to_string();
-    sim.stats.requests.fetch_add(1, Ordering::Relaxed);
-    *sim.stats.by_route.lock().entry(route_key(&method, &path)).or_default() += 1;
+/// What a request must present: Stripe's `sk_test_…` key, or any bearer token.
+#[derive(Clone, Copy, PartialEq)]
+enum Auth {
+    StripeKey,
+    Bearer,
+}
 
+/// Count the request, then apply what every route shares: latency, auth,
+/// the rate limit and injected 500s. `Err` is the answer to send instead.
+async fn gate(sim: &Sim, route: String, headers: &HeaderMap, auth: Auth) -> Result<Faults, Response> {
+    sim.stats.requests.fetch_add(1, Ordering::Relaxed);
+    *sim.stats.by_route.lock().entry(route).or_default() += 1;
     let faults = sim.faults.read().clone();
     if faults.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
     }
-    let key_ok = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|k| k.starts_with("sk_test_") && k.len() > "sk_test_".len());
+    let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let key_ok = match auth {
+        Auth::StripeKey => token.is_some_and(|k| k.starts_with("sk_test_") && k.len() > "sk_test_".len()),
+        Auth::Bearer => token.is_some_and(|k| !k.trim().is_empty()),
+    };
     if !key_ok || faults.unauthorized {
-        return error_response(&ApiError {
+        let message = match auth {
+            Auth::StripeKey => "Invalid API Key provided. Use `Authorization: Bearer sk_test_...`",
+            Auth::Bearer => "missing or invalid bearer token",
+        };
+        return Err(error_response(&ApiError {
             status: 401,
             kind: "invalid_request_error",
             code: None,
             param: None,
-            message: "Invalid API Key provided. Use `Authorization: Bearer sk_test_...`".into(),
-        });
+            message: message.into(),
+        }));
     }
     let limiter = sim.limiter.read().clone();
     if limiter.is_some_and(|l| l.check().is_err()) {
@@ -174,18 +217,37 @@ async fn stripe_api(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, heade
             message: "Too many requests hit the API too quickly.".into(),
         });
         response.headers_mut().insert(header::RETRY_AFTER, "1".parse().expect("static header"));
-        return response;
+        return Err(response);
     }
     if sim.roll(faults.fail_rate) {
         sim.stats.failed.fetch_add(1, Ordering::Relaxed);
-        return error_response(&ApiError {
+        return Err(error_response(&ApiError {
             status: 500,
             kind: "api_error",
             code: None,
             param: None,
             message: "An unknown error occurred (injected).".into(),
-        });
+        }));
     }
+    Ok(faults)
+}
+
+/// A successful JSON answer, cut short by the `truncate_rate` fault.
+fn answer(sim: &Sim, faults: &Faults, status: u16, body: String) -> Response {
+    if status == 200 && sim.roll(faults.truncate_rate) {
+        sim.stats.truncated.fetch_add(1, Ordering::Relaxed);
+        let cut = body.len() / 2;
+        return (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], Body::from(body[..cut].to_string())).into_response();
+    }
+    text_response(status, body)
+}
+
+async fn stripe_api(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let path = uri.path().to_string();
+    let faults = match gate(&sim, route_key(&method, &path), &headers, Auth::StripeKey).await {
+        Ok(faults) => faults,
+        Err(response) => return response,
+    };
 
     let scope = match headers.get("stripe-account").and_then(|v| v.to_str().ok()) {
         None => PLATFORM.to_string(),
@@ -244,12 +306,141 @@ async fn stripe_api(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, heade
         let lost = futures::stream::once(async { Err::<Bytes, std::io::Error>(std::io::Error::other("response lost (injected)")) });
         return (StatusCode::OK, Body::from_stream(lost)).into_response();
     }
-    if status == 200 && sim.roll(faults.truncate_rate) {
-        sim.stats.truncated.fetch_add(1, Ordering::Relaxed);
-        let cut = body.len() / 2;
-        return (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], Body::from(body[..cut].to_string())).into_response();
+    answer(&sim, &faults, status, body)
+}
+
+#[derive(Deserialize)]
+struct WindowQuery {
+    start: Option<String>,
+    end: Option<String>,
+}
+
+/// `GET /v2/shifts?start=YYYY-MM-DD&end=YYYY-MM-DD`
+async fn shifts(State(sim): State<Arc<Sim>>, headers: HeaderMap, Query(q): Query<WindowQuery>) -> Response {
+    let faults = match gate(&sim, "GET /v2/shifts".into(), &headers, Auth::Bearer).await {
+        Ok(faults) => faults,
+        Err(response) => return response,
+    };
+    match window(&sim, &q, faults.broken_shift) {
+        Ok(body) => answer(&sim, &faults, 200, body),
+        Err(e) => error_response(&e),
     }
-    text_response(status, body)
+}
+
+/// `GET /__sim/shifts?start=…&end=…`: the same window, as ground truth
+/// (no auth, no faults).
+async fn shifts_truth(State(sim): State<Arc<Sim>>, Query(q): Query<WindowQuery>) -> Response {
+    match window(&sim, &q, false) {
+        Ok(body) => text_response(200, body),
+        Err(e) => error_response(&e),
+    }
+}
+
+fn window(sim: &Sim, q: &WindowQuery, broken: bool) -> Result<String, ApiError> {
+    let day = |name: &str, text: &Option<String>| {
+        text.as_deref().and_then(parse_day).ok_or_else(|| ApiError::invalid(name, format!("{name} must be a day (YYYY-MM-DD)")))
+    };
+    let (from, to) = match (day("start", &q.start), day("end", &q.end)) {
+        (Ok(from), Ok(to)) if from <= to => (from, to),
+        (Ok(_), Ok(_)) => return Err(ApiError::invalid("end", "end is before start".into())),
+        (Err(e), _) | (_, Err(e)) => return Err(e),
+    };
+    Ok(sim.shifts.lock().window_json(from, to, broken))
+}
+
+/// A marketplace route's JSON body, or the 400 to answer.
+fn market_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError {
+        status: 400,
+        kind: "invalid_request_error",
+        code: Some("body_invalid"),
+        param: None,
+        message: format!("invalid body: {e}"),
+    })
+}
+
+fn market_answer(sim: &Sim, faults: &Faults, result: Result<String, ApiError>) -> Response {
+    match result {
+        Ok(body) => answer(sim, faults, 200, body),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn list_queues(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
+    let faults = match gate(&sim, "GET /integration/v1/queues".into(), &headers, Auth::Bearer).await {
+        Ok(faults) => faults,
+        Err(response) => return response,
+    };
+    let body = sim.market.lock().list_queues().to_string();
+    answer(&sim, &faults, 200, body)
+}
+
+async fn create_queue(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+    let faults = match gate(&sim, "POST /integration/v1/queues".into(), &headers, Auth::Bearer).await {
+        Ok(faults) => faults,
+        Err(response) => return response,
+    };
+    let result = market_body(&body).and_then(|body| sim.market.lock().create_queue(body)).map(|v| v.to_string());
+    market_answer(&sim, &faults, result)
+}
+
+async fn subscribe(State(sim): State<Arc<Sim>>, Path(code): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let faults = match gate(&sim, "POST /integration/v1/queues/{code}/subscriptions".into(), &headers, Auth::Bearer).await {
+        Ok(faults) => faults,
+        Err(response) => return response,
+    };
+    let result = market_body(&body).and_then(|body| sim.market.lock().subscribe(&code, body)).map(|v| v.to_string());
+    market_answer(&sim, &faults, result)
+}
+
+async fn pull(State(sim): State<Arc<Sim>>, Path(code): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let faults = match gate(&sim, "POST /integration/v1/queues/{code}/events/pull".into(), &headers, Auth::Bearer).await {
+        Ok(faults) => faults,
+        Err(response) => return response,
+    };
+    let body = if body.is_empty() { Ok(PullBody::default()) } else { market_body(&body) };
+    let lose_ack = sim.roll(faults.lose_acks);
+    let result = body.and_then(|body| sim.market.lock().pull(&code, body, lose_ack));
+    market_answer(&sim, &faults, result)
+}
+
+/// `GET /__sim/market`: orders, products, every event id, and each queue's
+/// counts.
+async fn market(State(sim): State<Arc<Sim>>) -> Response {
+    let market = sim.market.lock();
+    let mut truth = market.truth();
+    truth["queues"] = market.queue_stats();
+    truth["stats"] = json!(market.stats);
+    json_response(200, &truth)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GenerateBody {
+    #[serde(default)]
+    market_events: usize,
+    #[serde(default)]
+    shift_edits: usize,
+}
+
+/// `POST /__sim/generate {"market_events"?, "shift_edits"?}`: make that many
+/// changes at once.
+async fn generate(
+    State(sim): State<Arc<Sim>>,
+    body: Result<axum::Json<GenerateBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let body = match body {
+        Ok(axum::Json(body)) => body,
+        Err(e) => return json_response(400, &json!({"error": {"type": "invalid_request_error", "message": e.body_text()}})),
+    };
+    {
+        let mut market = sim.market.lock();
+        for _ in 0..body.market_events {
+            market.random_event();
+        }
+    }
+    sim.shifts.lock().edit_some(body.shift_edits);
+    json_response(200, &json!({"market_events": body.market_events, "shift_edits": body.shift_edits}))
 }
 
 fn not_found(path: &str) -> ApiError {

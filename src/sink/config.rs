@@ -153,10 +153,6 @@ impl SinkConfig {
 
     /// The webhook secret's bytes, from the env var `secret_env` names.
     pub fn secret(&self) -> Result<String, ConfigError> {
-        let var = self.secret_env.clone().unwrap_or_default();
-        std::env::var(&var)
-            .ok()
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| ConfigError::MissingEnv { var, field: format!("sinks.{}.secret_env", self.name) })
+        crate::config::secret(self.secret_env.as_deref().unwrap_or_default(), &format!("sinks.{}.secret_env", self.name))
     }
 }

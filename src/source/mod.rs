@@ -3,8 +3,12 @@
 //! in a [`SourceStatus`] that the API, the demo and `/wait` read.
 //!
 //! - `stripe`: Stripe-compatible lists plus `/v1/events`
+//! - `window`: an API queried by date window, polled for what changed
+//! - `http`: the request budget and retry policy every kind shares
 
+pub mod http;
 pub mod stripe;
+pub mod window;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -8,6 +8,8 @@
 //!   change log, advisory-lock ownership of sources)
 //! - `queues`: apps, queues, subscriptions and per-queue positions of the
 //!   built-in pull queues, and their acknowledgement rules
+//! - `ledger`: what `window` and `event_queue` sources remember per item
+//!   (fingerprints, event ids), committed with the batch
 //! - `writes`: idempotency keys of writes through to the upstream, their
 //!   recovery points, and the rules for a request that names a known key
 //!
@@ -16,6 +18,7 @@
 //! already holds (no change).
 
 pub mod ident;
+pub mod ledger;
 pub mod plan;
 pub mod postgres;
 pub mod queues;
@@ -42,6 +45,10 @@ pub enum Origin {
     /// A write made through Tributary: `op = insert|update|delete`, `type` =
     /// `{object}.created|updated|deleted`.
     Write,
+    /// An item polled from a window API, typed like a write. With `resend`
+    /// (its fingerprint had expired or was unknown), a state the mirror
+    /// already holds is emitted again as `op = "read"`.
+    Poll { resend: bool },
 }
 
 #[derive(Debug, Clone)]
@@ -87,6 +94,8 @@ pub struct Batch {
     pub finish: Option<writes::Finish>,
     /// Staged jobs moving into the change log (the enqueuer's batch).
     pub handoff: Option<writes::Handoff>,
+    /// The source's ledger entries to write or forget.
+    pub ledger: Vec<ledger::LedgerOp>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -216,11 +225,12 @@ pub enum StoreError {
     Raced(String),
 }
 
+pub use ledger::LedgerStore;
 pub use queues::QueueStore;
 pub use writes::WriteStore;
 
 #[async_trait::async_trait]
-pub trait Store: QueueStore + WriteStore + Send + Sync {
+pub trait Store: QueueStore + WriteStore + LedgerStore + Send + Sync {
     /// Commit a batch in one transaction.
     async fn apply(&self, batch: Batch) -> Result<Applied, StoreError>;
     /// Every checkpoint entry of a source.

@@ -20,6 +20,7 @@ pub struct Prepared {
     pub checkpoints: Vec<(String, String)>,
     pub finish: Option<super::writes::Finish>,
     pub handoff: Option<super::writes::Handoff>,
+    pub ledger: Vec<super::ledger::LedgerOp>,
 }
 
 pub struct PreparedWrite {
@@ -91,7 +92,7 @@ pub fn prepare(batch: Batch) -> Result<Prepared, StoreError> {
     let sweeps =
         batch.sweeps.into_iter().map(|s| Ok((ident::mirror_table(&batch.source, &s.object)?, s))).collect::<Result<_, StoreError>>()?;
     let checkpoints = batch.checkpoints.into_iter().map(|(k, v)| (k, v.to_string())).collect();
-    Ok(Prepared { source: batch.source, writes, sweeps, checkpoints, finish: batch.finish, handoff: batch.handoff })
+    Ok(Prepared { source: batch.source, writes, sweeps, checkpoints, finish: batch.finish, handoff: batch.handoff, ledger: batch.ledger })
 }
 
 /// A change log entry to append.
@@ -121,10 +122,11 @@ impl NewChange {
             Origin::Event { id, kind, previous_attributes } => (kind.clone(), Some(id.clone()), previous_attributes.as_ref().or(previous)),
             Origin::Backfill if op == "delete" => (format!("{object}.deleted"), None, previous),
             Origin::Backfill => (format!("{object}.{op}"), None, previous),
-            Origin::Write => {
+            Origin::Write | Origin::Poll { .. } => {
                 let done = match op {
                     "insert" => "created",
                     "delete" => "deleted",
+                    "read" => "read",
                     _ => "updated",
                 };
                 (format!("{object}.{done}"), None, previous)
@@ -202,6 +204,11 @@ fn same_state(fenced: &Option<String>, text: &Option<String>) -> bool {
     }
 }
 
+/// A write that is emitted even when the mirror holds its state already.
+fn resends(origin: &Origin) -> bool {
+    matches!(origin, Origin::Poll { resend: true })
+}
+
 /// Decide a batch against the rows the mirror holds now (`existing`: table →
 /// id → serialized data). Rows absent from `existing` do not exist.
 pub fn plan(prepared: &Prepared, existing: &HashMap<String, HashMap<String, String>>, fences: &Fences) -> Result<Plan, StoreError> {
@@ -249,26 +256,25 @@ pub fn plan(prepared: &Prepared, existing: &HashMap<String, HashMap<String, Stri
             state.insert(key, None);
             continue;
         };
-        let previous = match &current {
-            None => None,
-            Some(old) if old == text => {
-                unchanged += 1;
-                continue;
-            }
+        // (the fields that changed, whether the mirror holds this state already)
+        let (previous, same) = match &current {
+            None => (None, false),
+            Some(old) if old == text => (None, true),
             Some(old) => {
                 let corrupt = |e| StoreError::CorruptRow { table: write.table.clone(), id: write.id.clone(), source: e };
                 // a different text may still be the same JSON (key order, jsonb)
                 let old: Value = serde_json::from_str(old).map_err(corrupt)?;
                 let new: Value = serde_json::from_str(text).map_err(corrupt)?;
-                if old == new {
-                    unchanged += 1;
-                    continue;
-                }
-                previous_attributes(&old, &new)
+                if old == new { (None, true) } else { (previous_attributes(&old, &new), false) }
             }
         };
+        if same && !resends(&write.origin) {
+            unchanged += 1;
+            continue;
+        }
         let op = match (&write.origin, &current) {
             (Origin::Backfill, _) => "read",
+            (Origin::Poll { resend: true }, Some(_)) if same => "read",
             (_, None) => "insert",
             (_, Some(_)) => "update",
         };

@@ -196,7 +196,8 @@ macro_rules! store_suite {
                 sweep_deletes_rows_an_older_generation_saw, checkpoints_commit_with_the_data_or_not_at_all, concurrent_batches_all_commit,
                 account_ids_and_types_are_data_not_sql, sink_cursors_and_dead_letters_commit_together,
                 purge_keeps_what_a_reader_has_not_passed, apps_are_found_by_token_hash_until_revoked,
-                queues_fan_out_pull_acknowledge_and_expire, idempotency_keys_follow_their_recovery_points);
+                queues_fan_out_pull_acknowledge_and_expire, idempotency_keys_follow_their_recovery_points,
+                ledger_commits_with_the_batch_and_resends_emit_reads);
         }
     };
     (@tests $open:expr; $($name:ident),*) => {
@@ -540,4 +541,48 @@ pub async fn idempotency_keys_follow_their_recovery_points(store: Arc<dyn Store>
     let abandoned = store.abandoned_keys("2100-01-01T00:00:00.000000Z", 10).await.unwrap();
     assert_eq!(abandoned.len(), 1, "unfinished keys are the completer's");
     assert!(store.abandoned_keys(later, 10).await.unwrap().is_empty(), "touched at `later`, not before");
+}
+
+pub async fn ledger_commits_with_the_batch_and_resends_emit_reads(store: Arc<dyn Store>) {
+    use ledger::{LedgerEntry, LedgerOp};
+    let entry = |key: &str, fingerprint: &str, day: &str| LedgerEntry {
+        key: key.into(),
+        fingerprint: Some(fingerprint.into()),
+        day: day.into(),
+        seen_at: 100,
+    };
+    let shift = json!({"id": "shf_1", "object": "shift", "notes": "opening"});
+    let poll = |resend| Origin::Poll { resend };
+    let first = Batch {
+        ledger: vec![LedgerOp::Put(entry("shf_1", "fp1", "2026-11-22")), LedgerOp::Put(entry("shf_2", "fp2", "2026-11-30"))],
+        ..batch(vec![write("shift", "shf_1", Mutation::Upsert(shift.clone()), poll(false), 0)])
+    };
+    store.apply(first).await.unwrap();
+    let in_window = store.ledger_range("stripe", "2026-11-20", "2026-11-25").await.unwrap();
+    assert_eq!(in_window, vec![entry("shf_1", "fp1", "2026-11-22")]);
+    let keys = vec!["shf_2".to_string(), "shf_9".to_string()];
+    assert_eq!(store.ledger_known("stripe", &keys).await.unwrap(), vec!["shf_2".to_string()]);
+    assert!(store.ledger_known("other", &keys).await.unwrap().is_empty(), "per source");
+
+    // a failed batch leaves the ledger as it was
+    let hostile = write("x\"; DROP TABLE t; --", "shf_1", Mutation::Upsert(shift.clone()), poll(false), 0);
+    let failed = Batch { ledger: vec![LedgerOp::Remove("shf_1".into())], ..batch(vec![hostile]) };
+    assert!(store.apply(failed).await.is_err());
+    assert_eq!(store.ledger_range("stripe", "2026-11-22", "2026-11-22").await.unwrap().len(), 1);
+
+    // the same state: no change, unless resent (then a `read`)
+    let same = store.apply(batch(vec![write("shift", "shf_1", Mutation::Upsert(shift.clone()), poll(false), 0)])).await.unwrap();
+    assert_eq!(same, Applied { changes: 0, unchanged: 1 });
+    let resent = store.apply(batch(vec![write("shift", "shf_1", Mutation::Upsert(shift.clone()), poll(true), 0)])).await.unwrap();
+    assert_eq!(resent, Applied { changes: 1, unchanged: 0 });
+    let deleted =
+        Batch { ledger: vec![LedgerOp::Remove("shf_1".into())], ..batch(vec![write("shift", "shf_1", Mutation::Delete, poll(false), 0)]) };
+    store.apply(deleted).await.unwrap();
+    let changes = all_changes(&store, 3).await;
+    let kinds: Vec<(&str, &str)> = changes.iter().map(|c| (c.op.as_str(), c.kind.as_str())).collect();
+    assert_eq!(kinds, [("insert", "shift.created"), ("read", "shift.read"), ("delete", "shift.deleted")]);
+    assert!(store.ledger_range("stripe", "2026-11-01", "2026-12-31").await.unwrap().iter().all(|e| e.key != "shf_1"));
+
+    assert_eq!(store.prune_ledger("stripe", "2026-12-01").await.unwrap(), 1);
+    assert!(store.ledger_known("stripe", &keys).await.unwrap().is_empty());
 }

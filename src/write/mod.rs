@@ -100,6 +100,8 @@ impl Writes {
                     let upstream = Upstream::new(c, c.api_key()?).map_err(|e| ConfigError::Invalid(format!("source '{}': {e}", c.name)))?;
                     upstreams.insert(c.name.clone(), upstream);
                 }
+                // read-only upstreams: writes to them answer 404
+                SourceConfig::Window(_) => {}
             }
         }
         let grace = Duration::from_secs(config.writes.completer_grace_secs);

@@ -125,6 +125,11 @@ impl Sim {
         post_json(&format!("{}/__sim/traffic", self.url), json!({"mutations_per_sec": mutations_per_sec})).await;
     }
 
+    /// `POST /__sim/generate`: that many marketplace events and shift edits at once.
+    pub async fn generate(&self, market_events: usize, shift_edits: usize) {
+        post_json(&format!("{}/__sim/generate", self.url), json!({"market_events": market_events, "shift_edits": shift_edits})).await;
+    }
+
     pub async fn set_faults(&self, faults: Value) {
         post_json(&format!("{}/__sim/faults", self.url), faults).await;
     }
@@ -237,6 +242,22 @@ impl Engine {
         Self::start_with(dir, config, db, port).await
     }
 
+    /// Start an engine whose config is `body` (sources, sinks) after the
+    /// database and API tables.
+    pub async fn start_configured(dir: &Path, db: Db, body: &str) -> Engine {
+        let port = free_port();
+        let config = dir.join(format!("tributary-{port}.toml"));
+        std::fs::write(&config, format!("{}[api]\nlisten = \"127.0.0.1:{port}\"\n{body}\n", db.toml())).unwrap();
+        Self::start_with(dir, config, db, port).await
+    }
+
+    /// `GET /v1/sources/{source}/wait`: answers once a run of the source that
+    /// started after the call has been applied.
+    pub async fn barrier(&self, source: &str) {
+        let response = http().get(format!("{}/v1/sources/{source}/wait?timeout_ms=60000", self.api)).send().await.expect("wait");
+        assert_eq!(response.status(), 200, "wait on {source}: {}", response.text().await.unwrap_or_default());
+    }
+
     /// Start another engine process on the same config (after a kill).
     pub async fn restart(&self, dir: &Path) -> Engine {
         let port: u16 = self.api.rsplit(':').next().unwrap().parse().unwrap();
@@ -249,6 +270,8 @@ impl Engine {
             .arg("--config")
             .arg(&config)
             .env("STRIPE_API_KEY", API_KEY)
+            .env("WINDOW_API_KEY", "shifts-token")
+            .env("EVENT_QUEUE_API_KEY", "market-token")
             .env("TRIBUTARY_TEST_WEBHOOK_SECRET", WEBHOOK_SECRET)
             .env("RUST_LOG", "info");
         let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
@@ -310,7 +333,11 @@ impl Engine {
 pub type Mirror = BTreeMap<String, BTreeMap<String, (Option<String>, Value)>>;
 
 pub async fn mirror(db: &Db) -> Mirror {
-    let rows = db.store().await.mirror_rows("stripe").await.expect("mirror rows");
+    mirror_of(db, "stripe").await
+}
+
+pub async fn mirror_of(db: &Db, source: &str) -> Mirror {
+    let rows = db.store().await.mirror_rows(source).await.expect("mirror rows");
     rows.into_iter().map(|(object, rows)| (object, rows.into_iter().map(|r| (r.id, (r.account, r.data))).collect())).collect()
 }
 

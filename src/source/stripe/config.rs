@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use crate::config::ConfigError;
-use crate::store::ident;
+use crate::source::http::ClientOptions;
 use crate::stripe_api::RESOURCES;
 
 /// Which connected accounts to sync besides the platform.
@@ -106,24 +106,11 @@ impl StripeConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |msg: String| Err(ConfigError::Invalid(format!("source '{}': {msg}", self.name)));
-        if let Err(e) = ident::source_name(&self.name) {
-            return invalid(e.to_string());
+        if let Err(reason) = self.client_options().validate() {
+            return invalid(reason);
         }
-        if self.name.starts_with("tributary") {
-            return invalid("names starting with 'tributary' are reserved".into());
-        }
-        match reqwest::Url::parse(&self.base_url) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-            _ => return invalid(format!("base_url '{}' is not an http(s) URL", self.base_url)),
-        }
-        if self.rate_limit_per_sec == 0 {
-            return invalid("rate_limit_per_sec must be at least 1".into());
-        }
-        if self.concurrency == 0 {
-            return invalid("concurrency must be at least 1".into());
-        }
-        if self.poll_interval_ms == 0 || self.retry_max_backoff_ms == 0 || self.request_timeout_ms == 0 {
-            return invalid("poll_interval_ms, retry_max_backoff_ms and request_timeout_ms must be above 0".into());
+        if self.poll_interval_ms == 0 {
+            return invalid("poll_interval_ms must be above 0".into());
         }
         match &self.accounts {
             Accounts::Keyword(k) if k == "all" => {}
@@ -148,15 +135,23 @@ impl StripeConfig {
         Ok(())
     }
 
+    pub fn client_options(&self) -> ClientOptions {
+        ClientOptions {
+            source: self.name.clone(),
+            base_url: self.base_url.clone(),
+            rate_limit_per_sec: self.rate_limit_per_sec,
+            concurrency: self.concurrency,
+            request_timeout_ms: self.request_timeout_ms,
+            retry_max_backoff_ms: self.retry_max_backoff_ms,
+        }
+    }
+
     /// (resource path, object type) of every resource to mirror.
     pub fn resources(&self) -> Vec<(&'static str, &'static str)> {
         RESOURCES.iter().filter(|(r, _)| self.resources.as_ref().is_none_or(|list| list.iter().any(|x| x == r))).copied().collect()
     }
 
     pub fn api_key(&self) -> Result<String, ConfigError> {
-        std::env::var(&self.api_key_env)
-            .ok()
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| ConfigError::MissingEnv { var: self.api_key_env.clone(), field: format!("sources.{}.api_key_env", self.name) })
+        crate::config::secret(&self.api_key_env, &format!("sources.{}.api_key_env", self.name))
     }
 }

@@ -2,12 +2,10 @@
 //! tail `/v1/events`, for the platform and every connected account.
 //!
 //! - `config`: the validated `[[sources]]` entry
-//! - `client`: rate-limited, retrying HTTP
 //! - `checkpoint`: what each account remembers between runs
 //! - `sync`: the per-account state machine (backfill → catching up → live)
 
 pub mod checkpoint;
-pub mod client;
 pub mod config;
 pub mod sync;
 
@@ -19,13 +17,13 @@ use serde_json::Value;
 pub use config::{Accounts, StripeConfig};
 
 use crate::source::SourceStatus;
+use crate::source::http::{Client, ClientError};
 use crate::store::Store;
-use client::{Client, ClientError};
 use sync::{ScopeSync, Shared};
 
 /// Run a stripe source until the task is dropped.
 pub async fn run(config: StripeConfig, api_key: String, store: Arc<dyn Store>, status: Arc<SourceStatus>) -> Result<(), ClientError> {
-    let client = Client::new(&config, api_key)?;
+    let client = Client::new(&config.client_options(), api_key)?;
     let shared = Arc::new(Shared {
         name: config.name.clone(),
         resources: config.resources(),

@@ -16,8 +16,8 @@ use futures::future::try_join_all;
 use serde_json::{Value, json};
 
 use super::checkpoint::{Meta, MetaPhase, ResourceCheckpoint, meta_key, resource_key};
-use super::client::{Client, ClientError};
 use super::is_list;
+use crate::source::http::{Client, ClientError};
 use crate::source::{Phase, ResourceProgress, ScopeStatus, SourceStatus};
 use crate::store::{Applied, Batch, Mutation, Origin, Store, StoreError, Sweep, Write};
 use crate::stripe_api::MAX_PAGE;

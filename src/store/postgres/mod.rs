@@ -6,6 +6,7 @@
 //! for. Sources are owned through session advisory locks held on a dedicated
 //! connection.
 
+mod ledger;
 mod queues;
 mod writes;
 
@@ -340,6 +341,7 @@ impl PgStore {
         );
         tx.batch_execute(&ddl).await.map_err(pg)?;
         tx.batch_execute(&writes::ddl(|table| self.t(table))).await.map_err(pg)?;
+        tx.batch_execute(&ledger::ddl(|table| self.t(table))).await.map_err(pg)?;
         tx.commit().await.map_err(pg)
     }
 
@@ -563,7 +565,8 @@ impl Store for PgStore {
             }
             Ok::<_, StoreError>(())
         };
-        futures::try_join!(fences, change_log, checkpoints, finish, handoff, row_counts, notify)?;
+        let ledger = self.apply_ledger(&tx, &prepared.source, &prepared.ledger);
+        futures::try_join!(fences, change_log, checkpoints, finish, handoff, ledger, row_counts, notify)?;
         tx.commit().await.map_err(pg)?;
         if applied.changes > 0 {
             self.commits.send_modify(|n| *n += 1);

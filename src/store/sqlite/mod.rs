@@ -2,6 +2,7 @@
 //! write connection and commits queued batches together (group commit); reads
 //! use their own connection, which WAL lets run beside the writer.
 
+mod ledger;
 mod queues;
 mod writes;
 
@@ -150,6 +151,7 @@ impl SqliteStore {
         let writer = connect(path, 20_000)?;
         writer.execute_batch(SCHEMA)?;
         writer.execute_batch(writes::SCHEMA)?;
+        writer.execute_batch(ledger::SCHEMA)?;
         let reader = connect(path, 2_000)?;
         let bookkeeping = connect(path, 2_000)?;
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
@@ -529,6 +531,7 @@ impl Writer {
             if let Some(handoff) = &batch.handoff {
                 writes::hand_off(&tx, &handoff.jobs)?;
             }
+            ledger::apply(&tx, &batch.source, &batch.ledger)?;
             results.push(applied);
         }
         for (table, delta) in row_deltas.into_iter().filter(|(_, d)| *d != 0) {

@@ -1,6 +1,6 @@
-//! HTTP to a Stripe-compatible API: one request budget (token bucket plus a
-//! bound on requests in flight) shared by the platform and every account,
-//! and the policy of what is retried.
+//! HTTP to an upstream API: one request budget per source (token bucket plus
+//! a bound on requests in flight), bearer auth, and the policy of what is
+//! retried. Every source kind shares it.
 
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -10,15 +10,13 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
-use super::config::StripeConfig;
-
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// A final answer from the upstream (4xx other than 429).
-    #[error("GET {url}: {status} {kind}: {message}")]
+    #[error("{url}: {status} {kind}: {message}")]
     Api { url: String, status: u16, kind: String, code: Option<String>, message: String },
     /// The response was JSON of the wrong shape (not a list, no `id`).
-    #[error("GET {url}: unexpected response: {reason}")]
+    #[error("{url}: unexpected response: {reason}")]
     Shape { url: String, reason: String },
     #[error("cannot build http client: {0}")]
     Build(String),
@@ -42,6 +40,43 @@ struct Retryable {
     rate_limited: bool,
 }
 
+/// What a source's config says about its HTTP requests.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// The source's name, in logs and metrics.
+    pub source: String,
+    /// Base URL, without a trailing slash.
+    pub base_url: String,
+    pub rate_limit_per_sec: u32,
+    pub concurrency: usize,
+    pub request_timeout_ms: u64,
+    pub retry_max_backoff_ms: u64,
+}
+
+impl ClientOptions {
+    /// The checks every source kind shares: its name, URL and limits.
+    pub fn validate(&self) -> Result<(), String> {
+        crate::store::ident::source_name(&self.source).map_err(|e| e.to_string())?;
+        if self.source.starts_with("tributary") {
+            return Err("names starting with 'tributary' are reserved".into());
+        }
+        match reqwest::Url::parse(&self.base_url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+            _ => return Err(format!("base_url '{}' is not an http(s) URL", self.base_url)),
+        }
+        if self.rate_limit_per_sec == 0 {
+            return Err("rate_limit_per_sec must be at least 1".into());
+        }
+        if self.concurrency == 0 {
+            return Err("concurrency must be at least 1".into());
+        }
+        if self.retry_max_backoff_ms == 0 || self.request_timeout_ms == 0 {
+            return Err("retry_max_backoff_ms and request_timeout_ms must be above 0".into());
+        }
+        Ok(())
+    }
+}
+
 pub struct Client {
     http: reqwest::Client,
     base_url: String,
@@ -53,7 +88,7 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(config: &StripeConfig, api_key: String) -> Result<Self, ClientError> {
+    pub fn new(config: &ClientOptions, api_key: String) -> Result<Self, ClientError> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.request_timeout_ms))
             .user_agent(concat!("tributary/", env!("CARGO_PKG_VERSION")))
@@ -68,7 +103,7 @@ impl Client {
             http,
             base_url: config.base_url.trim_end_matches('/').to_string(),
             api_key,
-            source: config.name.clone(),
+            source: config.source.clone(),
             limiter: RateLimiter::direct(quota),
             in_flight: Semaphore::new(config.concurrency),
             max_backoff: Duration::from_millis(config.retry_max_backoff_ms),
@@ -79,15 +114,32 @@ impl Client {
         self.max_backoff
     }
 
-    /// GET a path (with query) as the platform or a connected account.
-    /// 429, 5xx, network errors and malformed JSON are retried with capped
-    /// exponential backoff and jitter (honouring `Retry-After`); other 4xx are
-    /// returned as final.
+    /// GET a path (with query) as the platform or a connected account
+    /// (Stripe's `Stripe-Account` header).
     pub async fn get(&self, path: &str, account: Option<&str>) -> Result<Value, ClientError> {
+        self.send(reqwest::Method::GET, path, account.map(|a| ("Stripe-Account", a)), None).await
+    }
+
+    /// POST a JSON body to a path.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.send(reqwest::Method::POST, path, None, Some(body)).await
+    }
+
+    /// Send one request until it gets a final answer. 429, 5xx, network
+    /// errors and malformed JSON are retried with capped exponential backoff
+    /// and jitter (honouring `Retry-After`); other 4xx are returned as final.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        header: Option<(&str, &str)>,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
         let url = format!("{}{}", self.base_url, path);
+        let shown = format!("{method} {url}");
         let mut attempt: u32 = 0;
         loop {
-            match self.attempt(&url, account).await {
+            match self.attempt(&method, &url, &shown, header, body).await {
                 Ok(Ok(value)) => {
                     metrics::counter!("tributary_pages_fetched_total", "source" => self.source.clone()).increment(1);
                     return Ok(value);
@@ -101,19 +153,29 @@ impl Client {
                         metrics::counter!("tributary_upstream_errors_total", "source" => self.source.clone()).increment(1);
                     }
                     let delay = crate::retry::backoff(attempt, self.max_backoff).max(retry.retry_after.unwrap_or_default());
-                    tracing::warn!(source = %self.source, url = %url, attempt, retry_in_ms = delay.as_millis() as u64, "request failed, retrying: {}", retry.reason);
+                    tracing::warn!(source = %self.source, url = %shown, attempt, retry_in_ms = delay.as_millis() as u64, "request failed, retrying: {}", retry.reason);
                     tokio::time::sleep(delay).await;
                 }
             }
         }
     }
 
-    async fn attempt(&self, url: &str, account: Option<&str>) -> Result<Result<Value, ClientError>, Retryable> {
+    async fn attempt(
+        &self,
+        method: &reqwest::Method,
+        url: &str,
+        shown: &str,
+        header: Option<(&str, &str)>,
+        body: Option<&Value>,
+    ) -> Result<Result<Value, ClientError>, Retryable> {
         self.limiter.until_ready().await;
         let _permit = self.in_flight.acquire().await.expect("semaphore never closed");
-        let mut request = self.http.get(url).bearer_auth(&self.api_key);
-        if let Some(account) = account {
-            request = request.header("Stripe-Account", account);
+        let mut request = self.http.request(method.clone(), url).bearer_auth(&self.api_key);
+        if let Some((name, value)) = header {
+            request = request.header(name, value);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
         }
         let response = request.send().await.map_err(|e| Retryable { reason: e.to_string(), retry_after: None, rate_limited: false })?;
         let status = response.status();
@@ -140,7 +202,7 @@ impl Client {
             return match parsed {
                 Ok(value) => Ok(Ok(value)),
                 Err(e) => {
-                    tracing::error!(source = %self.source, url = %url, "malformed json from upstream: {e}");
+                    tracing::error!(source = %self.source, url = %shown, "malformed json from upstream: {e}");
                     Err(Retryable { reason: format!("malformed json: {e}"), retry_after: None, rate_limited: false })
                 }
             };
@@ -148,7 +210,7 @@ impl Client {
         let error = parsed.ok().map(|v| v["error"].clone()).unwrap_or(Value::Null);
         let text = |k: &str| error.get(k).and_then(Value::as_str).map(String::from);
         Ok(Err(ClientError::Api {
-            url: url.to_string(),
+            url: shown.to_string(),
             status: status.as_u16(),
             kind: text("type").unwrap_or_else(|| "unknown_error".into()),
             code: text("code"),

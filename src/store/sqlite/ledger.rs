@@ -1,0 +1,76 @@
+//! The source ledger on SQLite: written by the writer thread inside a
+//! batch's transaction, read on the reader connection.
+
+use rusqlite::{Connection, params};
+
+use super::SqliteStore;
+use crate::store::StoreError;
+use crate::store::ledger::{LedgerEntry, LedgerOp, LedgerStore};
+
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tributary_ledger (
+    source TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint TEXT,
+    day TEXT NOT NULL,
+    seen_at INTEGER NOT NULL,
+    PRIMARY KEY (source, key)
+);
+CREATE INDEX IF NOT EXISTS tributary_ledger_day ON tributary_ledger (source, day);
+";
+
+/// A batch's ledger operations, inside its transaction.
+pub(super) fn apply(conn: &Connection, source: &str, ops: &[LedgerOp]) -> Result<(), StoreError> {
+    let mut put = conn.prepare_cached(
+        "INSERT INTO tributary_ledger (source, key, fingerprint, day, seen_at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (source, key) DO UPDATE SET fingerprint = excluded.fingerprint, day = excluded.day, seen_at = excluded.seen_at",
+    )?;
+    let mut remove = conn.prepare_cached("DELETE FROM tributary_ledger WHERE source = ?1 AND key = ?2")?;
+    for op in ops {
+        match op {
+            LedgerOp::Put(e) => put.execute(params![source, e.key, e.fingerprint, e.day, e.seen_at])?,
+            LedgerOp::Remove(key) => remove.execute(params![source, key])?,
+        };
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl LedgerStore for SqliteStore {
+    async fn ledger_range(&self, source: &str, from: &str, to: &str) -> Result<Vec<LedgerEntry>, StoreError> {
+        let (source, from, to) = (source.to_string(), from.to_string(), to.to_string());
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT key, fingerprint, day, seen_at FROM tributary_ledger WHERE source = ?1 AND day >= ?2 AND day <= ?3",
+            )?;
+            let rows = stmt.query_map(params![source, from, to], |r| {
+                Ok(LedgerEntry { key: r.get(0)?, fingerprint: r.get(1)?, day: r.get(2)?, seen_at: r.get(3)? })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn ledger_known(&self, source: &str, keys: &[String]) -> Result<Vec<String>, StoreError> {
+        let (source, keys) = (source.to_string(), keys.to_vec());
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached("SELECT 1 FROM tributary_ledger WHERE source = ?1 AND key = ?2")?;
+            let mut known = Vec::new();
+            for key in keys {
+                if stmt.exists(params![source, key])? {
+                    known.push(key);
+                }
+            }
+            Ok(known)
+        })
+        .await
+    }
+
+    async fn prune_ledger(&self, source: &str, before_day: &str) -> Result<u64, StoreError> {
+        let (source, before_day) = (source.to_string(), before_day.to_string());
+        Self::with(&self.bookkeeping, move |conn| {
+            Ok(conn.execute("DELETE FROM tributary_ledger WHERE source = ?1 AND day < ?2", params![source, before_day])? as u64)
+        })
+        .await
+    }
+}

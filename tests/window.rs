@@ -1,0 +1,251 @@
+//! The `window` source against the simulator's shifts API, end to end: the
+//! mirror follows live traffic run after run, unchanged shifts publish
+//! nothing, fingerprints in Redis survive a restart, expired fingerprints
+//! re-emit, and bad answers fail a whole run without applying half of it.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{Days, Utc};
+use common::*;
+use serde_json::Value;
+
+const DAYS_PRIOR: u64 = 3;
+const DAYS_AHEAD: u64 = 10;
+
+fn redis_url() -> String {
+    std::env::var("TRIBUTARY_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn kafka_brokers() -> String {
+    std::env::var("TRIBUTARY_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:19092".into())
+}
+
+/// A window source named `name` on the sim, run every second.
+fn window_source(name: &str, sim: &Sim, extra: &str) -> String {
+    format!(
+        "[[sources]]\nname = \"{name}\"\nkind = \"window\"\nbase_url = \"{}\"\nsleep_period_secs = 1\ndays_prior = {DAYS_PRIOR}\ndays_ahead = {DAYS_AHEAD}\n{extra}\n",
+        sim.url
+    )
+}
+
+/// The sim's shifts in the window the source asks for today.
+async fn window_truth(sim: &Sim) -> BTreeMap<String, Value> {
+    let today = Utc::now().date_naive();
+    let from = today.checked_sub_days(Days::new(DAYS_PRIOR)).unwrap();
+    let to = today.checked_add_days(Days::new(DAYS_AHEAD)).unwrap();
+    let body = get_json(&format!("{}/__sim/shifts?start={from}&end={to}", sim.url)).await.expect("sim shifts");
+    body["shifts"].as_array().unwrap().iter().map(|s| (s["id"].as_str().unwrap().to_string(), s.clone())).collect()
+}
+
+async fn shift_rows(db: &Db, source: &str) -> BTreeMap<String, Value> {
+    mirror_of(db, source).await.remove("shift").unwrap_or_default().into_iter().map(|(id, (_, data))| (id, data)).collect()
+}
+
+async fn assert_mirror_is_the_window(sim: &Sim, db: &Db, source: &str) {
+    let truth = window_truth(sim).await;
+    let rows = shift_rows(db, source).await;
+    let missing: Vec<&String> = truth.keys().filter(|id| !rows.contains_key(*id)).take(5).collect();
+    let extra: Vec<&String> = rows.keys().filter(|id| !truth.contains_key(*id)).take(5).collect();
+    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}, extra {extra:?}");
+    for (id, shift) in &truth {
+        assert_eq!(&rows[id], shift, "shift {id}");
+    }
+}
+
+/// Messages in a Kafka topic, read back from the beginning of every
+/// partition until it stays quiet for 2 s.
+fn kafka_count(topic: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("group.id", format!("count-{}", rand::random::<u32>()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("kafka consumer");
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("topic metadata");
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for partition in metadata.topics()[0].partitions() {
+        assignment.add_partition_offset(topic, partition.id(), rdkafka::Offset::Beginning).unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut count = 0;
+    let mut quiet_since = std::time::Instant::now();
+    while quiet_since.elapsed() < Duration::from_secs(2) {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(_)) => {
+                count += 1;
+                quiet_since = std::time::Instant::now();
+            }
+            Some(Err(e)) => panic!("kafka consumer: {e}"),
+            None => {}
+        }
+    }
+    count
+}
+
+async fn window_mirror_follows_live_traffic_and_unchanged_shifts_publish_nothing(backend: Backend) {
+    let dir = tempdir();
+    let sim = Sim::start(dir.path(), &["--shifts", "400", "--mutations-per-sec", "40"]).await;
+    let tag = format!("tw{}", rand::random::<u32>());
+    let body = format!(
+        "{}\n[[sinks]]\nname = \"kafka\"\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"{tag}.{{source}}.{{object}}\"\n",
+        window_source("shifts", &sim, ""),
+        kafka_brokers()
+    );
+    let engine = Engine::start_configured(dir.path(), backend(dir.path()), &body).await;
+    for _ in 0..3 {
+        // hold traffic still so the comparison sees one state
+        sim.set_traffic(0.0).await;
+        engine.barrier("shifts").await;
+        assert_mirror_is_the_window(&sim, &engine.db, "shifts").await;
+        sim.set_traffic(40.0).await;
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+    }
+    sim.set_traffic(0.0).await;
+    engine.barrier("shifts").await;
+    assert_mirror_is_the_window(&sim, &engine.db, "shifts").await;
+    engine.wait_caught_up(&["kafka"]).await;
+    let changes = engine.changes().await;
+    let ops: std::collections::BTreeSet<&str> = changes.iter().map(|c| c.op.as_str()).collect();
+    assert_eq!(ops, ["delete", "insert", "update"].into(), "live traffic creates, edits and deletes shifts in the window");
+    let topic = format!("{tag}.shifts.shift");
+    let published = tokio::task::spawn_blocking({
+        let topic = topic.clone();
+        move || kafka_count(&topic)
+    })
+    .await
+    .unwrap();
+    let delivered = engine.sink_view("kafka").await["delivered"].as_i64().unwrap();
+    assert!(published >= changes.len() as i64, "every change published: {published} < {} (the sink says {delivered})", changes.len());
+
+    // nothing changes upstream: two more runs record and publish nothing
+    engine.barrier("shifts").await;
+    engine.barrier("shifts").await;
+    engine.wait_caught_up(&["kafka"]).await;
+    assert_eq!(engine.changes().await.len(), changes.len(), "unchanged shifts recorded changes");
+    let again = tokio::task::spawn_blocking(move || kafka_count(&topic)).await.unwrap();
+    assert_eq!(again, published, "unchanged shifts were published");
+    let last = engine.proc.log_kinds("window_sync").pop().expect("a window_sync line");
+    assert!(last["fetched"].as_u64().unwrap() > 0, "{last}");
+    assert_eq!((last["new"].as_u64(), last["changed"].as_u64(), last["deleted"].as_u64()), (Some(0), Some(0), Some(0)), "{last}");
+    assert_eq!(last["skipped"], last["fetched"], "{last}");
+}
+
+on_both_backends!(window_mirror_follows_live_traffic_and_unchanged_shifts_publish_nothing);
+
+/// Keys of a source's fingerprints in Redis.
+async fn redis_keys(source: &str) -> Vec<String> {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("KEYS").arg(format!("tributary:{source}:*")).query_async(&mut conn).await.unwrap()
+}
+
+async fn redis_ttl(key: &str) -> i64 {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("TTL").arg(key).query_async(&mut conn).await.unwrap()
+}
+
+async fn forget_redis_keys(source: &str) {
+    let keys = redis_keys(source).await;
+    if keys.is_empty() {
+        return;
+    }
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("DEL").arg(keys).query_async::<()>(&mut conn).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_fingerprints_survive_a_restart() {
+    let dir = tempdir();
+    let sim = Sim::start(dir.path(), &["--shifts", "300"]).await;
+    let source = format!("shifts_{}", rand::random::<u32>());
+    let config = window_source(&source, &sim, &format!("dedupe_url = \"{}\"", redis_url()));
+    let mut first = Engine::start_configured(dir.path(), Db::sqlite(dir.path()), &config).await;
+    first.barrier(&source).await;
+    let run = first.proc.log_kinds("window_sync").remove(0);
+    let fetched = run["fetched"].as_u64().unwrap();
+    assert!(fetched > 0 && run["new"] == run["fetched"], "{run}");
+    let keys = redis_keys(&source).await;
+    assert_eq!(keys.len() as u64, fetched, "one fingerprint per shift");
+    let ttl = redis_ttl(&keys[0]).await;
+    assert!(ttl > 604_000 && ttl <= 604_800, "fingerprints expire after a week: {ttl}");
+    first.proc.kill();
+
+    let second = first.restart(dir.path()).await;
+    second.barrier(&source).await;
+    let runs = second.proc.log_kinds("window_sync");
+    assert!(!runs.is_empty());
+    for run in &runs {
+        assert_eq!(run["skipped"], fetched, "after a restart nothing is new: {run}");
+        assert_eq!(run["changes"], 0, "{run}");
+    }
+    forget_redis_keys(&source).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_fingerprint_emits_the_shift_again() {
+    for dedupe in ["store", "redis"] {
+        let dir = tempdir();
+        let sim = Sim::start(dir.path(), &["--shifts", "100"]).await;
+        let source = format!("shifts_{}", rand::random::<u32>());
+        let extra = match dedupe {
+            "redis" => format!("expire_secs = 2\ndedupe_url = \"{}\"", redis_url()),
+            _ => "expire_secs = 2".to_string(),
+        };
+        let engine = Engine::start_configured(dir.path(), Db::sqlite(dir.path()), &window_source(&source, &sim, &extra)).await;
+        engine.barrier(&source).await;
+        wait_until(&format!("a run that re-emits expired shifts ({dedupe})"), Duration::from_secs(30), || async {
+            engine.proc.log_kinds("window_sync").iter().any(|run| run["expired"].as_u64() > Some(0))
+        })
+        .await;
+        let resent = engine.proc.log_kinds("window_sync").into_iter().find(|run| run["expired"].as_u64() > Some(0)).unwrap();
+        assert_eq!(resent["expired"], resent["fetched"], "every shift was emitted more than 2 s ago: {resent}");
+        assert_eq!(resent["changes"], resent["fetched"], "{resent}");
+        let changes = engine.changes().await;
+        let reads: Vec<_> = changes.iter().filter(|c| c.op == "read").collect();
+        assert!(reads.len() as u64 >= resent["fetched"].as_u64().unwrap(), "{dedupe}: re-emitted as reads");
+        assert!(reads.iter().all(|c| c.kind == "shift.read" && c.data.is_some()));
+        forget_redis_keys(&source).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_window_answers_are_retried_and_never_half_applied() {
+    let dir = tempdir();
+    let sim = Sim::start(dir.path(), &["--shifts", "300"]).await;
+    let engine =
+        Engine::start_configured(dir.path(), Db::sqlite(dir.path()), &window_source("shifts", &sim, "retry_max_backoff_ms = 500")).await;
+    engine.barrier("shifts").await;
+    assert_mirror_is_the_window(&sim, &engine.db, "shifts").await;
+
+    // 500s and bodies cut short: the requests are retried until a good answer
+    sim.set_faults(serde_json::json!({"fail_rate": 0.5, "truncate_rate": 0.4})).await;
+    sim.generate(0, 30).await;
+    engine.barrier("shifts").await;
+    assert_mirror_is_the_window(&sim, &engine.db, "shifts").await;
+    let stats = sim.stats().await;
+    assert!(stats["failed"].as_u64() > Some(0) && stats["truncated"].as_u64() > Some(0), "{stats}");
+    assert!(engine.proc.log_text().contains("malformed json"), "a cut body is logged as such");
+
+    // a shift without an id fails the whole run: nothing of it is applied
+    let before = engine.changes().await.len();
+    sim.set_faults(serde_json::json!({"broken_shift": true})).await;
+    sim.generate(0, 30).await;
+    wait_until("two failed runs", Duration::from_secs(30), || async { engine.proc.log_kinds("window_sync_failed").len() >= 2 }).await;
+    let failed = engine.proc.log_kinds("window_sync_failed").remove(0);
+    let error = failed["error"].as_str().unwrap();
+    assert!(error.contains("/v2/shifts") && error.contains("item 0") && error.contains("no 'id'"), "{error}");
+    assert_eq!(engine.changes().await.len(), before, "a failed run applied part of its window");
+    let status = engine.sources().await;
+    assert!(status["sources"][0]["last_error"].as_str().is_some_and(|e| e.contains("no 'id'")), "{status}");
+
+    sim.set_faults(serde_json::json!({})).await;
+    engine.barrier("shifts").await;
+    assert_mirror_is_the_window(&sim, &engine.db, "shifts").await;
+    assert!(engine.changes().await.len() > before, "the edits arrive once the answer is good");
+}
