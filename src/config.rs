@@ -10,6 +10,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::sink::{SinkConfig, SinkKind};
+use crate::source::event_queue::EventQueueConfig;
 use crate::source::stripe::StripeConfig;
 use crate::source::window::WindowConfig;
 
@@ -205,6 +206,8 @@ pub enum SourceConfig {
     Stripe(StripeConfig),
     /// An API queried by date window (`GET /v2/shifts?start=…&end=…`).
     Window(WindowConfig),
+    /// An upstream pull queue with acknowledgement (`…/events/pull`).
+    EventQueue(EventQueueConfig),
 }
 
 impl SourceConfig {
@@ -212,6 +215,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Stripe(c) => &c.name,
             SourceConfig::Window(c) => &c.name,
+            SourceConfig::EventQueue(c) => &c.name,
         }
     }
 
@@ -219,6 +223,16 @@ impl SourceConfig {
         match self {
             SourceConfig::Stripe(_) => "stripe",
             SourceConfig::Window(_) => "window",
+            SourceConfig::EventQueue(_) => "event_queue",
+        }
+    }
+
+    /// The upstream credential, from the env var `api_key_env` names.
+    pub fn api_key(&self) -> Result<String, ConfigError> {
+        match self {
+            SourceConfig::Stripe(c) => c.api_key(),
+            SourceConfig::Window(c) => c.api_key(),
+            SourceConfig::EventQueue(c) => c.api_key(),
         }
     }
 }
@@ -285,6 +299,7 @@ impl Config {
             match source {
                 SourceConfig::Stripe(c) => c.validate()?,
                 SourceConfig::Window(c) => c.validate()?,
+                SourceConfig::EventQueue(c) => c.validate()?,
             }
         }
         let mut sinks = HashSet::new();
@@ -300,14 +315,7 @@ impl Config {
     /// Check that every secret the config names is present in the environment.
     pub fn check_env(&self) -> Result<(), ConfigError> {
         for source in &self.sources {
-            match source {
-                SourceConfig::Stripe(c) => {
-                    c.api_key()?;
-                }
-                SourceConfig::Window(c) => {
-                    c.api_key()?;
-                }
-            }
+            source.api_key()?;
         }
         for sink in self.sinks.iter().filter(|s| s.kind == SinkKind::Webhook) {
             sink.secret()?;

@@ -13,7 +13,7 @@ use crate::api::{self, AppState};
 use crate::config::{Config, ConfigError, SourceConfig};
 use crate::delivery::{self, SinkStatus};
 use crate::queue;
-use crate::source::{Registry, SourceStatus, stripe, window};
+use crate::source::{Registry, SourceStatus, event_queue, stripe, window};
 use crate::store::queues::FANOUT_READER;
 use crate::store::{self, Store, StoreError};
 
@@ -60,15 +60,18 @@ impl Engine {
         for source in config.sources {
             let status = SourceStatus::new(source.name(), source.kind());
             registry.add(status.clone());
+            let api_key = source.api_key()?;
             match source {
                 SourceConfig::Stripe(c) => {
-                    let api_key = c.api_key()?;
                     let run = move |store, status| stripe::run(c.clone(), api_key.clone(), store, status);
                     tasks.spawn(supervise(store.clone(), status, run));
                 }
                 SourceConfig::Window(c) => {
-                    let api_key = c.api_key()?;
                     let run = move |store, status| window::run(c.clone(), api_key.clone(), store, status);
+                    tasks.spawn(supervise(store.clone(), status, run));
+                }
+                SourceConfig::EventQueue(c) => {
+                    let run = move |store, status| event_queue::run(c.clone(), api_key.clone(), store, status);
                     tasks.spawn(supervise(store.clone(), status, run));
                 }
             }

@@ -96,6 +96,12 @@ pub struct PullBody {
     limit: Option<usize>,
 }
 
+/// Every change of an object raises its `version`, so each event carries a
+/// new state.
+fn bump(object: &mut Value) {
+    object["version"] = json!(object["version"].as_i64().unwrap_or(0) + 1);
+}
+
 fn bad_request(code: &'static str, message: String) -> ApiError {
     ApiError { status: 400, kind: "invalid_request_error", code: Some(code), param: None, message }
 }
@@ -129,7 +135,7 @@ impl Market {
                     "id": id, "object": "product", "seller": seller,
                     "title": format!("Item {id}"),
                     "price": market.rng.gen_range(100..10_000), "currency": "eur",
-                    "quantity": market.rng.gen_range(0..200),
+                    "quantity": market.rng.gen_range(0..200), "version": 1,
                 });
                 market.products.insert(id, product);
             }
@@ -155,7 +161,7 @@ impl Market {
             let order = json!({
                 "id": id, "object": "order", "seller": product["seller"], "status": "created",
                 "lines": [{"product": product["id"], "quantity": quantity, "price": product["price"]}],
-                "total": product["price"].as_i64().unwrap_or(0) * quantity, "currency": "eur",
+                "total": product["price"].as_i64().unwrap_or(0) * quantity, "currency": "eur", "version": 1,
             });
             self.orders.insert(id, order.clone());
             self.emit("order.created", order);
@@ -165,6 +171,7 @@ impl Market {
             let status = STATUSES[self.rng.gen_range(0..STATUSES.len())];
             let order = self.orders.get_mut(&id).expect("picked from the map");
             order["status"] = json!(status);
+            bump(order);
             let order = order.clone();
             self.emit("order.updated", order);
         } else {
@@ -177,6 +184,7 @@ impl Market {
             };
             let product = self.products.get_mut(&id).expect("picked from the map");
             product[field] = json!(value);
+            bump(product);
             let product = product.clone();
             self.emit(kind, product);
         }

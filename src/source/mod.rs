@@ -4,8 +4,10 @@
 //!
 //! - `stripe`: Stripe-compatible lists plus `/v1/events`
 //! - `window`: an API queried by date window, polled for what changed
+//! - `event_queue`: an upstream pull queue, acknowledged batch by batch
 //! - `http`: the request budget and retry policy every kind shares
 
+pub mod event_queue;
 pub mod http;
 pub mod stripe;
 pub mod window;

@@ -101,7 +101,7 @@ impl Writes {
                     upstreams.insert(c.name.clone(), upstream);
                 }
                 // read-only upstreams: writes to them answer 404
-                SourceConfig::Window(_) => {}
+                SourceConfig::Window(_) | SourceConfig::EventQueue(_) => {}
             }
         }
         let grace = Duration::from_secs(config.writes.completer_grace_secs);

@@ -1,0 +1,295 @@
+//! The `event_queue` source: an upstream pull queue with acknowledgement
+//! (the marketplace "Open Platform" case). Each pull acknowledges the batch
+//! before it; a batch is committed to the store together with its ack id
+//! and the ids of its events, so:
+//!
+//! - a crash after the commit acknowledges the batch with the first pull of
+//!   the next process (the ack id is in the checkpoint);
+//! - a batch that comes again anyway (a crash before the commit, an ack the
+//!   upstream lost or refused) is recognised by its event ids and skipped.
+//!
+//! - `config`: the validated `[[sources]]` entry
+
+pub mod config;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub use config::EventQueueConfig;
+
+use crate::source::http::{Client, ClientError};
+use crate::source::{Phase, ScopeStatus, SourceStatus};
+use crate::store::ledger::{LedgerEntry, LedgerOp};
+use crate::store::{Batch, Mutation, Origin, Store, StoreError, Write, ident};
+
+/// Checkpoint keys: the ack id of the last batch committed, and the queue
+/// with the subscriptions made for it.
+const ACK_KEY: &str = "ack_id";
+const QUEUE_KEY: &str = "queue";
+/// Pause between prunes of remembered event ids.
+const PRUNE_EVERY: Duration = Duration::from_secs(3_600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueSourceError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// An event the source cannot store; its batch is not acknowledged.
+    #[error("{url}: event {index}{}: {reason}; the batch is not acknowledged", id.as_ref().map(|id| format!(" ({id})")).unwrap_or_default())]
+    Event { url: String, index: usize, id: Option<String>, reason: String },
+}
+
+/// One pulled event, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub id: String,
+    pub account: Option<String>,
+    pub kind: String,
+    pub object: String,
+    pub object_id: String,
+    /// The day it was created (`YYYY-MM-DD`): its ledger entry's day.
+    pub day: String,
+    pub payload: Value,
+}
+
+struct Runner {
+    config: EventQueueConfig,
+    client: Client,
+    store: Arc<dyn Store>,
+}
+
+/// Run an event queue source until the task is dropped.
+pub async fn run(
+    config: EventQueueConfig,
+    api_key: String,
+    store: Arc<dyn Store>,
+    status: Arc<SourceStatus>,
+) -> Result<(), QueueSourceError> {
+    let client = Client::new(&config.client_options(), api_key)?;
+    let scope = status.add_scope(None);
+    status.set_scopes_ready();
+    let runner = Runner { config, client, store };
+    let code = runner.setup().await?;
+    runner.pull_forever(&code, &status, &scope).await
+}
+
+impl Runner {
+    /// Find or create the upstream queue and subscribe it to every event
+    /// type and account configured (once: what was made is checkpointed).
+    async fn setup(&self) -> Result<String, QueueSourceError> {
+        let c = &self.config;
+        let queues_path = format!("{}/queues", c.path_prefix);
+        let listed = self.client.get(&queues_path, None).await?;
+        let listed = listed["queues"].as_array().cloned().unwrap_or_default();
+        let saved = self.store.checkpoints(&c.name).await?.remove(QUEUE_KEY).unwrap_or(Value::Null);
+        let exists = |code: &str| listed.iter().any(|q| q["code"] == code);
+        let (code, mut subscribed) = match saved["code"].as_str() {
+            Some(code) if exists(code) => (code.to_string(), saved["subscriptions"].as_array().cloned().unwrap_or_default()),
+            _ => match listed.iter().find(|q| q["name"] == c.queue_name()).and_then(|q| q["code"].as_str()) {
+                Some(code) => (code.to_string(), Vec::new()),
+                None => {
+                    let created = self.client.post_json(&queues_path, &json!({"name": c.queue_name()})).await?;
+                    let code = created["code"].as_str().ok_or_else(|| ClientError::Shape {
+                        url: format!("POST {queues_path}"),
+                        reason: "created queue without code".into(),
+                    })?;
+                    tracing::info!(kind = "queue_created", source = %c.name, queue = %code, name = %c.queue_name(), "created the upstream queue");
+                    (code.to_string(), Vec::new())
+                }
+            },
+        };
+        let accounts: Vec<Option<&str>> =
+            if c.accounts.is_empty() { vec![None] } else { c.accounts.iter().map(|a| Some(a.as_str())).collect() };
+        for event_type in &c.event_types {
+            for account in &accounts {
+                let wanted = json!([event_type, account]);
+                if subscribed.contains(&wanted) {
+                    continue;
+                }
+                let path = format!("{queues_path}/{code}/subscriptions");
+                self.client.post_json(&path, &json!({"event_type": event_type, "account": account})).await?;
+                subscribed.push(wanted);
+                let checkpoint = (QUEUE_KEY.to_string(), json!({"code": code, "subscriptions": subscribed}));
+                self.store.apply(Batch { source: c.name.clone(), checkpoints: vec![checkpoint], ..Batch::default() }).await?;
+            }
+        }
+        let checkpoint = (QUEUE_KEY.to_string(), json!({"code": code, "subscriptions": subscribed}));
+        self.store.apply(Batch { source: c.name.clone(), checkpoints: vec![checkpoint], ..Batch::default() }).await?;
+        tracing::info!(kind = "queue_ready", source = %c.name, queue = %code, subscriptions = subscribed.len(), "pulling the upstream queue");
+        Ok(code)
+    }
+
+    async fn pull_forever(&self, code: &str, status: &SourceStatus, scope: &ScopeStatus) -> Result<(), QueueSourceError> {
+        let c = &self.config;
+        let path = format!("{}/queues/{code}/events/pull", c.path_prefix);
+        let mut ack: Option<String> = self.store.checkpoints(&c.name).await?.get(ACK_KEY).and_then(Value::as_str).map(String::from);
+        let mut pruned_at: Option<Instant> = None;
+        loop {
+            let (round, started) = scope.begin_round();
+            let page = match self.client.post_json(&path, &json!({"ack_id": ack, "limit": c.batch_size})).await {
+                Ok(page) => page,
+                Err(ClientError::Api { code: Some(refused), message, .. }) if refused == "ack_id_invalid" => {
+                    // the upstream hands the batch out again; its events are
+                    // known and will be skipped
+                    tracing::warn!(kind = "ack_refused", source = %c.name, ack_id = ack.as_deref().unwrap_or(""), reason = %message,
+                        "the upstream refused the acknowledgement; pulling again without it");
+                    ack = None;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let (events, next_ack) = parse_page(page, &path, &c.name)?;
+            let pulled = events.len();
+            let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+            let known: HashSet<String> = self.store.ledger_known(&c.name, &ids).await?.into_iter().collect();
+            let seen_at = chrono::Utc::now().timestamp();
+            let mut batch = Batch {
+                source: c.name.clone(),
+                checkpoints: vec![(ACK_KEY.to_string(), next_ack.clone().map_or(Value::Null, Value::String))],
+                ..Batch::default()
+            };
+            let mut fresh = HashSet::new();
+            for event in events {
+                // known from an earlier commit, or twice in this batch
+                if known.contains(&event.id) || !fresh.insert(event.id.clone()) {
+                    continue;
+                }
+                batch.ledger.push(LedgerOp::Put(LedgerEntry { key: event.id.clone(), fingerprint: None, day: event.day, seen_at }));
+                let mutation = if event.kind.ends_with(".deleted") { Mutation::Delete } else { Mutation::Upsert(event.payload) };
+                batch.writes.push(Write {
+                    object: event.object,
+                    id: event.object_id,
+                    account: event.account,
+                    mutation,
+                    origin: Origin::Event { id: event.id, kind: event.kind, previous_attributes: None },
+                    generation: 0,
+                });
+            }
+            let duplicates = pulled - fresh.len();
+            let applied = self.store.apply(batch).await?;
+            ack = next_ack;
+            scope.set_phase(Phase::Live);
+            scope.finish_round(round, started);
+            status.set_error(None);
+            metrics::counter!("tributary_sync_runs_total", "source" => c.name.clone()).increment(1);
+            metrics::counter!("tributary_items_fetched_total", "source" => c.name.clone()).increment(pulled as u64);
+            metrics::counter!("tributary_items_changed_total", "source" => c.name.clone()).increment(applied.changes);
+            if pulled > 0 {
+                tracing::info!(kind = "queue_batch", source = %c.name, events = pulled, duplicates, changes = applied.changes,
+                    "stored a batch; it is acknowledged with the next pull");
+            }
+            if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                self.prune().await;
+                pruned_at = Some(Instant::now());
+            }
+            if pulled >= c.batch_size {
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(c.poll_interval_secs)) => {}
+                _ = scope.poll_now.notified() => {}
+            }
+        }
+    }
+
+    /// Forget event ids older than the retention: the upstream cannot hand
+    /// them out again.
+    async fn prune(&self) {
+        let c = &self.config;
+        let cutoff = chrono::Utc::now().date_naive() - chrono::Duration::days(c.retention_days as i64);
+        match self.store.prune_ledger(&c.name, &cutoff.format("%Y-%m-%d").to_string()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(kind = "ledger_pruned", source = %c.name, forgotten = n, "forgot old event ids"),
+            Err(e) => tracing::warn!(source = %c.name, error = %e, "cannot prune remembered event ids; retrying later"),
+        }
+    }
+}
+
+/// A pull's events, each checked, and the ack id of the batch.
+pub fn parse_page(page: Value, url: &str, source: &str) -> Result<(Vec<Event>, Option<String>), QueueSourceError> {
+    let shape = |reason: &str| ClientError::Shape { url: url.to_string(), reason: reason.to_string() };
+    let Value::Object(mut fields) = page else { return Err(shape("expected an object with events").into()) };
+    let next_ack = match fields.remove("ack_id") {
+        Some(Value::String(ack)) => Some(ack),
+        None | Some(Value::Null) => None,
+        Some(_) => return Err(shape("ack_id is not a string").into()),
+    };
+    let Some(Value::Array(list)) = fields.remove("events") else { return Err(shape("no events list").into()) };
+    if !list.is_empty() && next_ack.is_none() {
+        return Err(shape("events without an ack_id").into());
+    }
+    let today = chrono::Utc::now().date_naive().format("%Y-%m-%d").to_string();
+    let mut events = Vec::with_capacity(list.len());
+    for (index, mut raw) in list.into_iter().enumerate() {
+        let id = raw["id"].as_str().filter(|id| !id.is_empty()).map(String::from);
+        let bad = |reason: &str| QueueSourceError::Event { url: url.to_string(), index, id: id.clone(), reason: reason.to_string() };
+        let Some(event_id) = id.clone() else { return Err(bad("no id")) };
+        let Some(kind) = raw["type"].as_str().filter(|t| !t.is_empty()).map(String::from) else { return Err(bad("no type")) };
+        let payload = raw["payload"].take();
+        if !payload.is_object() {
+            return Err(bad("payload is not an object"));
+        }
+        let object_id = match &payload["id"] {
+            Value::String(s) if !s.is_empty() => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => return Err(bad("payload has no id")),
+        };
+        let object = payload["object"].as_str().map(String::from).unwrap_or_else(|| kind.split('.').next().unwrap_or_default().to_string());
+        if let Err(e) = ident::mirror_table(source, &object) {
+            return Err(bad(&format!("object type: {e}")));
+        }
+        let day = raw["created_at"].as_str().and_then(|t| t.get(..10)).filter(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok());
+        events.push(Event {
+            id: event_id,
+            account: raw["account"].as_str().map(String::from),
+            kind,
+            object,
+            object_id,
+            day: day.map_or_else(|| today.clone(), String::from),
+            payload,
+        });
+    }
+    Ok((events, next_ack))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(events: Value) -> Value {
+        json!({"events": events, "ack_id": "ack_1"})
+    }
+
+    #[test]
+    fn events_become_objects_of_their_payload() {
+        let good = page(json!([{"id": "oev_1", "account": "seller_001", "type": "order.created", "created_at": "2026-11-22T10:00:00Z",
+            "payload": {"id": "ord_1", "object": "order", "total": 5}}]));
+        let (events, ack) = parse_page(good, "u", "market").unwrap();
+        assert_eq!(ack.as_deref(), Some("ack_1"));
+        assert_eq!((events[0].object.as_str(), events[0].object_id.as_str(), events[0].day.as_str()), ("order", "ord_1", "2026-11-22"));
+        let untyped = page(json!([{"id": "oev_2", "type": "product.price_updated", "payload": {"id": 7}}]));
+        let (events, _) = parse_page(untyped, "u", "market").unwrap();
+        assert_eq!((events[0].object.as_str(), events[0].object_id.as_str()), ("product", "7"));
+    }
+
+    #[test]
+    fn bad_events_fail_the_batch_with_a_clear_error() {
+        for (events, expected) in [
+            (json!([{"type": "order.created", "payload": {"id": "ord_1"}}]), "event 0: no id"),
+            (json!([{"id": "oev_1", "payload": {"id": "ord_1"}}]), "event 0 (oev_1): no type"),
+            (json!([{"id": "oev_1", "type": "order.created", "payload": "x"}]), "payload is not an object"),
+            (json!([{"id": "oev_1", "type": "order.created", "payload": {"total": 1}}]), "payload has no id"),
+            (json!([{"id": "oev_1", "type": "order.created", "payload": {"id": "o", "object": "x\"; DROP"}}]), "object type"),
+        ] {
+            let error = parse_page(page(events), "POST /pull", "market").unwrap_err().to_string();
+            assert!(error.contains(expected) && error.contains("POST /pull"), "{error}");
+        }
+        assert!(parse_page(json!({"events": [{"id": "oev_1"}]}), "u", "m").is_err(), "events without an ack id");
+        assert!(parse_page(json!([]), "u", "m").is_err());
+        assert_eq!(parse_page(json!({"events": [], "ack_id": null}), "u", "m").unwrap(), (vec![], None));
+    }
+}
