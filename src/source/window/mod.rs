@@ -66,7 +66,8 @@ pub struct Report {
     pub changes: u64,
 }
 
-struct Runner {
+/// A window source's runs; [`run`] loops over them.
+pub struct Runner {
     config: WindowConfig,
     tz: chrono_tz::Tz,
     client: Client,
@@ -76,17 +77,22 @@ struct Runner {
 
 /// Run a window source until the task is dropped.
 pub async fn run(config: WindowConfig, api_key: String, store: Arc<dyn Store>, status: Arc<SourceStatus>) -> Result<(), WindowError> {
-    let tz = config.timezone().map_err(WindowError::Config)?;
-    let client = Client::new(&config.client_options(), api_key)?;
-    let dedupe = Dedupe::connect(config.dedupe_url.as_deref(), &config.name).await?;
+    let runner = Runner::new(config, api_key, store).await?;
     let scope = status.add_scope(None);
     status.set_scopes_ready();
-    let runner = Runner { config, tz, client, dedupe, store };
     runner.run(&status, &scope).await;
     Ok(())
 }
 
 impl Runner {
+    /// Connect to the upstream and, with `dedupe_url`, to Redis.
+    pub async fn new(config: WindowConfig, api_key: String, store: Arc<dyn Store>) -> Result<Runner, WindowError> {
+        let tz = config.timezone().map_err(WindowError::Config)?;
+        let client = Client::new(&config.client_options(), api_key)?;
+        let dedupe = Dedupe::connect(config.dedupe_url.as_deref(), &config.name).await?;
+        Ok(Runner { config, tz, client, dedupe, store })
+    }
+
     async fn run(&self, status: &SourceStatus, scope: &ScopeStatus) {
         let name = &self.config.name;
         let max_backoff = Duration::from_millis(self.config.retry_max_backoff_ms);
