@@ -17,14 +17,6 @@ use common::*;
 use serde_json::Value;
 use tributary::store::Change;
 
-fn redis_url() -> String {
-    std::env::var("TRIBUTARY_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-fn kafka_brokers() -> String {
-    std::env::var("TRIBUTARY_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:19092".into())
-}
-
 /// Envelopes in the Kafka topics `{tag}.stripe.{object}` at `brokers`, read
 /// back with a real consumer from the beginning, topic by topic in offset
 /// order: until every change expected has arrived, then until the topics

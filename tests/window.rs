@@ -15,14 +15,6 @@ use serde_json::Value;
 const DAYS_PRIOR: u64 = 3;
 const DAYS_AHEAD: u64 = 10;
 
-fn redis_url() -> String {
-    std::env::var("TRIBUTARY_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-fn kafka_brokers() -> String {
-    std::env::var("TRIBUTARY_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:19092".into())
-}
-
 /// A window source named `name` on the sim, run every second.
 fn window_source(name: &str, sim: &Sim, extra: &str) -> String {
     format!(
@@ -55,37 +47,6 @@ async fn assert_mirror_is_the_window(sim: &Sim, db: &Db, source: &str) {
     }
 }
 
-/// Messages in a Kafka topic, read back from the beginning of every
-/// partition until it stays quiet for 2 s.
-fn kafka_count(topic: &str) -> i64 {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
-        .set("group.id", format!("count-{}", rand::random::<u32>()))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("kafka consumer");
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("topic metadata");
-    let mut assignment = rdkafka::TopicPartitionList::new();
-    for partition in metadata.topics()[0].partitions() {
-        assignment.add_partition_offset(topic, partition.id(), rdkafka::Offset::Beginning).unwrap();
-    }
-    consumer.assign(&assignment).unwrap();
-    let mut count = 0;
-    let mut quiet_since = std::time::Instant::now();
-    while quiet_since.elapsed() < Duration::from_secs(2) {
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(_)) => {
-                count += 1;
-                quiet_since = std::time::Instant::now();
-            }
-            Some(Err(e)) => panic!("kafka consumer: {e}"),
-            None => {}
-        }
-    }
-    count
-}
-
 async fn window_mirror_follows_live_traffic_and_unchanged_shifts_publish_nothing(backend: Backend) {
     let dir = tempdir();
     let sim = Sim::start(dir.path(), &["--shifts", "400", "--mutations-per-sec", "40"]).await;
@@ -114,19 +75,19 @@ async fn window_mirror_follows_live_traffic_and_unchanged_shifts_publish_nothing
     let topic = format!("{tag}.shifts.shift");
     let published = tokio::task::spawn_blocking({
         let topic = topic.clone();
-        move || kafka_count(&topic)
+        move || kafka_messages(&topic).len()
     })
     .await
     .unwrap();
-    let delivered = engine.sink_view("kafka").await["delivered"].as_i64().unwrap();
-    assert!(published >= changes.len() as i64, "every change published: {published} < {} (the sink says {delivered})", changes.len());
+    let delivered = engine.sink_view("kafka").await["delivered"].as_u64().unwrap();
+    assert!(published >= changes.len(), "every change published: {published} < {} (the sink says {delivered})", changes.len());
 
     // nothing changes upstream: two more runs record and publish nothing
     engine.barrier("shifts").await;
     engine.barrier("shifts").await;
     engine.wait_caught_up(&["kafka"]).await;
     assert_eq!(engine.changes().await.len(), changes.len(), "unchanged shifts recorded changes");
-    let again = tokio::task::spawn_blocking(move || kafka_count(&topic)).await.unwrap();
+    let again = tokio::task::spawn_blocking(move || kafka_messages(&topic).len()).await.unwrap();
     assert_eq!(again, published, "unchanged shifts were published");
     let last = engine.proc.log_kinds("window_sync").pop().expect("a window_sync line");
     assert!(last["fetched"].as_u64().unwrap() > 0, "{last}");
@@ -248,4 +209,117 @@ async fn bad_window_answers_are_retried_and_never_half_applied() {
     engine.barrier("shifts").await;
     assert_mirror_is_the_window(&sim, &engine.db, "shifts").await;
     assert!(engine.changes().await.len() > before, "the edits arrive once the answer is good");
+}
+
+/// A schema registry of the test's own: no registry server can be installed
+/// here, so this implements the two REST calls of Confluent's API the sink
+/// and the decoder use: `POST /subjects/{subject}/versions` (the same schema
+/// keeps its id) and `GET /schemas/ids/{id}`.
+mod registry {
+    use std::sync::{Arc, Mutex};
+
+    use axum::Json;
+    use axum::extract::{Path, State};
+    use axum::routing::{get, post};
+    use serde_json::{Value, json};
+
+    #[derive(Default)]
+    pub struct Registry {
+        /// (subject, schema text), id = index + 1.
+        pub schemas: Mutex<Vec<(String, String)>>,
+    }
+
+    async fn register(State(r): State<Arc<Registry>>, Path(subject): Path<String>, Json(body): Json<Value>) -> Json<Value> {
+        let text = body["schema"].as_str().expect("a schema").to_string();
+        let mut schemas = r.schemas.lock().unwrap();
+        let id = match schemas.iter().position(|(_, s)| *s == text) {
+            Some(at) => at + 1,
+            None => {
+                schemas.push((subject, text));
+                schemas.len()
+            }
+        };
+        Json(json!({ "id": id }))
+    }
+
+    async fn schema(State(r): State<Arc<Registry>>, Path(id): Path<usize>) -> Json<Value> {
+        Json(json!({ "schema": r.schemas.lock().unwrap()[id - 1].1 }))
+    }
+
+    pub async fn start() -> (String, Arc<Registry>) {
+        let registry = Arc::new(Registry::default());
+        let app = axum::Router::new()
+            .route("/subjects/{subject}/versions", post(register))
+            .route("/schemas/ids/{id}", get(schema))
+            .with_state(registry.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, registry)
+    }
+}
+
+/// Decode Kafka message values with fastavro (`tests/clients/avro_decode.py`).
+fn decode_with_fastavro(dir: &std::path::Path, values: &[Vec<u8>], schemas: &[(String, String)]) -> Vec<Value> {
+    use base64::Engine as _;
+    let by_id: serde_json::Map<String, Value> =
+        schemas.iter().enumerate().map(|(i, (_, s))| ((i + 1).to_string(), Value::String(s.clone()))).collect();
+    let schemas_file = dir.join("schemas.json");
+    std::fs::write(&schemas_file, Value::Object(by_id).to_string()).unwrap();
+    let input: String = values
+        .iter()
+        .map(|v| format!("{}\n", serde_json::json!({"payload": base64::engine::general_purpose::STANDARD.encode(v)})))
+        .collect();
+    let mut child = std::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/avro_decode.py"))
+        .arg(&schemas_file)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "fastavro: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shifts_reach_kafka_as_avro_that_an_independent_decoder_reads() {
+    let dir = tempdir();
+    let sim = Sim::start(dir.path(), &["--shifts", "150"]).await;
+    let (registry_url, registry) = registry::start().await;
+    let tag = format!("ta{}", rand::random::<u32>());
+    let body = format!(
+        "{}\n[[sinks]]\nname = \"kafka\"\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"{tag}.{{source}}.{{object}}\"\nformat = \"avro\"\nschema_registry_url = \"{registry_url}\"\n",
+        window_source("shifts", &sim, ""),
+        kafka_brokers()
+    );
+    let engine = Engine::start_configured(dir.path(), Db::sqlite(dir.path()), &body).await;
+    engine.barrier("shifts").await;
+    sim.generate(0, 20).await;
+    engine.barrier("shifts").await;
+    engine.wait_caught_up(&["kafka"]).await;
+
+    let changes = engine.changes().await;
+    let topic = format!("{tag}.shifts.shift");
+    let values = tokio::task::spawn_blocking(move || kafka_messages(&topic)).await.unwrap();
+    assert_eq!(values.len(), changes.len(), "one message per change");
+    let schemas = registry.schemas.lock().unwrap().clone();
+    assert_eq!(schemas.len(), 1, "shifts keep one shape: one schema");
+    assert_eq!(schemas[0].0, format!("{tag}.shifts.shift-value"), "subject {{topic}}-value");
+    let decoded = decode_with_fastavro(dir.path(), &values, &schemas);
+    let ops: std::collections::BTreeSet<&str> = changes.iter().map(|c| c.op.as_str()).collect();
+    assert!(ops.contains("insert") && ops.contains("update"), "{ops:?}");
+    for (change, message) in changes.iter().zip(&decoded) {
+        assert_eq!(message["schema_id"], 1);
+        let record = &message["record"];
+        assert_eq!(record["id"], change.id.as_str());
+        assert_eq!((record["op"].as_str(), record["type"].as_str()), (Some(change.op.as_str()), Some(change.kind.as_str())));
+        assert_eq!(record["object_id"], change.object_id.as_str());
+        assert_eq!(record["data"], change.data_value().unwrap_or(Value::Null), "{}", change.id);
+        let previous = record["previous_attributes"].as_str().map(|p| serde_json::from_str::<Value>(p).unwrap());
+        assert_eq!(previous, change.previous_value());
+    }
 }

@@ -101,6 +101,19 @@ pub struct SinkConfig {
     /// kafka: topic template (`tributary.{source}.{object}`).
     #[serde(default)]
     pub topic: Option<String>,
+    /// kafka: message encoding, `json` (default) or `avro` (Confluent wire
+    /// format, schemas in `schema_registry_url`).
+    #[serde(default)]
+    pub format: Option<String>,
+    /// kafka with `format = "avro"`: the Confluent schema registry's URL;
+    /// schemas are registered under the subject `{topic}-value`.
+    #[serde(default)]
+    pub schema_registry_url: Option<String>,
+    /// kafka with `format = "avro"`: the Avro schema (JSON text) of the
+    /// `data` of an object type; types not listed get a schema derived from
+    /// their objects.
+    #[serde(default)]
+    pub avro_schemas: Option<std::collections::BTreeMap<String, String>>,
 }
 
 fn default_batch_size() -> usize {
@@ -124,7 +137,7 @@ impl SinkConfig {
             SinkKind::Webhook => &["url", "secret_env", "timeout_ms"],
             SinkKind::Redis => &["url", "stream", "maxlen"],
             SinkKind::Nats => &["url", "subject", "jetstream"],
-            SinkKind::Kafka => &["brokers", "topic", "timeout_ms"],
+            SinkKind::Kafka => &["brokers", "topic", "timeout_ms", "format", "schema_registry_url", "avro_schemas"],
         };
         let given = [
             ("url", self.url.is_some()),
@@ -136,6 +149,9 @@ impl SinkConfig {
             ("jetstream", self.jetstream.is_some()),
             ("brokers", self.brokers.is_some()),
             ("topic", self.topic.is_some()),
+            ("format", self.format.is_some()),
+            ("schema_registry_url", self.schema_registry_url.is_some()),
+            ("avro_schemas", self.avro_schemas.is_some()),
         ];
         if let Some((key, _)) = given.iter().find(|(key, set)| *set && !allowed.contains(key)) {
             return invalid(format!("'{key}' does not apply to a {} sink", self.kind.as_str()));
@@ -148,11 +164,77 @@ impl SinkConfig {
         if let Some(key) = required.iter().find(|key| !given.iter().any(|(k, set)| k == *key && *set)) {
             return invalid(format!("'{key}' is required for a {} sink", self.kind.as_str()));
         }
-        Ok(())
+        self.validate_format()
+    }
+
+    /// `format`, and for Avro its registry, topic and given schemas.
+    fn validate_format(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(format!("sink '{}': {msg}", self.name)));
+        match self.format.as_deref() {
+            None | Some("json") => {
+                if self.schema_registry_url.is_some() || self.avro_schemas.is_some() {
+                    return invalid("schema_registry_url and avro_schemas need format = \"avro\"".into());
+                }
+                Ok(())
+            }
+            Some("avro") => {
+                match self.schema_registry_url.as_deref().map(reqwest::Url::parse) {
+                    Some(Ok(url)) if matches!(url.scheme(), "http" | "https") => {}
+                    Some(_) => return invalid("schema_registry_url is not an http(s) URL".into()),
+                    None => return invalid("format = \"avro\" needs schema_registry_url".into()),
+                }
+                if !self.topic.as_deref().unwrap_or("{object}").contains("{object}") {
+                    return invalid("with format = \"avro\" the topic must contain {object}: one subject per object type".into());
+                }
+                for (object, text) in self.avro_schemas.iter().flatten() {
+                    if let Err(e) = apache_avro::Schema::parse_str(text) {
+                        return invalid(format!("avro_schemas.{object}: {e}"));
+                    }
+                }
+                Ok(())
+            }
+            Some(other) => invalid(format!("format '{other}': use \"json\" or \"avro\"")),
+        }
+    }
+
+    /// Avro schemas given in config, parsed (validated already).
+    pub fn given_schemas(&self) -> std::collections::HashMap<String, serde_json::Value> {
+        self.avro_schemas.iter().flatten().filter_map(|(object, text)| Some((object.clone(), serde_json::from_str(text).ok()?))).collect()
     }
 
     /// The webhook secret's bytes, from the env var `secret_env` names.
     pub fn secret(&self) -> Result<String, ConfigError> {
         crate::config::secret(self.secret_env.as_deref().unwrap_or_default(), &format!("sinks.{}.secret_env", self.name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kafka(extra: &str) -> Result<(), ConfigError> {
+        let text = format!("name = \"k\"\nkind = \"kafka\"\nbrokers = \"127.0.0.1:9092\"\n{extra}");
+        toml::from_str::<SinkConfig>(&text).expect("parses").validate()
+    }
+
+    #[test]
+    fn avro_needs_a_registry_a_topic_per_object_and_valid_schemas() {
+        let registry = "schema_registry_url = \"http://127.0.0.1:8081\"";
+        assert!(kafka("").is_ok());
+        assert!(kafka("format = \"json\"").is_ok());
+        assert!(kafka(&format!("format = \"avro\"\n{registry}")).is_ok());
+        let schema = r#"avro_schemas = { shift = '{"type":"record","name":"shift","fields":[{"name":"id","type":"string"}]}' }"#;
+        assert!(kafka(&format!("format = \"avro\"\n{registry}\n{schema}")).is_ok());
+        for (extra, expected) in [
+            ("format = \"protobuf\"".to_string(), "format 'protobuf'"),
+            ("format = \"avro\"".to_string(), "needs schema_registry_url"),
+            ("format = \"avro\"\nschema_registry_url = \"ftp://x\"".to_string(), "not an http(s) URL"),
+            (format!("format = \"avro\"\n{registry}\ntopic = \"all-changes\""), "must contain {object}"),
+            (format!("format = \"avro\"\n{registry}\navro_schemas = {{ shift = '{{\"type\":\"rekord\"}}' }}"), "avro_schemas.shift"),
+            (registry.to_string(), "need format = \"avro\""),
+        ] {
+            let error = kafka(&extra).unwrap_err().to_string();
+            assert!(error.contains(expected), "{extra}: {error}");
+        }
     }
 }

@@ -2,6 +2,8 @@
 //! object id as key (per-object order within a partition), the change id in
 //! the `tributary-change-id` header, topics from a template and created when
 //! first used. A batch counts once the broker acknowledged every record.
+//! Bodies are the JSON envelope, or Avro in the Confluent wire format
+//! (`format = "avro"`, see [`super::avro`]).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -13,6 +15,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 
+use super::avro::AvroEncoder;
 use super::{Message, Sink, SinkConfig, SinkError};
 
 pub struct Kafka {
@@ -21,6 +24,8 @@ pub struct Kafka {
     topic: String,
     /// Topics known to exist.
     topics: parking_lot::Mutex<HashSet<String>>,
+    /// With `format = "avro"`: encodes bodies, registers schemas.
+    avro: Option<AvroEncoder>,
 }
 
 impl Kafka {
@@ -38,11 +43,16 @@ impl Kafka {
             .set("bootstrap.servers", &brokers)
             .create()
             .map_err(|e| SinkError::Config(format!("kafka admin for {brokers}: {e}")))?;
+        let avro = match (config.format.as_deref(), &config.schema_registry_url) {
+            (Some("avro"), Some(registry)) => Some(AvroEncoder::new(registry, config.given_schemas())?),
+            _ => None,
+        };
         Ok(Kafka {
             producer,
             admin,
             topic: config.topic.clone().unwrap_or_else(|| "tributary.{source}.{object}".into()),
             topics: Default::default(),
+            avro,
         })
     }
 
@@ -73,10 +83,17 @@ impl Sink for Kafka {
     async fn send(&self, batch: &[Message]) -> Result<(), SinkError> {
         self.ensure_topics(batch).await?;
         let topics: Vec<String> = batch.iter().map(|m| m.route(&self.topic)).collect();
+        let mut payloads: Vec<Vec<u8>> = Vec::with_capacity(batch.len());
+        for (message, topic) in batch.iter().zip(&topics) {
+            payloads.push(match &self.avro {
+                Some(avro) => avro.encode(topic, &message.source, &message.object, &message.body).await?,
+                None => message.body.as_bytes().to_vec(),
+            });
+        }
         // polled in order by join_all, so records are enqueued in commit order
-        let sends = batch.iter().zip(&topics).map(|(message, topic)| {
+        let sends = batch.iter().zip(&topics).zip(&payloads).map(|((message, topic), payload)| {
             let headers = OwnedHeaders::new().insert(Header { key: "tributary-change-id", value: Some(message.id.as_bytes()) });
-            let record = FutureRecord::to(topic).key(message.key.as_bytes()).payload(message.body.as_bytes()).headers(headers);
+            let record = FutureRecord::to(topic).key(message.key.as_bytes()).payload(payload).headers(headers);
             self.producer.send(record, Duration::from_secs(30))
         });
         for result in futures::future::join_all(sends).await {

@@ -7,7 +7,9 @@
 //! - `redis`: `XADD` to Redis Streams
 //! - `nats`: JetStream publish with server-side dedupe
 //! - `kafka`: an idempotent producer, keyed by object id
+//! - `avro`: Avro bodies in the Confluent wire format, schemas derived and registered
 
+pub mod avro;
 pub mod config;
 pub mod kafka;
 pub mod nats;
