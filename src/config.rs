@@ -44,6 +44,48 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     #[serde(default)]
     pub writes: WritesConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// Metrics beyond `/metrics`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Push every metric to StatsD at `host:port` (UDP); absent: no push.
+    #[serde(default)]
+    pub statsd: Option<String>,
+    /// Send labels as DogStatsD tags (`|#source:stripe`); off: labels are
+    /// appended to the name (`name.stripe`).
+    #[serde(default = "default_true")]
+    pub statsd_tags: bool,
+    /// Pause between pushes.
+    #[serde(default = "default_statsd_interval_ms")]
+    pub statsd_interval_ms: u64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { statsd: None, statsd_tags: true, statsd_interval_ms: default_statsd_interval_ms() }
+    }
+}
+
+impl MetricsConfig {
+    pub fn statsd(&self) -> Option<crate::telemetry::statsd::StatsdOptions> {
+        Some(crate::telemetry::statsd::StatsdOptions {
+            address: self.statsd.clone()?,
+            tags: self.statsd_tags,
+            interval: std::time::Duration::from_millis(self.statsd_interval_ms),
+        })
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_statsd_interval_ms() -> u64 {
+    10_000
 }
 
 /// Idempotent writes through to the upstream.
@@ -287,6 +329,14 @@ impl Config {
         }
         if self.api.app_rate_limit_per_sec == 0 {
             return Err(ConfigError::Invalid("api.app_rate_limit_per_sec must be at least 1".into()));
+        }
+        if let Some(address) = &self.metrics.statsd
+            && !address.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
+        {
+            return Err(ConfigError::Invalid(format!("metrics.statsd '{address}' is not host:port")));
+        }
+        if self.metrics.statsd_interval_ms == 0 {
+            return Err(ConfigError::Invalid("metrics.statsd_interval_ms must be above 0".into()));
         }
         if self.database.pool_size == 0 {
             return Err(ConfigError::Invalid("database.pool_size must be at least 1".into()));

@@ -53,6 +53,8 @@ impl Engine {
 
     pub async fn start_with_listener(config: Config, listener: TcpListener) -> Result<Engine, EngineError> {
         let api_addr = listener.local_addr().map_err(EngineError::Serve)?;
+        // before any source or sink records a metric
+        let metrics = crate::telemetry::install_metrics(config.metrics.statsd());
         let store = store::open(&config.database.options()).await?;
         let registry = Arc::new(Registry::default());
         let writes = Arc::new(crate::write::Writes::new(store.clone(), &config)?);
@@ -98,7 +100,7 @@ impl Engine {
             registry: registry.clone(),
             sinks: Arc::new(sinks),
             store,
-            metrics: crate::telemetry::metrics(),
+            metrics,
             queues: Arc::new(queues),
             writes: writes.clone(),
         };

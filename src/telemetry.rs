@@ -1,11 +1,15 @@
 //! Logs and metrics. Logs go to stdout: human-readable on a terminal, one
 //! JSON object per line otherwise, with lifecycle lines carrying a `kind`.
-//! Metrics are Prometheus counters and gauges rendered at `/metrics`.
+//! Metrics are Prometheus counters and gauges rendered at `/metrics`, and
+//! with `[metrics] statsd` also pushed to StatsD ([`statsd`]).
+
+pub mod statsd;
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_util::layers::FanoutBuilder;
 use tracing_subscriber::EnvFilter;
 
 /// Install the log subscriber once; `default_level` applies unless
@@ -20,16 +24,53 @@ pub fn init_logging(default_level: &str) {
     };
 }
 
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
 /// The process-wide Prometheus recorder.
 pub fn metrics() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
+    HANDLE.get_or_init(|| install(None)).clone()
+}
+
+/// Install the process-wide recorders before anything records: Prometheus,
+/// and StatsD when configured. Installing twice keeps the first (tests run
+/// several engines in one process); a StatsD push asked for then is
+/// reported, not silently dropped.
+pub fn install_metrics(statsd: Option<statsd::StatsdOptions>) -> PrometheusHandle {
+    let mut installed_now = false;
+    let handle = HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
-            let handle = recorder.handle();
-            // another recorder may already be installed (tests in one process)
-            let _ = metrics::set_global_recorder(recorder);
-            handle
+            installed_now = true;
+            install(statsd.clone())
         })
-        .clone()
+        .clone();
+    if !installed_now && let Some(options) = statsd {
+        tracing::warn!(address = %options.address, "metrics were set up earlier in this process; not pushing to statsd");
+    }
+    handle
+}
+
+fn install(statsd: Option<statsd::StatsdOptions>) -> PrometheusHandle {
+    let prometheus = PrometheusBuilder::new().build_recorder();
+    let handle = prometheus.handle();
+    let pusher = statsd.and_then(|options| match statsd::StatsdRecorder::start(options.clone()) {
+        Ok(recorder) => {
+            tracing::info!(kind = "statsd_started", address = %options.address, "pushing metrics to statsd");
+            Some(recorder)
+        }
+        Err(e) => {
+            tracing::error!(address = %options.address, error = %e, "cannot start the statsd push");
+            None
+        }
+    });
+    // another recorder may already be installed (tests in one process)
+    let installed = match pusher {
+        Some(pusher) => {
+            metrics::set_global_recorder(FanoutBuilder::default().add_recorder(prometheus).add_recorder(pusher).build()).is_ok()
+        }
+        None => metrics::set_global_recorder(prometheus).is_ok(),
+    };
+    if !installed {
+        tracing::debug!("a metrics recorder was installed already");
+    }
+    handle
 }

@@ -77,6 +77,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         sinks: Vec::new(),
         delivery: Default::default(),
         writes: Default::default(),
+        metrics: Default::default(),
     };
     config.validate()?;
     let listener = match TcpListener::bind(args.listen).await {
