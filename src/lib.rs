@@ -1,8 +1,11 @@
 //! Tributary mirrors third-party APIs into your database and delivers every
 //! change. The modules follow the data flow:
 //!
-//! - [`sim`]: a Stripe-compatible upstream (seeded data, live traffic, faults)
-//! - [`source`]: pulls data in — [`source::stripe`] backfills and tails `/v1/events`
+//! - [`sim`]: a Stripe-compatible upstream, a shifts window API and a
+//!   marketplace event queue (seeded data, live traffic, faults)
+//! - [`source`]: pulls data in — [`source::stripe`] backfills and tails
+//!   `/v1/events`, [`source::window`] polls date windows for what changed,
+//!   [`source::event_queue`] pulls and acknowledges an upstream queue
 //! - [`store`]: mirror tables and the change log, committed with checkpoints
 //! - [`delivery`]: reads the change log per sink, in commit order, at least once
 //! - [`sink`]: where changes go — webhooks, Redis Streams, NATS JetStream, Kafka
@@ -12,7 +15,7 @@
 //! - [`engine`]: wires config, store, sources and API together
 //! - [`config`]: `tributary.toml`, validated before anything starts
 //! - [`cli`]: the `tributary` command
-//! - [`telemetry`]: logs (JSON off a terminal) and Prometheus metrics
+//! - [`telemetry`]: logs (JSON off a terminal), Prometheus metrics, the StatsD push
 //! - [`stripe_api`]: the Stripe API surface the sim and the source share
 //! - [`retry`]: the backoff every outbound call shares
 

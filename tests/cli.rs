@@ -76,6 +76,29 @@ fn check_accepts_a_good_config_and_names_what_is_wrong_otherwise() {
 }
 
 #[test]
+fn a_config_may_come_from_the_environment_alone() {
+    let dir = tempdir();
+    let db = format!("sqlite://{}", dir.path().join("env.db").display());
+    let env = [
+        ("TRIBUTARY_DATABASE__URL", db.as_str()),
+        ("TRIBUTARY_SOURCES__0__NAME", "shifts"),
+        ("TRIBUTARY_SOURCES__0__KIND", "window"),
+        ("TRIBUTARY_SOURCES__0__BASE_URL", "http://127.0.0.1:9"),
+        ("TRIBUTARY_SOURCES__0__API_KEY_ENV", "TRIBUTARY_CLI_TEST_KEY"),
+        ("TRIBUTARY_CLI_TEST_KEY", "token"),
+    ];
+    let (code, stdout, stderr) = tributary(&["check"], &env);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("1 source(s)"), "{stdout}");
+    let (code, _, stderr) = tributary(&["check"], &env[..5]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("TRIBUTARY_CLI_TEST_KEY") && stderr.contains("sources.shifts.api_key_env"), "{stderr}");
+    let (code, _, stderr) = tributary(&["check"], &[("TRIBUTARY_SOURCES__0__KIND", "window")]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("(environment) with TRIBUTARY_SOURCES__0__KIND"), "{stderr}");
+}
+
+#[test]
 fn run_fails_at_once_with_one_line_on_an_unusable_database() {
     let dir = tempdir();
     let text = CONFIG.replace("sqlite://DB\"", "sqlite:///nonexistent-dir/deeper/t.db\"\n[api]\nlisten = \"127.0.0.1:0\"");

@@ -1,12 +1,10 @@
 //! `tributary apps`: create, list, revoke and grant apps straight in the
 //! database the config names, for operators without the admin token at hand.
 
-use std::path::PathBuf;
-
 use anyhow::Context;
 use clap::Subcommand;
 
-use crate::config::Config;
+use super::ConfigArg;
 use crate::queue;
 use crate::store::queues::AppKind;
 
@@ -14,9 +12,8 @@ use crate::store::queues::AppKind;
 pub enum AppsCommand {
     /// Create an app and print it with its bearer token (shown once)
     Create {
-        /// Path to tributary.toml
-        #[arg(long, short)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// A name for people
         #[arg(long)]
         name: String,
@@ -29,23 +26,20 @@ pub enum AppsCommand {
     },
     /// List every app, revoked ones included
     List {
-        /// Path to tributary.toml
-        #[arg(long, short)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Revoke an app's token; its requests fail with 401 at once
     Revoke {
-        /// Path to tributary.toml
-        #[arg(long, short)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// The app's id (`app_…`)
         id: String,
     },
     /// Record that an account grants a public app access
     Grant {
-        /// Path to tributary.toml
-        #[arg(long, short)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// The app's id (`app_…`)
         id: String,
         /// The account granting access
@@ -63,7 +57,7 @@ pub async fn run(command: AppsCommand) -> anyhow::Result<()> {
         AppsCommand::Create { config, .. }
         | AppsCommand::List { config }
         | AppsCommand::Revoke { config, .. }
-        | AppsCommand::Grant { config, .. } => Config::load(config)?,
+        | AppsCommand::Grant { config, .. } => config.load()?,
     };
     let store = crate::store::open(&config.database.options()).await.context("cannot open the database")?;
     match command {

@@ -29,9 +29,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run the engine: sync every configured source and serve the HTTP API
     Run {
-        /// Path to tributary.toml
-        #[arg(long, short)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Serve the Stripe-compatible simulator
     Sim(SimArgs),
@@ -53,10 +52,27 @@ enum Command {
     /// field's path joined by __, e.g. TRIBUTARY_DATABASE__URL or
     /// TRIBUTARY_SOURCES__STRIPE__RATE_LIMIT_PER_SEC (an entry by name or index).
     Check {
-        /// Path to tributary.toml
-        #[arg(long, short)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
+}
+
+/// Where the config comes from: a file, or (without one) the environment
+/// alone.
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// Path to tributary.toml; absent: every field from TRIBUTARY_… variables
+    #[arg(long, short, env = "TRIBUTARY_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    pub fn load(&self) -> Result<Config, crate::config::ConfigError> {
+        match &self.config {
+            Some(path) => Config::load(path),
+            None => Config::parse_with("", "(environment)", std::env::vars()),
+        }
+    }
 }
 
 pub fn main() -> ExitCode {
@@ -87,7 +103,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args).await,
         Command::Run { config } => {
             telemetry::init_logging("info");
-            let config = Config::load(&config)?;
+            let config = config.load()?;
             let engine = Engine::start(config).await?;
             engine.serve(shutdown_signal()).await?;
             Ok(())
@@ -105,7 +121,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Apps(command) => apps::run(command).await,
         Command::Queue(command) => queue::run(command).await,
         Command::Check { config } => {
-            let config = Config::load(&config)?;
+            let config = config.load()?;
             config.check_env()?;
             crate::store::check(&config.database.options()).await?;
             println!("config ok: {} source(s); database reachable", config.sources.len());

@@ -5,7 +5,9 @@
 //! - `TRIBUTARY_DATABASE__URL=postgres://…` sets `[database] url`;
 //! - `TRIBUTARY_WRITES__COMPLETER_GRACE_SECS=60` creates `[writes]` if needed;
 //! - `TRIBUTARY_SOURCES__STRIPE__RATE_LIMIT_PER_SEC=25` sets a field of the
-//!   `[[sources]]` entry named `stripe` (`SOURCES__0__…`: the first entry).
+//!   `[[sources]]` entry named `stripe` (`SOURCES__0__…`: the first entry,
+//!   created when the file has none, so a whole config can come from the
+//!   environment).
 //!
 //! A value is read as TOML when it is one (`25`, `true`, `["a", "b"]`) and
 //! as a string otherwise; quote it (`'"0123"'`) to force a string. Variables
@@ -16,10 +18,13 @@ use super::ConfigError;
 const PREFIX: &str = "TRIBUTARY_";
 
 /// Apply every override in `vars` to `table`; returns the variables used,
-/// sorted.
+/// in the order applied.
 pub fn apply(table: &mut toml::Table, vars: impl Iterator<Item = (String, String)>) -> Result<Vec<String>, ConfigError> {
     let mut applied: Vec<(String, String)> = vars.filter(|(name, _)| name.starts_with(PREFIX) && name.contains("__")).collect();
-    applied.sort();
+    // in path order, indices as numbers: entry 2 is created before entry 10
+    applied.sort_by_cached_key(|(name, _)| {
+        name.split("__").map(|segment| (segment.parse::<usize>().unwrap_or(usize::MAX), segment.to_string())).collect::<Vec<_>>()
+    });
     for (name, raw) in &applied {
         let path: Vec<String> = name[PREFIX.len()..].split("__").map(str::to_lowercase).collect();
         if path.iter().any(String::is_empty) {
@@ -44,7 +49,11 @@ fn set(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(
         table.insert(first.clone(), value);
         return Ok(());
     }
-    let slot = table.entry(first.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    // a missing field named with an index is a list (`SOURCES__0__NAME`)
+    let listed = rest.len() > 1 && rest[0].parse::<usize>().is_ok();
+    let slot = table
+        .entry(first.clone())
+        .or_insert_with(|| if listed { toml::Value::Array(Vec::new()) } else { toml::Value::Table(toml::Table::new()) });
     match slot {
         toml::Value::Table(inner) => set(inner, rest, value),
         toml::Value::Array(entries) => {
@@ -52,8 +61,16 @@ fn set(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(
             if rest.is_empty() {
                 return Err(format!("'{first}' is a list: name an entry, then its field"));
             }
+            let count = entries.len();
             let entry = match selector.parse::<usize>() {
-                Ok(index) => entries.get_mut(index).ok_or_else(|| format!("'{first}' has no entry {index}"))?,
+                // the next entry may be created from the environment alone
+                Ok(index) if index == count => {
+                    entries.push(toml::Value::Table(toml::Table::new()));
+                    &mut entries[index]
+                }
+                Ok(index) => {
+                    entries.get_mut(index).ok_or_else(|| format!("'{first}' has no entry {index} (the next new one is {count})"))?
+                }
                 Err(_) => entries
                     .iter_mut()
                     .find(|e| e.get("name").and_then(toml::Value::as_str).is_some_and(|n| n.to_lowercase() == *selector))
@@ -105,7 +122,7 @@ mod tests {
     fn a_variable_that_names_nothing_is_an_error_that_names_it() {
         for (name, expected) in [
             ("TRIBUTARY_SOURCES__NOPE__CONCURRENCY", "no entry named 'nope'"),
-            ("TRIBUTARY_SOURCES__7__CONCURRENCY", "no entry 7"),
+            ("TRIBUTARY_SOURCES__7__CONCURRENCY", "no entry 7 (the next new one is 1)"),
             ("TRIBUTARY_SOURCES__STRIPE", "name an entry, then its field"),
             ("TRIBUTARY_DATABASE__URL__X", "a value, not a table"),
             ("TRIBUTARY_API____LISTEN", "empty segment"),
