@@ -80,7 +80,7 @@ impl MetricsConfig {
     }
 }
 
-fn default_true() -> bool {
+pub(crate) fn default_true() -> bool {
     true
 }
 

@@ -53,7 +53,33 @@ pub struct ClientOptions {
     pub retry_max_backoff_ms: u64,
 }
 
+/// Defaults the source kinds share.
+pub fn default_retry_max_backoff_ms() -> u64 {
+    30_000
+}
+
+pub fn default_request_timeout_ms() -> u64 {
+    30_000
+}
+
+/// Requests per second of sources that poll (window, event queue).
+pub fn default_polling_rate_limit() -> u32 {
+    10
+}
+
 impl ClientOptions {
+    /// A source's requests, one at a time (window and event queue sources).
+    pub fn sequential(source: &str, base_url: &str, rate_limit_per_sec: u32, request_timeout_ms: u64, retry_max_backoff_ms: u64) -> Self {
+        ClientOptions {
+            source: source.to_string(),
+            base_url: base_url.to_string(),
+            rate_limit_per_sec,
+            concurrency: 1,
+            request_timeout_ms,
+            retry_max_backoff_ms,
+        }
+    }
+
     /// The checks every source kind shares: its name, URL and limits.
     pub fn validate(&self) -> Result<(), String> {
         crate::store::ident::source_name(&self.source).map_err(|e| e.to_string())?;

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use crate::config::ConfigError;
-use crate::source::http::ClientOptions;
+use crate::source::http::{self, ClientOptions};
 
 /// Events one pull asks for at most (the upstream's own limit).
 pub const MAX_BATCH: usize = 500;
@@ -41,13 +41,13 @@ pub struct EventQueueConfig {
     #[serde(default = "default_retention_days")]
     pub retention_days: u64,
     /// Request budget (token bucket).
-    #[serde(default = "default_rate_limit")]
+    #[serde(default = "http::default_polling_rate_limit")]
     pub rate_limit_per_sec: u32,
     /// Longest pause between retries of a failing request.
-    #[serde(default = "default_retry_max_backoff_ms")]
+    #[serde(default = "http::default_retry_max_backoff_ms")]
     pub retry_max_backoff_ms: u64,
     /// Timeout of one HTTP request.
-    #[serde(default = "default_request_timeout_ms")]
+    #[serde(default = "http::default_request_timeout_ms")]
     pub request_timeout_ms: u64,
 }
 
@@ -66,26 +66,10 @@ fn default_poll_interval_secs() -> u64 {
 fn default_retention_days() -> u64 {
     7
 }
-fn default_rate_limit() -> u32 {
-    10
-}
-fn default_retry_max_backoff_ms() -> u64 {
-    30_000
-}
-fn default_request_timeout_ms() -> u64 {
-    30_000
-}
 
 impl EventQueueConfig {
     pub fn client_options(&self) -> ClientOptions {
-        ClientOptions {
-            source: self.name.clone(),
-            base_url: self.base_url.clone(),
-            rate_limit_per_sec: self.rate_limit_per_sec,
-            concurrency: 1,
-            request_timeout_ms: self.request_timeout_ms,
-            retry_max_backoff_ms: self.retry_max_backoff_ms,
-        }
+        ClientOptions::sequential(&self.name, &self.base_url, self.rate_limit_per_sec, self.request_timeout_ms, self.retry_max_backoff_ms)
     }
 
     /// The upstream queue's name.

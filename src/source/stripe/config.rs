@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use crate::config::ConfigError;
-use crate::source::http::ClientOptions;
+use crate::source::http::{self, ClientOptions};
 use crate::stripe_api::RESOURCES;
 
 /// Which connected accounts to sync besides the platform.
@@ -50,14 +50,14 @@ pub struct StripeConfig {
     pub resources: Option<Vec<String>>,
     /// Longest pause between retries of a failing request, and before a
     /// stopped account is restarted.
-    #[serde(default = "default_retry_max_backoff_ms")]
+    #[serde(default = "http::default_retry_max_backoff_ms")]
     pub retry_max_backoff_ms: u64,
     /// How long the upstream keeps events (Stripe: 30 days). Used when an
     /// account has no event cursor yet: a longer gap means re-backfill.
     #[serde(default = "default_event_retention_secs")]
     pub event_retention_secs: u64,
     /// Timeout of one HTTP request.
-    #[serde(default = "default_request_timeout_ms")]
+    #[serde(default = "http::default_request_timeout_ms")]
     pub request_timeout_ms: u64,
 }
 
@@ -76,14 +76,8 @@ fn default_concurrency() -> usize {
 fn default_poll_interval_ms() -> u64 {
     500
 }
-fn default_retry_max_backoff_ms() -> u64 {
-    30_000
-}
 fn default_event_retention_secs() -> u64 {
     2_592_000
-}
-fn default_request_timeout_ms() -> u64 {
-    30_000
 }
 
 impl StripeConfig {
@@ -98,9 +92,9 @@ impl StripeConfig {
             concurrency: default_concurrency(),
             poll_interval_ms: default_poll_interval_ms(),
             resources: None,
-            retry_max_backoff_ms: default_retry_max_backoff_ms(),
+            retry_max_backoff_ms: http::default_retry_max_backoff_ms(),
             event_retention_secs: default_event_retention_secs(),
-            request_timeout_ms: default_request_timeout_ms(),
+            request_timeout_ms: http::default_request_timeout_ms(),
         }
     }
 

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use crate::config::ConfigError;
-use crate::source::http::ClientOptions;
+use crate::source::http::{self, ClientOptions};
 use crate::store::ident;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -51,7 +51,7 @@ pub struct WindowConfig {
     pub timezone: String,
     /// Delete mirror rows of items that vanished from a window that still
     /// covers their day.
-    #[serde(default = "default_true")]
+    #[serde(default = "crate::config::default_true")]
     pub delete_vanished: bool,
     /// Keep fingerprints in Redis (`redis://…`) instead of the store.
     #[serde(default)]
@@ -61,10 +61,10 @@ pub struct WindowConfig {
     #[serde(default = "default_expire_secs")]
     pub expire_secs: u64,
     /// Request budget (token bucket).
-    #[serde(default = "default_rate_limit")]
+    #[serde(default = "http::default_polling_rate_limit")]
     pub rate_limit_per_sec: u32,
     /// Longest pause between retries of a failing request or run.
-    #[serde(default = "default_retry_max_backoff_ms")]
+    #[serde(default = "http::default_retry_max_backoff_ms")]
     pub retry_max_backoff_ms: u64,
     /// Timeout of one HTTP request (a window can be large).
     #[serde(default = "default_request_timeout_ms")]
@@ -107,17 +107,8 @@ fn default_days_ahead() -> u32 {
 fn default_timezone() -> String {
     "UTC".into()
 }
-fn default_true() -> bool {
-    true
-}
 fn default_expire_secs() -> u64 {
     604_800
-}
-fn default_rate_limit() -> u32 {
-    10
-}
-fn default_retry_max_backoff_ms() -> u64 {
-    30_000
 }
 fn default_request_timeout_ms() -> u64 {
     60_000
@@ -125,14 +116,7 @@ fn default_request_timeout_ms() -> u64 {
 
 impl WindowConfig {
     pub fn client_options(&self) -> ClientOptions {
-        ClientOptions {
-            source: self.name.clone(),
-            base_url: self.base_url.clone(),
-            rate_limit_per_sec: self.rate_limit_per_sec,
-            concurrency: 1,
-            request_timeout_ms: self.request_timeout_ms,
-            retry_max_backoff_ms: self.retry_max_backoff_ms,
-        }
+        ClientOptions::sequential(&self.name, &self.base_url, self.rate_limit_per_sec, self.request_timeout_ms, self.retry_max_backoff_ms)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
