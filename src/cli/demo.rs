@@ -1,4 +1,5 @@
-//! `tributary demo`: the simulator and the engine in one process on SQLite,
+//! `tributary demo`: the simulator and the engine in one process on SQLite
+//! (Stripe, the shifts window API and the marketplace queue as sources),
 //! with a progress bar per resource during backfill, a live status line, and
 //! a pull queue of live customer changes to try.
 
@@ -10,11 +11,11 @@ use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tokio::net::TcpListener;
 
-use crate::config::{ApiConfig, Config, DatabaseConfig, SourceConfig};
+use crate::config::Config;
 use crate::engine::Engine;
 use crate::queue;
 use crate::sim::SimArgs;
-use crate::source::{Phase, SourceStatus, stripe::StripeConfig};
+use crate::source::{Phase, SourceStatus};
 use crate::store::Store;
 use crate::store::queues::{AppKind, PLATFORM};
 use crate::telemetry;
@@ -68,18 +69,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let sim = sim_args.build();
     tokio::spawn(crate::sim::serve(sim, sim_listener, std::future::pending()));
 
-    let mut source = StripeConfig::new("stripe", &format!("http://{sim_addr}"), KEY_ENV);
-    source.rate_limit_per_sec = 500;
-    let config = Config {
-        database: DatabaseConfig::sqlite(&args.db),
-        api: ApiConfig { listen: args.listen, ..ApiConfig::default() },
-        sources: vec![SourceConfig::Stripe(source)],
-        sinks: Vec::new(),
-        delivery: Default::default(),
-        writes: Default::default(),
-        metrics: Default::default(),
-    };
-    config.validate()?;
+    let config = demo_config(&args, sim_addr)?;
     let listener = match TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(_) => TcpListener::bind("127.0.0.1:0").await.context("cannot bind the api")?,
@@ -87,7 +77,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let engine = Engine::start_with_listener(config, listener).await?;
     let api = engine.api_addr;
     let status = engine.registry.get("stripe").context("demo source missing")?;
-    println!("tributary demo: simulated Stripe at http://{sim_addr}, engine API at http://{api}, mirroring into {}", args.db);
+    println!(
+        "tributary demo: simulated upstream (Stripe, shifts, marketplace) at http://{sim_addr}, engine API at http://{api}, mirroring into {}",
+        args.db
+    );
 
     let shutdown = async move {
         match args.duration_secs {
@@ -105,6 +98,25 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     result?;
     println!("demo stopped; the mirror stays in {}", args.db);
     Ok(())
+}
+
+/// The simulator's three APIs as sources: Stripe, the shifts window API and
+/// the marketplace's event queue. Like any config it takes `TRIBUTARY_…`
+/// overrides from the environment.
+fn demo_config(args: &DemoArgs, sim: SocketAddr) -> anyhow::Result<Config> {
+    let quoted = |text: &str| toml::Value::String(text.to_string()).to_string();
+    let text = format!(
+        "[database]\nurl = {db}\n[api]\nlisten = {listen}\n\
+         [[sources]]\nname = \"stripe\"\nkind = \"stripe\"\nbase_url = \"http://{sim}\"\napi_key_env = \"{KEY_ENV}\"\nrate_limit_per_sec = 500\n\
+         [[sources]]\nname = \"shifts\"\nkind = \"window\"\nbase_url = \"http://{sim}\"\napi_key_env = \"{KEY_ENV}\"\n\
+         sleep_period_secs = 5\ndays_prior = 14\ndays_ahead = 28\n\
+         [[sources]]\nname = \"market\"\nkind = \"event_queue\"\nbase_url = \"http://{sim}\"\napi_key_env = \"{KEY_ENV}\"\n\
+         event_types = {types}\npoll_interval_secs = 2\n",
+        db = quoted(&format!("sqlite://{}", args.db)),
+        listen = quoted(&args.listen.to_string()),
+        types = toml::Value::Array(crate::sim::market::EVENT_TYPES.iter().map(|t| toml::Value::String(t.to_string())).collect()),
+    );
+    Ok(Config::parse_with(&text, "demo config", std::env::vars())?)
 }
 
 /// An app with a queue of every live change to the platform's customers,
@@ -166,6 +178,8 @@ async fn show_progress(
     println!("\nbackfill complete; tailing events live. Try:");
     println!("  sqlite3 {db} \"select id, json_extract(data, '$.email') from stripe_customer limit 5\"");
     println!("  sqlite3 {db} \"select id, op, type, object_id from tributary_changes order by id desc limit 5\"");
+    println!("  sqlite3 {db} \"select id, json_extract(data, '$.start'), json_extract(data, '$.notes') from shifts_shift limit 5\"");
+    println!("  sqlite3 {db} \"select id, account, json_extract(data, '$.status') from market_order limit 5\"");
     println!("  curl -s http://{api}/v1/sources");
     println!("  curl -s 'http://{api}/v1/sources/stripe/wait?timeout_ms=5000'");
     println!("  tributary queue pull {queue} --api http://{api} --token {token} --follow");
