@@ -123,3 +123,45 @@ async fn lost_acknowledgements_redeliver_batches_that_are_skipped() {
     assert_eq!(duplicates, stats["redelivered"].as_u64().unwrap(), "every redelivered event was recognised");
     assert_each_event_once(&sim, &engine.db).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_event_is_reported_and_its_batch_neither_applied_nor_acknowledged() {
+    let dir = tempdir();
+    let sim = Sim::start(dir.path(), &["--sellers", "2"]).await;
+    let engine = Engine::start_configured(
+        dir.path(),
+        Db::sqlite(dir.path()),
+        &market_source(&sim, "poll_interval_secs = 1\nretry_max_backoff_ms = 200"),
+    )
+    .await;
+    engine.wait_live(Duration::from_secs(30)).await;
+    sim.set_faults(json!({"broken_event": true})).await;
+    sim.generate(10, 0).await;
+    wait_until("the bad event reported twice", Duration::from_secs(30), || async {
+        engine
+            .proc
+            .log_kinds("source_error")
+            .iter()
+            .filter(|l| l["error"].as_str().is_some_and(|e| e.contains("payload has no id")))
+            .count()
+            >= 2
+    })
+    .await;
+    let error = engine
+        .proc
+        .log_kinds("source_error")
+        .into_iter()
+        .find(|l| l["error"].as_str().is_some_and(|e| e.contains("payload has no id")))
+        .unwrap();
+    let error = error["error"].as_str().unwrap();
+    assert!(error.contains("events/pull") && error.contains("event 0 (oev_") && error.contains("not acknowledged"), "{error}");
+    assert!(changes(&engine.db).await.is_empty(), "nothing of the batch was applied");
+    assert_eq!(queue_counts(&sim).await.1, 0, "nothing was acknowledged");
+
+    sim.set_faults(json!({})).await;
+    wait_until("the batch, once good, stored and acknowledged", Duration::from_secs(30), || async {
+        queue_counts(&sim).await == (10, 10, 0)
+    })
+    .await;
+    assert_each_event_once(&sim, &engine.db).await;
+}

@@ -238,8 +238,9 @@ impl Market {
     }
 
     /// A pull: acknowledge the batch named by `ack_id` (unless `lose_ack`),
-    /// then hand out the next unacknowledged events under a new ack id.
-    pub fn pull(&mut self, code: &str, body: PullBody, lose_ack: bool) -> Result<String, ApiError> {
+    /// then hand out the next unacknowledged events under a new ack id
+    /// (with `broken`, the first one's payload without its id: a fault).
+    pub fn pull(&mut self, code: &str, body: PullBody, lose_ack: bool, broken: bool) -> Result<String, ApiError> {
         let limit = body.limit.unwrap_or(100);
         if limit == 0 || limit > MAX_PULL {
             return Err(bad_request("limit_invalid", format!("limit must be 1 to {MAX_PULL}")));
@@ -271,13 +272,16 @@ impl Market {
         let end = (queue.acked + limit).min(queue.log.len());
         let batch = &queue.log[queue.acked..end];
         self.stats.pulled += batch.len() as u64;
-        let events: Vec<Value> = batch
+        let mut events: Vec<Value> = batch
             .iter()
             .map(|&i| {
                 let e = &self.events[i];
                 json!({"id": e.id, "account": e.account, "type": e.kind, "created_at": e.created_at, "payload": e.payload})
             })
             .collect();
+        if broken && let Some(Value::Object(payload)) = events.first_mut().map(|e| &mut e["payload"]) {
+            payload.remove("id");
+        }
         let ack_id = if events.is_empty() {
             None
         } else {
@@ -317,7 +321,7 @@ mod tests {
 
     fn pull(market: &mut Market, code: &str, ack: Option<&str>, limit: usize) -> Value {
         let body = PullBody { ack_id: ack.map(String::from), limit: Some(limit) };
-        serde_json::from_str(&market.pull(code, body, false).unwrap()).unwrap()
+        serde_json::from_str(&market.pull(code, body, false, false).unwrap()).unwrap()
     }
 
     #[test]
@@ -334,7 +338,7 @@ mod tests {
         let again = pull(&mut market, &code, None, 10);
         assert_eq!(first["events"], again["events"], "no ack: the same batch again");
         assert_eq!(market.stats.redelivered, 10);
-        let stale = market.pull(&code, PullBody { ack_id: first["ack_id"].as_str().map(String::from), limit: None }, false);
+        let stale = market.pull(&code, PullBody { ack_id: first["ack_id"].as_str().map(String::from), limit: None }, false, false);
         assert_eq!(stale.unwrap_err().code, Some("ack_id_invalid"));
         let next = pull(&mut market, &code, again["ack_id"].as_str(), 10);
         assert_ne!(next["events"][0]["id"], first["events"][0]["id"]);

@@ -97,6 +97,7 @@ impl SimArgs {
             unauthorized: false,
             lose_acks: self.lose_acks,
             broken_shift: false,
+            broken_event: false,
         };
         let shifts = Shifts::seeded(self.seed, self.shifts, chrono::Utc::now().date_naive());
         let market = Market::seeded(self.seed, self.sellers);

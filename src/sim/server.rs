@@ -62,6 +62,9 @@ pub struct Faults {
     /// Window answers carry one shift without an id.
     #[serde(default)]
     pub broken_shift: bool,
+    /// Event queue batches lead with an event whose payload has no id.
+    #[serde(default)]
+    pub broken_event: bool,
 }
 
 #[derive(Default)]
@@ -400,7 +403,7 @@ async fn pull(State(sim): State<Arc<Sim>>, Path(code): Path<String>, headers: He
     };
     let body = if body.is_empty() { Ok(PullBody::default()) } else { market_body(&body) };
     let lose_ack = sim.roll(faults.lose_acks);
-    let result = body.and_then(|body| sim.market.lock().pull(&code, body, lose_ack));
+    let result = body.and_then(|body| sim.market.lock().pull(&code, body, lose_ack, faults.broken_event));
     market_answer(&sim, &faults, result)
 }
 
