@@ -13,6 +13,9 @@ if [ -z "${TRIBUTARY_TEST_PG:-}" ]; then
     bash scripts/ensure-postgres.sh
 fi
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r tests/clients/requirements.txt
+# a pid file left by an earlier run names a broker this run did not start:
+# forget it, so only a broker started now is stopped at the end
+rm -f /tmp/tributary-tansu.pid
 bash scripts/ensure-services.sh
 # stop the Kafka broker the services script started, however the tests end
 trap 'if [ -f /tmp/tributary-tansu.pid ]; then kill "$(cat /tmp/tributary-tansu.pid)" 2>/dev/null || true; rm -f /tmp/tributary-tansu.pid; fi' EXIT
