@@ -106,6 +106,7 @@ impl Engine {
         };
         let ttl = Duration::from_secs(config.writes.idempotency_ttl_hours.saturating_mul(3_600));
         tasks.spawn(crate::write::maintenance::run(writes, ttl));
+        tasks.spawn(crate::source::record_lag_forever(registry.clone()));
         tracing::info!(kind = "engine_started", api = %api_addr, "engine started");
         Ok(Engine { registry, api_addr, listener, state, tasks })
     }

@@ -74,6 +74,10 @@ async fn statsd_receives_the_counters_gauges_and_timings_of_metrics() {
     };
     assert!(has("tributary_sync_run_ms:*|ms|#source:shifts"), "a run's duration as a timing");
     assert!(has("tributary_source_lag_ms:*|g|#source:stripe"), "lag as a gauge");
+    wait_until("the window source's lag pushed without a scrape", Duration::from_secs(10), || async {
+        lines.lock().unwrap().iter().any(|l| l.starts_with("tributary_source_lag_ms:") && l.ends_with("|g|#source:shifts"))
+    })
+    .await;
     assert!(has("tributary_changes_delivered_total:*|c|#sink:streams"), "publish success");
     assert!(has("tributary_delivery_errors_total:*|c|#sink:hooks"), "publish failure");
 

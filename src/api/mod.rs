@@ -115,11 +115,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn metrics(State(state): State<AppState>) -> String {
-    for source in state.registry.all() {
-        if let Some(lag) = source.lag() {
-            metrics::gauge!("tributary_source_lag_ms", "source" => source.name.clone()).set(lag.as_millis() as f64);
-        }
-    }
+    state.registry.record_lag();
     state.metrics.render()
 }
 

@@ -241,4 +241,23 @@ impl Registry {
     pub fn all(&self) -> Vec<Arc<SourceStatus>> {
         self.sources.read().clone()
     }
+
+    /// Set the `tributary_source_lag_ms` gauge of every live source.
+    pub fn record_lag(&self) {
+        for source in self.all() {
+            if let Some(lag) = source.lag() {
+                metrics::gauge!("tributary_source_lag_ms", "source" => source.name.clone()).set(lag.as_millis() as f64);
+            }
+        }
+    }
+}
+
+/// Keep the lag gauges current between scrapes (a push to StatsD reads
+/// them), once a second.
+pub async fn record_lag_forever(registry: Arc<Registry>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        registry.record_lag();
+    }
 }
