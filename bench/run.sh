@@ -8,24 +8,20 @@ cargo build --release --locked --quiet --bin tributary --example changelog_read 
 if [ -z "${TRIBUTARY_TEST_PG:-}" ]; then
     bash scripts/ensure-postgres.sh
 fi
-if [ "${1:-all}" = delivery ] || [ "${1:-all}" = all ]; then
-    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r tests/clients/requirements.txt
-    bash scripts/ensure-services.sh
-    "$CARGO_TARGET_DIR/release/examples/delivery" "${DELIVERY_CHANGES:-500000}"
-    [ "${1:-all}" = delivery ] && exit 0
-fi
-if [ "${1:-all}" = queues ] || [ "${1:-all}" = all ]; then
-    "$CARGO_TARGET_DIR/release/examples/queues" "${QUEUE_CHANGES:-50000}"
-    [ "${1:-all}" = queues ] && exit 0
-fi
-if [ "${1:-all}" = window ] || [ "${1:-all}" = all ]; then
-    bash scripts/ensure-services.sh
-    "$CARGO_TARGET_DIR/release/examples/window" "${SHIFTS:-50000}"
-    [ "${1:-all}" = window ] && exit 0
-fi
-if [ "${1:-all}" = writes ] || [ "${1:-all}" = all ]; then
-    "$CARGO_TARGET_DIR/release/examples/writes" "${WRITES:-1000}"
-    [ "${1:-all}" = writes ] && exit 0
-fi
-exec python3 bench/spine.py "${1:-all}" --bin "$CARGO_TARGET_DIR/release/tributary" \
+which="${1:-all}"
+# run one example benchmark when it is asked for (or all are): NAME ARG [services]
+example() {
+    if [ "$which" != "$1" ] && [ "$which" != all ]; then return; fi
+    if [ "${3:-}" = services ]; then
+        python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r tests/clients/requirements.txt
+        bash scripts/ensure-services.sh
+    fi
+    "$CARGO_TARGET_DIR/release/examples/$1" "$2"
+    if [ "$which" = "$1" ]; then exit 0; fi
+}
+example delivery "${DELIVERY_CHANGES:-500000}" services
+example queues "${QUEUE_CHANGES:-50000}"
+example window "${SHIFTS:-50000}" services
+example writes "${WRITES:-1000}"
+exec python3 bench/spine.py "$which" --bin "$CARGO_TARGET_DIR/release/tributary" \
     --reader "$CARGO_TARGET_DIR/release/examples/changelog_read"

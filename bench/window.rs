@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use serde_json::json;
 use tributary::config::{Config, SourceConfig};
+use tributary::sim::shifts::{SEED_DAYS_AFTER, SEED_DAYS_BEFORE};
 use tributary::sim::{Sim, SimArgs};
 use tributary::source::window::Runner;
 use tributary::store;
@@ -32,9 +33,9 @@ async fn start_sim(shifts: usize) -> anyhow::Result<(String, Arc<Sim>)> {
 
 async fn runner(name: &str, sim: &str, dedupe: Option<&str>, store: Arc<dyn store::Store>) -> anyhow::Result<Runner> {
     let dedupe = dedupe.map(|url| format!("dedupe_url = \"{url}\"\n")).unwrap_or_default();
-    // the sim's shifts span 14 days before today to 28 after
+    // the window covers every shift the sim seeded
     let text = format!(
-        "[[sources]]\nname = \"{name}\"\nkind = \"window\"\nbase_url = \"{sim}\"\napi_key_env = \"{KEY_ENV}\"\ndays_prior = 14\ndays_ahead = 28\nrate_limit_per_sec = 1000\n{dedupe}"
+        "[[sources]]\nname = \"{name}\"\nkind = \"window\"\nbase_url = \"{sim}\"\napi_key_env = \"{KEY_ENV}\"\ndays_prior = {SEED_DAYS_BEFORE}\ndays_ahead = {SEED_DAYS_AFTER}\nrate_limit_per_sec = 1000\n{dedupe}"
     );
     let config = Config::parse(&text, "bench.toml")?;
     let Some(SourceConfig::Window(window)) = config.sources.into_iter().next() else { anyhow::bail!("a window source") };
@@ -49,7 +50,8 @@ async fn main() -> anyhow::Result<()> {
     let (sim_url, sim) = start_sim(shifts).await?;
 
     let today = chrono::Utc::now().date_naive();
-    let window = format!("start={}&end={}", today - chrono::Duration::days(14), today + chrono::Duration::days(28));
+    let window =
+        format!("start={}&end={}", today - chrono::Duration::days(SEED_DAYS_BEFORE), today + chrono::Duration::days(SEED_DAYS_AFTER));
     let started = Instant::now();
     let body: serde_json::Value =
         reqwest::Client::new().get(format!("{sim_url}/v2/shifts?{window}")).bearer_auth("b").send().await?.json().await?;

@@ -199,7 +199,7 @@ impl Market {
                 queue.log.push(index);
             }
         }
-        let created_at = super::super::store::timestamp(chrono::Utc::now());
+        let created_at = crate::store::timestamp(chrono::Utc::now());
         self.events.push(Event { id, account, kind, created_at, payload });
         self.stats.events += 1;
     }

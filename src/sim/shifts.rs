@@ -144,14 +144,6 @@ impl Shifts {
         out.push_str("]}");
         out
     }
-
-    pub fn len(&self) -> usize {
-        self.by_id.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
-    }
 }
 
 /// Parse a window bound (`YYYY-MM-DD`).

@@ -9,6 +9,7 @@
 //! registered under the subject `{topic}-value` before it is used.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use apache_avro::Schema;
 use apache_avro::types::Value as Avro;
@@ -142,7 +143,7 @@ pub fn envelope_schema(source: &str, object: &str, data: &Value) -> Value {
 struct Subject {
     /// The derived shape; `None` for a schema given in config.
     shape: Option<Shape>,
-    schema: Schema,
+    schema: Arc<Schema>,
     id: u32,
 }
 
@@ -190,7 +191,7 @@ impl AvroEncoder {
                     }
                 };
                 let text = envelope_schema(source, object, &data_schema).to_string();
-                let schema = Schema::parse_str(&text).map_err(|e| SinkError::Config(format!("avro schema of {object}: {e}")))?;
+                let schema = Arc::new(Schema::parse_str(&text).map_err(|e| SinkError::Config(format!("avro schema of {object}: {e}")))?);
                 let encoded = match &shape {
                     Some(shape) => {
                         shape.encode(data).ok_or_else(|| SinkError::Config(format!("{object} does not fit its derived schema")))?

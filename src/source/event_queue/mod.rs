@@ -113,14 +113,20 @@ impl Runner {
                 let path = format!("{queues_path}/{code}/subscriptions");
                 self.client.post_json(&path, &json!({"event_type": event_type, "account": account})).await?;
                 subscribed.push(wanted);
-                let checkpoint = (QUEUE_KEY.to_string(), json!({"code": code, "subscriptions": subscribed}));
-                self.store.apply(Batch { source: c.name.clone(), checkpoints: vec![checkpoint], ..Batch::default() }).await?;
+                // after each one: a crash here never subscribes twice
+                self.save_queue(&code, &subscribed).await?;
             }
         }
-        let checkpoint = (QUEUE_KEY.to_string(), json!({"code": code, "subscriptions": subscribed}));
-        self.store.apply(Batch { source: c.name.clone(), checkpoints: vec![checkpoint], ..Batch::default() }).await?;
+        self.save_queue(&code, &subscribed).await?;
         tracing::info!(kind = "queue_ready", source = %c.name, queue = %code, subscriptions = subscribed.len(), "pulling the upstream queue");
         Ok(code)
+    }
+
+    /// Checkpoint the queue and the subscriptions made for it.
+    async fn save_queue(&self, code: &str, subscribed: &[Value]) -> Result<(), QueueSourceError> {
+        let checkpoint = (QUEUE_KEY.to_string(), json!({"code": code, "subscriptions": subscribed}));
+        self.store.apply(Batch { source: self.config.name.clone(), checkpoints: vec![checkpoint], ..Batch::default() }).await?;
+        Ok(())
     }
 
     async fn pull_forever(&self, code: &str, status: &SourceStatus, scope: &ScopeStatus) -> Result<(), QueueSourceError> {
