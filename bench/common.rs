@@ -70,7 +70,7 @@ pub fn options(backend: &str, dir: &std::path::Path) -> (Option<testing::Schema>
 pub async fn serve_api(store: Arc<dyn Store>, config: &str) -> anyhow::Result<String> {
     let config = Config::parse(config, "bench.toml")?;
     let writes = Arc::new(Writes::new(store.clone(), &config)?);
-    let queues = Arc::new(QueueApi::new(None, 1_000_000, 1_000, Duration::from_secs(7 * 86_400)));
+    let queues = Arc::new(QueueApi::new(1_000_000, 1_000, Duration::from_secs(7 * 86_400)));
     let state = AppState {
         registry: Default::default(),
         sinks: Default::default(),
@@ -78,6 +78,7 @@ pub async fn serve_api(store: Arc<dyn Store>, config: &str) -> anyhow::Result<St
         metrics: tributary::telemetry::metrics(),
         queues,
         writes,
+        tokens: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);

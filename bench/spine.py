@@ -11,6 +11,8 @@
   read throughput with `changes_after` in pages of 1,000 (bench/changelog_read.rs).
 - lag: live mutations at 100/s, poll_interval_ms = 500: event created (sim
   clock) to change committed (engine clock), p50/p99/max in ms.
+- long_polls: 1,000 idle long polls (one per queue, wait_ms = 30000) held
+  open on the engine (SQLite): its threads and RSS while they wait.
 
 Run by bench/run.sh, which builds the release binary first.
 """
@@ -61,7 +63,7 @@ PG_URL = os.environ.get("TRIBUTARY_TEST_PG", "postgres://postgres@127.0.0.1:5432
 
 
 class Run:
-    def __init__(self, binary, sim_args, source_extra, database=None):
+    def __init__(self, binary, sim_args, source_extra, database=None, api_extra=""):
         self.dir = tempfile.mkdtemp(prefix="tributary-bench-")
         self.sim_port, self.api_port = free_port(), free_port()
         self.sim_url = f"http://127.0.0.1:{self.sim_port}"
@@ -73,16 +75,16 @@ class Run:
         config = os.path.join(self.dir, "tributary.toml")
         database = database or f'url = "sqlite://{self.db}"'
         with open(config, "w") as f:
-            f.write(f'[database]\n{database}\n[api]\nlisten = "127.0.0.1:{self.api_port}"\n'
+            f.write(f'[database]\n{database}\n[api]\nlisten = "127.0.0.1:{self.api_port}"\n{api_extra}\n'
                     f'[[sources]]\nname = "stripe"\nkind = "stripe"\nbase_url = "{self.sim_url}"\napi_key_env = "BENCH_KEY"\n{source_extra}\n')
         self.config = config
         self.binary = binary
 
-    def start_engine(self):
+    def start_engine(self, env=None):
         log = open(os.path.join(self.dir, "engine.log"), "w")
         self.started = time.time()
         self.engine = subprocess.Popen([self.binary, "run", "--config", self.config], stdout=log, stderr=log,
-                                       env={**os.environ, "BENCH_KEY": KEY, "RUST_LOG": "info"})
+                                       env={**os.environ, "BENCH_KEY": KEY, "RUST_LOG": "info", **(env or {})})
         wait_for("engine api", lambda: get(f"{self.api}/health") is not None)
 
     def sources(self):
@@ -99,12 +101,15 @@ class Run:
         last = max(datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp() for s in stamps)
         return last - self.started
 
-    def peak_rss_mb(self):
+    def proc_status(self, field):
         with open(f"/proc/{self.engine.pid}/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
         return None
+
+    def peak_rss_mb(self):
+        return self.proc_status("VmHWM") / 1024
 
     def close(self):
         for p in (getattr(self, "engine", None), self.sim):
@@ -182,9 +187,57 @@ def lag(binary, seconds=30):
         run.close()
 
 
+def request(method, url, body=None, token=None):
+    headers = {"content-type": "application/json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers, method=method), timeout=60) as r:
+        return json.load(r)
+
+
+def long_polls(binary, polls=1000):
+    """Threads and RSS of the engine while `polls` long polls wait on empty
+    queues (each pull waits 30 s; nothing is committed meanwhile)."""
+    import concurrent.futures
+    admin = "bench-admin"
+    run = Run(binary, ["--scale", "10", "--accounts", "0", "--mutations-per-sec", "0"], "accounts = []",
+              api_extra=f'admin_token_env = "BENCH_ADMIN"\napp_rate_limit_per_sec = 1000000\nmax_queues_per_app = {polls}')
+    try:
+        run.start_engine({"BENCH_ADMIN": admin})
+        wait_for("live", lambda: run.sources()["phase"] == "live", every=0.25)
+        idle = {"threads": run.proc_status("Threads"), "rss_mb": round(run.proc_status("VmRSS") / 1024, 1)}
+        token = request("POST", f"{run.api}/v1/apps", {"name": "bench", "kind": "inhouse", "account": "platform"}, admin)["token"]
+        codes = [request("POST", f"{run.api}/v1/queues", {"name": f"q{i}"}, token)["code"] for i in range(polls)]
+        for code in codes:
+            request("POST", f"{run.api}/v1/queues/{code}/subscriptions", {"event_type": "nothing.*", "account": "platform"}, token)
+
+        def pull(code):
+            return request("POST", f"{run.api}/v1/queues/{code}/events/pull", {"wait_ms": 30000}, token)
+
+        def waiting():
+            with urllib.request.urlopen(f"{run.api}/metrics", timeout=10) as r:
+                for line in r.read().decode().splitlines():
+                    if line.startswith("tributary_queue_pulls_waiting"):
+                        return float(line.split()[-1])
+            return 0
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=polls) as pool:
+            futures = [pool.submit(pull, code) for code in codes]
+            wait_for("every long poll to wait", lambda: waiting() >= polls, timeout=60, every=0.2)
+            held = {"threads": run.proc_status("Threads"), "rss_mb": round(run.proc_status("VmRSS") / 1024, 1)}
+            for f in futures:
+                f.result()
+        return {"bench": "idle_long_polls", "backend": "sqlite", "polls": polls, "idle_threads": idle["threads"], "idle_rss_mb": idle["rss_mb"],
+                "threads": held["threads"], "rss_mb": held["rss_mb"], "peak_rss_mb": round(run.peak_rss_mb(), 1),
+                "target_threads": 64, "target_rss_mb": 120}
+    finally:
+        run.close()
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("which", nargs="?", default="all", choices=["backfill", "backfill_pg", "rate", "lag", "all"])
+    parser.add_argument("which", nargs="?", default="all", choices=["backfill", "backfill_pg", "rate", "lag", "long_polls", "all"])
     parser.add_argument("--bin", default=os.path.expanduser("~/.cache/tributary-target/release/tributary"))
     parser.add_argument("--reader", default=os.path.expanduser("~/.cache/tributary-target/release/examples/changelog_read"))
     args = parser.parse_args()
@@ -193,6 +246,7 @@ def main():
         "backfill_pg": lambda: backfill_pg(args.bin, args.reader),
         "rate": lambda: rate(args.bin),
         "lag": lambda: lag(args.bin),
+        "long_polls": lambda: long_polls(args.bin),
     }
     for name in (benches if args.which == "all" else [args.which]):
         result = benches[name]()

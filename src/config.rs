@@ -192,6 +192,11 @@ pub struct ApiConfig {
     /// accounts); absent: the admin routes answer 401.
     #[serde(default)]
     pub admin_token_env: Option<String>,
+    /// Env var holding the read token: when set, `/v1/sources`,
+    /// `/v1/sinks`, `/metrics` and `/wait` need it (or the admin token);
+    /// unset, they are open to anyone who can reach the API.
+    #[serde(default)]
+    pub read_token_env: Option<String>,
     /// Requests per second one app token may make (bursts up to the same).
     #[serde(default = "default_app_rate_limit_per_sec")]
     pub app_rate_limit_per_sec: u32,
@@ -205,6 +210,7 @@ impl Default for ApiConfig {
         ApiConfig {
             listen: default_listen(),
             admin_token_env: None,
+            read_token_env: None,
             app_rate_limit_per_sec: default_app_rate_limit_per_sec(),
             max_queues_per_app: default_max_queues_per_app(),
         }
@@ -224,6 +230,12 @@ impl ApiConfig {
     pub fn admin_token(&self) -> Result<Option<String>, ConfigError> {
         let Some(var) = &self.admin_token_env else { return Ok(None) };
         secret(var, "api.admin_token_env").map(Some)
+    }
+
+    /// The read token from the env var `read_token_env` names.
+    pub fn read_token(&self) -> Result<Option<String>, ConfigError> {
+        let Some(var) = &self.read_token_env else { return Ok(None) };
+        secret(var, "api.read_token_env").map(Some)
     }
 }
 
@@ -368,9 +380,12 @@ impl Config {
             source.api_key()?;
         }
         for sink in self.sinks.iter().filter(|s| s.kind == SinkKind::Webhook) {
-            sink.secret()?;
+            crate::sink::webhook::decode_secret(&sink.secret()?).map_err(|e| {
+                ConfigError::Invalid(format!("sink '{}': {e} (env var {})", sink.name, sink.secret_env.as_deref().unwrap_or("")))
+            })?;
         }
         self.api.admin_token()?;
+        self.api.read_token()?;
         Ok(())
     }
 }

@@ -94,8 +94,8 @@ impl Engine {
             let run = move |store, status| delivery::run(sink.clone(), store, status);
             tasks.spawn(supervise(store.clone(), status, run));
         }
-        let admin_token = config.api.admin_token()?;
-        let queues = QueueApi::new(admin_token.as_deref(), config.api.app_rate_limit_per_sec, config.api.max_queues_per_app, retention);
+        let tokens = api::Tokens::new(config.api.admin_token()?.as_deref(), config.api.read_token()?.as_deref());
+        let queues = QueueApi::new(config.api.app_rate_limit_per_sec, config.api.max_queues_per_app, retention);
         let state = AppState {
             registry: registry.clone(),
             sinks: Arc::new(sinks),
@@ -103,6 +103,7 @@ impl Engine {
             metrics,
             queues: Arc::new(queues),
             writes: writes.clone(),
+            tokens: Arc::new(tokens),
         };
         let ttl = Duration::from_secs(config.writes.idempotency_ttl_hours.saturating_mul(3_600));
         tasks.spawn(crate::write::maintenance::run(writes, ttl));
@@ -132,6 +133,7 @@ trait Supervised: Send + Sync + 'static {
     fn lease_name(&self) -> String;
     fn set_owner(&self, owner: bool);
     fn set_error(&self, error: Option<String>);
+    fn store_health(&self) -> &crate::store::StoreHealth;
     /// Forget what the stopped runtime reported.
     fn reset(&self);
 }
@@ -145,6 +147,9 @@ impl Supervised for SourceStatus {
     }
     fn set_error(&self, error: Option<String>) {
         SourceStatus::set_error(self, error)
+    }
+    fn store_health(&self) -> &crate::store::StoreHealth {
+        &self.store_health
     }
     fn reset(&self) {
         SourceStatus::reset(self)
@@ -161,6 +166,9 @@ impl Supervised for SinkStatus {
     fn set_error(&self, error: Option<String>) {
         SinkStatus::set_error(self, error)
     }
+    fn store_health(&self) -> &crate::store::StoreHealth {
+        &self.store_health
+    }
     fn reset(&self) {
         SinkStatus::set_owner(self, false)
     }
@@ -174,15 +182,25 @@ where
     S: Supervised,
     F: Fn(Arc<dyn Store>, Arc<S>) -> Fut,
     Fut: Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
+    E: std::error::Error + 'static,
 {
     let name = status.lease_name();
+    // a failure to take the lease says the store is unreachable; taking it
+    // says it is back (a failed write is cleared only by a write)
+    let mut acquire_failed = false;
     loop {
         let mut lease = match store.acquire(&name).await {
-            Ok(lease) => lease,
+            Ok(lease) => {
+                if std::mem::take(&mut acquire_failed) {
+                    status.store_health().ok();
+                }
+                lease
+            }
             Err(e) => {
                 tracing::error!(kind = "source_error", source = %name, error = %e, "cannot take ownership of the source; retrying");
                 status.set_error(Some(e.to_string()));
+                status.store_health().failed(&e);
+                acquire_failed = true;
                 tokio::time::sleep(RESTART_PAUSE).await;
                 continue;
             }
@@ -194,6 +212,7 @@ where
                 if let Err(e) = result {
                     tracing::error!(kind = "source_error", source = %name, error = %e, "source stopped");
                     status.set_error(Some(e.to_string()));
+                    status.store_health().failed_if_store(&e);
                 }
                 tokio::time::sleep(RESTART_PAUSE).await;
             }

@@ -74,3 +74,34 @@ fn install(statsd: Option<statsd::StatsdOptions>) -> PrometheusHandle {
     }
     handle
 }
+
+/// An error with its causes (reqwest's own text is only "error sending
+/// request"), each said once.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_chain_says_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer: address in use")]
+        struct Outer(#[source] std::io::Error);
+        let error = Outer(std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use"));
+        assert_eq!(error_chain(&error), "outer: address in use");
+        let error = Outer(std::io::Error::other("disk full"));
+        assert_eq!(error_chain(&error), "outer: address in use: disk full");
+    }
+}

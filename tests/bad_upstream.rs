@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::*;
@@ -50,4 +52,92 @@ async fn truncated_json_500_storms_and_401s_are_survived() {
     sim.set_faults(json!({})).await;
     assert_eq!(engine.wait_barrier(15_000).await.0, 200);
     assert_converged(&sim, &engine.db).await;
+}
+
+/// Six ways a nested list's `url` (upstream data) could turn the configured
+/// host into userinfo, replace it, or climb out of `/v1/`.
+fn hostile_urls(other: &str) -> [String; 6] {
+    [
+        format!("@{other}/x"),
+        format!(":x@{other}/y"),
+        format!("http://{other}/v1/invoices/in_1/lines"),
+        format!("//{other}/v1/invoices/in_1/lines"),
+        format!(".{other}/v1/z"),
+        "/v1/../../x".to_string(),
+    ]
+}
+
+/// An upstream of the test's own: an empty event list, and one invoice
+/// (`in_{index}`) whose truncated `lines` list points at `url`. Every
+/// request it gets is counted.
+async fn hostile_upstream(index: usize, url: String, requests: Arc<AtomicUsize>) -> String {
+    use axum::extract::{Path, State};
+    use axum::routing::get;
+    let answer = move |State((url, requests)): State<(String, Arc<AtomicUsize>)>, Path(rest): Path<String>| async move {
+        requests.fetch_add(1, Ordering::SeqCst);
+        if rest.starts_with("events") {
+            return axum::Json(json!({"object": "list", "data": [], "has_more": false, "url": "/v1/events"}));
+        }
+        let invoice = json!({
+            "id": format!("in_{index}"), "object": "invoice", "created": 1,
+            "lines": {"object": "list", "data": [{"id": "il_1", "object": "line_item"}], "has_more": true, "url": url},
+        });
+        axum::Json(json!({"object": "list", "data": [invoice], "has_more": false, "url": "/v1/invoices"}))
+    };
+    let app = axum::Router::new().route("/v1/{*rest}", get(answer)).with_state((url, requests));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nested_url_never_takes_the_api_key_to_another_host() {
+    // what an attacker's host would receive: any connection at all
+    let other = tokio::net::TcpListener::bind("127.0.0.2:0").await.expect("a listener on 127.0.0.2");
+    let other_addr = other.local_addr().unwrap().to_string();
+    let reached = Arc::new(AtomicUsize::new(0));
+    let counter = reached.clone();
+    tokio::spawn(async move {
+        while other.accept().await.is_ok() {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let urls = hostile_urls(&other_addr);
+    let requests = Arc::new(AtomicUsize::new(0));
+    let dir = tempdir();
+    let mut sources = String::new();
+    for (i, url) in urls.iter().enumerate() {
+        // a base URL without a path, as a user configures it: with text
+        // concatenation `{base}{url}` made the first forms another host
+        let upstream = hostile_upstream(i, url.clone(), requests.clone()).await;
+        sources.push_str(&format!(
+            "[[sources]]\nname = \"s{i}\"\nkind = \"stripe\"\nbase_url = \"{upstream}\"\napi_key_env = \"STRIPE_API_KEY\"\n\
+             accounts = []\nresources = [\"invoices\"]\nretry_max_backoff_ms = 200\n"
+        ));
+    }
+    let engine = Engine::start_configured(dir.path(), Db::sqlite(dir.path()), &sources).await;
+    wait_until("every source to refuse its nested url", Duration::from_secs(30), || async {
+        assert_eq!(reached.load(Ordering::SeqCst), 0, "a request (with the API key) reached another host");
+        engine.proc.log_kinds("url_refused").len() >= urls.len() && engine.proc.log_kinds("source_stopped").len() >= urls.len()
+    })
+    .await;
+    for (i, url) in urls.iter().enumerate() {
+        let refused = engine.proc.log_kinds("url_refused");
+        let line = refused.iter().find(|l| l["source"] == format!("s{i}")).unwrap_or_else(|| panic!("no refusal for s{i}: {refused:?}"));
+        assert_eq!(line["url"], url.as_str());
+        assert_eq!(line["object"], format!("invoice in_{i}"));
+        assert_eq!(line["field"], "lines");
+    }
+    // stopped for good: the error shows in /v1/sources and nothing is retried
+    let sources = engine.sources().await;
+    for source in sources["sources"].as_array().unwrap() {
+        let error = source["last_error"].as_str().unwrap_or_default();
+        assert!(error.contains("stopped") && error.contains("lines.url"), "{source}");
+    }
+    let settled = requests.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(requests.load(Ordering::SeqCst), settled, "a refused url was retried");
+    assert_eq!(reached.load(Ordering::SeqCst), 0, "a request reached another host");
+    assert!(engine.mirror().await.get("invoice").is_none_or(|rows| rows.is_empty()), "an incomplete invoice was stored");
 }

@@ -145,3 +145,45 @@ fn a_wrong_postgres_url_fails_check_and_run_with_one_line() {
         }
     }
 }
+
+/// What `run` would refuse or loop on, `check` reports first: both exit 1
+/// with one line, for the same reason.
+#[test]
+fn check_and_run_refuse_what_run_could_not_run() {
+    let dir = tempdir();
+    std::fs::create_dir(dir.path().join("a-directory")).unwrap();
+    let with_api = |text: String| text.replace("[[sources]]", "[api]\nlisten = \"127.0.0.1:0\"\n[[sources]]");
+    let webhook = |url: &str| {
+        format!("{CONFIG}[[sinks]]\nname = \"hooks\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret_env = \"TRIBUTARY_CLI_TEST_SECRET\"\n")
+    };
+    let good_secret = ("TRIBUTARY_CLI_TEST_SECRET", WEBHOOK_SECRET);
+    let cases = [
+        (webhook("htp:/nope"), good_secret, "'htp:/nope' is not an http(s) URL"),
+        (webhook("http://127.0.0.1:9/hooks"), ("TRIBUTARY_CLI_TEST_SECRET", "not base64!"), "not whsec_ + base64"),
+        (CONFIG.replace("sqlite://DB", "sqlite://"), good_secret, "needs a file path"),
+        (CONFIG.replace("DB", &dir.path().join("a-directory").display().to_string()), good_secret, "is a directory"),
+        (CONFIG.replace("sqlite://DB", "sqlite:///sys/tributary-check.db"), good_secret, "/sys"),
+    ];
+    for (text, secret, expected) in cases {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, with_api(text.replace("DB", &dir.path().join("t.db").display().to_string()))).unwrap();
+        for command in ["check", "run"] {
+            let (code, _, stderr) =
+                tributary(&[command, "--config", &path.display().to_string()], &[("TRIBUTARY_CLI_TEST_KEY", "k"), secret]);
+            assert_eq!(code, 1, "{command} accepted a config it cannot run ({expected}): {stderr}");
+            assert!(stderr.starts_with("error: ") && stderr.trim_end().lines().count() == 1, "{command}: {stderr}");
+            assert!(stderr.contains(expected), "{command}: {expected} not in {stderr}");
+        }
+    }
+}
+
+#[test]
+fn a_fatal_error_says_its_cause_once() {
+    let dir = tempdir();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let text = CONFIG.replace("[[sources]]", &format!("[api]\nlisten = \"{}\"\n[[sources]]", taken.local_addr().unwrap()));
+    let path = config_file(dir.path(), &text);
+    let (code, _, stderr) = tributary(&["run", "--config", &path], &[("TRIBUTARY_CLI_TEST_KEY", "k")]);
+    assert_eq!(code, 1);
+    assert_eq!(stderr.matches("Address already in use").count(), 1, "{stderr}");
+}

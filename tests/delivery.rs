@@ -407,3 +407,47 @@ async fn delivered_changes_are_purged_only_after_the_sink_passed_them() {
     let purged: u64 = engine.proc.log_kinds("changes_purged").iter().map(|l| l["count"].as_u64().unwrap()).sum();
     assert_eq!(purged, changes.len() as u64);
 }
+
+/// An unreachable Kafka broker: librdkafka's own complaints go through the
+/// log as warnings, each repeated message once, not a line per attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_kafka_broker_is_logged_briefly() {
+    let dir = tempdir();
+    let sim = Sim::start(dir.path(), &["--scale", "20", "--accounts", "0", "--mutations-per-sec", "0"]).await;
+    let dead = free_port();
+    let body = format!(
+        "[[sources]]\nname = \"stripe\"\nkind = \"stripe\"\nbase_url = \"{}\"\napi_key_env = \"STRIPE_API_KEY\"\naccounts = []\n\
+         [[sinks]]\nname = \"kafka\"\nkind = \"kafka\"\nbrokers = \"127.0.0.1:{dead}\"\ntimeout_ms = 1000\nretry_max_backoff_ms = 500\n",
+        sim.url
+    );
+    let engine = Engine::start_configured(dir.path(), Db::sqlite(dir.path()), &body).await;
+    // several rounds of connection attempts and failed deliveries
+    wait_until("two delivery retries", Duration::from_secs(60), || async { engine.proc.log_kinds("delivery_retry").len() >= 2 }).await;
+    let lines: Vec<Value> = engine
+        .proc
+        .log_text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l.to_string().contains("librdkafka"))
+        .collect();
+    assert!(!lines.is_empty(), "librdkafka said nothing about the dead broker");
+    for line in &lines {
+        assert_eq!(line["kind"], "kafka_client", "{line}");
+        assert_ne!(line["level"], "ERROR", "a broker that is down is not an error of the engine: {line}");
+    }
+    let distinct: std::collections::HashSet<String> = lines
+        .iter()
+        .map(|l| {
+            l["message"]
+                .as_str()
+                .unwrap_or_default()
+                .split(" (")
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .filter(|c| !c.is_ascii_digit())
+                .collect()
+        })
+        .collect();
+    assert_eq!(lines.len(), distinct.len(), "a repeated librdkafka message was logged again within a minute: {lines:#?}");
+}

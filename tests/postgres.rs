@@ -140,3 +140,49 @@ async fn the_engine_recovers_when_postgres_drops_its_connections() {
     let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR") || l.contains("WARN")).collect();
     assert!(log.contains("terminat"), "the dropped connections were not logged:\n{}", errors.join("\n"));
 }
+
+/// A store that refuses writes (what a full disk looks like to the engine:
+/// Postgres' `disk_full`, simulated with a trigger) turns `/health` to 503
+/// with the reason, and back to 200 once writes go through again; nothing
+/// is lost meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_says_503_while_a_source_is_stuck_on_a_store_error() {
+    let dir = tempdir();
+    let sim = Sim::start(dir.path(), &["--scale", "40", "--accounts", "0", "--mutations-per-sec", "0"]).await;
+    let db = Db::postgres();
+    let Db::Postgres(schema) = &db else { unreachable!() };
+    let schema = schema.0.clone();
+    let engine = Engine::start_on(dir.path(), db.clone(), &sim.url, "poll_interval_ms = 100\nretry_max_backoff_ms = 300").await;
+    engine.wait_live(Duration::from_secs(60)).await;
+    let health = format!("{}/health", engine.api);
+    assert_eq!(http().get(&health).send().await.unwrap().status(), 200);
+
+    let (client, conn) = tokio_postgres::connect(&tributary::store::testing::base_url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!(
+            "CREATE FUNCTION \"{schema}\".disk_full() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full'; END $$; \
+             CREATE TRIGGER disk_full BEFORE INSERT ON \"{schema}\".tributary_changes FOR EACH STATEMENT EXECUTE FUNCTION \"{schema}\".disk_full();"
+        ))
+        .await
+        .unwrap();
+    sim.set_traffic(20.0).await;
+    wait_until("/health to answer 503", Duration::from_secs(30), || async {
+        let response = http().get(&health).send().await.unwrap();
+        if response.status() != 503 {
+            return false;
+        }
+        let body: Value = response.json().await.unwrap();
+        let reasons = body["reasons"].to_string();
+        assert_eq!(body["status"], "unhealthy");
+        assert!(reasons.contains("source 'stripe'") && reasons.contains("No space left on device"), "{body}");
+        true
+    })
+    .await;
+    sim.set_traffic(0.0).await;
+    client.batch_execute(&format!("DROP TRIGGER disk_full ON \"{schema}\".tributary_changes")).await.unwrap();
+    wait_until("/health to recover", Duration::from_secs(30), || async { http().get(&health).send().await.unwrap().status() == 200 }).await;
+    assert_eq!(engine.wait_barrier(30_000).await.0, 200);
+    assert_converged(&sim, &engine.db).await;
+}

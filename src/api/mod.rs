@@ -3,11 +3,13 @@
 //! (`queues`). Errors are JSON `{"error":{"type","message"}}`; internal
 //! details are logged, not sent.
 
+mod auth;
 mod extract;
 mod openapi;
 pub mod queues;
 mod writes;
 
+pub use auth::Tokens;
 pub use extract::MAX_BODY_BYTES;
 
 use std::collections::HashMap;
@@ -22,6 +24,7 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 
+use self::auth::Reader;
 use self::extract::{Param, QueryParams};
 use crate::delivery::SinkStatus;
 use crate::source::Registry;
@@ -40,6 +43,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub queues: Arc<queues::QueueApi>,
     pub writes: Arc<crate::write::Writes>,
+    /// The admin and read tokens.
+    pub tokens: Arc<Tokens>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +105,7 @@ impl IntoResponse for ApiError {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .route("/v1/sources", get(sources))
@@ -114,12 +119,24 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn metrics(State(state): State<AppState>) -> String {
+/// 200 `{"status":"ok"}`, or 503 with the reasons while a source or sink
+/// is stuck on a store error (a full disk, a lost database).
+async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let sources = state.registry.all().into_iter().filter_map(|s| s.store_health.error().map(|e| format!("source '{}': {e}", s.name)));
+    let sinks = state.sinks.iter().filter_map(|s| s.store_health.error().map(|e| format!("sink '{}': {e}", s.name)));
+    let reasons: Vec<String> = sources.chain(sinks).collect();
+    if reasons.is_empty() {
+        return (StatusCode::OK, Json(json!({"status": "ok"})));
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unhealthy", "reasons": reasons})))
+}
+
+async fn metrics(_: Reader, State(state): State<AppState>) -> String {
     state.registry.record_lag();
     state.metrics.render()
 }
 
-async fn sources(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn sources(_: Reader, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let mut out = Vec::new();
     for source in state.registry.all() {
         let objects = state.store.object_counts(&source.name).await.map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -143,7 +160,7 @@ async fn sources(State(state): State<AppState>) -> Result<Json<Value>, ApiError>
 /// Changes counted at most when reporting a sink's lag.
 const LAG_COUNT_MAX: usize = 10_000;
 
-async fn sinks(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn sinks(_: Reader, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let internal = |e: crate::store::StoreError| ApiError::Internal(e.to_string());
     let mut out = Vec::new();
     for sink in state.sinks.iter() {
@@ -163,6 +180,7 @@ async fn sinks(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
 }
 
 async fn wait(
+    _: Reader,
     State(state): State<AppState>,
     Param(name): Param<String>,
     QueryParams(query): QueryParams<HashMap<String, String>>,

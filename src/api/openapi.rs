@@ -33,7 +33,11 @@ struct Op<'a> {
 impl Op<'_> {
     fn build(self) -> Value {
         let mut responses = json!({self.ok.0.to_string(): {"description": self.ok.1, "content": json_content(self.ok.2)}});
-        let mut errors = self.errors.to_vec();
+        let mut errors = Vec::new();
+        if !self.params.is_empty() {
+            errors.push((400, "a path parameter that does not decode (not UTF-8)"));
+        }
+        errors.extend_from_slice(self.errors);
         if let Some(security) = self.security {
             errors.push((401, "no token, an unknown or a revoked one"));
             if security == "appToken" {
@@ -59,7 +63,12 @@ impl Op<'_> {
             op["parameters"] = json!(parameters);
         }
         if let Some(body) = self.body {
-            op["requestBody"] = json!({"required": true, "content": json_content(schema(body))});
+            let mut content = json_content(schema(body));
+            if body == "WriteParams" {
+                // Stripe's own encoding is taken too
+                content["application/x-www-form-urlencoded"] = json!({"schema": schema(body)});
+            }
+            op["requestBody"] = json!({"required": true, "content": content});
         }
         op
     }
@@ -72,6 +81,7 @@ const WRITE_HEADERS: &[(&str, bool, &str)] = &[
 ];
 
 const WRITE_ERRORS: &[(u16, &str)] = &[
+    (400, "no Idempotency-Key or a malformed one, a bad object id, a public app without Stripe-Account, or a malformed body"),
     (403, "the account has not granted this app access"),
     (404, "no such source or resource"),
     (409, "a request with this Idempotency-Key is in progress"),
@@ -84,26 +94,33 @@ fn text() -> Value {
 
 pub fn document() -> Value {
     let error = schema("Error");
+    let unauthorized = json!({"description": "[api] read_token_env is set and neither it nor the admin token was sent",
+        "content": json_content(error.clone())});
     let list = |key: &str, item: &str| json!({"type": "object", "properties": {key: {"type": "array", "items": schema(item)}}});
     json!({
         "openapi": "3.1.0",
         "info": {"title": "Tributary", "version": env!("CARGO_PKG_VERSION"),
             "description": "Mirror status, the read-after-write barrier, and the built-in pull queues of apps. Errors are {\"error\":{\"type\",\"message\"}}."},
         "paths": {
-            "/health": {"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition format"}}}},
+            "/health": {"get": {"summary": "Health: 503 with the reasons while a source or sink is stuck on a store error (a full disk, a lost database)",
+                "responses": {"200": {"description": "ok", "content": json_content(schema("Health"))},
+                    "503": {"description": "unhealthy, with the reasons", "content": json_content(schema("Health"))}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "security": [{"readToken": []}],
+                "responses": {"200": {"description": "text exposition format"}, "401": unauthorized.clone()}}},
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
-            "/v1/sources": {"get": {"summary": "Every source: phase, cursor, lag, objects per type, per-account progress",
-                "responses": {"200": {"description": "sources"}}}},
+            "/v1/sources": {"get": {"summary": "Every source: phase, cursor, lag, objects per type, per-account progress", "security": [{"readToken": []}],
+                "responses": {"200": {"description": "sources"}, "401": unauthorized.clone()}}},
             "/v1/sinks": {"get": {"summary": "Every sink and the queue fan-out: role, cursor, delivered, lag, last error, dead letters",
-                "responses": {"200": {"description": "sinks"}}}},
+                "security": [{"readToken": []}], "responses": {"200": {"description": "sinks"}, "401": unauthorized.clone()}}},
             "/v1/sources/{name}/wait": {"get": {
-                "summary": "Read-after-write barrier: answers once a poll of the upstream that started after the call is applied",
+                "summary": "Read-after-write barrier: answers once a poll of the upstream that started after the call is applied (callers share polls)",
+                "security": [{"readToken": []}],
                 "parameters": [
                     {"name": "name", "in": "path", "required": true, "schema": {"type": "string"}},
                     {"name": "timeout_ms", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_MS, "default": DEFAULT_WAIT_MS}}
                 ],
                 "responses": {"200": {"description": "applied"}, "400": {"description": "bad timeout", "content": json_content(error.clone())},
+                    "401": unauthorized,
                     "404": {"description": "no such source", "content": json_content(error.clone())},
                     "504": {"description": "timed out", "content": json_content(error)}}
             }},
@@ -169,11 +186,15 @@ pub fn document() -> Value {
         "components": {
             "securitySchemes": {
                 "adminToken": {"type": "http", "scheme": "bearer", "description": "the token in the env var [api] admin_token_env names"},
+                "readToken": {"type": "http", "scheme": "bearer",
+                    "description": "when [api] read_token_env is set: the token it names, or the admin token; unset: no token needed"},
                 "appToken": {"type": "http", "scheme": "bearer", "description": "an app's token (trb_…), from POST /v1/apps or tributary apps create"},
             },
             "schemas": {
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object",
                     "properties": {"type": {"type": "string"}, "message": {"type": "string"}}, "required": ["type", "message"]}}},
+                "Health": {"type": "object", "required": ["status"], "properties": {"status": {"enum": ["ok", "unhealthy"]},
+                    "reasons": {"type": "array", "items": {"type": "string"}, "description": "which source or sink is stuck on which store error"}}},
                 "WriteParams": {"type": "object", "description": "the object's fields; sent upstream form-encoded (metadata[plan]=pro, items[0][price]=…)"},
                 "NewApp": {"type": "object", "additionalProperties": false, "required": ["name", "kind"], "properties": {
                     "name": text(), "kind": {"enum": ["public", "inhouse"]},

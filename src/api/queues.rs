@@ -17,6 +17,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::auth::{Admin, bearer};
 use super::extract::{Body, Param};
 use super::{ApiError, AppState};
 use crate::queue::{self, AckIdError};
@@ -29,8 +30,6 @@ pub const MAX_PULL_WAIT_MS: u64 = 30_000;
 
 /// What the queue routes need beyond the store.
 pub struct QueueApi {
-    /// SHA-256 of the admin token; `None`: admin routes disabled.
-    admin_token_hash: Option<String>,
     max_queues_per_app: usize,
     /// How far back `"from":"earliest"` reaches.
     retention: Duration,
@@ -38,14 +37,9 @@ pub struct QueueApi {
 }
 
 impl QueueApi {
-    pub fn new(admin_token: Option<&str>, app_rate_limit_per_sec: u32, max_queues_per_app: usize, retention: Duration) -> QueueApi {
+    pub fn new(app_rate_limit_per_sec: u32, max_queues_per_app: usize, retention: Duration) -> QueueApi {
         let rate = NonZeroU32::new(app_rate_limit_per_sec).unwrap_or(NonZeroU32::MIN);
-        QueueApi {
-            admin_token_hash: admin_token.map(queue::token_hash),
-            max_queues_per_app,
-            retention,
-            limiter: RateLimiter::keyed(Quota::per_second(rate)),
-        }
+        QueueApi { max_queues_per_app, retention, limiter: RateLimiter::keyed(Quota::per_second(rate)) }
     }
 }
 
@@ -64,28 +58,6 @@ pub fn routes() -> Router<AppState> {
 
 fn internal(e: StoreError) -> ApiError {
     ApiError::Internal(e.to_string())
-}
-
-fn bearer(parts: &Parts) -> Option<&str> {
-    parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
-}
-
-/// The caller holds the admin token.
-pub struct Admin;
-
-impl FromRequestParts<AppState> for Admin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Some(expected) = &state.queues.admin_token_hash else {
-            return Err(ApiError::Unauthorized("the admin API is off: set [api] admin_token_env".into()));
-        };
-        // compared as hashes: the time taken says nothing about the token
-        match bearer(parts) {
-            Some(token) if queue::token_hash(token) == *expected => Ok(Admin),
-            _ => Err(ApiError::Unauthorized("admin token required (Authorization: Bearer …)".into())),
-        }
-    }
 }
 
 impl FromRequestParts<AppState> for App {

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Router, routing::post};
 use serde_json::{Map, Value};
 
-use super::extract::{Body, Param};
+use super::extract::{Param, Params};
 use super::{ApiError, AppState};
 use crate::store::queues::{App, AppKind, PLATFORM};
 use crate::write::{WriteError, WriteRequest};
@@ -81,7 +81,7 @@ async fn create(
     State(state): State<AppState>,
     Param((source, resource)): Param<(String, String)>,
     headers: HeaderMap,
-    Body(params): Body<Map<String, Value>>,
+    Params(params): Params,
 ) -> Result<Response, ApiError> {
     write(app, state, headers, (source, resource, None), "POST", params).await
 }
@@ -91,7 +91,7 @@ async fn update(
     State(state): State<AppState>,
     Param((source, resource, id)): Param<(String, String, String)>,
     headers: HeaderMap,
-    Body(params): Body<Map<String, Value>>,
+    Params(params): Params,
 ) -> Result<Response, ApiError> {
     write(app, state, headers, (source, resource, Some(id)), "POST", params).await
 }

@@ -90,7 +90,7 @@ pub fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let reason = format!("{e:#}").replace('\n', " ");
+            let reason = telemetry::error_chain(e.as_ref()).replace('\n', " ");
             tracing::error!(kind = "fatal", error = %reason, "tributary stopped");
             eprintln!("error: {reason}");
             ExitCode::FAILURE

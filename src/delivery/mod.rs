@@ -36,6 +36,8 @@ pub struct SinkStatus {
     last_error: RwLock<Option<String>>,
     owner: AtomicBool,
     disabled: AtomicBool,
+    /// A store error delivery is stuck on (`/health`).
+    pub store_health: crate::store::StoreHealth,
 }
 
 impl SinkStatus {
@@ -49,6 +51,7 @@ impl SinkStatus {
             last_error: RwLock::new(None),
             owner: AtomicBool::new(false),
             disabled: AtomicBool::new(false),
+            store_health: Default::default(),
         })
     }
 
@@ -106,6 +109,8 @@ async fn deliver_forever(config: &SinkConfig, store: Arc<dyn Store>, status: &Ar
         commits.borrow_and_update();
         let page = store.changes_after(cursor, config.batch_size).await?;
         if page.changes.is_empty() {
+            // nothing left to write: not stuck
+            status.store_health.ok();
             tokio::select! {
                 _ = commits.changed() => {}
                 _ = tokio::time::sleep(SAFETY_POLL) => {}
@@ -116,6 +121,7 @@ async fn deliver_forever(config: &SinkConfig, store: Arc<dyn Store>, status: &Ar
         let dead = if batch.is_empty() { Vec::new() } else { deliver(&mut sink, &batch, config, status, max_backoff).await? };
         let dead_count = dead.len() as u64;
         store.advance_sink(&config.name, page.next, dead).await?;
+        status.store_health.ok();
         cursor = page.next;
         status.set_cursor(cursor);
         status.add_delivered(batch.len() as u64 - dead_count);

@@ -3,13 +3,11 @@
 //!
 //! - `data`: deterministic Stripe-shaped objects
 //! - `state`: the ground truth and Stripe's list, event and idempotency semantics
-//! - `form`: form-encoded request bodies
 //! - `shifts`: a shift-planning API queried by date window
 //! - `market`: a marketplace's seller events in pull queues with acknowledgement
 //! - `server`: the HTTP routes, auth and faults
 
 pub mod data;
-pub mod form;
 pub mod market;
 pub mod server;
 pub mod shifts;

@@ -23,10 +23,10 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::data::{NESTED, object_for_resource};
-use super::form;
 use super::market::{Market, PullBody};
 use super::shifts::{Shifts, parse_day};
 use super::state::{ApiError, ListParams, PLATFORM, Replay, World};
+use crate::stripe_api::form;
 
 /// Faults injected into `/v1` responses; changeable at run time through
 /// `POST /__sim/faults`.

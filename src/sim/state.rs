@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::{Map, Value, json};
 
 use super::data::{self, Gen, NESTED, NESTED_INLINE, RESOURCES, Refs};
-use super::form::coerce;
+use crate::stripe_api::form::coerce;
 
 /// Scope key of the platform account (requests without `Stripe-Account`).
 pub const PLATFORM: &str = "";

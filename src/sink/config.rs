@@ -164,6 +164,13 @@ impl SinkConfig {
         if let Some(key) = required.iter().find(|key| !given.iter().any(|(k, set)| k == *key && *set)) {
             return invalid(format!("'{key}' is required for a {} sink", self.kind.as_str()));
         }
+        if self.kind == SinkKind::Webhook {
+            let url = self.url.as_deref().unwrap_or_default();
+            match reqwest::Url::parse(url) {
+                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.host_str().is_some_and(|h| !h.is_empty()) => {}
+                _ => return invalid(format!("url '{url}' is not an http(s) URL with a host")),
+            }
+        }
         self.validate_format()
     }
 

@@ -10,20 +10,22 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::avro::AvroEncoder;
+use super::kafka_log::KafkaLog;
 use super::{Message, Sink, SinkConfig, SinkError};
 
 pub struct Kafka {
-    producer: FutureProducer,
-    admin: AdminClient<DefaultClientContext>,
+    producer: FutureProducer<KafkaLog>,
+    admin: AdminClient<KafkaLog>,
     topic: String,
     /// Topics known to exist.
     topics: parking_lot::Mutex<HashSet<String>>,
+    /// How long a request waits for the broker (`timeout_ms`).
+    timeout: Duration,
     /// With `format = "avro"`: encodes bodies, registers schemas.
     avro: Option<AvroEncoder>,
 }
@@ -38,10 +40,12 @@ impl Kafka {
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("message.timeout.ms", config.timeout_ms.unwrap_or(10_000).to_string());
-        let producer: FutureProducer = client.create().map_err(|e| SinkError::Config(format!("kafka producer for {brokers}: {e}")))?;
+        let timeout = Duration::from_millis(config.timeout_ms.unwrap_or(10_000));
+        let producer =
+            client.create_with_context(KafkaLog).map_err(|e| SinkError::Config(format!("kafka producer for {brokers}: {e}")))?;
         let admin = ClientConfig::new()
             .set("bootstrap.servers", &brokers)
-            .create()
+            .create_with_context(KafkaLog)
             .map_err(|e| SinkError::Config(format!("kafka admin for {brokers}: {e}")))?;
         let avro = match (config.format.as_deref(), &config.schema_registry_url) {
             (Some("avro"), Some(registry)) => Some(AvroEncoder::new(registry, config.given_schemas())?),
@@ -52,6 +56,7 @@ impl Kafka {
             admin,
             topic: config.topic.clone().unwrap_or_else(|| "tributary.{source}.{object}".into()),
             topics: Default::default(),
+            timeout,
             avro,
         })
     }
@@ -63,7 +68,9 @@ impl Kafka {
             return Ok(());
         }
         let new: Vec<NewTopic> = missing.iter().map(|t| NewTopic::new(t, 1, TopicReplication::Fixed(1))).collect();
-        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        // a broker that cannot be reached fails the attempt within the
+        // sink's timeout (librdkafka would wait a minute), so it is retried
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))).request_timeout(Some(self.timeout));
         let results =
             self.admin.create_topics(&new, &options).await.map_err(|e| SinkError::Retryable(format!("kafka create topics: {e}")))?;
         for result in results {

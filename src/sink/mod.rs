@@ -12,6 +12,7 @@
 pub mod avro;
 pub mod config;
 pub mod kafka;
+mod kafka_log;
 pub mod nats;
 pub mod redis;
 pub mod webhook;

@@ -1,6 +1,8 @@
 //! HTTP to an upstream API: one request budget per source (token bucket plus
-//! a bound on requests in flight), bearer auth, and the policy of what is
-//! retried. Every source kind shares it.
+//! a bound on requests in flight), bearer auth, the policy of what is
+//! retried, and how a URL is built: a path joined onto the parsed base URL,
+//! so no path (least of all one the upstream handed us) can send the API key
+//! to another host. Every source kind shares it.
 
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -20,9 +22,34 @@ pub enum ClientError {
     Shape { url: String, reason: String },
     #[error("cannot build http client: {0}")]
     Build(String),
+    /// A URL the engine will not follow (it would leave the base URL's host
+    /// or path prefix). Permanent: never sent, never retried.
+    #[error("refused to follow {url:?}: {reason}")]
+    Refused { url: String, reason: String },
+    /// A request the HTTP client cannot build. Permanent: sending it again
+    /// fails the same way.
+    #[error("{url}: cannot send: {reason}")]
+    Request { url: String, reason: String },
 }
 
 impl ClientError {
+    /// What went wrong, for callers to branch on and logs to group by.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientError::Api { .. } => "upstream_refused",
+            ClientError::Shape { .. } => "unexpected_response",
+            ClientError::Build(_) => "client_build",
+            ClientError::Refused { .. } => "url_refused",
+            ClientError::Request { .. } => "request_invalid",
+        }
+    }
+
+    /// Errors that no retry can cure: the source stops with them rather
+    /// than trying again.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, ClientError::Build(_) | ClientError::Refused { .. } | ClientError::Request { .. })
+    }
+
     /// Stripe's answer for a cursor that points at an object that is gone.
     pub fn is_resource_missing(&self) -> bool {
         matches!(self, ClientError::Api { code: Some(code), .. } if code == "resource_missing")
@@ -103,9 +130,61 @@ impl ClientOptions {
     }
 }
 
+/// Join `path_and_query` (`/v1/customers?limit=100`) onto `base`: the path
+/// is appended to the base's own path and the query replaces its query.
+/// Scheme, host, port and credentials always come from `base`; a path that
+/// is not a plain absolute path (`//host`, `@host`, `http://…`, dot
+/// segments, control characters) is refused.
+pub fn join(base: &reqwest::Url, path_and_query: &str) -> Result<reqwest::Url, ClientError> {
+    let refuse = |reason: &str| ClientError::Refused { url: path_and_query.to_string(), reason: reason.to_string() };
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path_and_query, None),
+    };
+    if !path.starts_with('/') || path.starts_with("//") {
+        return Err(refuse("not a path relative to the base URL"));
+    }
+    if path_and_query.chars().any(|c| c.is_control() || c.is_whitespace() || c == '\\' || c == '#') {
+        return Err(refuse("contains a control character, space, backslash or '#'"));
+    }
+    let dot_segment = |segment: &str| {
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        decoded == "." || decoded == ".."
+    };
+    if path.split('/').any(dot_segment) {
+        return Err(refuse("contains a '.' or '..' segment"));
+    }
+    let mut url = base.clone();
+    url.set_path(&format!("{}{path}", base.path().trim_end_matches('/')));
+    url.set_query(query);
+    url.set_fragment(None);
+    // set_path and set_query cannot change the authority; checked anyway,
+    // as this is what keeps the API key on its host
+    if url.origin() != base.origin() || url.username() != base.username() || url.password() != base.password() {
+        return Err(refuse("would leave the base URL's host"));
+    }
+    Ok(url)
+}
+
+/// Check a URL the upstream handed us (a nested list's `url`) before it is
+/// followed: a relative path under `prefix` (`/v1/`), nothing else. `what`
+/// names the object and field in the error.
+pub fn check_upstream_path(what: &str, path_and_query: &str, prefix: &str) -> Result<(), ClientError> {
+    let refused = |reason: String| ClientError::Refused { url: path_and_query.to_string(), reason: format!("{what}: {reason}") };
+    if !path_and_query.starts_with(prefix) {
+        return Err(refused(format!("not a relative path under {prefix}; not followed")));
+    }
+    let probe = reqwest::Url::parse("http://base.invalid").expect("a valid URL");
+    join(&probe, path_and_query).map_err(|e| match e {
+        ClientError::Refused { reason, .. } => refused(format!("{reason}; not followed")),
+        other => other,
+    })?;
+    Ok(())
+}
+
 pub struct Client {
     http: reqwest::Client,
-    base_url: String,
+    base_url: reqwest::Url,
     api_key: String,
     source: String,
     limiter: DefaultDirectRateLimiter,
@@ -125,9 +204,11 @@ impl Client {
         // spaced, so any one-second window sees at most 1.1x the rate
         let burst = NonZeroU32::new(config.rate_limit_per_sec / 10).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::per_second(rate).allow_burst(burst);
+        let base_url = reqwest::Url::parse(&config.base_url)
+            .map_err(|e| ClientError::Build(format!("base_url '{}' is not a URL: {e}", config.base_url)))?;
         Ok(Client {
             http,
-            base_url: config.base_url.trim_end_matches('/').to_string(),
+            base_url,
             api_key,
             source: config.source.clone(),
             limiter: RateLimiter::direct(quota),
@@ -161,11 +242,11 @@ impl Client {
         header: Option<(&str, &str)>,
         body: Option<&Value>,
     ) -> Result<Value, ClientError> {
-        let url = format!("{}{}", self.base_url, path);
+        let url = join(&self.base_url, path)?;
         let shown = format!("{method} {url}");
         let mut attempt: u32 = 0;
         loop {
-            match self.attempt(&method, &url, &shown, header, body).await {
+            match self.attempt(&method, url.clone(), &shown, header, body).await {
                 Ok(Ok(value)) => {
                     metrics::counter!("tributary_pages_fetched_total", "source" => self.source.clone()).increment(1);
                     return Ok(value);
@@ -189,7 +270,7 @@ impl Client {
     async fn attempt(
         &self,
         method: &reqwest::Method,
-        url: &str,
+        url: reqwest::Url,
         shown: &str,
         header: Option<(&str, &str)>,
         body: Option<&Value>,
@@ -203,7 +284,14 @@ impl Client {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(|e| Retryable { reason: e.to_string(), retry_after: None, rate_limited: false })?;
+        let response = match request.send().await {
+            Ok(response) => response,
+            // a request that cannot even be built fails the same way every time
+            Err(e) if e.is_builder() => {
+                return Ok(Err(ClientError::Request { url: shown.to_string(), reason: crate::telemetry::error_chain(&e) }));
+            }
+            Err(e) => return Err(Retryable { reason: crate::telemetry::error_chain(&e), retry_after: None, rate_limited: false }),
+        };
         let status = response.status();
         let retry_after = response
             .headers()
@@ -248,4 +336,53 @@ impl Client {
 fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     text.chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(url: &str) -> reqwest::Url {
+        reqwest::Url::parse(url).unwrap()
+    }
+
+    #[test]
+    fn join_appends_the_path_to_the_base_path_and_keeps_the_host() {
+        let joined = join(&base("https://api.stripe.com"), "/v1/customers?limit=100&include[]=total_count").unwrap();
+        assert_eq!(joined.as_str(), "https://api.stripe.com/v1/customers?limit=100&include[]=total_count");
+        let joined = join(&base("http://127.0.0.1:9/proxy/stripe/"), "/v1/invoices/in_1/lines").unwrap();
+        assert_eq!(joined.as_str(), "http://127.0.0.1:9/proxy/stripe/v1/invoices/in_1/lines");
+    }
+
+    #[test]
+    fn join_refuses_whatever_could_reach_another_host() {
+        // with text concatenation each of these moved the request (and its
+        // bearer token) to another host
+        for hostile in [
+            "@127.0.0.2:17601/x",
+            ":x@127.0.0.2:17601/y",
+            ".evil.example/x",
+            "http://other-host/v1/x",
+            "//other/v1/x",
+            "/\\other/v1/x",
+            " http://other-host/",
+            "/v1/../../x",
+            "/v1/%2e%2E/x",
+            "/v1/x#@other",
+        ] {
+            let refused = join(&base("https://api.stripe.com"), hostile);
+            assert!(matches!(refused, Err(ClientError::Refused { .. })), "{hostile:?} was not refused: {refused:?}");
+        }
+    }
+
+    #[test]
+    fn upstream_paths_must_stay_under_the_prefix() {
+        check_upstream_path("invoice in_1, field 'lines.url'", "/v1/invoices/in_1/lines", "/v1/").unwrap();
+        check_upstream_path("subscription sub_1, field 'items.url'", "/v1/subscription_items?subscription=sub_1", "/v1/").unwrap();
+        for hostile in ["@127.0.0.2:17601/x", "/v2/x", "/v1x/y", "/v1/../x", "https://api.stripe.com/v1/x", ""] {
+            let error = check_upstream_path("invoice in_1, field 'lines.url'", hostile, "/v1/").unwrap_err();
+            assert_eq!(error.kind(), "url_refused");
+            assert!(error.to_string().contains("invoice in_1, field 'lines.url'"), "{error}");
+        }
+    }
 }

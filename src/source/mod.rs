@@ -21,6 +21,11 @@ use parking_lot::RwLock;
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
+/// Longest gap between two polls that `/wait` callers start early: the
+/// window and event queue kinds use it, the stripe kind its
+/// `poll_interval_ms` when that is shorter.
+pub const EARLY_POLL_GAP: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
@@ -57,7 +62,10 @@ pub struct ScopeStatus {
     rounds_started: AtomicU64,
     rounds_applied: watch::Sender<u64>,
     /// Wakes the poll loop before its interval is up (`/wait`).
-    pub poll_now: Notify,
+    poll_now: Notify,
+    /// When the next early poll may start: however many `/wait` callers
+    /// there are, they add at most one poll per interval.
+    next_early_poll: parking_lot::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl ScopeStatus {
@@ -68,6 +76,7 @@ impl ScopeStatus {
             rounds_started: AtomicU64::new(0),
             rounds_applied: watch::Sender::new(0),
             poll_now: Notify::new(),
+            next_early_poll: parking_lot::Mutex::new(None),
         }
     }
 
@@ -104,6 +113,28 @@ impl ScopeStatus {
             *applied = (*applied).max(round);
             advanced
         });
+    }
+
+    /// The pause between two polls: `pause`, or less when a `/wait` caller
+    /// needs a poll. Early polls start at most once per `early_gap`, so any
+    /// number of callers share them instead of each buying its own.
+    pub async fn pause(&self, pause: Duration, early_gap: Duration) {
+        let deadline = tokio::time::Instant::now() + pause;
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => return,
+            _ = self.poll_now.notified() => {}
+        }
+        let now = tokio::time::Instant::now();
+        let early = {
+            let mut next = self.next_early_poll.lock();
+            let at = next.map_or(now, |t| t.max(now));
+            // past the deadline the scheduled poll serves the caller anyway
+            if at < deadline {
+                *next = Some(at + early_gap);
+            }
+            at.min(deadline)
+        };
+        tokio::time::sleep_until(early).await;
     }
 
     /// Wait until a poll that starts after this call has been applied.
@@ -149,6 +180,8 @@ pub struct SourceStatus {
     /// database, the others stand by).
     owner: std::sync::atomic::AtomicBool,
     last_error: RwLock<Option<String>>,
+    /// A store error the source is stuck on (`/health`).
+    pub store_health: crate::store::StoreHealth,
 }
 
 impl SourceStatus {
@@ -160,6 +193,7 @@ impl SourceStatus {
             scopes_ready: watch::Sender::new(false),
             owner: std::sync::atomic::AtomicBool::new(false),
             last_error: RwLock::new(None),
+            store_health: Default::default(),
         })
     }
 

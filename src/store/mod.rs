@@ -225,6 +225,37 @@ pub enum StoreError {
     Raced(String),
 }
 
+/// Whether a runtime (a source, a sink) is stuck on a store error (a full
+/// disk, a lost database): set when its write fails, cleared by the next
+/// that succeeds. `/health` answers 503 while any is set.
+#[derive(Debug, Default)]
+pub struct StoreHealth(parking_lot::RwLock<Option<String>>);
+
+impl StoreHealth {
+    pub fn failed(&self, error: &dyn std::fmt::Display) {
+        *self.0.write() = Some(error.to_string());
+    }
+
+    /// A write went through (called per commit: a read lock unless it was
+    /// failing).
+    pub fn ok(&self) {
+        if self.0.read().is_some() {
+            *self.0.write() = None;
+        }
+    }
+
+    pub fn error(&self) -> Option<String> {
+        self.0.read().clone()
+    }
+
+    /// Record `error` if a [`StoreError`] is in its chain of causes.
+    pub fn failed_if_store(&self, error: &(dyn std::error::Error + 'static)) {
+        if std::iter::successors(Some(error), |e| e.source()).any(|e| e.is::<StoreError>()) {
+            self.failed(&crate::telemetry::error_chain(error));
+        }
+    }
+}
+
 pub use ledger::LedgerStore;
 pub use queues::QueueStore;
 pub use writes::WriteStore;
@@ -293,8 +324,20 @@ impl Options {
     }
 }
 
-fn sqlite_path(url: &str) -> Option<&str> {
-    url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))
+/// The file of a `sqlite://PATH` url. An empty path is refused (SQLite
+/// would give every connection its own private temporary database), and so
+/// is a directory.
+fn sqlite_path(url: &str) -> Result<&str, StoreError> {
+    let path =
+        url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).ok_or_else(|| StoreError::UnsupportedUrl(url.into()))?;
+    let refuse = |reason: &str| StoreError::Open { path: path.to_string(), reason: reason.to_string() };
+    if path.is_empty() || path == ":memory:" {
+        return Err(refuse("sqlite:// needs a file path, e.g. sqlite://tributary.db"));
+    }
+    if std::path::Path::new(path).is_dir() {
+        return Err(refuse("it is a directory; name a file, e.g. sqlite://DIR/tributary.db"));
+    }
+    Ok(path)
 }
 
 pub fn is_postgres(url: &str) -> bool {
@@ -306,7 +349,7 @@ pub async fn open(options: &Options) -> Result<Arc<dyn Store>, StoreError> {
     if is_postgres(&options.url) {
         return Ok(Arc::new(postgres::PgStore::open(options).await?));
     }
-    let path = sqlite_path(&options.url).ok_or_else(|| StoreError::UnsupportedUrl(options.url.clone()))?.to_string();
+    let path = sqlite_path(&options.url)?.to_string();
     let store = tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(&path))
         .await
         .map_err(|e| StoreError::Open { path: options.url.clone(), reason: e.to_string() })??;
@@ -318,11 +361,21 @@ pub async fn check(options: &Options) -> Result<(), StoreError> {
     if is_postgres(&options.url) {
         return postgres::check(options).await;
     }
-    let path = sqlite_path(&options.url).ok_or_else(|| StoreError::UnsupportedUrl(options.url.clone()))?;
-    let parent = std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let path = sqlite_path(&options.url)?;
+    let refuse = |reason: String| StoreError::Open { path: path.to_string(), reason };
+    let file = std::path::Path::new(path);
+    let parent = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     if !parent.is_dir() {
-        return Err(StoreError::Open { path: path.to_string(), reason: format!("directory {} does not exist", parent.display()) });
+        return Err(refuse(format!("directory {} does not exist", parent.display())));
     }
+    // SQLite writes the file and, beside it, its journal: both must be
+    // writable, which only trying tells (permissions, a read-only mount)
+    if file.exists() {
+        std::fs::OpenOptions::new().append(true).open(file).map_err(|e| refuse(format!("the file is not writable: {e}")))?;
+    }
+    let probe = parent.join(format!(".tributary-check-{}", std::process::id()));
+    std::fs::File::create(&probe).map_err(|e| refuse(format!("directory {} is not writable: {e}", parent.display())))?;
+    let _ = std::fs::remove_file(&probe);
     Ok(())
 }
 

@@ -4,41 +4,40 @@
 
 use std::time::Duration;
 
+use crate::source::http::join;
 use crate::source::stripe::StripeConfig;
 use crate::store::writes::{Answer, KeyRequest};
 
 /// Where a source takes writes.
 pub struct Upstream {
     http: reqwest::Client,
-    base_url: String,
+    base_url: reqwest::Url,
     api_key: String,
     /// Resources (`customers`, …) writes may name.
     pub resources: Vec<&'static str>,
 }
 
 impl Upstream {
-    pub fn new(config: &StripeConfig, api_key: String) -> Result<Upstream, reqwest::Error> {
+    pub fn new(config: &StripeConfig, api_key: String) -> Result<Upstream, String> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.request_timeout_ms))
             .user_agent(concat!("tributary/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Upstream {
-            http,
-            base_url: config.base_url.trim_end_matches('/').to_string(),
-            api_key,
-            resources: config.resources().into_iter().map(|(resource, _)| resource).collect(),
-        })
+            .build()
+            .map_err(|e| e.to_string())?;
+        let base_url = reqwest::Url::parse(&config.base_url).map_err(|e| format!("base_url '{}': {e}", config.base_url))?;
+        Ok(Upstream { http, base_url, api_key, resources: config.resources().into_iter().map(|(resource, _)| resource).collect() })
     }
 
     /// Send the write. `Ok` is a final answer (2xx or 4xx other than 429);
     /// `Err` says why no final answer came (network, 429, 5xx): the write
     /// may or may not have happened, and sending it again is safe.
     pub async fn send(&self, request: &KeyRequest) -> Result<Answer, String> {
-        let url = format!("{}{}", self.base_url, request.path);
+        // the path was built from checked parts; joined, it cannot leave the host
+        let url = join(&self.base_url, &request.path).map_err(|e| e.to_string())?;
         let method = if request.method == "DELETE" { reqwest::Method::DELETE } else { reqwest::Method::POST };
         let mut call = self
             .http
-            .request(method, &url)
+            .request(method, url.clone())
             .bearer_auth(&self.api_key)
             .header("Idempotency-Key", upstream_key(&request.app_id, &request.key));
         if let Some(account) = &request.account {

@@ -56,6 +56,11 @@ pub struct Event {
     pub payload: Value,
 }
 
+/// A queue code (from the upstream) as one path segment.
+fn segment(code: &str) -> String {
+    form_urlencoded::byte_serialize(code.as_bytes()).collect()
+}
+
 struct Runner {
     config: EventQueueConfig,
     client: Client,
@@ -110,7 +115,7 @@ impl Runner {
                 if subscribed.contains(&wanted) {
                     continue;
                 }
-                let path = format!("{queues_path}/{code}/subscriptions");
+                let path = format!("{queues_path}/{}/subscriptions", segment(&code));
                 self.client.post_json(&path, &json!({"event_type": event_type, "account": account})).await?;
                 subscribed.push(wanted);
                 // after each one: a crash here never subscribes twice
@@ -131,7 +136,7 @@ impl Runner {
 
     async fn pull_forever(&self, code: &str, status: &SourceStatus, scope: &ScopeStatus) -> Result<(), QueueSourceError> {
         let c = &self.config;
-        let path = format!("{}/queues/{code}/events/pull", c.path_prefix);
+        let path = format!("{}/queues/{}/events/pull", c.path_prefix, segment(code));
         let mut ack: Option<String> = self.store.checkpoints(&c.name).await?.get(ACK_KEY).and_then(Value::as_str).map(String::from);
         let mut pruned_at: Option<Instant> = None;
         loop {
@@ -177,6 +182,7 @@ impl Runner {
             }
             let duplicates = pulled - fresh.len();
             let applied = self.store.apply(batch).await?;
+            status.store_health.ok();
             ack = next_ack;
             scope.set_phase(Phase::Live);
             scope.finish_round(round, started);
@@ -195,10 +201,7 @@ impl Runner {
             if pulled >= c.batch_size {
                 continue;
             }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(c.poll_interval_secs)) => {}
-                _ = scope.poll_now.notified() => {}
-            }
+            scope.pause(Duration::from_secs(c.poll_interval_secs), crate::source::EARLY_POLL_GAP).await;
         }
     }
 

@@ -68,7 +68,9 @@ async fn list_accounts(client: &Client) -> Result<Vec<String>, ClientError> {
     let mut after: Option<String> = None;
     loop {
         let path = match &after {
-            Some(a) => format!("/v1/accounts?limit=100&starting_after={a}"),
+            Some(a) => {
+                format!("/v1/accounts?limit=100&starting_after={}", form_urlencoded::byte_serialize(a.as_bytes()).collect::<String>())
+            }
             None => "/v1/accounts?limit=100".to_string(),
         };
         let page = client.get(&path, None).await?;

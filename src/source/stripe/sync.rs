@@ -17,10 +17,13 @@ use serde_json::{Value, json};
 
 use super::checkpoint::{Meta, MetaPhase, ResourceCheckpoint, meta_key, resource_key};
 use super::is_list;
-use crate::source::http::{Client, ClientError};
+use crate::source::http::{Client, ClientError, check_upstream_path};
 use crate::source::{Phase, ResourceProgress, ScopeStatus, SourceStatus};
 use crate::store::{Applied, Batch, Mutation, Origin, Store, StoreError, Sweep, Write};
 use crate::stripe_api::MAX_PAGE;
+
+/// Every path of the Stripe API starts with this; nested list urls must too.
+const API_PREFIX: &str = "/v1/";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -32,6 +35,22 @@ pub enum SyncError {
     CursorExpired { cursor: String },
     #[error("corrupt checkpoint {key}: {reason}")]
     Checkpoint { key: String, reason: String },
+}
+
+impl SyncError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SyncError::Client(e) => e.kind(),
+            SyncError::Store(_) => "store",
+            SyncError::CursorExpired { .. } => "cursor_expired",
+            SyncError::Checkpoint { .. } => "checkpoint",
+        }
+    }
+
+    /// No retry can cure it (see [`ClientError::is_permanent`]).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, SyncError::Client(e) if e.is_permanent())
+    }
 }
 
 /// What every scope of one source shares: the request budget and the store.
@@ -88,6 +107,10 @@ impl ScopeSync {
     pub async fn run(self) {
         loop {
             let Err(error) = self.run_phases().await;
+            if error.is_permanent() {
+                self.stop(&error);
+                return;
+            }
             match error {
                 SyncError::CursorExpired { cursor } => {
                     tracing::warn!(kind = "cursor_expired", source = %self.shared.name, account = self.account_label(), cursor = %cursor,
@@ -99,6 +122,14 @@ impl ScopeSync {
                 other => self.report(&other).await,
             }
         }
+    }
+
+    /// A permanent error: no retry can cure it, so this scope stops until
+    /// the process restarts (with the error in `/v1/sources` and the log).
+    fn stop(&self, error: &SyncError) {
+        tracing::error!(kind = "source_stopped", source = %self.shared.name, account = self.account_label(), error = %error,
+            error_kind = error.kind(), "sync stopped; it will not be retried until restart");
+        self.shared.status.set_error(Some(format!("{}: stopped: {error}", self.account_label())));
     }
 
     async fn report(&self, error: &SyncError) {
@@ -130,7 +161,14 @@ impl ScopeSync {
 
     async fn commit(&self, writes: Vec<Write>, sweeps: Vec<Sweep>, checkpoints: Vec<(String, Value)>) -> Result<Applied, SyncError> {
         let batch = Batch { source: self.shared.name.clone(), writes, sweeps, checkpoints, ..Batch::default() };
-        let applied = self.shared.store.apply(batch).await?;
+        let applied = match self.shared.store.apply(batch).await {
+            Ok(applied) => applied,
+            Err(e) => {
+                self.shared.status.store_health.failed(&e);
+                return Err(e.into());
+            }
+        };
+        self.shared.status.store_health.ok();
         metrics::counter!("tributary_changes_written_total", "source" => self.shared.name.clone()).increment(applied.changes);
         Ok(applied)
     }
@@ -286,11 +324,23 @@ impl ScopeSync {
     /// event follows.
     async fn complete_nested(&self, object: &mut Value) -> Result<(), SyncError> {
         let Value::Object(fields) = object else { return Ok(()) };
-        for list in fields.values_mut() {
+        let owner = format!(
+            "{} {}",
+            fields.get("object").and_then(Value::as_str).unwrap_or("object"),
+            fields.get("id").and_then(Value::as_str).unwrap_or("(no id)")
+        );
+        for (field, list) in fields.iter_mut() {
             if !is_list(list) || list["has_more"] != true {
                 continue;
             }
             let Some(url) = text(list, "url").map(String::from) else { continue };
+            // the url comes from upstream data: only a path under /v1/ is
+            // followed, so the API key never goes anywhere else
+            if let Err(refused) = check_upstream_path(&format!("{owner}, field '{field}.url'"), &url, API_PREFIX) {
+                tracing::error!(kind = "url_refused", source = %self.shared.name, account = self.account_label(), object = %owner,
+                    field = %field, url = %url, "refused to follow a nested list's url");
+                return Err(refused.into());
+            }
             while let Some(last) = list["data"].as_array().and_then(|d| d.last()).and_then(|i| text(i, "id")).map(String::from) {
                 let separator = if url.contains('?') { '&' } else { '?' };
                 let path = format!("{url}{separator}limit={MAX_PAGE}&starting_after={}", encode(&last));
@@ -462,10 +512,10 @@ impl ScopeSync {
             if let Some(lag) = self.shared.status.lag() {
                 metrics::gauge!("tributary_source_lag_ms", "source" => self.shared.name.clone()).set(lag.as_millis() as f64);
             }
-            tokio::select! {
-                _ = tokio::time::sleep(self.shared.poll_interval) => {}
-                _ = self.status.poll_now.notified() => {}
-            }
+            // `/wait` callers may add one poll per interval, or per second
+            // when the interval is longer (so a long interval still answers)
+            let early_gap = self.shared.poll_interval.min(crate::source::EARLY_POLL_GAP);
+            self.status.pause(self.shared.poll_interval, early_gap).await;
         }
     }
 }

@@ -102,6 +102,7 @@ impl Runner {
             let pause = match self.run_once(Utc::now()).await {
                 Ok(report) => {
                     failures = 0;
+                    status.store_health.ok();
                     scope.set_phase(Phase::Live);
                     scope.finish_round(round, started);
                     status.set_error(None);
@@ -115,8 +116,15 @@ impl Runner {
                     metrics::histogram!("tributary_sync_run_seconds", "source" => name.clone()).record(started.elapsed().as_secs_f64());
                     Duration::from_secs(self.config.sleep_period_secs)
                 }
+                Err(WindowError::Client(e)) if e.is_permanent() => {
+                    tracing::error!(kind = "source_stopped", source = %name, error = %e, error_kind = e.kind(),
+                        "window source stopped; it will not be retried until restart");
+                    status.set_error(Some(format!("stopped: {e}")));
+                    return;
+                }
                 Err(e) => {
                     failures += 1;
+                    status.store_health.failed_if_store(&e);
                     let pause = crate::retry::backoff(failures, max_backoff);
                     tracing::error!(kind = "window_sync_failed", source = %name, error = %e, retry_in_ms = pause.as_millis() as u64,
                         "window run failed; retrying");
@@ -126,10 +134,7 @@ impl Runner {
                 }
             };
             // counted from the end of the run; `/wait` cuts it short
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = scope.poll_now.notified() => {}
-            }
+            scope.pause(pause, crate::source::EARLY_POLL_GAP).await;
         }
     }
 

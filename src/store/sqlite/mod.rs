@@ -7,11 +7,11 @@ mod queues;
 mod writes;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
 use super::ident::quote;
 use super::plan::{self, NewChange, Prepared};
@@ -176,18 +176,15 @@ impl SqliteStore {
         Self::with(&self.reader, f).await
     }
 
-    /// Run `f` on a connection, off the async threads.
+    /// Run `f` on a connection, off the async threads. The connection is
+    /// awaited before a blocking thread is taken, so callers queued for it
+    /// (a thousand idle long polls) cost futures, not threads.
     async fn with<T: Send + 'static>(
         conn: &Arc<Mutex<Connection>>,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let reader = conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            f(&conn)
-        })
-        .await
-        .map_err(|_| StoreError::Closed)?
+        let conn = conn.clone().lock_owned().await;
+        tokio::task::spawn_blocking(move || f(&conn)).await.map_err(|_| StoreError::Closed)?
     }
 }
 

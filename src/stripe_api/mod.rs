@@ -1,5 +1,9 @@
 //! The surface of Stripe's API that both sides agree on: the simulator serves
 //! it, the `stripe` source reads it, writes go through to it.
+//!
+//! - `form`: Stripe's form encoding (`metadata[plan]=pro`) decoded into JSON
+
+pub mod form;
 
 /// Each list resource: URL segment under `/v1` and the `object` value of its items.
 pub const RESOURCES: &[(&str, &str)] = &[
@@ -63,7 +67,7 @@ mod tests {
         let params = serde_json::json!({"name": "A & B", "metadata": {"z": 1, "a": true}, "items": [{"price": "p_1"}], "email": null});
         let text = form_encode(params.as_object().unwrap());
         assert_eq!(text, "email=&items%5B0%5D%5Bprice%5D=p_1&metadata%5Ba%5D=true&metadata%5Bz%5D=1&name=A+%26+B");
-        let decoded = crate::sim::form::decode(text.as_bytes());
+        let decoded = form::decode(text.as_bytes());
         assert_eq!(decoded["items"][0]["price"], "p_1");
         assert_eq!(decoded["metadata"]["z"], "1");
     }
