@@ -2,8 +2,9 @@
 # The whole test suite, on a fresh machine: makes Postgres (127.0.0.1:5432;
 # TRIBUTARY_TEST_PG names another server), Redis (6379), NATS JetStream
 # (4222) and a Kafka-compatible broker (tansu, 19092, stopped afterwards)
-# available, installs the Python packages the tests run (the official
-# Stripe library, a Standard Webhooks verifier), then runs every Rust test.
+# available, installs the Python and Node packages the tests run (the
+# official Stripe libraries, a Standard Webhooks verifier), then runs every
+# Rust test.
 # Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,8 @@ if [ -z "${TRIBUTARY_TEST_PG:-}" ]; then
     bash scripts/ensure-postgres.sh
 fi
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r tests/clients/requirements.txt
+# the official Stripe Node library, pinned by tests/clients/package-lock.json
+npm ci --prefix tests/clients --no-audit --no-fund --loglevel=error
 # a pid file left by an earlier run names a broker this run did not start:
 # forget it, so only a broker started now is stopped at the end
 rm -f /tmp/tributary-tansu.pid

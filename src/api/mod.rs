@@ -1,12 +1,15 @@
 //! The HTTP API: health, Prometheus metrics, source and sink status, the
-//! `/wait` read-after-write barrier, and apps with their pull queues
-//! (`queues`). Errors are JSON `{"error":{"type","message"}}`; internal
-//! details are logged, not sent.
+//! `/wait` read-after-write barrier, apps with their pull queues
+//! (`queues`), writes through to the upstream (`writes`) and the
+//! Stripe-compatible path for Stripe's own clients (`stripe`). Errors are
+//! JSON `{"error":{"type","message"}}`; internal details are logged, not
+//! sent.
 
 mod auth;
 mod extract;
 mod openapi;
 pub mod queues;
+mod stripe;
 mod writes;
 
 pub use auth::Tokens;
@@ -113,6 +116,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sinks", get(sinks))
         .merge(queues::routes())
         .merge(writes::routes())
+        .merge(stripe::routes())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -88,6 +88,22 @@ const WRITE_ERRORS: &[(u16, &str)] = &[
     (502, "the upstream gave no final answer; retry with the same Idempotency-Key"),
 ];
 
+/// What the Stripe-compatible path takes in headers: Stripe's own.
+const STRIPE_HEADERS: &[(&str, bool, &str)] = &[
+    (
+        "Idempotency-Key",
+        false,
+        "as with Stripe: the same key and request replays the first answer; a write without one gets a key of its own",
+    ),
+    ("Stripe-Account", false, "the connected account to act for (a public app must name one that granted it access)"),
+];
+
+const STRIPE_READ_ERRORS: &[(u16, &str)] = &[
+    (400, "a list parameter the mirror cannot answer (a filter), or a bad limit"),
+    (403, "the account has not granted this app access"),
+    (404, "no such object for this account (code resource_missing), or a resource the source does not mirror"),
+];
+
 fn text() -> Value {
     json!({"type": "string", "minLength": 1, "maxLength": MAX_TEXT})
 }
@@ -176,6 +192,26 @@ pub fn document() -> Value {
                 "delete": Op { summary: "Delete an object upstream, idempotently", security: Some("appToken"), params: &["name", "resource", "id"],
                     headers: WRITE_HEADERS, body: None, ok: (200, "the upstream's answer as it came", json!({"type": "object"})),
                     errors: WRITE_ERRORS }.build(),
+            },
+            "/stripe/{source}/v1/{resource}": {
+                "get": Op { summary: "Stripe-compatible list, answered from the mirror in Stripe's shape (limit, starting_after, ending_before; newest first)",
+                    security: Some("appToken"), params: &["source", "resource"], headers: STRIPE_HEADERS, body: None,
+                    ok: (200, "a Stripe list object", json!({"type": "object"})), errors: STRIPE_READ_ERRORS }.build(),
+                "post": Op { summary: "Stripe-compatible create, through the atomic phases; answers what the upstream answered",
+                    security: Some("appToken"), params: &["source", "resource"], headers: STRIPE_HEADERS, body: Some("WriteParams"),
+                    ok: (200, "the upstream's answer as it came (Idempotent-Replayed: true when replayed)", json!({"type": "object"})),
+                    errors: WRITE_ERRORS }.build(),
+            },
+            "/stripe/{source}/v1/{resource}/{id}": {
+                "get": Op { summary: "Stripe-compatible retrieve, answered from the mirror", security: Some("appToken"),
+                    params: &["source", "resource", "id"], headers: STRIPE_HEADERS, body: None,
+                    ok: (200, "the object as mirrored", json!({"type": "object"})), errors: STRIPE_READ_ERRORS }.build(),
+                "post": Op { summary: "Stripe-compatible update, through the atomic phases", security: Some("appToken"),
+                    params: &["source", "resource", "id"], headers: STRIPE_HEADERS, body: Some("WriteParams"),
+                    ok: (200, "the upstream's answer as it came", json!({"type": "object"})), errors: WRITE_ERRORS }.build(),
+                "delete": Op { summary: "Stripe-compatible delete, through the atomic phases", security: Some("appToken"),
+                    params: &["source", "resource", "id"], headers: STRIPE_HEADERS, body: None,
+                    ok: (200, "the upstream's answer as it came", json!({"type": "object"})), errors: WRITE_ERRORS }.build(),
             },
             "/v1/queues/{code}/events/pull": {
                 "post": Op { summary: "Acknowledge the batch ack_id names, then take the next unacknowledged events in commit order; wait_ms long-polls",

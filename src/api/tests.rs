@@ -356,6 +356,9 @@ fn fuzzed_bodies_and_paths_never_cause_a_panic_or_a_500() {
                 &["email", "metadata", "name"],
             ),
             route("DELETE", format!("/v1/sources/stripe/customers/{app_id}"), "/v1/sources/{name}/{resource}/{id}", false, &[]),
+            route("POST", format!("/stripe/{code}/v1/customers"), "/stripe/{source}/v1/{resource}", false, &["email", "metadata"]),
+            route("GET", format!("/stripe/stripe/v1/{sub}"), "/stripe/{source}/v1/{resource}", false, &[]),
+            route("POST", format!("/stripe/stripe/v1/customers/{app_id}"), "/stripe/{source}/v1/{resource}/{id}", false, &["name"]),
         ])
     });
     let cases = routes.prop_flat_map(|route| {

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use super::extract::{Param, Params};
 use super::{ApiError, AppState};
 use crate::store::queues::{App, AppKind, PLATFORM};
-use crate::write::{WriteError, WriteRequest};
+use crate::write::{Outcome, WriteError, WriteRequest};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -36,7 +36,7 @@ impl From<WriteError> for ApiError {
 
 /// The account a write acts for: an in-house app's own, or for a public
 /// app the one named in `Stripe-Account` that granted it access.
-async fn account(app: &App, headers: &HeaderMap, state: &AppState) -> Result<Option<String>, ApiError> {
+pub(super) async fn account(app: &App, headers: &HeaderMap, state: &AppState) -> Result<Option<String>, ApiError> {
     let named = headers.get("stripe-account").map(|v| v.to_str().map(str::to_string));
     let named = named.transpose().map_err(|_| ApiError::BadRequest("Stripe-Account is not text".into()))?;
     let account = match (app.kind, named) {
@@ -53,6 +53,24 @@ async fn account(app: &App, headers: &HeaderMap, state: &AppState) -> Result<Opt
     Ok((account != PLATFORM).then_some(account))
 }
 
+/// The client's `Idempotency-Key`, if it sent one.
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(key) = headers.get("idempotency-key") else { return Ok(None) };
+    let key = key.to_str().map_err(|_| ApiError::BadRequest("Idempotency-Key must be printable text".into()))?;
+    Ok(Some(key.to_string()))
+}
+
+/// The upstream's answer as it came (status and body), marked when it was
+/// replayed from its key.
+pub(super) fn answer(outcome: Outcome) -> Response {
+    let status = StatusCode::from_u16(outcome.answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = (status, [(header::CONTENT_TYPE, "application/json")], outcome.answer.body).into_response();
+    if outcome.replayed {
+        response.headers_mut().insert("idempotent-replayed", header::HeaderValue::from_static("true"));
+    }
+    response
+}
+
 async fn write(
     app: App,
     state: AppState,
@@ -61,19 +79,10 @@ async fn write(
     method: &'static str,
     params: Map<String, Value>,
 ) -> Result<Response, ApiError> {
-    let Some(key) = headers.get("idempotency-key") else {
-        return Err(ApiError::BadRequest("an Idempotency-Key header is required".into()));
-    };
-    let key = key.to_str().map_err(|_| ApiError::BadRequest("Idempotency-Key must be printable text".into()))?.to_string();
+    let key = idempotency_key(&headers)?.ok_or_else(|| ApiError::BadRequest("an Idempotency-Key header is required".into()))?;
     let account = account(&app, &headers, &state).await?;
     let request = WriteRequest { app_id: app.id, key, source, method, resource, id, params, account };
-    let outcome = state.writes.execute(request).await?;
-    let status = StatusCode::from_u16(outcome.answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut response = (status, [(header::CONTENT_TYPE, "application/json")], outcome.answer.body).into_response();
-    if outcome.replayed {
-        response.headers_mut().insert("idempotent-replayed", header::HeaderValue::from_static("true"));
-    }
-    Ok(response)
+    Ok(answer(state.writes.execute(request).await?))
 }
 
 async fn create(

@@ -41,8 +41,7 @@ impl Kafka {
             .set("linger.ms", "5")
             .set("message.timeout.ms", config.timeout_ms.unwrap_or(10_000).to_string());
         let timeout = Duration::from_millis(config.timeout_ms.unwrap_or(10_000));
-        let producer =
-            client.create_with_context(KafkaLog).map_err(|e| SinkError::Config(format!("kafka producer for {brokers}: {e}")))?;
+        let producer = client.create_with_context(KafkaLog).map_err(|e| SinkError::Config(format!("kafka producer for {brokers}: {e}")))?;
         let admin = ClientConfig::new()
             .set("bootstrap.servers", &brokers)
             .create_with_context(KafkaLog)

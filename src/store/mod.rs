@@ -10,6 +10,8 @@
 //!   built-in pull queues, and their acknowledgement rules
 //! - `ledger`: what `window` and `event_queue` sources remember per item
 //!   (fingerprints, event ids), committed with the batch
+//! - `mirror`: reads of the mirror tables in Stripe's shapes (one object, a
+//!   list page with Stripe's cursors), for the Stripe-compatible path
 //! - `writes`: idempotency keys of writes through to the upstream, their
 //!   recovery points, and the rules for a request that names a known key
 //!
@@ -19,6 +21,7 @@
 
 pub mod ident;
 pub mod ledger;
+pub mod mirror;
 pub mod plan;
 pub mod postgres;
 pub mod queues;
@@ -257,11 +260,12 @@ impl StoreHealth {
 }
 
 pub use ledger::LedgerStore;
+pub use mirror::MirrorStore;
 pub use queues::QueueStore;
 pub use writes::WriteStore;
 
 #[async_trait::async_trait]
-pub trait Store: QueueStore + WriteStore + LedgerStore + Send + Sync {
+pub trait Store: QueueStore + WriteStore + LedgerStore + MirrorStore + Send + Sync {
     /// Commit a batch in one transaction.
     async fn apply(&self, batch: Batch) -> Result<Applied, StoreError>;
     /// Every checkpoint entry of a source.

@@ -197,7 +197,7 @@ macro_rules! store_suite {
                 account_ids_and_types_are_data_not_sql, sink_cursors_and_dead_letters_commit_together,
                 purge_keeps_what_a_reader_has_not_passed, apps_are_found_by_token_hash_until_revoked,
                 queues_fan_out_pull_acknowledge_and_expire, idempotency_keys_follow_their_recovery_points,
-                ledger_commits_with_the_batch_and_resends_emit_reads);
+                ledger_commits_with_the_batch_and_resends_emit_reads, mirror_reads_page_like_stripe_within_one_account);
         }
     };
     (@tests $open:expr; $($name:ident),*) => {
@@ -209,6 +209,48 @@ macro_rules! store_suite {
             }
         )*
     };
+}
+
+/// Lists are newest first by `created` then id, pages follow Stripe's
+/// cursors both ways, and an account sees only its own rows.
+pub async fn mirror_reads_page_like_stripe_within_one_account(store: Arc<dyn Store>) {
+    use mirror::{ListCursor, MirrorPage};
+    let customer = |id: &str, created: i64, account: Option<&str>| Write {
+        account: account.map(String::from),
+        ..write("customer", id, Mutation::Upsert(json!({"id": id, "object": "customer", "created": created})), Origin::Backfill, 1)
+    };
+    let empty = store.mirror_list("stripe", "customer", None, &ListCursor::Start, 10).await.unwrap();
+    assert_eq!(empty, Some(MirrorPage { data: vec![], has_more: false }), "no table yet: an empty list");
+    // c3 and c4 share a second: the id breaks the tie
+    let writes = vec![
+        customer("c1", 100, None),
+        customer("c2", 200, None),
+        customer("c3", 300, None),
+        customer("c4", 300, None),
+        customer("a1", 500, Some("acct_1")),
+    ];
+    store.apply(batch(writes)).await.unwrap();
+    let ids = |page: &MirrorPage| page.data.iter().map(|o| o["id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let list = |cursor: ListCursor, limit| {
+        let store = store.clone();
+        async move { store.mirror_list("stripe", "customer", None, &cursor, limit).await.unwrap().expect("the cursor object exists") }
+    };
+    let first = list(ListCursor::Start, 2).await;
+    assert_eq!((ids(&first), first.has_more), (vec!["c4".to_string(), "c3".into()], true));
+    let next = list(ListCursor::After("c3".into()), 2).await;
+    assert_eq!((ids(&next), next.has_more), (vec!["c2".to_string(), "c1".into()], false));
+    let back = list(ListCursor::Before("c2".into()), 1).await;
+    assert_eq!((ids(&back), back.has_more), (vec!["c3".to_string()], true));
+    let back = list(ListCursor::Before("c2".into()), 5).await;
+    assert_eq!((ids(&back), back.has_more), (vec!["c4".to_string(), "c3".into()], false), "still newest first");
+    // one account's rows are invisible to another, cursors included
+    assert_eq!(store.mirror_list("stripe", "customer", None, &ListCursor::After("a1".into()), 5).await.unwrap(), None);
+    let theirs = store.mirror_list("stripe", "customer", Some("acct_1"), &ListCursor::Start, 5).await.unwrap().unwrap();
+    assert_eq!(ids(&theirs), vec!["a1".to_string()]);
+    assert_eq!(store.mirror_object("stripe", "customer", None, "a1").await.unwrap(), None);
+    assert_eq!(store.mirror_object("stripe", "customer", Some("acct_1"), "a1").await.unwrap().unwrap()["created"], 500);
+    assert_eq!(store.mirror_object("stripe", "customer", None, "c1").await.unwrap().unwrap()["id"], "c1");
+    assert_eq!(store.mirror_object("stripe", "invoice", None, "c1").await.unwrap(), None, "no such table");
 }
 
 pub async fn account_ids_and_types_are_data_not_sql(store: Arc<dyn Store>) {

@@ -108,6 +108,11 @@ impl Writes {
         Ok(Writes { store, upstreams, grace, staged: tokio::sync::Notify::new() })
     }
 
+    /// The resources (`customers`, …) a source takes writes for.
+    pub fn resources(&self, source: &str) -> Result<&[&'static str], WriteError> {
+        self.upstreams.get(source).map(|u| u.resources.as_slice()).ok_or_else(|| WriteError::UnknownSource(source.to_string()))
+    }
+
     /// Check a request and turn it into the key's request.
     fn key_request(&self, request: WriteRequest) -> Result<KeyRequest, WriteError> {
         crate::queue::check_text("Idempotency-Key", &request.key).map_err(|e| WriteError::BadRequest(e.0))?;

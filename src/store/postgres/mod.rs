@@ -7,6 +7,7 @@
 //! connection.
 
 mod ledger;
+mod mirror;
 mod queues;
 mod writes;
 

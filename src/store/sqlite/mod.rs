@@ -3,6 +3,7 @@
 //! use their own connection, which WAL lets run beside the writer.
 
 mod ledger;
+mod mirror;
 mod queues;
 mod writes;
 

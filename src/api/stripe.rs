@@ -1,0 +1,270 @@
+//! The Stripe-compatible path, `/stripe/{source}/v1/…`: an official Stripe
+//! client whose base URL points here (with an app token as its API key)
+//! writes through the same atomic phases as `/v1/sources/…` and reads from
+//! the mirror, so it reads its own writes without spending the upstream's
+//! request budget.
+//!
+//! - `POST /stripe/{source}/v1/{resource}` creates, `POST …/{id}` updates,
+//!   `DELETE …/{id}` deletes: Stripe's form encoding (or JSON),
+//!   `Idempotency-Key` (generated when absent, as Stripe keys are optional),
+//!   `Stripe-Account`; the answer is the upstream's, status and body, with
+//!   `Idempotent-Replayed: true` on a replay.
+//! - `GET …/{resource}/{id}` and `GET …/{resource}` (`limit`,
+//!   `starting_after`, `ending_before`) answer from the mirror in Stripe's
+//!   shapes; a filter the mirror cannot apply is refused, never ignored.
+//! - Errors are Stripe's: `{"error":{"type","code","message","param"}}`,
+//!   with the statuses and types the official clients map to their errors.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use serde_json::{Map, Value, json};
+
+use super::extract::{Param, Params, QueryParams};
+use super::writes::{account, answer, idempotency_key};
+use super::{ApiError, AppState};
+use crate::store::mirror::ListCursor;
+use crate::store::queues::App;
+use crate::write::{WriteError, WriteRequest};
+
+/// Stripe's default and largest list page.
+const DEFAULT_LIMIT: usize = 10;
+const MAX_LIMIT: usize = crate::stripe_api::MAX_PAGE;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/stripe/{source}/v1/{resource}", get(list).post(create))
+        .route("/stripe/{source}/v1/{resource}/{id}", get(retrieve).post(update).delete(remove))
+        .route("/stripe/{source}/{*rest}", any(unrecognized))
+}
+
+/// An error as Stripe answers it.
+#[derive(Debug)]
+pub struct StripeError {
+    status: StatusCode,
+    /// `invalid_request_error`, `idempotency_error` or `api_error`.
+    kind: &'static str,
+    code: Option<&'static str>,
+    message: String,
+    param: Option<&'static str>,
+    retry_after_secs: Option<u64>,
+}
+
+impl StripeError {
+    fn invalid(status: StatusCode, message: String) -> Self {
+        StripeError { status, kind: "invalid_request_error", code: None, message, param: None, retry_after_secs: None }
+    }
+
+    fn missing(object: &str, id: &str, param: &'static str) -> Self {
+        StripeError {
+            code: Some("resource_missing"),
+            param: Some(param),
+            ..Self::invalid(StatusCode::NOT_FOUND, format!("No such {object}: '{id}'"))
+        }
+    }
+}
+
+impl From<ApiError> for StripeError {
+    fn from(e: ApiError) -> Self {
+        let message = e.to_string();
+        let invalid = |status| StripeError::invalid(status, message.clone());
+        match e {
+            ApiError::BadRequest(_) | ApiError::Unprocessable(_) => invalid(StatusCode::BAD_REQUEST),
+            ApiError::Unauthorized(_) => invalid(StatusCode::UNAUTHORIZED),
+            ApiError::Forbidden(_) => invalid(StatusCode::FORBIDDEN),
+            ApiError::NotFound(_) => invalid(StatusCode::NOT_FOUND),
+            ApiError::TooLarge(_) => invalid(StatusCode::PAYLOAD_TOO_LARGE),
+            ApiError::Conflict(_) => {
+                StripeError { kind: "idempotency_error", code: Some("idempotency_key_in_use"), ..invalid(StatusCode::CONFLICT) }
+            }
+            ApiError::RateLimited { retry_after_secs } => {
+                StripeError { code: Some("rate_limit"), retry_after_secs: Some(retry_after_secs), ..invalid(StatusCode::TOO_MANY_REQUESTS) }
+            }
+            ApiError::MethodNotAllowed => invalid(StatusCode::METHOD_NOT_ALLOWED),
+            ApiError::Timeout(_) => StripeError { kind: "api_error", ..invalid(StatusCode::GATEWAY_TIMEOUT) },
+            ApiError::BadGateway(_) => StripeError { kind: "api_error", ..invalid(StatusCode::BAD_GATEWAY) },
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "stripe-compatible request failed");
+                StripeError { kind: "api_error", message: "internal error".into(), ..invalid(StatusCode::INTERNAL_SERVER_ERROR) }
+            }
+        }
+    }
+}
+
+impl From<WriteError> for StripeError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            // what Stripe answers for a key reused with other parameters
+            WriteError::Mismatch => StripeError {
+                kind: "idempotency_error",
+                ..StripeError::invalid(
+                    StatusCode::BAD_REQUEST,
+                    "Keys for idempotent requests can only be used with the same parameters they were first used with. \
+                     Try using a key other than the one you sent if you meant to execute a different request."
+                        .into(),
+                )
+            },
+            other => ApiError::from(other).into(),
+        }
+    }
+}
+
+impl IntoResponse for StripeError {
+    fn into_response(self) -> Response {
+        let mut error = json!({"type": self.kind, "message": self.message});
+        if let Some(code) = self.code {
+            error["code"] = json!(code);
+        }
+        if let Some(param) = self.param {
+            error["param"] = json!(param);
+        }
+        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        let headers = response.headers_mut();
+        if let Some(secs) = self.retry_after_secs {
+            headers.insert(header::RETRY_AFTER, secs.into());
+        }
+        // Stripe's clients obey this before any status rule: an answer that
+        // never came (502) may be retried with the same key
+        let retry = if self.status == StatusCode::BAD_GATEWAY || self.status == StatusCode::CONFLICT { "true" } else { "false" };
+        headers.insert("stripe-should-retry", HeaderValue::from_static(retry));
+        response
+    }
+}
+
+/// An extractor's rejection, answered in Stripe's shape.
+fn stripe<T>(extracted: Result<T, ApiError>) -> Result<T, StripeError> {
+    extracted.map_err(StripeError::from)
+}
+
+/// The object type of a resource the source mirrors (`customers` →
+/// `customer`).
+fn object_of(state: &AppState, source: &str, resource: &str) -> Result<&'static str, StripeError> {
+    let unrecognized = || {
+        StripeError::invalid(
+            StatusCode::NOT_FOUND,
+            format!("Unrecognized request URL: /v1/{resource} is not mirrored by source '{source}'"),
+        )
+    };
+    let resources = state.writes.resources(source).map_err(|_| unrecognized())?;
+    if !resources.contains(&resource) {
+        return Err(unrecognized());
+    }
+    crate::stripe_api::object_for_resource(resource).ok_or_else(unrecognized)
+}
+
+async fn write(
+    app: App,
+    state: AppState,
+    headers: HeaderMap,
+    (source, resource, id): (String, String, Option<String>),
+    method: &'static str,
+    params: Map<String, Value>,
+) -> Result<Response, StripeError> {
+    // Stripe's keys are optional (its clients key every POST themselves)
+    let key = idempotency_key(&headers)?.unwrap_or_else(|| format!("auto-{}", crate::queue::random_id("", 24)));
+    let account = account(&app, &headers, &state).await?;
+    let request = WriteRequest { app_id: app.id, key, source, method, resource, id, params, account };
+    Ok(answer(state.writes.execute(request).await?))
+}
+
+async fn create(
+    app: Result<App, ApiError>,
+    State(state): State<AppState>,
+    path: Result<Param<(String, String)>, ApiError>,
+    headers: HeaderMap,
+    params: Result<Params, ApiError>,
+) -> Result<Response, StripeError> {
+    let (app, Param((source, resource)), Params(params)) = (stripe(app)?, stripe(path)?, stripe(params)?);
+    write(app, state, headers, (source, resource, None), "POST", params).await
+}
+
+async fn update(
+    app: Result<App, ApiError>,
+    State(state): State<AppState>,
+    path: Result<Param<(String, String, String)>, ApiError>,
+    headers: HeaderMap,
+    params: Result<Params, ApiError>,
+) -> Result<Response, StripeError> {
+    let (app, Param((source, resource, id)), Params(params)) = (stripe(app)?, stripe(path)?, stripe(params)?);
+    write(app, state, headers, (source, resource, Some(id)), "POST", params).await
+}
+
+async fn remove(
+    app: Result<App, ApiError>,
+    State(state): State<AppState>,
+    path: Result<Param<(String, String, String)>, ApiError>,
+    headers: HeaderMap,
+) -> Result<Response, StripeError> {
+    let (app, Param((source, resource, id))) = (stripe(app)?, stripe(path)?);
+    write(app, state, headers, (source, resource, Some(id)), "DELETE", Map::new()).await
+}
+
+async fn retrieve(
+    app: Result<App, ApiError>,
+    State(state): State<AppState>,
+    path: Result<Param<(String, String, String)>, ApiError>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, StripeError> {
+    let (app, Param((source, resource, id))) = (stripe(app)?, stripe(path)?);
+    let object = object_of(&state, &source, &resource)?;
+    let account = account(&app, &headers, &state).await?;
+    let found = state.store.mirror_object(&source, object, account.as_deref(), &id).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    found.map(Json).ok_or_else(|| StripeError::missing(object, &id, "id"))
+}
+
+async fn list(
+    app: Result<App, ApiError>,
+    State(state): State<AppState>,
+    path: Result<Param<(String, String)>, ApiError>,
+    headers: HeaderMap,
+    query: Result<QueryParams<Vec<(String, String)>>, ApiError>,
+) -> Result<Json<Value>, StripeError> {
+    let (app, Param((source, resource)), QueryParams(query)) = (stripe(app)?, stripe(path)?, stripe(query)?);
+    let object = object_of(&state, &source, &resource)?;
+    let account = account(&app, &headers, &state).await?;
+    let bad = |message: String| StripeError::invalid(StatusCode::BAD_REQUEST, message);
+    let (mut limit, mut cursor) = (DEFAULT_LIMIT, ListCursor::Start);
+    for (name, value) in query {
+        match name.as_str() {
+            "limit" => {
+                limit = value.parse().ok().filter(|l| (1..=MAX_LIMIT).contains(l)).ok_or_else(|| StripeError {
+                    param: Some("limit"),
+                    ..bad(format!("Invalid limit: must be an integer from 1 to {MAX_LIMIT}, got '{value}'"))
+                })?
+            }
+            "starting_after" | "ending_before" if cursor != ListCursor::Start => {
+                return Err(bad("You may only specify one of these parameters: starting_after, ending_before.".into()));
+            }
+            "starting_after" => cursor = ListCursor::After(value),
+            "ending_before" => cursor = ListCursor::Before(value),
+            other => {
+                return Err(bad(format!(
+                    "'{other}' is not answered from the mirror (it lists with limit, starting_after and ending_before); \
+                     ask the upstream for filtered lists"
+                )));
+            }
+        }
+    }
+    let page = state
+        .store
+        .mirror_list(&source, object, account.as_deref(), &cursor, limit)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let page = match (page, &cursor) {
+        (Some(page), _) => page,
+        (None, ListCursor::After(id)) => return Err(StripeError::missing(object, id, "starting_after")),
+        (None, _) => {
+            let ListCursor::Before(id) = &cursor else { unreachable!("only a cursor can be missing") };
+            return Err(StripeError::missing(object, id, "ending_before"));
+        }
+    };
+    Ok(Json(json!({"object": "list", "data": page.data, "has_more": page.has_more, "url": format!("/v1/{resource}")})))
+}
+
+/// What Stripe answers for a URL it does not serve.
+async fn unrecognized(method: Method, uri: Uri) -> StripeError {
+    StripeError::invalid(StatusCode::NOT_FOUND, format!("Unrecognized request URL ({method}: {}): not served by this mirror", uri.path()))
+}

@@ -1,0 +1,72 @@
+//! Mirror reads on SQLite, on the reader connection.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+
+use super::{SqliteStore, parse_json};
+use crate::store::StoreError;
+use crate::store::ident::quote;
+use crate::store::mirror::{self, Dialect, ListCursor, MirrorPage, MirrorStore};
+
+const SQLITE: Dialect = Dialect { param: |n| format!("?{n}"), null_safe_eq: "IS", data_text: "data" };
+
+/// The quoted mirror table of `source`'s `object`, if it has been created.
+fn table(conn: &Connection, source: &str, object: &str) -> Result<Option<String>, StoreError> {
+    let name: Option<String> = conn
+        .query_row("SELECT table_name FROM tributary_tables WHERE source = ?1 AND object = ?2", params![source, object], |r| r.get(0))
+        .optional()?;
+    Ok(name.map(|n| quote(&n)))
+}
+
+#[async_trait::async_trait]
+impl MirrorStore for SqliteStore {
+    async fn mirror_object(&self, source: &str, object: &str, account: Option<&str>, id: &str) -> Result<Option<Value>, StoreError> {
+        let (source, object, account, id) = (source.to_string(), object.to_string(), account.map(String::from), id.to_string());
+        self.read(move |conn| {
+            let Some(table) = table(conn, &source, &object)? else { return Ok(None) };
+            let text: Option<String> =
+                conn.query_row(&mirror::object_sql(&table, &SQLITE), params![account, id], |r| r.get(0)).optional()?;
+            parse_json(&table, &id, text)
+        })
+        .await
+    }
+
+    async fn mirror_list(
+        &self,
+        source: &str,
+        object: &str,
+        account: Option<&str>,
+        cursor: &ListCursor,
+        limit: usize,
+    ) -> Result<Option<MirrorPage>, StoreError> {
+        let (source, object, account, cursor) = (source.to_string(), object.to_string(), account.map(String::from), cursor.clone());
+        self.read(move |conn| {
+            let Some(table) = table(conn, &source, &object)? else {
+                // nothing mirrored yet: an empty list, and no cursor object
+                return Ok(matches!(cursor, ListCursor::Start).then(|| MirrorPage { data: vec![], has_more: false }));
+            };
+            let cursor_id = match &cursor {
+                ListCursor::Start => None,
+                ListCursor::After(id) | ListCursor::Before(id) => Some(id.clone()),
+            };
+            if let Some(id) = &cursor_id {
+                let exists = conn.query_row(&mirror::object_sql(&table, &SQLITE), params![account, id], |_| Ok(())).optional()?.is_some();
+                if !exists {
+                    return Ok(None);
+                }
+            }
+            let mut stmt = conn.prepare(&mirror::list_sql(&table, &cursor, &SQLITE))?;
+            let fetch = (limit + 1) as i64;
+            let rows: Vec<String> = match &cursor_id {
+                Some(id) => stmt.query_map(params![account, fetch, id], |r| r.get(0))?.collect::<Result<_, _>>()?,
+                None => stmt.query_map(params![account, fetch], |r| r.get(0))?.collect::<Result<_, _>>()?,
+            };
+            let rows = rows
+                .into_iter()
+                .map(|text| parse_json(&table, "(list)", Some(text)).map(Option::unwrap_or_default))
+                .collect::<Result<_, _>>()?;
+            Ok(Some(mirror::page(rows, &cursor, limit)))
+        })
+        .await
+    }
+}
