@@ -141,3 +141,46 @@ async fn a_nested_url_never_takes_the_api_key_to_another_host() {
     assert_eq!(reached.load(Ordering::SeqCst), 0, "a request reached another host");
     assert!(engine.mirror().await.get("invoice").is_none_or(|rows| rows.is_empty()), "an incomplete invoice was stored");
 }
+
+/// A connected account whose id cannot go into a `Stripe-Account` header
+/// (the upstream listed it with a control character): the request cannot
+/// even be built, so that account's sync stops with a clear error instead
+/// of retrying forever; the platform's goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_cannot_be_built_stops_its_account_instead_of_retrying() {
+    use axum::extract::{Path, State};
+    use axum::routing::get;
+    let requests = Arc::new(AtomicUsize::new(0));
+    let answer = |State(requests): State<Arc<AtomicUsize>>, Path(rest): Path<String>| async move {
+        requests.fetch_add(1, Ordering::SeqCst);
+        let data = if rest == "accounts" { json!([{"id": "acct_bad\u{1}id", "object": "account"}]) } else { json!([]) };
+        axum::Json(json!({"object": "list", "data": data, "has_more": false, "url": format!("/v1/{rest}")}))
+    };
+    let app = axum::Router::new().route("/v1/{*rest}", get(answer)).with_state(requests.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempdir();
+    let engine = Engine::start(
+        dir.path(),
+        &upstream,
+        "accounts = \"all\"\nresources = [\"customers\"]\nretry_max_backoff_ms = 200\npoll_interval_ms = 100",
+    )
+    .await;
+    wait_until("the bad account's sync to stop", Duration::from_secs(30), || async {
+        engine.proc.log_kinds("source_stopped").iter().any(|l| l["error_kind"] == "request_invalid")
+    })
+    .await;
+    let stopped = engine.proc.log_kinds("source_stopped");
+    assert!(stopped[0]["error"].as_str().unwrap().contains("cannot send"), "{stopped:?}");
+    let sources = engine.sources().await;
+    let error = sources["sources"][0]["last_error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("stopped") && error.contains("cannot send"), "{sources}");
+    // the platform is live and answers /wait; the bad account is not retried
+    let platform = sources["sources"][0]["accounts"].as_array().unwrap().iter().find(|a| a["account"].is_null()).cloned().unwrap();
+    assert_eq!(platform["phase"], "live", "{sources}");
+    let retries = engine.proc.log_text().lines().filter(|l| l.contains("request failed, retrying") && l.contains("acct_bad")).count();
+    assert_eq!(retries, 0, "a request that cannot be built was retried");
+    assert_eq!(engine.proc.log_kinds("source_stopped").len(), 1, "stopped more than once");
+}

@@ -66,6 +66,9 @@ pub struct ScopeStatus {
     /// When the next early poll may start: however many `/wait` callers
     /// there are, they add at most one poll per interval.
     next_early_poll: parking_lot::Mutex<Option<tokio::time::Instant>>,
+    /// This scope's last error, until it recovers (another scope's success
+    /// does not clear it).
+    last_error: RwLock<Option<String>>,
 }
 
 impl ScopeStatus {
@@ -77,11 +80,25 @@ impl ScopeStatus {
             rounds_applied: watch::Sender::new(0),
             poll_now: Notify::new(),
             next_early_poll: parking_lot::Mutex::new(None),
+            last_error: RwLock::new(None),
         }
     }
 
     pub fn set_phase(&self, phase: Phase) {
         self.state.write().phase = phase;
+    }
+
+    /// Set or (with `None`, after a success) clear this scope's error; a
+    /// clear that finds none takes no write lock (it runs every poll).
+    pub fn set_error(&self, error: Option<String>) {
+        if error.is_none() && self.last_error.read().is_none() {
+            return;
+        }
+        *self.last_error.write() = error;
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.read().clone()
     }
 
     pub fn phase(&self) -> Phase {
@@ -165,6 +182,7 @@ impl ScopeStatus {
             "cursor": state.cursor,
             "lag_ms": Self::lag_of(&state).map(|l| l.as_millis() as u64),
             "backfill": state.resources,
+            "last_error": self.last_error(),
         })
     }
 }
@@ -231,8 +249,10 @@ impl SourceStatus {
         *self.last_error.write() = error;
     }
 
+    /// The source's own error (it cannot run, or list its accounts), else
+    /// the first of its scopes'.
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.read().clone()
+        self.last_error.read().clone().or_else(|| self.scopes().iter().find_map(|s| s.last_error()))
     }
 
     /// The least advanced phase of any scope.

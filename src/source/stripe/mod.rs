@@ -51,6 +51,7 @@ async fn list_accounts_until_ok(shared: &Shared) -> Vec<String> {
     loop {
         match list_accounts(&shared.client).await {
             Ok(ids) => {
+                shared.status.set_error(None);
                 tracing::info!(kind = "accounts_listed", source = %shared.name, count = ids.len(), "syncing the platform and {} connected accounts", ids.len());
                 return ids;
             }

@@ -129,14 +129,14 @@ impl ScopeSync {
     fn stop(&self, error: &SyncError) {
         tracing::error!(kind = "source_stopped", source = %self.shared.name, account = self.account_label(), error = %error,
             error_kind = error.kind(), "sync stopped; it will not be retried until restart");
-        self.shared.status.set_error(Some(format!("{}: stopped: {error}", self.account_label())));
+        self.status.set_error(Some(format!("{}: stopped: {error}", self.account_label())));
     }
 
     async fn report(&self, error: &SyncError) {
         let pause = self.shared.client.max_backoff();
         tracing::error!(kind = "source_error", source = %self.shared.name, account = self.account_label(), error = %error,
             retry_in_ms = pause.as_millis() as u64, "sync stopped; restarting from the checkpoint");
-        self.shared.status.set_error(Some(format!("{}: {error}", self.account_label())));
+        self.status.set_error(Some(format!("{}: {error}", self.account_label())));
         tokio::time::sleep(pause).await;
     }
 
@@ -495,7 +495,7 @@ impl ScopeSync {
         self.commit(vec![], vec![], vec![self.meta_entry(meta)]).await?;
         self.status.set_phase(Phase::Live);
         self.status.finish_round(round, started);
-        self.shared.status.set_error(None);
+        self.status.set_error(None);
         tracing::info!(kind = "caught_up", source = %self.shared.name, account = self.account_label(), events = seen,
             applied = newest.len(), changes, cursor = meta.cursor.as_deref().unwrap_or(""), "caught up; tailing events");
         Ok(())
@@ -509,6 +509,7 @@ impl ScopeSync {
             let events = self.new_events(&meta).await?;
             self.apply_events(&events, &mut meta, started_ms).await?;
             self.status.finish_round(round, started);
+            self.status.set_error(None);
             if let Some(lag) = self.shared.status.lag() {
                 metrics::gauge!("tributary_source_lag_ms", "source" => self.shared.name.clone()).set(lag.as_millis() as f64);
             }
