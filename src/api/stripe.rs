@@ -24,11 +24,11 @@ use axum::routing::{any, get};
 use serde_json::{Map, Value, json};
 
 use super::extract::{Param, Params, QueryParams};
-use super::writes::{account, answer, idempotency_key};
+use super::writes::{MissingKey, account, write};
 use super::{ApiError, AppState};
 use crate::store::mirror::ListCursor;
 use crate::store::queues::App;
-use crate::write::{WriteError, WriteRequest};
+use crate::write::WriteError;
 
 /// Stripe's default and largest list page.
 const DEFAULT_LIMIT: usize = 10;
@@ -155,21 +155,6 @@ fn object_of(state: &AppState, source: &str, resource: &str) -> Result<&'static 
     crate::stripe_api::object_for_resource(resource).ok_or_else(unrecognized)
 }
 
-async fn write(
-    app: App,
-    state: AppState,
-    headers: HeaderMap,
-    (source, resource, id): (String, String, Option<String>),
-    method: &'static str,
-    params: Map<String, Value>,
-) -> Result<Response, StripeError> {
-    // Stripe's keys are optional (its clients key every POST themselves)
-    let key = idempotency_key(&headers)?.unwrap_or_else(|| format!("auto-{}", crate::queue::random_id("", 24)));
-    let account = account(&app, &headers, &state).await?;
-    let request = WriteRequest { app_id: app.id, key, source, method, resource, id, params, account };
-    Ok(answer(state.writes.execute(request).await?))
-}
-
 async fn create(
     app: Result<App, ApiError>,
     State(state): State<AppState>,
@@ -178,7 +163,7 @@ async fn create(
     params: Result<Params, ApiError>,
 ) -> Result<Response, StripeError> {
     let (app, Param((source, resource)), Params(params)) = (stripe(app)?, stripe(path)?, stripe(params)?);
-    write(app, state, headers, (source, resource, None), "POST", params).await
+    write(app, state, headers, (source, resource, None), "POST", params, MissingKey::Generate).await
 }
 
 async fn update(
@@ -189,7 +174,7 @@ async fn update(
     params: Result<Params, ApiError>,
 ) -> Result<Response, StripeError> {
     let (app, Param((source, resource, id)), Params(params)) = (stripe(app)?, stripe(path)?, stripe(params)?);
-    write(app, state, headers, (source, resource, Some(id)), "POST", params).await
+    write(app, state, headers, (source, resource, Some(id)), "POST", params, MissingKey::Generate).await
 }
 
 async fn remove(
@@ -199,7 +184,7 @@ async fn remove(
     headers: HeaderMap,
 ) -> Result<Response, StripeError> {
     let (app, Param((source, resource, id))) = (stripe(app)?, stripe(path)?);
-    write(app, state, headers, (source, resource, Some(id)), "DELETE", Map::new()).await
+    write(app, state, headers, (source, resource, Some(id)), "DELETE", Map::new(), MissingKey::Generate).await
 }
 
 async fn retrieve(

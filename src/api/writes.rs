@@ -54,7 +54,7 @@ pub(super) async fn account(app: &App, headers: &HeaderMap, state: &AppState) ->
 }
 
 /// The client's `Idempotency-Key`, if it sent one.
-pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(key) = headers.get("idempotency-key") else { return Ok(None) };
     let key = key.to_str().map_err(|_| ApiError::BadRequest("Idempotency-Key must be printable text".into()))?;
     Ok(Some(key.to_string()))
@@ -62,7 +62,7 @@ pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Api
 
 /// The upstream's answer as it came (status and body), marked when it was
 /// replayed from its key.
-pub(super) fn answer(outcome: Outcome) -> Response {
+fn answer(outcome: Outcome) -> Response {
     let status = StatusCode::from_u16(outcome.answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = (status, [(header::CONTENT_TYPE, "application/json")], outcome.answer.body).into_response();
     if outcome.replayed {
@@ -71,15 +71,30 @@ pub(super) fn answer(outcome: Outcome) -> Response {
     response
 }
 
-async fn write(
+/// What a write without an `Idempotency-Key` gets.
+pub(super) enum MissingKey {
+    /// 400: Tributary's own write routes require one.
+    Refuse,
+    /// A key of its own: Stripe's keys are optional.
+    Generate,
+}
+
+/// Run a write for `app` and answer with the upstream's answer; errors in
+/// the caller's shape.
+pub(super) async fn write<E: From<ApiError> + From<WriteError>>(
     app: App,
     state: AppState,
     headers: HeaderMap,
     (source, resource, id): (String, String, Option<String>),
     method: &'static str,
     params: Map<String, Value>,
-) -> Result<Response, ApiError> {
-    let key = idempotency_key(&headers)?.ok_or_else(|| ApiError::BadRequest("an Idempotency-Key header is required".into()))?;
+    missing_key: MissingKey,
+) -> Result<Response, E> {
+    let key = match (idempotency_key(&headers)?, missing_key) {
+        (Some(key), _) => key,
+        (None, MissingKey::Generate) => format!("auto-{}", crate::queue::random_id("", 24)),
+        (None, MissingKey::Refuse) => return Err(ApiError::BadRequest("an Idempotency-Key header is required".into()).into()),
+    };
     let account = account(&app, &headers, &state).await?;
     let request = WriteRequest { app_id: app.id, key, source, method, resource, id, params, account };
     Ok(answer(state.writes.execute(request).await?))
@@ -92,7 +107,7 @@ async fn create(
     headers: HeaderMap,
     Params(params): Params,
 ) -> Result<Response, ApiError> {
-    write(app, state, headers, (source, resource, None), "POST", params).await
+    write(app, state, headers, (source, resource, None), "POST", params, MissingKey::Refuse).await
 }
 
 async fn update(
@@ -102,7 +117,7 @@ async fn update(
     headers: HeaderMap,
     Params(params): Params,
 ) -> Result<Response, ApiError> {
-    write(app, state, headers, (source, resource, Some(id)), "POST", params).await
+    write(app, state, headers, (source, resource, Some(id)), "POST", params, MissingKey::Refuse).await
 }
 
 async fn remove(
@@ -111,5 +126,5 @@ async fn remove(
     Param((source, resource, id)): Param<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    write(app, state, headers, (source, resource, Some(id)), "DELETE", Map::new()).await
+    write(app, state, headers, (source, resource, Some(id)), "DELETE", Map::new(), MissingKey::Refuse).await
 }

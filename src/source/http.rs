@@ -130,30 +130,37 @@ impl ClientOptions {
     }
 }
 
-/// Join `path_and_query` (`/v1/customers?limit=100`) onto `base`: the path
-/// is appended to the base's own path and the query replaces its query.
-/// Scheme, host, port and credentials always come from `base`; a path that
-/// is not a plain absolute path (`//host`, `@host`, `http://…`, dot
-/// segments, control characters) is refused.
-pub fn join(base: &reqwest::Url, path_and_query: &str) -> Result<reqwest::Url, ClientError> {
-    let refuse = |reason: &str| ClientError::Refused { url: path_and_query.to_string(), reason: reason.to_string() };
+/// Why `path_and_query` is not a plain absolute path with an optional
+/// query: `//host`, `@host`, `http://…`, dot segments, control characters,
+/// spaces, backslashes and fragments all are refused.
+fn plain_path(path_and_query: &str) -> Result<(&str, Option<&str>), &'static str> {
     let (path, query) = match path_and_query.split_once('?') {
         Some((path, query)) => (path, Some(query)),
         None => (path_and_query, None),
     };
     if !path.starts_with('/') || path.starts_with("//") {
-        return Err(refuse("not a path relative to the base URL"));
+        return Err("not a path relative to the base URL");
     }
     if path_and_query.chars().any(|c| c.is_control() || c.is_whitespace() || c == '\\' || c == '#') {
-        return Err(refuse("contains a control character, space, backslash or '#'"));
+        return Err("contains a control character, space, backslash or '#'");
     }
     let dot_segment = |segment: &str| {
         let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
         decoded == "." || decoded == ".."
     };
     if path.split('/').any(dot_segment) {
-        return Err(refuse("contains a '.' or '..' segment"));
+        return Err("contains a '.' or '..' segment");
     }
+    Ok((path, query))
+}
+
+/// Join `path_and_query` (`/v1/customers?limit=100`) onto `base`: the path
+/// is appended to the base's own path and the query replaces its query.
+/// Scheme, host, port and credentials always come from `base`; anything but
+/// a plain path (see [`plain_path`]) is refused.
+pub fn join(base: &reqwest::Url, path_and_query: &str) -> Result<reqwest::Url, ClientError> {
+    let refuse = |reason: &str| ClientError::Refused { url: path_and_query.to_string(), reason: reason.to_string() };
+    let (path, query) = plain_path(path_and_query).map_err(refuse)?;
     let mut url = base.clone();
     url.set_path(&format!("{}{path}", base.path().trim_end_matches('/')));
     url.set_query(query);
@@ -167,18 +174,15 @@ pub fn join(base: &reqwest::Url, path_and_query: &str) -> Result<reqwest::Url, C
 }
 
 /// Check a URL the upstream handed us (a nested list's `url`) before it is
-/// followed: a relative path under `prefix` (`/v1/`), nothing else. `what`
-/// names the object and field in the error.
+/// followed: a plain relative path under `prefix` (`/v1/`), nothing else.
+/// `what` names the object and field in the error.
 pub fn check_upstream_path(what: &str, path_and_query: &str, prefix: &str) -> Result<(), ClientError> {
-    let refused = |reason: String| ClientError::Refused { url: path_and_query.to_string(), reason: format!("{what}: {reason}") };
+    let refused =
+        |reason: &str| ClientError::Refused { url: path_and_query.to_string(), reason: format!("{what}: {reason}; not followed") };
     if !path_and_query.starts_with(prefix) {
-        return Err(refused(format!("not a relative path under {prefix}; not followed")));
+        return Err(refused(&format!("not a relative path under {prefix}")));
     }
-    let probe = reqwest::Url::parse("http://base.invalid").expect("a valid URL");
-    join(&probe, path_and_query).map_err(|e| match e {
-        ClientError::Refused { reason, .. } => refused(format!("{reason}; not followed")),
-        other => other,
-    })?;
+    plain_path(path_and_query).map_err(refused)?;
     Ok(())
 }
 
