@@ -2,6 +2,7 @@
 //! with the source's checkpoint.
 //!
 //! - `ident`: validation and quoting of identifiers that come from upstream data
+//! - `migrate`: the numbered schema migrations of each backend, applied once
 //! - `plan`: what a batch does to the mirror (the same decision on every backend)
 //! - `sqlite`: the embedded backend (one writer thread, WAL, group commit)
 //! - `postgres`: the production backend (pooled, set-based writes, xid8-ordered
@@ -21,6 +22,7 @@
 
 pub mod ident;
 pub mod ledger;
+pub mod migrate;
 pub mod mirror;
 pub mod plan;
 pub mod postgres;

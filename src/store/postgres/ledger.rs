@@ -7,21 +7,6 @@ use super::{PgStore, pg};
 use crate::store::StoreError;
 use crate::store::ledger::{LedgerEntry, LedgerOp, LedgerStore};
 
-pub(super) fn ddl(t: impl Fn(&str) -> String) -> String {
-    format!(
-        "CREATE TABLE IF NOT EXISTS {ledger} (
-            source text NOT NULL,
-            key text NOT NULL,
-            fingerprint text,
-            day text NOT NULL,
-            seen_at bigint NOT NULL,
-            PRIMARY KEY (source, key)
-        );
-        CREATE INDEX IF NOT EXISTS tributary_ledger_day ON {ledger} (source, day);",
-        ledger = t("tributary_ledger")
-    )
-}
-
 impl PgStore {
     /// A batch's ledger operations, inside its transaction.
     pub(super) async fn apply_ledger(&self, tx: &Transaction<'_>, source: &str, ops: &[LedgerOp]) -> Result<(), StoreError> {

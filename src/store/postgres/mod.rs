@@ -22,6 +22,7 @@ use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
 use super::ident::{self, quote};
+use super::migrate as migrations;
 use super::plan::{self, NewChange, RowUpsert};
 use super::{
     Applied, Batch, Change, ChangeCursor, ChangePage, DeadLetter, Lease, MirrorRow, Options, Store, StoreError, change_id, raw_json,
@@ -222,127 +223,36 @@ impl PgStore {
         format!("{}.{}", quote(&self.schema), quote(table))
     }
 
-    /// Create the schema and the tables of the change log; serialized by an
-    /// advisory lock so processes starting together do not race.
+    /// Create the schema and apply the migrations it has not had, in one
+    /// transaction under an advisory lock, so processes starting together
+    /// migrate once.
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut client = self.pool.get().await.map_err(pg)?;
         let tx = client.transaction().await.map_err(pg)?;
         tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&format!("tributary:migrate:{}", self.schema)])
             .await
             .map_err(pg)?;
-        let changes = self.t("tributary_changes");
-        let ddl = format!(
-            "CREATE SCHEMA IF NOT EXISTS {schema};
-            CREATE TABLE IF NOT EXISTS {changes} (
-                id bigserial PRIMARY KEY,
-                xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
-                source text NOT NULL,
-                object text NOT NULL,
-                object_id text NOT NULL,
-                account text,
-                op text NOT NULL,
-                type text NOT NULL,
-                -- json, not jsonb: stored and read back as text, which is
-                -- all the change log needs (readers pass it on)
-                data json,
-                previous_attributes json,
-                upstream_event_id text,
-                committed_at timestamptz NOT NULL DEFAULT clock_timestamp()
-            );
-            CREATE INDEX IF NOT EXISTS tributary_changes_xid_id ON {changes} (xid, id);
-            CREATE TABLE IF NOT EXISTS {checkpoints} (
-                source text NOT NULL,
-                key text NOT NULL,
-                value jsonb NOT NULL,
-                updated_at timestamptz NOT NULL DEFAULT now(),
-                PRIMARY KEY (source, key)
-            );
-            CREATE TABLE IF NOT EXISTS {tables} (
-                source text NOT NULL,
-                object text NOT NULL,
-                table_name text NOT NULL,
-                row_count bigint NOT NULL DEFAULT 0,
-                PRIMARY KEY (source, object)
-            );
-            CREATE TABLE IF NOT EXISTS {sink_cursors} (
-                sink text PRIMARY KEY,
-                cursor text NOT NULL,
-                updated_at timestamptz NOT NULL DEFAULT now()
-            );
-            CREATE TABLE IF NOT EXISTS {dead_letters} (
-                id bigserial PRIMARY KEY,
-                sink text NOT NULL,
-                change_id text NOT NULL,
-                error text NOT NULL,
-                envelope json NOT NULL,
-                created_at timestamptz NOT NULL DEFAULT now()
-            );
-            CREATE TABLE IF NOT EXISTS {apps} (
-                id text PRIMARY KEY,
-                name text NOT NULL,
-                kind text NOT NULL,
-                account text,
-                token_hash text NOT NULL UNIQUE,
-                created_at timestamptz NOT NULL DEFAULT now(),
-                revoked_at timestamptz
-            );
-            CREATE TABLE IF NOT EXISTS {grants} (
-                app_id text NOT NULL,
-                account text NOT NULL,
-                created_at timestamptz NOT NULL DEFAULT now(),
-                PRIMARY KEY (app_id, account)
-            );
-            CREATE TABLE IF NOT EXISTS {queues} (
-                id bigserial PRIMARY KEY,
-                code text NOT NULL UNIQUE,
-                app_id text NOT NULL,
-                name text NOT NULL,
-                created_at timestamptz NOT NULL DEFAULT now(),
-                -- the consumer's position: see store::queues::QueueState
-                acked_through bigint NOT NULL DEFAULT 0,
-                batches bigint NOT NULL DEFAULT 0,
-                pending_batch bigint,
-                pending_nonce text,
-                pending_through bigint,
-                acked_batch bigint,
-                acked_nonce text,
-                dropped bigint NOT NULL DEFAULT 0
-            );
-            CREATE INDEX IF NOT EXISTS tributary_queues_app ON {queues} (app_id);
-            CREATE TABLE IF NOT EXISTS {subscriptions} (
-                code text PRIMARY KEY,
-                queue_id bigint NOT NULL,
-                event_type text NOT NULL,
-                account text NOT NULL,
-                start_at timestamptz NOT NULL,
-                replay boolean NOT NULL,
-                created_at timestamptz NOT NULL DEFAULT now()
-            );
-            CREATE INDEX IF NOT EXISTS tributary_subscriptions_queue ON {subscriptions} (queue_id);
-            -- one row per (queue, change): a reference to the change log, no payload
-            CREATE TABLE IF NOT EXISTS {queue_events} (
-                id bigserial,
-                queue_id bigint NOT NULL,
-                change_seq bigint NOT NULL,
-                committed_at timestamptz NOT NULL,
-                PRIMARY KEY (queue_id, id),
-                UNIQUE (queue_id, change_seq)
-            );
-            CREATE INDEX IF NOT EXISTS tributary_queue_events_time ON {queue_events} (committed_at);",
-            schema = quote(&self.schema),
-            checkpoints = self.t("tributary_checkpoints"),
-            tables = self.t("tributary_tables"),
-            sink_cursors = self.t("tributary_sink_cursors"),
-            dead_letters = self.t("tributary_dead_letters"),
-            apps = self.t("tributary_apps"),
-            grants = self.t("tributary_app_grants"),
-            queues = self.t("tributary_queues"),
-            subscriptions = self.t("tributary_subscriptions"),
-            queue_events = self.t("tributary_queue_events"),
-        );
-        tx.batch_execute(&ddl).await.map_err(pg)?;
-        tx.batch_execute(&writes::ddl(|table| self.t(table))).await.map_err(pg)?;
-        tx.batch_execute(&ledger::ddl(|table| self.t(table))).await.map_err(pg)?;
+        let schema = quote(&self.schema);
+        // the migration files name tables unqualified: they land in the schema
+        tx.batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema}; SET LOCAL search_path TO {schema}; {}",
+            migrations::VERSION_TABLE
+        ))
+        .await
+        .map_err(pg)?;
+        let applied: Vec<i64> =
+            tx.query("SELECT version FROM tributary_schema_version", &[]).await.map_err(pg)?.iter().map(|r| r.get(0)).collect();
+        for migration in migrations::pending(migrations::POSTGRES, &applied) {
+            tx.batch_execute(migration.sql).await.map_err(pg)?;
+            tx.execute(
+                "INSERT INTO tributary_schema_version (version, name, applied_at) VALUES ($1, $2, $3)",
+                &[&migration.version, &migration.name, &super::timestamp(chrono::Utc::now())],
+            )
+            .await
+            .map_err(pg)?;
+            tracing::info!(kind = "schema_migrated", backend = "postgres", schema = %self.schema, version = migration.version,
+                name = migration.name, "applied a schema migration");
+        }
         tx.commit().await.map_err(pg)
     }
 

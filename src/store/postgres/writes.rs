@@ -10,52 +10,6 @@ use crate::store::StoreError;
 use crate::store::plan::{Fence, Fences, Prepared};
 use crate::store::writes::{Answer, Begin, Finish, KeyRecord, KeyRequest, RecoveryPoint, StagedJob, WriteStore, decide};
 
-/// The tables, in the schema `t` qualifies names with.
-pub(super) fn ddl(t: impl Fn(&str) -> String) -> String {
-    format!(
-        "CREATE TABLE IF NOT EXISTS {keys} (
-            app_id text NOT NULL,
-            key text NOT NULL,
-            source text NOT NULL,
-            method text NOT NULL,
-            path text NOT NULL,
-            params text NOT NULL,
-            fingerprint text NOT NULL,
-            account text,
-            recovery_point text NOT NULL,
-            -- RFC 3339 text, as on SQLite: one comparison rule for both
-            locked_at text,
-            upstream_status int,
-            upstream_body text,
-            response_status int,
-            response_body text,
-            created_at text NOT NULL,
-            updated_at text NOT NULL,
-            PRIMARY KEY (app_id, key)
-        );
-        CREATE INDEX IF NOT EXISTS tributary_idempotency_keys_open ON {keys} (recovery_point, updated_at);
-        CREATE INDEX IF NOT EXISTS tributary_idempotency_keys_age ON {keys} (created_at);
-        -- objects written through Tributary, held at that state until the upstream echoes it
-        CREATE TABLE IF NOT EXISTS {fences} (
-            table_name text NOT NULL,
-            id text NOT NULL,
-            state text,
-            expires_at text NOT NULL,
-            PRIMARY KEY (table_name, id)
-        );
-        -- jobs written with a write's last phase; the enqueuer hands them on after commit
-        CREATE TABLE IF NOT EXISTS {jobs} (
-            id bigserial PRIMARY KEY,
-            kind text NOT NULL,
-            payload jsonb NOT NULL,
-            created_at timestamptz NOT NULL DEFAULT now()
-        );",
-        keys = t("tributary_idempotency_keys"),
-        jobs = t("tributary_staged_jobs"),
-        fences = t("tributary_write_fences"),
-    )
-}
-
 /// Advisory lock stripes objects fall into (a power of two).
 const STRIPES: u64 = 64;
 

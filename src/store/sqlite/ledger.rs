@@ -7,18 +7,6 @@ use super::SqliteStore;
 use crate::store::StoreError;
 use crate::store::ledger::{LedgerEntry, LedgerOp, LedgerStore};
 
-pub(super) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS tributary_ledger (
-    source TEXT NOT NULL,
-    key TEXT NOT NULL,
-    fingerprint TEXT,
-    day TEXT NOT NULL,
-    seen_at INTEGER NOT NULL,
-    PRIMARY KEY (source, key)
-);
-CREATE INDEX IF NOT EXISTS tributary_ledger_day ON tributary_ledger (source, day);
-";
-
 /// A batch's ledger operations, inside its transaction.
 pub(super) fn apply(conn: &Connection, source: &str, ops: &[LedgerOp]) -> Result<(), StoreError> {
     let mut put = conn.prepare_cached(

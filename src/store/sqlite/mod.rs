@@ -15,6 +15,7 @@ use serde_json::Value;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
 use super::ident::quote;
+use super::migrate as migrations;
 use super::plan::{self, NewChange, Prepared};
 use super::{Applied, Batch, Change, ChangeCursor, ChangePage, DeadLetter, Lease, MirrorRow, Store, StoreError, change_id, raw_json};
 
@@ -22,102 +23,6 @@ use super::{Applied, Batch, Change, ChangeCursor, ChangePage, DeadLetter, Lease,
 const QUEUE_DEPTH: usize = 16;
 /// Batches committed together in one transaction at most.
 const GROUP_MAX: usize = 32;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS tributary_changes (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    source TEXT NOT NULL,
-    object TEXT NOT NULL,
-    object_id TEXT NOT NULL,
-    account TEXT,
-    op TEXT NOT NULL,
-    type TEXT NOT NULL,
-    data TEXT,
-    previous_attributes TEXT,
-    upstream_event_id TEXT,
-    committed_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS tributary_checkpoints (
-    source TEXT NOT NULL,
-    key TEXT NOT NULL,
-    value TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    PRIMARY KEY (source, key)
-);
-CREATE TABLE IF NOT EXISTS tributary_tables (
-    source TEXT NOT NULL,
-    object TEXT NOT NULL,
-    table_name TEXT NOT NULL,
-    -- kept by the writer in each transaction, so counts are O(1)
-    row_count INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (source, object)
-);
-CREATE TABLE IF NOT EXISTS tributary_sink_cursors (
-    sink TEXT PRIMARY KEY,
-    cursor TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS tributary_dead_letters (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    sink TEXT NOT NULL,
-    change_id TEXT NOT NULL,
-    error TEXT NOT NULL,
-    envelope TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS tributary_apps (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    account TEXT,
-    token_hash TEXT NOT NULL UNIQUE,
-    created_at TEXT NOT NULL,
-    revoked_at TEXT
-);
-CREATE TABLE IF NOT EXISTS tributary_app_grants (
-    app_id TEXT NOT NULL,
-    account TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    PRIMARY KEY (app_id, account)
-);
-CREATE TABLE IF NOT EXISTS tributary_queues (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    code TEXT NOT NULL UNIQUE,
-    app_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    -- the consumer's position: see store::queues::QueueState
-    acked_through INTEGER NOT NULL DEFAULT 0,
-    batches INTEGER NOT NULL DEFAULT 0,
-    pending_batch INTEGER,
-    pending_nonce TEXT,
-    pending_through INTEGER,
-    acked_batch INTEGER,
-    acked_nonce TEXT,
-    dropped INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS tributary_queues_app ON tributary_queues (app_id);
-CREATE TABLE IF NOT EXISTS tributary_subscriptions (
-    code TEXT PRIMARY KEY,
-    queue_id INTEGER NOT NULL,
-    event_type TEXT NOT NULL,
-    account TEXT NOT NULL,
-    start_at TEXT NOT NULL,
-    replay INTEGER NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS tributary_subscriptions_queue ON tributary_subscriptions (queue_id);
--- one row per (queue, change): a reference to the change log, no payload
-CREATE TABLE IF NOT EXISTS tributary_queue_events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    queue_id INTEGER NOT NULL,
-    change_seq INTEGER NOT NULL,
-    committed_at TEXT NOT NULL,
-    UNIQUE (queue_id, change_seq)
-);
-CREATE INDEX IF NOT EXISTS tributary_queue_events_queue ON tributary_queue_events (queue_id, id);
-CREATE INDEX IF NOT EXISTS tributary_queue_events_time ON tributary_queue_events (committed_at);
-";
 
 type Job = (Prepared, oneshot::Sender<Result<Applied, StoreError>>);
 
@@ -146,13 +51,36 @@ fn connect(path: &str, cache_kib: i64) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// Apply the migrations this database has not had, in one transaction.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch(migrations::VERSION_TABLE)?;
+    let applied: Vec<i64> =
+        tx.prepare("SELECT version FROM tributary_schema_version")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    for migration in migrations::pending(migrations::SQLITE, &applied) {
+        tx.execute_batch(migration.sql)?;
+        tx.execute(
+            "INSERT INTO tributary_schema_version (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            params![migration.version, migration.name, super::timestamp(chrono::Utc::now())],
+        )?;
+        tracing::info!(
+            kind = "schema_migrated",
+            backend = "sqlite",
+            version = migration.version,
+            name = migration.name,
+            "applied a schema migration"
+        );
+    }
+    tx.commit()?;
+    Ok(())
+}
+
 impl SqliteStore {
-    /// Open (or create) the database file and start the writer thread.
+    /// Open (or create) the database file, bring its schema up to date and
+    /// start the writer thread.
     pub fn open(path: &str) -> Result<Self, StoreError> {
-        let writer = connect(path, 20_000)?;
-        writer.execute_batch(SCHEMA)?;
-        writer.execute_batch(writes::SCHEMA)?;
-        writer.execute_batch(ledger::SCHEMA)?;
+        let mut writer = connect(path, 20_000)?;
+        migrate(&mut writer)?;
         let reader = connect(path, 2_000)?;
         let bookkeeping = connect(path, 2_000)?;
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);

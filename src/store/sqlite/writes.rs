@@ -9,45 +9,6 @@ use crate::store::StoreError;
 use crate::store::plan::{Fence, Fences, Prepared};
 use crate::store::writes::{Answer, Begin, Finish, KeyRecord, KeyRequest, RecoveryPoint, StagedJob, WriteStore, decide};
 
-pub(super) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS tributary_idempotency_keys (
-    app_id TEXT NOT NULL,
-    key TEXT NOT NULL,
-    source TEXT NOT NULL,
-    method TEXT NOT NULL,
-    path TEXT NOT NULL,
-    params TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    account TEXT,
-    recovery_point TEXT NOT NULL,
-    locked_at TEXT,
-    upstream_status INTEGER,
-    upstream_body TEXT,
-    response_status INTEGER,
-    response_body TEXT,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    PRIMARY KEY (app_id, key)
-);
-CREATE INDEX IF NOT EXISTS tributary_idempotency_keys_open ON tributary_idempotency_keys (recovery_point, updated_at);
-CREATE INDEX IF NOT EXISTS tributary_idempotency_keys_age ON tributary_idempotency_keys (created_at);
--- objects written through Tributary, held at that state until the upstream echoes it
-CREATE TABLE IF NOT EXISTS tributary_write_fences (
-    table_name TEXT NOT NULL,
-    id TEXT NOT NULL,
-    state TEXT,
-    expires_at TEXT NOT NULL,
-    PRIMARY KEY (table_name, id)
-);
--- jobs written with a write's last phase; the enqueuer hands them on after commit
-CREATE TABLE IF NOT EXISTS tributary_staged_jobs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
-";
-
 const KEY_COLUMNS: &str = "app_id, key, source, method, path, params, fingerprint, account, recovery_point, locked_at,
     upstream_status, upstream_body, response_status, response_body, created_at, updated_at";
 

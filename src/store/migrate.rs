@@ -1,0 +1,73 @@
+//! Versioned schema migrations: numbered SQL files per backend
+//! (`migrations/sqlite/NNNN_name.sql`, `migrations/postgres/NNNN_name.sql`),
+//! compiled into the binary and applied in order, each once, recorded in
+//! `tributary_schema_version`. Both backends apply them in one transaction
+//! with the version rows; on Postgres under an advisory lock, so processes
+//! starting together migrate once. Migration 0001 is the schema of release
+//! 0.1.0 (all `IF NOT EXISTS`), so a database that release made upgrades in
+//! place.
+//!
+//! A new migration is a new file and a new line in the list below (a test
+//! checks the two agree); a released file is never edited.
+
+/// One migration.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: i64,
+    /// Its file's name without `.sql`: `0001_initial`.
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+macro_rules! migrations {
+    ($dir:literal: $($version:literal => $name:literal),* $(,)?) => {
+        &[$(Migration { version: $version, name: $name, sql: include_str!(concat!("../../migrations/", $dir, "/", $name, ".sql")) }),*]
+    };
+}
+
+pub const SQLITE: &[Migration] = migrations!("sqlite": 1 => "0001_initial");
+pub const POSTGRES: &[Migration] = migrations!("postgres": 1 => "0001_initial");
+
+/// The version table, the same on both backends.
+pub const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS tributary_schema_version (
+    version BIGINT PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at TEXT NOT NULL
+)";
+
+/// The migrations of `all` not yet in `applied`, in order.
+pub fn pending<'a>(all: &'a [Migration], applied: &[i64]) -> impl Iterator<Item = &'a Migration> {
+    all.iter().filter(move |m| !applied.contains(&m.version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every file of `migrations/{dir}` is in the list, in order, and no
+    /// version is used twice.
+    fn files_match(dir: &str, list: &[Migration]) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(dir);
+        let mut files: Vec<String> = std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        files.sort();
+        let listed: Vec<String> = list.iter().map(|m| format!("{}.sql", m.name)).collect();
+        assert_eq!(files, listed, "migrations/{dir} and the list in store/migrate.rs disagree");
+        for m in list {
+            assert!(m.name.starts_with(&format!("{:04}_", m.version)), "{} is not numbered {}", m.name, m.version);
+        }
+        assert!(list.windows(2).all(|w| w[0].version < w[1].version), "versions out of order");
+    }
+
+    #[test]
+    fn every_migration_file_is_listed_in_order() {
+        files_match("sqlite", SQLITE);
+        files_match("postgres", POSTGRES);
+    }
+
+    #[test]
+    fn pending_skips_what_was_applied() {
+        let all = [Migration { version: 1, name: "a", sql: "" }, Migration { version: 2, name: "b", sql: "" }];
+        assert_eq!(pending(&all, &[1]).map(|m| m.version).collect::<Vec<_>>(), [2]);
+        assert_eq!(pending(&all, &[1, 2]).count(), 0);
+    }
+}
