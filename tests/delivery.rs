@@ -451,3 +451,40 @@ async fn an_unreachable_kafka_broker_is_logged_briefly() {
         .collect();
     assert_eq!(lines.len(), distinct.len(), "a repeated librdkafka message was logged again within a minute: {lines:#?}");
 }
+
+/// A change that does not fit the Avro schema configured for its object
+/// type can never be delivered: it is parked at once (no `max_attempts` is
+/// set, so it used to block the sink forever) and the changes around it
+/// are delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_does_not_fit_its_avro_schema_is_parked_and_its_neighbours_delivered() {
+    let dir = tempdir();
+    let sim = Sim::start(dir.path(), &["--scale", "30", "--accounts", "0", "--mutations-per-sec", "0"]).await;
+    let (registry_url, _registry) = registry::start().await;
+    let tag = format!("tp{}", rand::random::<u32>());
+    // customer ids are text: no customer fits an int id
+    let body = format!(
+        "[[sources]]\nname = \"stripe\"\nkind = \"stripe\"\nbase_url = \"{}\"\napi_key_env = \"STRIPE_API_KEY\"\naccounts = []\n\
+         resources = [\"customers\", \"products\"]\n\
+         [[sinks]]\nname = \"kafka\"\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"{tag}.{{source}}.{{object}}\"\nformat = \"avro\"\n\
+         schema_registry_url = \"{registry_url}\"\nretry_max_backoff_ms = 200\n\
+         avro_schemas = {{ customer = '{{\"type\":\"record\",\"name\":\"customer\",\"fields\":[{{\"name\":\"id\",\"type\":\"int\"}}]}}' }}\n",
+        sim.url,
+        kafka_brokers()
+    );
+    let engine = Engine::start_configured(dir.path(), Db::sqlite(dir.path()), &body).await;
+    engine.wait_live(Duration::from_secs(60)).await;
+    engine.wait_caught_up(&["kafka"]).await;
+
+    let changes = engine.changes().await;
+    let customers = changes.iter().filter(|c| c.object == "customer").count();
+    let products = changes.iter().filter(|c| c.object == "product").count();
+    assert!(customers > 0 && products > 0, "{customers} customers, {products} products");
+    assert_eq!(engine.sink_view("kafka").await["dead_letters"], customers, "every customer change parked");
+    let parked = engine.proc.log_kinds("dead_lettered");
+    assert_eq!(parked.len(), customers);
+    assert!(parked.iter().all(|l| l["error"].as_str().is_some_and(|e| e.contains("does not fit the configured schema"))), "{parked:?}");
+    let topic = format!("{tag}.stripe.product");
+    let delivered = tokio::task::spawn_blocking(move || kafka_messages(&topic)).await.unwrap();
+    assert_eq!(delivered.len(), products, "every product change delivered");
+}

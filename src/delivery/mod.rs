@@ -162,13 +162,13 @@ async fn deliver(
 ) -> Result<Vec<DeadLetter>, DeliveryError> {
     match send_with_retries(sink, batch, config, status, max_backoff).await? {
         None => Ok(Vec::new()),
-        Some(_) if batch.len() == 1 => Ok(vec![park(&batch[0], config, status)]),
+        Some(error) if batch.len() == 1 => Ok(vec![park(&batch[0], error, config, status)]),
         Some(_) => {
             // find which changes fail: each alone gets its own attempts
             let mut dead = Vec::new();
             for message in batch {
-                if send_with_retries(sink, std::slice::from_ref(message), config, status, max_backoff).await?.is_some() {
-                    dead.push(park(message, config, status));
+                if let Some(error) = send_with_retries(sink, std::slice::from_ref(message), config, status, max_backoff).await? {
+                    dead.push(park(message, error, config, status));
                 }
             }
             Ok(dead)
@@ -176,7 +176,8 @@ async fn deliver(
     }
 }
 
-/// `None` once delivered; `Some(error)` after `max_attempts` failures.
+/// `None` once delivered; `Some(error)` after `max_attempts` failures, or
+/// at once when the error is permanent.
 /// Each retry goes through a freshly built sink: a restarted broker may have
 /// lost its topics or streams, or left the old producer in a fatal state.
 async fn send_with_retries(
@@ -204,7 +205,9 @@ async fn send_with_retries(
                 let error = e.to_string();
                 status.set_error(Some(error.clone()));
                 metrics::counter!("tributary_delivery_errors_total", "sink" => config.name.clone()).increment(1);
-                if config.max_attempts.is_some_and(|max| attempt >= max) {
+                // a message refused for good is not retried; past
+                // max_attempts, neither is anything else
+                if e.is_permanent() || config.max_attempts.is_some_and(|max| attempt >= max) {
                     return Ok(Some(error));
                 }
                 let pause = crate::retry::backoff(attempt, max_backoff);
@@ -217,8 +220,7 @@ async fn send_with_retries(
     }
 }
 
-fn park(message: &Message, config: &SinkConfig, status: &SinkStatus) -> DeadLetter {
-    let error = status.last_error.read().clone().unwrap_or_default();
+fn park(message: &Message, error: String, config: &SinkConfig, status: &SinkStatus) -> DeadLetter {
     tracing::error!(kind = "dead_lettered", sink = %config.name, change = %message.id, error = %error, "change parked as a dead letter");
     metrics::counter!("tributary_dead_letters_total", "sink" => config.name.clone()).increment(1);
     status.dead_lettered.fetch_add(1, Ordering::Relaxed);

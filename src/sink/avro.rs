@@ -167,7 +167,7 @@ impl AvroEncoder {
     /// A message body (the JSON envelope) in the Confluent wire format, for
     /// `topic`.
     pub async fn encode(&self, topic: &str, source: &str, object: &str, body: &str) -> Result<Vec<u8>, SinkError> {
-        let envelope: Value = serde_json::from_str(body).map_err(|e| SinkError::Config(format!("envelope is not json: {e}")))?;
+        let envelope: Value = serde_json::from_str(body).map_err(|e| SinkError::Rejected(format!("envelope is not json: {e}")))?;
         let data = &envelope["data"];
         let subject = format!("{topic}-value");
         let mut subjects = self.subjects.lock().await;
@@ -194,7 +194,7 @@ impl AvroEncoder {
                 let schema = Arc::new(Schema::parse_str(&text).map_err(|e| SinkError::Config(format!("avro schema of {object}: {e}")))?);
                 let encoded = match &shape {
                     Some(shape) => {
-                        shape.encode(data).ok_or_else(|| SinkError::Config(format!("{object} does not fit its derived schema")))?
+                        shape.encode(data).ok_or_else(|| SinkError::Rejected(format!("{object} does not fit its derived schema")))?
                     }
                     None => given_value(&schema, data)?,
                 };
@@ -228,7 +228,7 @@ impl AvroEncoder {
             ("committed_at".into(), text("committed_at")),
         ]);
         let datum =
-            apache_avro::to_avro_datum(&schema, record).map_err(|e| SinkError::Config(format!("avro encoding of {object}: {e}")))?;
+            apache_avro::to_avro_datum(&schema, record).map_err(|e| SinkError::Rejected(format!("avro encoding of {object}: {e}")))?;
         let mut out = Vec::with_capacity(5 + datum.len());
         out.push(0);
         out.extend_from_slice(&id.to_be_bytes());
@@ -267,7 +267,9 @@ impl AvroEncoder {
 fn given_value(schema: &Schema, data: &Value) -> Result<Avro, SinkError> {
     let Schema::Record(record) = schema else { return Err(SinkError::Config("envelope schema is not a record".into())) };
     let field = record.fields.iter().find(|f| f.name == "data").ok_or_else(|| SinkError::Config("no data field".into()))?;
-    Avro::from(data.clone()).resolve(&field.schema).map_err(|e| SinkError::Config(format!("data does not fit the configured schema: {e}")))
+    Avro::from(data.clone())
+        .resolve(&field.schema)
+        .map_err(|e| SinkError::Rejected(format!("data does not fit the configured schema: {e}")))
 }
 
 #[cfg(test)]

@@ -71,6 +71,28 @@ pub enum SinkError {
     /// The sink cannot be built from its config (bad secret, bad URL).
     #[error("{0}")]
     Config(String),
+    /// This message can never be delivered: the destination refused it for
+    /// good (a 4xx other than 408 and 429) or it cannot be encoded (it does
+    /// not fit its Avro schema). Parked at once, never retried.
+    #[error("{0}")]
+    Rejected(String),
+}
+
+impl SinkError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkError::Retryable(_) => "retryable",
+            SinkError::Disabled(_) => "disabled",
+            SinkError::Config(_) => "config",
+            SinkError::Rejected(_) => "rejected",
+        }
+    }
+
+    /// No retry can deliver it: it goes to the dead letters whatever
+    /// `max_attempts` says.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, SinkError::Rejected(_))
+    }
 }
 
 /// A destination for messages.

@@ -1,7 +1,8 @@
 //! Webhooks signed per the Standard Webhooks spec: `webhook-id` (the change
 //! id), `webhook-timestamp` (unix seconds) and `webhook-signature`
 //! (`v1,` + base64 HMAC-SHA256 of `id.timestamp.body` keyed with the decoded
-//! `whsec_` secret). A 2xx acknowledges; 410 disables the endpoint; anything
+//! `whsec_` secret). A 2xx acknowledges; 410 disables the endpoint; another
+//! 4xx (but 408 and 429) refuses that message for good (a dead letter); anything
 //! else, timeouts included, is retried.
 
 use std::time::Duration;
@@ -63,6 +64,12 @@ impl Sink for Webhook {
             let status = response.status();
             if status == reqwest::StatusCode::GONE {
                 return Err(SinkError::Disabled(format!("POST {} answered 410 Gone", self.url)));
+            }
+            let refused_for_good = status.is_client_error()
+                && status != reqwest::StatusCode::REQUEST_TIMEOUT
+                && status != reqwest::StatusCode::TOO_MANY_REQUESTS;
+            if refused_for_good {
+                return Err(SinkError::Rejected(format!("POST {} answered {status} to {}", self.url, message.id)));
             }
             if !status.is_success() {
                 return Err(SinkError::Retryable(format!("POST {} answered {status}", self.url)));

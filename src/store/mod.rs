@@ -213,8 +213,8 @@ pub fn change_id(seq: i64) -> String {
 pub enum StoreError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("postgres: {0}")]
-    Postgres(String),
+    #[error("postgres: {message}")]
+    Postgres { message: String, kind: ErrorKind },
     #[error("{0}")]
     InvalidIdentifier(#[from] ident::IdentError),
     #[error("unsupported database url '{0}': expected sqlite://PATH or postgres://…")]
@@ -230,6 +230,61 @@ pub enum StoreError {
     Raced(String),
 }
 
+/// What a database error means to the caller (sqlx's `DatabaseError::kind()`
+/// is the model): whether to reconnect, retry the transaction, or give up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The server went away or cannot be reached: reconnect and retry.
+    ConnectionLost,
+    /// A concurrent transaction won (serialization failure, deadlock, a
+    /// busy SQLite file): retry the transaction.
+    SerializationFailure,
+    /// A unique constraint refused a row.
+    UniqueViolation,
+    /// The disk (or the server's) is full: nothing is written until space
+    /// is freed.
+    DiskFull,
+    Other,
+}
+
+impl ErrorKind {
+    /// The kind of a Postgres SQLSTATE.
+    pub fn of_sqlstate(code: &str) -> ErrorKind {
+        match code {
+            "40001" | "40P01" => ErrorKind::SerializationFailure,
+            "23505" => ErrorKind::UniqueViolation,
+            "53100" => ErrorKind::DiskFull,
+            // connection exceptions, and the server shutting down
+            _ if code.starts_with("08") || code.starts_with("57P") => ErrorKind::ConnectionLost,
+            _ => ErrorKind::Other,
+        }
+    }
+}
+
+impl StoreError {
+    pub fn kind(&self) -> ErrorKind {
+        use rusqlite::ErrorCode;
+        match self {
+            StoreError::Postgres { kind, .. } => *kind,
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => match e.code {
+                ErrorCode::DiskFull => ErrorKind::DiskFull,
+                ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => ErrorKind::SerializationFailure,
+                ErrorCode::ConstraintViolation
+                    if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                        || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+                {
+                    ErrorKind::UniqueViolation
+                }
+                ErrorCode::CannotOpen => ErrorKind::ConnectionLost,
+                _ => ErrorKind::Other,
+            },
+            StoreError::Closed => ErrorKind::ConnectionLost,
+            _ => ErrorKind::Other,
+        }
+    }
+}
+
 /// Whether a runtime (a source, a sink) is stuck on a store error (a full
 /// disk, a lost database): set when its write fails, cleared by the next
 /// that succeeds. `/health` answers 503 while any is set.
@@ -237,8 +292,9 @@ pub enum StoreError {
 pub struct StoreHealth(parking_lot::RwLock<Option<String>>);
 
 impl StoreHealth {
-    pub fn failed(&self, error: &dyn std::fmt::Display) {
-        *self.0.write() = Some(error.to_string());
+    pub fn failed(&self, error: &StoreError) {
+        let kind = serde_json::to_value(error.kind()).ok().and_then(|k| k.as_str().map(String::from)).unwrap_or_default();
+        *self.0.write() = Some(format!("{kind}: {error}"));
     }
 
     /// A write went through (called per commit: a read lock unless it was
@@ -253,10 +309,10 @@ impl StoreHealth {
         self.0.read().clone()
     }
 
-    /// Record `error` if a [`StoreError`] is in its chain of causes.
+    /// Record the [`StoreError`] in `error`'s chain of causes, if any.
     pub fn failed_if_store(&self, error: &(dyn std::error::Error + 'static)) {
-        if std::iter::successors(Some(error), |e| e.source()).any(|e| e.is::<StoreError>()) {
-            self.failed(&crate::telemetry::error_chain(error));
+        if let Some(store) = std::iter::successors(Some(error), |e| e.source()).find_map(|e| e.downcast_ref::<StoreError>()) {
+            self.failed(store);
         }
     }
 }

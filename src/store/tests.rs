@@ -628,3 +628,32 @@ pub async fn ledger_commits_with_the_batch_and_resends_emit_reads(store: Arc<dyn
     assert_eq!(store.prune_ledger("stripe", "2026-12-01").await.unwrap(), 1);
     assert!(store.ledger_known("stripe", &keys).await.unwrap().is_empty());
 }
+
+#[test]
+fn store_errors_know_their_kind() {
+    assert_eq!(ErrorKind::of_sqlstate("40001"), ErrorKind::SerializationFailure);
+    assert_eq!(ErrorKind::of_sqlstate("40P01"), ErrorKind::SerializationFailure);
+    assert_eq!(ErrorKind::of_sqlstate("23505"), ErrorKind::UniqueViolation);
+    assert_eq!(ErrorKind::of_sqlstate("53100"), ErrorKind::DiskFull);
+    assert_eq!(ErrorKind::of_sqlstate("08006"), ErrorKind::ConnectionLost);
+    assert_eq!(ErrorKind::of_sqlstate("57P01"), ErrorKind::ConnectionLost);
+    assert_eq!(ErrorKind::of_sqlstate("42P01"), ErrorKind::Other);
+    let sqlite = |code: i32| StoreError::Sqlite(rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)).kind();
+    assert_eq!(sqlite(rusqlite::ffi::SQLITE_FULL), ErrorKind::DiskFull);
+    assert_eq!(sqlite(rusqlite::ffi::SQLITE_BUSY), ErrorKind::SerializationFailure);
+    assert_eq!(sqlite(rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE), ErrorKind::UniqueViolation);
+    assert_eq!(sqlite(rusqlite::ffi::SQLITE_CORRUPT), ErrorKind::Other);
+}
+
+/// A server error keeps its SQLSTATE through the store: a duplicate key
+/// inserted by hand is a unique violation, a dropped table is other.
+#[tokio::test]
+async fn postgres_errors_keep_their_sqlstate() {
+    let (client, conn) = tokio_postgres::connect(&crate::store::testing::base_url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client.batch_execute("CREATE TEMP TABLE kinds (id int PRIMARY KEY); INSERT INTO kinds VALUES (1)").await.unwrap();
+    let duplicate = client.execute("INSERT INTO kinds VALUES (1)", &[]).await.unwrap_err();
+    assert_eq!(crate::store::postgres::pg(duplicate).kind(), ErrorKind::UniqueViolation);
+    let missing = client.execute("SELECT * FROM no_such_table_here", &[]).await.unwrap_err();
+    assert_eq!(crate::store::postgres::pg(missing).kind(), ErrorKind::Other);
+}

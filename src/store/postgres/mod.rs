@@ -25,7 +25,8 @@ use super::ident::{self, quote};
 use super::migrate as migrations;
 use super::plan::{self, NewChange, RowUpsert};
 use super::{
-    Applied, Batch, Change, ChangeCursor, ChangePage, DeadLetter, Lease, MirrorRow, Options, Store, StoreError, change_id, raw_json,
+    Applied, Batch, Change, ChangeCursor, ChangePage, DeadLetter, ErrorKind, Lease, MirrorRow, Options, Store, StoreError, change_id,
+    raw_json,
 };
 
 const UPSERT_CONFLICT: &str = "ON CONFLICT (id) DO UPDATE SET account = excluded.account, data = excluded.data, created = excluded.created,
@@ -110,7 +111,7 @@ fn read_change(row: &tokio_postgres::Row, at: usize) -> Result<Change, StoreErro
     Ok(Change {
         id: change_id(seq),
         seq,
-        cursor: ChangeCursor { xid: xid.parse().map_err(|_| StoreError::Postgres(format!("bad xid8 '{xid}'")))?, seq },
+        cursor: ChangeCursor { xid: xid.parse().map_err(|_| pg_other(format!("bad xid8 '{xid}'")))?, seq },
         source: row.get(at + 2),
         object: row.get(at + 3),
         object_id: row.get(at + 4),
@@ -129,23 +130,28 @@ fn micros_timestamp(micros: i64) -> String {
     chrono::DateTime::from_timestamp_micros(micros).map(super::timestamp).unwrap_or_default()
 }
 
-fn pg(e: impl std::error::Error) -> StoreError {
-    StoreError::Postgres(chain(&e))
+/// A Postgres or pool error as a [`StoreError`] that keeps its kind.
+pub(crate) fn pg(e: impl std::error::Error + 'static) -> StoreError {
+    let error: &(dyn std::error::Error + 'static) = &e;
+    // the SQLSTATE, wherever in the chain the server's error sits (a pool
+    // error wraps it); no server error at all means no connection
+    let postgres = std::iter::successors(Some(error), |e| e.source()).find_map(|e| e.downcast_ref::<tokio_postgres::Error>());
+    let kind = match postgres {
+        Some(e) => match e.code() {
+            Some(code) => ErrorKind::of_sqlstate(code.code()),
+            None if e.is_closed() || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()) => ErrorKind::ConnectionLost,
+            None => ErrorKind::Other,
+        },
+        None if error.is::<deadpool_postgres::PoolError>() => ErrorKind::ConnectionLost,
+        None => ErrorKind::Other,
+    };
+    StoreError::Postgres { message: crate::telemetry::error_chain(error), kind }
 }
 
-/// An error with its causes: tokio-postgres says only "db error" and keeps
-/// the server's message (`FATAL: terminating connection …`) in its source.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let next = c.to_string();
-        if !text.contains(&next) {
-            text = format!("{text}: {next}");
-        }
-        cause = c.source();
-    }
-    text
+/// A Postgres-side failure that is no server error (a value it sent that
+/// does not parse).
+fn pg_other(message: String) -> StoreError {
+    StoreError::Postgres { message, kind: ErrorKind::Other }
 }
 
 /// `user@host:port/db` of a URL, never its password.
@@ -176,7 +182,7 @@ fn parse_config(options: &Options) -> Result<tokio_postgres::Config, StoreError>
 pub async fn check(options: &Options) -> Result<(), StoreError> {
     ident::schema_name(&options.schema)?;
     let config = parse_config(options)?;
-    let open_error = |e: tokio_postgres::Error| StoreError::Open { path: describe(&config), reason: chain(&e) };
+    let open_error = |e: tokio_postgres::Error| StoreError::Open { path: describe(&config), reason: crate::telemetry::error_chain(&e) };
     let (client, connection) = config.connect(NoTls).await.map_err(open_error)?;
     let task = tokio::spawn(connection);
     client.simple_query("SELECT 1").await.map_err(open_error)?;
@@ -190,7 +196,7 @@ impl PgStore {
         ident::schema_name(&options.schema)?;
         let config = parse_config(options)?;
         let manager = Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager).max_size(options.pool_size.max(2)).build().map_err(|e| StoreError::Postgres(e.to_string()))?;
+        let pool = Pool::builder(manager).max_size(options.pool_size.max(2)).build().map_err(|e| pg_other(e.to_string()))?;
         let (commits, queue_events) = (Arc::new(watch::Sender::new(0)), Arc::new(watch::Sender::new(0)));
         let channels = vec![(channel(&options.schema), commits.clone()), (queue_channel(&options.schema), queue_events.clone())];
         let listener = tokio::spawn(listen(config.clone(), channels));
@@ -304,7 +310,7 @@ impl Lease for AdvisoryLease {
                 reason = &mut self.closed => return reason.unwrap_or_else(|_| "lock connection closed".into()),
                 _ = tokio::time::sleep(LEASE_POLL) => {
                     if let Err(e) = self.client.simple_query("SELECT 1").await {
-                        return format!("lock connection failed: {}", chain(&e));
+                        return format!("lock connection failed: {}", crate::telemetry::error_chain(&e));
                     }
                 }
             }
@@ -613,7 +619,7 @@ impl Store for PgStore {
         tokio::spawn(async move {
             let reason = match connection.await {
                 Ok(()) => "lock connection closed".to_string(),
-                Err(e) => format!("lock connection lost: {}", chain(&e)),
+                Err(e) => format!("lock connection lost: {}", crate::telemetry::error_chain(&e)),
             };
             let _ = closed_tx.send(reason);
         });

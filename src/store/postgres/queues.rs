@@ -336,7 +336,7 @@ impl QueueStore for PgStore {
         let row = tx.query_one(&sql, &[&cutoff, &(limit as i64)]).await.map_err(pg)?;
         tx.commit().await.map_err(pg)?;
         let deleted: i64 = row.get(0);
-        let dropped: Vec<(String, i64)> = serde_json::from_str(row.get(1)).map_err(|e| StoreError::Postgres(e.to_string()))?;
+        let dropped: Vec<(String, i64)> = serde_json::from_str(row.get(1)).map_err(|e| super::pg_other(e.to_string()))?;
         Ok((deleted as u64, dropped))
     }
 
