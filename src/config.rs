@@ -309,7 +309,7 @@ impl Config {
     /// Parse a config file's text, with overrides from `vars` (name, value).
     pub fn parse_with(text: &str, path: &str, vars: impl Iterator<Item = (String, String)>) -> Result<Config, ConfigError> {
         let parse_error = |e: toml::de::Error| {
-            let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1)).unwrap_or(1);
+            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1).unwrap_or(1);
             ConfigError::Parse { path: path.to_string(), line, message: e.message().trim().to_string() }
         };
         let mut table: toml::Table = toml::from_str(text).map_err(parse_error)?;
@@ -379,10 +379,10 @@ impl Config {
         for source in &self.sources {
             source.api_key()?;
         }
-        for sink in self.sinks.iter().filter(|s| s.kind == SinkKind::Webhook) {
-            crate::sink::webhook::decode_secret(&sink.secret()?).map_err(|e| {
-                ConfigError::Invalid(format!("sink '{}': {e} (env var {})", sink.name, sink.secret_env.as_deref().unwrap_or("")))
-            })?;
+        for sink in &self.sinks {
+            if let SinkKind::Webhook(webhook) = &sink.kind {
+                webhook.key(&sink.name)?;
+            }
         }
         self.api.admin_token()?;
         self.api.read_token()?;

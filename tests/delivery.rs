@@ -467,7 +467,7 @@ async fn a_change_that_does_not_fit_its_avro_schema_is_parked_and_its_neighbours
         "[[sources]]\nname = \"stripe\"\nkind = \"stripe\"\nbase_url = \"{}\"\napi_key_env = \"STRIPE_API_KEY\"\naccounts = []\n\
          resources = [\"customers\", \"products\"]\n\
          [[sinks]]\nname = \"kafka\"\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"{tag}.{{source}}.{{object}}\"\nformat = \"avro\"\n\
-         schema_registry_url = \"{registry_url}\"\nretry_max_backoff_ms = 200\n\
+         schema_registry_url = \"{registry_url}\"\nretry_max_backoff_ms = 200\npartitions = 3\n\
          avro_schemas = {{ customer = '{{\"type\":\"record\",\"name\":\"customer\",\"fields\":[{{\"name\":\"id\",\"type\":\"int\"}}]}}' }}\n",
         sim.url,
         kafka_brokers()
@@ -485,6 +485,7 @@ async fn a_change_that_does_not_fit_its_avro_schema_is_parked_and_its_neighbours
     assert_eq!(parked.len(), customers);
     assert!(parked.iter().all(|l| l["error"].as_str().is_some_and(|e| e.contains("does not fit the configured schema"))), "{parked:?}");
     let topic = format!("{tag}.stripe.product");
-    let delivered = tokio::task::spawn_blocking(move || kafka_messages(&topic)).await.unwrap();
+    let (delivered, partitions) = tokio::task::spawn_blocking(move || (kafka_messages(&topic), kafka_partitions(&topic))).await.unwrap();
     assert_eq!(delivered.len(), products, "every product change delivered");
+    assert_eq!(partitions, 3, "the topic was created with the configured partitions");
 }

@@ -2,17 +2,21 @@
 //! a validated config section and a runtime that sends one batch and says
 //! whether a failure is worth retrying.
 //!
-//! - `config`: `[[sinks]]` entries, their filter and topic templates
+//! Every kind has a folder with the same files: `mod.rs` (declares),
+//! `config.rs` (its typed `[[sinks]]` keys with their defaults, validated
+//! once) and `sink.rs` (the runtime).
+//!
+//! - `config`: `[[sinks]]` entries: the common keys, the kind, the filter
 //! - `webhook`: signed POSTs (Standard Webhooks)
 //! - `redis`: `XADD` to Redis Streams
 //! - `nats`: JetStream publish with server-side dedupe
 //! - `kafka`: an idempotent producer, keyed by object id
-//! - `avro`: Avro bodies in the Confluent wire format, schemas derived and registered
+//! - `encoding`: message bodies — the JSON envelope, or Avro in the
+//!   Confluent wire format with schemas derived and registered
 
-pub mod avro;
 pub mod config;
+pub mod encoding;
 pub mod kafka;
-mod kafka_log;
 pub mod nats;
 pub mod redis;
 pub mod webhook;
@@ -106,9 +110,9 @@ pub trait Sink: Send + Sync {
 /// Connect the runtime of a sink.
 pub async fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
     Ok(match &config.kind {
-        SinkKind::Webhook => Box::new(webhook::Webhook::new(config)?),
-        SinkKind::Redis => Box::new(redis::RedisStreams::connect(config).await?),
-        SinkKind::Nats => Box::new(nats::JetStream::connect(config).await?),
-        SinkKind::Kafka => Box::new(kafka::Kafka::connect(config)?),
+        SinkKind::Webhook(c) => Box::new(webhook::Webhook::new(&config.name, c)?),
+        SinkKind::Redis(c) => Box::new(redis::RedisStreams::connect(c).await?),
+        SinkKind::Nats(c) => Box::new(nats::JetStream::connect(c).await?),
+        SinkKind::Kafka(c) => Box::new(kafka::Kafka::connect(c)?),
     })
 }

@@ -71,6 +71,14 @@ pub fn kafka_messages(topic: &str) -> Vec<Vec<u8>> {
     values
 }
 
+/// How many partitions a Kafka topic has (blocking).
+pub fn kafka_partitions(topic: &str) -> usize {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", kafka_brokers()).create().expect("kafka consumer");
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("topic metadata");
+    metadata.topics()[0].partitions().len()
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }

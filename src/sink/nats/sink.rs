@@ -4,7 +4,8 @@
 
 use async_nats::jetstream::{self, message::PublishMessage};
 
-use super::{Message, Sink, SinkConfig, SinkError};
+use super::NatsConfig;
+use crate::sink::{Message, Sink, SinkError};
 
 pub struct JetStream {
     context: jetstream::Context,
@@ -17,12 +18,11 @@ fn subject_filter(template: &str) -> String {
 }
 
 impl JetStream {
-    pub async fn connect(config: &SinkConfig) -> Result<Self, SinkError> {
-        let url = config.url.clone().unwrap_or_default();
-        let client = async_nats::connect(&url).await.map_err(|e| SinkError::Retryable(format!("connect to nats {url}: {e}")))?;
+    pub async fn connect(config: &NatsConfig) -> Result<Self, SinkError> {
+        let url = &config.url;
+        let client = async_nats::connect(url).await.map_err(|e| SinkError::Retryable(format!("connect to nats {url}: {e}")))?;
         let context = jetstream::new(client);
-        let subject = config.subject.clone().unwrap_or_else(|| "tributary.{source}.{object}".into());
-        let stream = config.jetstream.clone().unwrap_or_else(|| "tributary".into());
+        let (subject, stream) = (config.subject.clone(), config.jetstream.clone());
         context
             .get_or_create_stream(jetstream::stream::Config {
                 name: stream.clone(),

@@ -4,7 +4,8 @@
 
 use redis::aio::ConnectionManager;
 
-use super::{Message, Sink, SinkConfig, SinkError};
+use super::RedisConfig;
+use crate::sink::{Message, Sink, SinkError};
 
 pub struct RedisStreams {
     connection: ConnectionManager,
@@ -13,15 +14,10 @@ pub struct RedisStreams {
 }
 
 impl RedisStreams {
-    pub async fn connect(config: &SinkConfig) -> Result<Self, SinkError> {
-        let url = config.url.clone().unwrap_or_default();
-        let client = redis::Client::open(url.as_str()).map_err(|e| SinkError::Config(format!("redis url: {e}")))?;
+    pub async fn connect(config: &RedisConfig) -> Result<Self, SinkError> {
+        let client = redis::Client::open(config.url.as_str()).map_err(|e| SinkError::Config(format!("redis url: {e}")))?;
         let connection = ConnectionManager::new(client).await.map_err(|e| SinkError::Retryable(format!("connect to redis: {e}")))?;
-        Ok(RedisStreams {
-            connection,
-            stream: config.stream.clone().unwrap_or_else(|| "tributary:{source}:{object}".into()),
-            maxlen: config.maxlen,
-        })
+        Ok(RedisStreams { connection, stream: config.stream.clone(), maxlen: config.maxlen })
     }
 }
 

@@ -12,7 +12,8 @@ use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use super::{Message, Sink, SinkConfig, SinkError};
+use super::WebhookConfig;
+use crate::sink::{Message, Sink, SinkError};
 
 pub struct Webhook {
     http: reqwest::Client,
@@ -34,14 +35,14 @@ pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &str) -> String {
 }
 
 impl Webhook {
-    pub fn new(config: &SinkConfig) -> Result<Self, SinkError> {
-        let secret = config.secret().map_err(|e| SinkError::Config(e.to_string()))?;
+    pub fn new(name: &str, config: &WebhookConfig) -> Result<Self, SinkError> {
+        let key = config.key(name).map_err(|e| SinkError::Config(e.to_string()))?;
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(config.timeout_ms.unwrap_or(10_000)))
+            .timeout(Duration::from_millis(config.timeout_ms))
             .user_agent(concat!("tributary/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| SinkError::Config(e.to_string()))?;
-        Ok(Webhook { http, url: config.url.clone().unwrap_or_default(), key: decode_secret(&secret)? })
+        Ok(Webhook { http, url: config.url.clone(), key })
     }
 }
 

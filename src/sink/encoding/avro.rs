@@ -16,7 +16,7 @@ use apache_avro::types::Value as Avro;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use super::SinkError;
+use crate::sink::SinkError;
 
 /// The shape of JSON values seen at one place of an object.
 #[derive(Debug, Clone, PartialEq)]

@@ -14,9 +14,11 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::avro::AvroEncoder;
-use super::kafka_log::KafkaLog;
-use super::{Message, Sink, SinkConfig, SinkError};
+use super::KafkaConfig;
+use super::log::KafkaLog;
+use crate::sink::encoding::Format;
+use crate::sink::encoding::avro::AvroEncoder;
+use crate::sink::{Message, Sink, SinkError};
 
 pub struct Kafka {
     producer: FutureProducer<KafkaLog>,
@@ -24,6 +26,9 @@ pub struct Kafka {
     topic: String,
     /// Topics known to exist.
     topics: parking_lot::Mutex<HashSet<String>>,
+    /// Of the topics it creates.
+    partitions: i32,
+    replication_factor: i32,
     /// How long a request waits for the broker (`timeout_ms`).
     timeout: Duration,
     /// With `format = "avro"`: encodes bodies, registers schemas.
@@ -31,31 +36,32 @@ pub struct Kafka {
 }
 
 impl Kafka {
-    pub fn connect(config: &SinkConfig) -> Result<Self, SinkError> {
-        let brokers = config.brokers.clone().unwrap_or_default();
+    pub fn connect(config: &KafkaConfig) -> Result<Self, SinkError> {
+        let brokers = &config.brokers;
         let mut client = ClientConfig::new();
         client
-            .set("bootstrap.servers", &brokers)
+            .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
-            .set("message.timeout.ms", config.timeout_ms.unwrap_or(10_000).to_string());
-        let timeout = Duration::from_millis(config.timeout_ms.unwrap_or(10_000));
+            .set("message.timeout.ms", config.timeout_ms.to_string());
         let producer = client.create_with_context(KafkaLog).map_err(|e| SinkError::Config(format!("kafka producer for {brokers}: {e}")))?;
         let admin = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
+            .set("bootstrap.servers", brokers)
             .create_with_context(KafkaLog)
             .map_err(|e| SinkError::Config(format!("kafka admin for {brokers}: {e}")))?;
-        let avro = match (config.format.as_deref(), &config.schema_registry_url) {
-            (Some("avro"), Some(registry)) => Some(AvroEncoder::new(registry, config.given_schemas())?),
+        let avro = match (config.format, &config.schema_registry_url) {
+            (Format::Avro, Some(registry)) => Some(AvroEncoder::new(registry, config.given_schemas())?),
             _ => None,
         };
         Ok(Kafka {
             producer,
             admin,
-            topic: config.topic.clone().unwrap_or_else(|| "tributary.{source}.{object}".into()),
+            topic: config.topic.clone(),
+            partitions: config.partitions,
+            replication_factor: config.replication_factor,
             topics: Default::default(),
-            timeout,
+            timeout: Duration::from_millis(config.timeout_ms),
             avro,
         })
     }
@@ -66,7 +72,8 @@ impl Kafka {
         if missing.is_empty() {
             return Ok(());
         }
-        let new: Vec<NewTopic> = missing.iter().map(|t| NewTopic::new(t, 1, TopicReplication::Fixed(1))).collect();
+        let new: Vec<NewTopic> =
+            missing.iter().map(|t| NewTopic::new(t, self.partitions, TopicReplication::Fixed(self.replication_factor))).collect();
         // a broker that cannot be reached fails the attempt within the
         // sink's timeout (librdkafka would wait a minute), so it is retried
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))).request_timeout(Some(self.timeout));
