@@ -1,18 +1,18 @@
-//! Schema migrations: a database made by release 0.1.0 (its DDL kept as a
-//! fixture, with rows in it) opens with this release, keeps every row and
-//! records each migration once; processes starting together on one
+//! Schema migrations: a database made by release 0.1.0 (with its DDL, which
+//! is migration 0001 exactly, pinned by checksum in `store::migrate`, and
+//! rows in it, but no version table) opens with this release, keeps every
+//! row and records each migration once; processes starting together on one
 //! Postgres database migrate once.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde_json::json;
 use tributary::store::migrate::{POSTGRES, SQLITE};
 use tributary::store::{ChangeCursor, Options, Store, testing};
 
-fn fixture(backend: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/release-0.1.0/{backend}.sql"));
-    std::fs::read_to_string(path).unwrap()
+/// The tables release 0.1.0 created, with its own DDL.
+fn release_0_1_0(backend: &str) -> &'static str {
+    if backend == "sqlite" { SQLITE[0].sql } else { POSTGRES[0].sql }
 }
 
 /// Rows as release 0.1.0 wrote them: a mirror table with its row, a change,
@@ -43,7 +43,7 @@ async fn a_sqlite_database_of_release_0_1_0_opens_and_migrates_once() {
     let path = dir.path().join("old.db");
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute_batch(&fixture("sqlite")).unwrap();
+        conn.execute_batch(release_0_1_0("sqlite")).unwrap();
         conn.execute_batch(ROWS).unwrap();
         conn.execute_batch(
             "CREATE TABLE stripe_customer (id TEXT PRIMARY KEY, account TEXT, data TEXT NOT NULL, created INTEGER, updated_at TEXT NOT NULL, _generation INTEGER NOT NULL DEFAULT 0);
@@ -96,7 +96,7 @@ async fn a_postgres_schema_of_release_0_1_0_opens_and_migrates_once() {
              CREATE TABLE stripe_customer (id text PRIMARY KEY, account text, data jsonb NOT NULL, created bigint, updated_at timestamptz NOT NULL, _generation bigint NOT NULL DEFAULT 0);
              INSERT INTO stripe_customer (id, data, created, updated_at, _generation) VALUES ('cus_old', '{{\"id\":\"cus_old\"}}', 1, now(), 1);
              SET search_path TO public;",
-            fixture("postgres")
+            release_0_1_0("postgres")
         ))
         .await
         .unwrap();

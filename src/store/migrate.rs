@@ -8,7 +8,8 @@
 //! place.
 //!
 //! A new migration is a new file and a new line in the list below (a test
-//! checks the two agree); a released file is never edited.
+//! checks the two agree); a released file is never edited (a test pins
+//! their checksums: databases out there have run them as they were).
 
 /// One migration.
 #[derive(Debug, Clone, Copy)]
@@ -62,6 +63,24 @@ mod tests {
     fn every_migration_file_is_listed_in_order() {
         files_match("sqlite", SQLITE);
         files_match("postgres", POSTGRES);
+    }
+
+    /// SHA-256 of every released migration. Editing one would leave the
+    /// databases that ran it with another schema than new ones get: add a
+    /// migration instead.
+    const RELEASED: &[(&str, &str, &str)] = &[
+        ("sqlite", "0001_initial", "2fc2d47e029406967e7049c92c4c4c87121f7de852dc40e8283eed039ac955c1"),
+        ("postgres", "0001_initial", "d1914b6022c4856ff3c86d010c0472e870f5eae1e2e3999fa733bd7b9a659f51"),
+    ];
+
+    #[test]
+    fn released_migrations_are_never_edited() {
+        for (backend, name, sum) in RELEASED {
+            let list = if *backend == "sqlite" { SQLITE } else { POSTGRES };
+            let migration = list.iter().find(|m| m.name == *name).unwrap_or_else(|| panic!("{backend} {name} was removed"));
+            // token_hash is SHA-256 in hex
+            assert_eq!(crate::queue::token_hash(migration.sql), *sum, "migrations/{backend}/{name}.sql was edited after its release");
+        }
     }
 
     #[test]

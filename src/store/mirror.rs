@@ -16,6 +16,16 @@ pub enum ListCursor {
     Before(String),
 }
 
+impl ListCursor {
+    /// The object the cursor names.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            ListCursor::Start => None,
+            ListCursor::After(id) | ListCursor::Before(id) => Some(id),
+        }
+    }
+}
+
 /// A list page: its objects, newest first, and whether more lie beyond it
 /// in the direction it was read.
 #[derive(Debug, Clone, PartialEq)]

@@ -44,10 +44,7 @@ impl MirrorStore for PgStore {
         let Some(table) = self.mirror_table_of(&client, source, object).await? else {
             return Ok(matches!(cursor, ListCursor::Start).then(|| MirrorPage { data: vec![], has_more: false }));
         };
-        let cursor_id = match cursor {
-            ListCursor::Start => None,
-            ListCursor::After(id) | ListCursor::Before(id) => Some(id.as_str()),
-        };
+        let cursor_id = cursor.id();
         if let Some(id) = cursor_id
             && client.query_opt(&mirror::object_sql(&table, &POSTGRES), &[&account, &id]).await.map_err(pg)?.is_none()
         {

@@ -45,11 +45,8 @@ impl MirrorStore for SqliteStore {
                 // nothing mirrored yet: an empty list, and no cursor object
                 return Ok(matches!(cursor, ListCursor::Start).then(|| MirrorPage { data: vec![], has_more: false }));
             };
-            let cursor_id = match &cursor {
-                ListCursor::Start => None,
-                ListCursor::After(id) | ListCursor::Before(id) => Some(id.clone()),
-            };
-            if let Some(id) = &cursor_id {
+            let cursor_id = cursor.id();
+            if let Some(id) = cursor_id {
                 let exists = conn.query_row(&mirror::object_sql(&table, &SQLITE), params![account, id], |_| Ok(())).optional()?.is_some();
                 if !exists {
                     return Ok(None);
