@@ -127,6 +127,7 @@ async fn bench(backend: &'static str, writes: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[allow(unsafe_code)]
 fn main() -> anyhow::Result<()> {
     // SAFETY: before the runtime starts, no other thread exists
     unsafe { std::env::set_var(KEY_ENV, "sk_test_bench") };

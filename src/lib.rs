@@ -19,6 +19,9 @@
 //! - [`stripe_api`]: the Stripe API surface the sim and the source share
 //! - [`retry`]: the backoff every outbound call shares
 
+// an unwrap in the engine is a panic waiting for input; tests may use them
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 pub mod api;
 pub mod cli;
 pub mod config;

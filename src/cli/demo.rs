@@ -43,6 +43,7 @@ pub struct DemoArgs {
 
 /// Runs before the async runtime starts (no other threads yet): the demo's
 /// engine reads the simulator's key from the environment like any engine.
+#[allow(unsafe_code)]
 pub fn prepare_env(_args: &DemoArgs) {
     if std::env::var_os(KEY_ENV).is_none() {
         // SAFETY: called from `main` before any other thread exists

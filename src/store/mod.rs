@@ -28,6 +28,7 @@ pub mod plan;
 pub mod postgres;
 pub mod queues;
 pub mod sqlite;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 #[cfg(test)]
 mod tests;

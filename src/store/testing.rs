@@ -18,7 +18,7 @@ impl Drop for Schema {
         let (url, schema) = (base_url(), self.0.clone());
         // a fresh runtime on its own thread: Drop may run inside one
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime to drop the schema");
             rt.block_on(async {
                 if let Ok((client, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
                     tokio::spawn(conn);

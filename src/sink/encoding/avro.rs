@@ -170,7 +170,7 @@ impl AvroEncoder {
         let envelope: Value = serde_json::from_str(body).map_err(|e| SinkError::Rejected(format!("envelope is not json: {e}")))?;
         let data = &envelope["data"];
         let subject = format!("{topic}-value");
-        let mut subjects = self.subjects.lock().await;
+        let subjects = self.subjects.lock().await;
         let fits = subjects.get(&subject).and_then(|s| {
             let data = match &s.shape {
                 Some(shape) => shape.encode(data),
@@ -178,13 +178,14 @@ impl AvroEncoder {
             };
             data.map(|d| (s.id, s.schema.clone(), d))
         });
+        let seen = subjects.get(&subject).and_then(|s| s.shape.clone()).unwrap_or(Shape::Null);
+        drop(subjects);
         let (id, schema, data) = match fits {
             Some(found) => found,
             None => {
                 let (shape, data_schema) = match self.given.get(object) {
                     Some(given) => (None, given.clone()),
                     None => {
-                        let seen = subjects.get(&subject).and_then(|s| s.shape.clone()).unwrap_or(Shape::Null);
                         let widened = seen.merge(Shape::of(data));
                         let schema = widened.schema(object);
                         (Some(widened), schema)
@@ -198,13 +199,14 @@ impl AvroEncoder {
                     }
                     None => given_value(&schema, data)?,
                 };
+                // the registry is called without the lock: a slow registry
+                // holds no other subject up
                 let id = self.register(&subject, &text).await?;
                 tracing::info!(kind = "schema_registered", subject = %subject, schema_id = id, "registered an avro schema");
-                subjects.insert(subject.clone(), Subject { shape, schema: schema.clone(), id });
+                self.subjects.lock().await.insert(subject.clone(), Subject { shape, schema: schema.clone(), id });
                 (id, schema, encoded)
             }
         };
-        drop(subjects);
         let text = |field: &str| Avro::String(envelope[field].as_str().unwrap_or_default().to_string());
         let optional = |field: &str| match envelope[field].as_str() {
             Some(s) => Avro::Union(1, Box::new(Avro::String(s.to_string()))),
