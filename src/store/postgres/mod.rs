@@ -5,36 +5,35 @@
 //! from a transaction that commits late is never skipped and never waited
 //! for. Sources are owned through session advisory locks held on a dedicated
 //! connection.
+//!
+//! The same files as the SQLite backend: `mod` (opening, migrating, small
+//! reads), `apply` (a batch in one transaction), `changes` (the change log
+//! in commit order), `lease` (ownership), `notify` (commits heard across
+//! processes), and one file per store trait (`queues`, `writes`, `ledger`,
+//! `mirror`).
 
+mod apply;
+mod changes;
+mod lease;
 mod ledger;
 mod mirror;
+mod notify;
 mod queues;
 mod writes;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::sync::Arc;
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio_postgres::NoTls;
-use tokio_postgres::types::ToSql;
 
+use self::notify::{AbortOnDrop, channel, listen, queue_channel};
 use super::ident::{self, quote};
 use super::migrate as migrations;
-use super::plan::{self, NewChange, RowUpsert};
-use super::{
-    Applied, Batch, Change, ChangeCursor, ChangePage, DeadLetter, ErrorKind, Lease, MirrorRow, Options, Store, StoreError, change_id,
-    raw_json,
-};
-
-const UPSERT_CONFLICT: &str = "ON CONFLICT (id) DO UPDATE SET account = excluded.account, data = excluded.data, created = excluded.created,
-     updated_at = excluded.updated_at, _generation = excluded._generation";
-
-/// How often a standby asks for a source's lock, and an owner checks that
-/// its lock connection is alive.
-const LEASE_POLL: Duration = Duration::from_secs(1);
+use super::{Applied, Batch, ChangeCursor, ChangePage, DeadLetter, ErrorKind, Lease, MirrorRow, Options, Store, StoreError};
 
 pub struct PgStore {
     pool: Pool,
@@ -48,86 +47,6 @@ pub struct PgStore {
     queue_events: Arc<watch::Sender<u64>>,
     /// The LISTEN task; stopped with the store.
     _listener: AbortOnDrop,
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// The NOTIFY channel of a schema's change log.
-fn channel(schema: &str) -> String {
-    format!("tributary_changes_{schema}")
-}
-
-/// The NOTIFY channel of a schema's queue events.
-fn queue_channel(schema: &str) -> String {
-    format!("tributary_queues_{schema}")
-}
-
-/// Follow commits made by any process: LISTEN on a dedicated connection,
-/// reconnecting after errors (readers also poll slowly as a safety net).
-/// Each channel bumps its own counter.
-async fn listen(config: tokio_postgres::Config, channels: Vec<(String, Arc<watch::Sender<u64>>)>) {
-    loop {
-        if let Ok((client, mut connection)) = config.connect(NoTls).await {
-            let bumps = channels.clone();
-            let driver = tokio::spawn(async move {
-                let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-                while let Some(message) = futures::StreamExt::next(&mut messages).await {
-                    match message {
-                        Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
-                            if let Some((_, bump)) = bumps.iter().find(|(name, _)| name == n.channel()) {
-                                bump.send_modify(|n| *n += 1);
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(_) => break,
-                    }
-                }
-            });
-            let statements: String = channels.iter().map(|(name, _)| format!("LISTEN {};", quote(name))).collect();
-            if client.batch_execute(&statements).await.is_ok() {
-                let _ = driver.await;
-            } else {
-                driver.abort();
-            }
-        }
-        tokio::time::sleep(LEASE_POLL).await;
-    }
-}
-
-/// The columns [`read_change`] reads, of `tributary_changes AS c`.
-const CHANGE_COLUMNS: &str = "c.id, c.xid::text AS xid_text, c.source, c.object, c.object_id, c.account, c.op, c.type, c.data::text,
-    c.previous_attributes::text, c.upstream_event_id, (extract(epoch FROM c.committed_at) * 1000000)::int8";
-
-/// A change from [`CHANGE_COLUMNS`] starting at column `at`.
-fn read_change(row: &tokio_postgres::Row, at: usize) -> Result<Change, StoreError> {
-    let seq: i64 = row.get(at);
-    let xid: String = row.get(at + 1);
-    Ok(Change {
-        id: change_id(seq),
-        seq,
-        cursor: ChangeCursor { xid: xid.parse().map_err(|_| pg_other(format!("bad xid8 '{xid}'")))?, seq },
-        source: row.get(at + 2),
-        object: row.get(at + 3),
-        object_id: row.get(at + 4),
-        account: row.get(at + 5),
-        op: row.get(at + 6),
-        kind: row.get(at + 7),
-        data: raw_json("tributary_changes", seq, row.get(at + 8))?,
-        previous_attributes: raw_json("tributary_changes", seq, row.get(at + 9))?,
-        upstream_event_id: row.get(at + 10),
-        committed_at: micros_timestamp(row.get(at + 11)),
-    })
-}
-
-/// Microseconds since the epoch as the change log writes times.
-fn micros_timestamp(micros: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(micros).map(super::timestamp).unwrap_or_default()
 }
 
 /// A Postgres or pool error as a [`StoreError`] that keeps its kind.
@@ -261,234 +180,12 @@ impl PgStore {
         }
         tx.commit().await.map_err(pg)
     }
-
-    async fn ensure_table(&self, source: &str, object: &str, table: &str) -> Result<(), StoreError> {
-        if self.known_tables.lock().contains(table) {
-            return Ok(());
-        }
-        let mut client = self.pool.get().await.map_err(pg)?;
-        let tx = client.transaction().await.map_err(pg)?;
-        tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&format!("tributary:table:{}.{table}", self.schema)])
-            .await
-            .map_err(pg)?;
-        let quoted = self.t(table);
-        tx.batch_execute(&format!(
-            "CREATE TABLE IF NOT EXISTS {quoted} (
-                id text PRIMARY KEY,
-                account text,
-                data jsonb NOT NULL,
-                created bigint,
-                updated_at timestamptz NOT NULL DEFAULT now(),
-                _generation bigint NOT NULL DEFAULT 0
-            );"
-        ))
-        .await
-        .map_err(pg)?;
-        tx.execute(
-            &format!("INSERT INTO {} (source, object, table_name) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", self.t("tributary_tables")),
-            &[&source, &object, &table],
-        )
-        .await
-        .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
-        self.known_tables.lock().insert(table.to_string());
-        Ok(())
-    }
-}
-
-/// Ownership of a source: a session advisory lock on its own connection.
-struct AdvisoryLease {
-    client: tokio_postgres::Client,
-    closed: oneshot::Receiver<String>,
-}
-
-#[async_trait::async_trait]
-impl Lease for AdvisoryLease {
-    async fn lost(&mut self) -> String {
-        loop {
-            tokio::select! {
-                reason = &mut self.closed => return reason.unwrap_or_else(|_| "lock connection closed".into()),
-                _ = tokio::time::sleep(LEASE_POLL) => {
-                    if let Err(e) = self.client.simple_query("SELECT 1").await {
-                        return format!("lock connection failed: {}", crate::telemetry::error_chain(&e));
-                    }
-                }
-            }
-        }
-    }
 }
 
 #[async_trait::async_trait]
 impl Store for PgStore {
     async fn apply(&self, batch: Batch) -> Result<Applied, StoreError> {
-        let prepared = plan::prepare(batch)?;
-        for (table, object) in prepared.tables() {
-            self.ensure_table(&prepared.source, &object, &table).await?;
-        }
-        let mut client = self.pool.get().await.map_err(pg)?;
-        let tx = client.transaction().await.map_err(pg)?;
-        // the lock, then the rows and fences the plan needs: sent together
-        // (pipelined), run by the server in that order
-        let now = super::timestamp(chrono::Utc::now());
-        let ids_by_table = prepared.ids_by_table();
-        let reads = ids_by_table.iter().map(|(table, ids)| {
-            let tx = &tx;
-            async move {
-                let statement =
-                    tx.prepare_cached(&format!("SELECT id, data::text FROM {} WHERE id = ANY($1)", self.t(table))).await.map_err(pg)?;
-                let rows = tx.query(&statement, &[ids]).await.map_err(pg)?;
-                Ok::<_, StoreError>((table.to_string(), rows.iter().map(|r| (r.get(0), r.get(1))).collect::<HashMap<String, String>>()))
-            }
-        });
-        let stripes = self.stripe_lock(&tx, &prepared).await?;
-        let lock = async {
-            if let Some((statement, keys)) = &stripes {
-                tx.execute(statement, &[keys]).await.map_err(pg)?;
-            }
-            Ok::<_, StoreError>(())
-        };
-        let ((), existing, fences) = futures::try_join!(lock, futures::future::try_join_all(reads), self.fences(&tx, &prepared, &now))?;
-        let existing: HashMap<String, HashMap<String, String>> = existing.into_iter().collect();
-        let plan = plan::plan(&prepared, &existing, &fences)?;
-        let mut applied = Applied { changes: plan.changes.len() as u64, unchanged: plan.unchanged };
-        let mut row_deltas: BTreeMap<String, i64> = BTreeMap::new();
-        for (table, table_plan) in &plan.tables {
-            let quoted = self.t(table);
-            // rows the mirror did not hold take a plain insert (the plan read
-            // them under this transaction); only replacements need ON CONFLICT
-            let (fresh, replaced): (Vec<&RowUpsert>, Vec<&RowUpsert>) =
-                table_plan.upserts.iter().partition(|r| !existing.get(table).is_some_and(|rows| rows.contains_key(&r.id)));
-            for (rows, conflict) in [(fresh, ""), (replaced, UPSERT_CONFLICT)] {
-                if rows.is_empty() {
-                    continue;
-                }
-                let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-                let accounts: Vec<Option<&str>> = rows.iter().map(|r| r.account.as_deref()).collect();
-                let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
-                let created: Vec<Option<i64>> = rows.iter().map(|r| r.created).collect();
-                let generations: Vec<i64> = rows.iter().map(|r| r.generation).collect();
-                let sql = format!(
-                    "INSERT INTO {quoted} (id, account, data, created, updated_at, _generation)
-                     SELECT u.id, u.account, u.data::jsonb, u.created, now(), u.generation
-                     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[]) AS u(id, account, data, created, generation)
-                     {conflict}"
-                );
-                let statement = tx.prepare_cached(&sql).await.map_err(pg)?;
-                tx.execute(&statement, &[&ids, &accounts, &texts, &created, &generations]).await.map_err(pg)?;
-            }
-            if !table_plan.touches.is_empty() {
-                let ids: Vec<&str> = table_plan.touches.iter().map(|(id, _)| id.as_str()).collect();
-                let generations: Vec<i64> = table_plan.touches.iter().map(|(_, g)| *g).collect();
-                let sql = format!(
-                    "UPDATE {quoted} AS t SET _generation = u.generation FROM UNNEST($1::text[], $2::int8[]) AS u(id, generation)
-                     WHERE t.id = u.id AND t._generation <> u.generation"
-                );
-                tx.execute(&sql, &[&ids, &generations]).await.map_err(pg)?;
-            }
-            if !table_plan.deletes.is_empty() {
-                tx.execute(&format!("DELETE FROM {quoted} WHERE id = ANY($1)"), &[&table_plan.deletes]).await.map_err(pg)?;
-            }
-            *row_deltas.entry(table.clone()).or_default() += table_plan.rows_delta;
-        }
-        let mut changes = plan.changes;
-        for (table, sweep) in &prepared.sweeps {
-            let rows = tx
-                .query(
-                    &format!("DELETE FROM {} WHERE account IS NOT DISTINCT FROM $1 AND _generation < $2 RETURNING id", self.t(table)),
-                    &[&sweep.account, &sweep.below_generation],
-                )
-                .await
-                .map_err(pg)?;
-            let mut stale: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-            stale.sort();
-            for id in &stale {
-                changes.push(NewChange::swept(sweep, id));
-            }
-            applied.changes += stale.len() as u64;
-            *row_deltas.entry(table.clone()).or_default() -= stale.len() as i64;
-        }
-        // the rest is independent: sent together (pipelined)
-        let fences = self.save_fences(&tx, &plan.fences);
-        let change_log = async {
-            if changes.is_empty() {
-                return Ok(());
-            }
-            let column = |f: fn(&NewChange) -> Option<&str>| changes.iter().map(f).collect::<Vec<Option<&str>>>();
-            let objects = column(|c| Some(&c.object));
-            let object_ids = column(|c| Some(&c.object_id));
-            let accounts = column(|c| c.account.as_deref());
-            let ops = column(|c| Some(c.op));
-            let kinds = column(|c| Some(&c.kind));
-            let data = column(|c| c.data.as_deref());
-            let previous = column(|c| c.previous_attributes.as_deref());
-            let events = column(|c| c.upstream_event_id.as_deref());
-            let sql = format!(
-                "INSERT INTO {} (source, object, object_id, account, op, type, data, previous_attributes, upstream_event_id)
-                 SELECT $1::text, u.object, u.object_id, u.account, u.op, u.kind, u.data::json, u.previous::json, u.event
-                 FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
-                      WITH ORDINALITY AS u(object, object_id, account, op, kind, data, previous, event, position)
-                 ORDER BY u.position",
-                self.t("tributary_changes")
-            );
-            let statement = tx.prepare_cached(&sql).await.map_err(pg)?;
-            let params: [&(dyn ToSql + Sync); 9] =
-                [&prepared.source, &objects, &object_ids, &accounts, &ops, &kinds, &data, &previous, &events];
-            tx.execute(&statement, &params).await.map_err(pg)?;
-            Ok::<_, StoreError>(())
-        };
-        let checkpoints = async {
-            if prepared.checkpoints.is_empty() {
-                return Ok(());
-            }
-            let keys: Vec<&str> = prepared.checkpoints.iter().map(|(k, _)| k.as_str()).collect();
-            let values: Vec<&str> = prepared.checkpoints.iter().map(|(_, v)| v.as_str()).collect();
-            let sql = format!(
-                "INSERT INTO {} (source, key, value, updated_at) SELECT $1::text, u.key, u.value::jsonb, now()
-                 FROM UNNEST($2::text[], $3::text[]) AS u(key, value)
-                 ON CONFLICT (source, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                self.t("tributary_checkpoints")
-            );
-            let statement = tx.prepare_cached(&sql).await.map_err(pg)?;
-            tx.execute(&statement, &[&prepared.source, &keys, &values]).await.map_err(pg)?;
-            Ok::<_, StoreError>(())
-        };
-        let finish = async {
-            match &prepared.finish {
-                Some(finish) => self.finish(&tx, finish).await,
-                None => Ok(()),
-            }
-        };
-        let handoff = async {
-            match &prepared.handoff {
-                Some(handoff) => self.hand_off(&tx, &handoff.jobs).await,
-                None => Ok(()),
-            }
-        };
-        // in a fixed order: these rows are shared by concurrent batches
-        let row_counts = async {
-            for (table, delta) in row_deltas.iter().filter(|(_, d)| **d != 0) {
-                let sql =
-                    format!("UPDATE {} SET row_count = row_count + $1 WHERE source = $2 AND table_name = $3", self.t("tributary_tables"));
-                let statement = tx.prepare_cached(&sql).await.map_err(pg)?;
-                tx.execute(&statement, &[delta, &prepared.source, table]).await.map_err(pg)?;
-            }
-            Ok::<_, StoreError>(())
-        };
-        let notify = async {
-            if applied.changes > 0 {
-                // delivered to listeners at commit, in every process
-                let statement = tx.prepare_cached("SELECT pg_notify($1, '')").await.map_err(pg)?;
-                tx.execute(&statement, &[&channel(&self.schema)]).await.map_err(pg)?;
-            }
-            Ok::<_, StoreError>(())
-        };
-        let ledger = self.apply_ledger(&tx, &prepared.source, &prepared.ledger);
-        futures::try_join!(fences, change_log, checkpoints, finish, handoff, ledger, row_counts, notify)?;
-        tx.commit().await.map_err(pg)?;
-        if applied.changes > 0 {
-            self.commits.send_modify(|n| *n += 1);
-        }
-        Ok(applied)
+        self.apply_batch(batch).await
     }
 
     async fn checkpoints(&self, source: &str) -> Result<BTreeMap<String, serde_json::Value>, StoreError> {
@@ -545,20 +242,7 @@ impl Store for PgStore {
     }
 
     async fn changes_after(&self, cursor: ChangeCursor, limit: usize) -> Result<ChangePage, StoreError> {
-        let client = self.pool.get().await.map_err(pg)?;
-        let sql = format!(
-            // the xid output is aliased: `ORDER BY xid` must sort by the
-            // column, not by its text (where "999" sorts after "1000")
-            "SELECT {CHANGE_COLUMNS} FROM {} AS c
-             WHERE (c.xid, c.id) > ($1::text::xid8, $2) AND c.xid < pg_snapshot_xmin(pg_current_snapshot())
-             ORDER BY c.xid, c.id LIMIT $3",
-            self.t("tributary_changes")
-        );
-        let statement = client.prepare_cached(&sql).await.map_err(pg)?;
-        let rows = client.query(&statement, &[&cursor.xid.to_string(), &cursor.seq, &(limit as i64)]).await.map_err(pg)?;
-        let changes = rows.iter().map(|row| read_change(row, 0)).collect::<Result<Vec<_>, _>>()?;
-        let next = changes.last().map(|c| c.cursor).unwrap_or(cursor);
-        Ok(ChangePage { changes, next })
+        self.change_page(cursor, limit).await
     }
 
     async fn sink_cursor(&self, sink: &str) -> Result<Option<ChangeCursor>, StoreError> {
@@ -598,15 +282,7 @@ impl Store for PgStore {
     }
 
     async fn purge_changes(&self, cutoff: &str, through: ChangeCursor, limit: usize) -> Result<u64, StoreError> {
-        let client = self.pool.get().await.map_err(pg)?;
-        let changes = self.t("tributary_changes");
-        let sql = format!(
-            "DELETE FROM {changes} WHERE id IN
-             (SELECT id FROM {changes} WHERE (xid, id) <= ($1::text::xid8, $2) AND committed_at < $3::text::timestamptz
-              ORDER BY xid, id LIMIT $4)"
-        );
-        let deleted = client.execute(&sql, &[&through.xid.to_string(), &through.seq, &cutoff, &(limit as i64)]).await.map_err(pg)?;
-        Ok(deleted)
+        self.purge(cutoff, through, limit).await
     }
 
     fn commits(&self) -> watch::Receiver<u64> {
@@ -614,27 +290,6 @@ impl Store for PgStore {
     }
 
     async fn acquire(&self, source: &str) -> Result<Box<dyn Lease>, StoreError> {
-        let (client, connection) = self.config.connect(NoTls).await.map_err(pg)?;
-        let (closed_tx, closed) = oneshot::channel();
-        tokio::spawn(async move {
-            let reason = match connection.await {
-                Ok(()) => "lock connection closed".to_string(),
-                Err(e) => format!("lock connection lost: {}", crate::telemetry::error_chain(&e)),
-            };
-            let _ = closed_tx.send(reason);
-        });
-        let key = format!("tributary:source:{}:{source}", self.schema);
-        let mut first = true;
-        loop {
-            let row = client.query_one("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", &[&key]).await.map_err(pg)?;
-            if row.get::<_, bool>(0) {
-                return Ok(Box::new(AdvisoryLease { client, closed }));
-            }
-            if first {
-                tracing::info!(kind = "source_standby", source, "another process owns this source; standing by to take over");
-                first = false;
-            }
-            tokio::time::sleep(LEASE_POLL).await;
-        }
+        self.lease(source).await
     }
 }

@@ -6,7 +6,9 @@
 use tokio::sync::watch;
 use tokio_postgres::Row;
 
-use super::{CHANGE_COLUMNS, PgStore, micros_timestamp, pg, queue_channel, read_change};
+use super::changes::{CHANGE_COLUMNS, micros_timestamp, read_change};
+use super::notify::queue_channel;
+use super::{PgStore, pg};
 use crate::store::queues::{Ack, App, AppKind, Entry, FANOUT_READER, PullOutcome, Pulled, Queue, QueueState, QueueStore, Subscription};
 use crate::store::{ChangeCursor, StoreError};
 

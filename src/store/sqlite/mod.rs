@@ -1,30 +1,34 @@
 //! The embedded backend. SQLite has one writer: a dedicated thread owns the
 //! write connection and commits queued batches together (group commit); reads
 //! use their own connection, which WAL lets run beside the writer.
+//!
+//! The same files as the Postgres backend: `mod` (opening, migrating, small
+//! reads), `apply` (the writer thread and its transactions), `changes` (the
+//! change log in commit order), `lease` (ownership), `notify` (commits
+//! heard by readers), and one file per store trait (`queues`, `writes`,
+//! `ledger`, `mirror`).
 
+mod apply;
+mod changes;
+mod lease;
 mod ledger;
 mod mirror;
+mod notify;
 mod queues;
 mod writes;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
+use self::apply::{Job, QUEUE_DEPTH, Writer};
 use super::ident::quote;
 use super::migrate as migrations;
-use super::plan::{self, NewChange, Prepared};
-use super::{Applied, Batch, Change, ChangeCursor, ChangePage, DeadLetter, Lease, MirrorRow, Store, StoreError, change_id, raw_json};
-
-/// Batches queued for the writer; beyond this, `apply` waits (backpressure).
-const QUEUE_DEPTH: usize = 16;
-/// Batches committed together in one transaction at most.
-const GROUP_MAX: usize = 32;
-
-type Job = (Prepared, oneshot::Sender<Result<Applied, StoreError>>);
+use super::plan;
+use super::{Applied, Batch, ChangeCursor, ChangePage, DeadLetter, Lease, MirrorRow, Store, StoreError};
 
 pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
@@ -117,30 +121,6 @@ impl SqliteStore {
     }
 }
 
-/// The columns [`read_change`] reads, of `tributary_changes AS c`.
-const CHANGE_COLUMNS: &str =
-    "c.id, c.source, c.object, c.object_id, c.account, c.op, c.type, c.data, c.previous_attributes, c.upstream_event_id, c.committed_at";
-
-/// A change from [`CHANGE_COLUMNS`] starting at column `at`.
-fn read_change(row: &rusqlite::Row, at: usize) -> Result<Change, StoreError> {
-    let seq: i64 = row.get(at)?;
-    Ok(Change {
-        id: change_id(seq),
-        seq,
-        cursor: ChangeCursor { xid: 0, seq },
-        source: row.get(at + 1)?,
-        object: row.get(at + 2)?,
-        object_id: row.get(at + 3)?,
-        account: row.get(at + 4)?,
-        op: row.get(at + 5)?,
-        kind: row.get(at + 6)?,
-        data: raw_json("tributary_changes", seq, row.get(at + 7)?)?,
-        previous_attributes: raw_json("tributary_changes", seq, row.get(at + 8)?)?,
-        upstream_event_id: row.get(at + 9)?,
-        committed_at: row.get(at + 10)?,
-    })
-}
-
 /// Store where a change-log reader (a sink, the queue fan-out) stands.
 fn save_cursor(conn: &Connection, reader: &str, cursor: ChangeCursor, now: &str) -> Result<(), StoreError> {
     conn.prepare_cached(
@@ -166,16 +146,6 @@ fn parse_json(table: &str, id: &str, text: Option<String>) -> Result<Option<Valu
         id: id.to_string(),
         source: e,
     })
-}
-
-/// A single process owns everything on SQLite: ownership is never lost.
-struct Sole;
-
-#[async_trait::async_trait]
-impl Lease for Sole {
-    async fn lost(&mut self) -> String {
-        std::future::pending().await
-    }
 }
 
 #[async_trait::async_trait]
@@ -235,22 +205,11 @@ impl Store for SqliteStore {
     }
 
     async fn changes_after(&self, cursor: ChangeCursor, limit: usize) -> Result<ChangePage, StoreError> {
-        self.read(move |conn| {
-            let mut stmt =
-                conn.prepare_cached(&format!("SELECT {CHANGE_COLUMNS} FROM tributary_changes AS c WHERE id > ?1 ORDER BY id LIMIT ?2"))?;
-            let mut rows = stmt.query(params![cursor.seq, limit as i64])?;
-            let mut changes = Vec::new();
-            while let Some(row) = rows.next()? {
-                changes.push(read_change(row, 0)?);
-            }
-            let next = changes.last().map(|c| c.cursor).unwrap_or(cursor);
-            Ok(ChangePage { changes, next })
-        })
-        .await
+        self.change_page(cursor, limit).await
     }
 
     async fn acquire(&self, _name: &str) -> Result<Box<dyn Lease>, StoreError> {
-        Ok(Box::new(Sole))
+        Ok(Box::new(lease::Sole))
     }
 
     async fn sink_cursor(&self, sink: &str) -> Result<Option<ChangeCursor>, StoreError> {
@@ -290,204 +249,10 @@ impl Store for SqliteStore {
     }
 
     async fn purge_changes(&self, cutoff: &str, through: ChangeCursor, limit: usize) -> Result<u64, StoreError> {
-        let cutoff = cutoff.to_string();
-        Self::with(&self.bookkeeping, move |conn| {
-            let deleted = conn.execute(
-                "DELETE FROM tributary_changes WHERE id IN
-                 (SELECT id FROM tributary_changes WHERE id <= ?1 AND committed_at < ?2 ORDER BY id LIMIT ?3)",
-                params![through.seq, cutoff, limit as i64],
-            )?;
-            Ok(deleted as u64)
-        })
-        .await
+        self.purge(cutoff, through, limit).await
     }
 
     fn commits(&self) -> watch::Receiver<u64> {
         self.commits.clone()
     }
-}
-
-struct Writer {
-    conn: Connection,
-    /// Mirror tables known to exist, so `CREATE TABLE` runs once per type.
-    known_tables: HashSet<String>,
-    /// Bumped after each commit that wrote changes.
-    committed: watch::Sender<u64>,
-}
-
-impl Writer {
-    fn run(mut self, mut queue: mpsc::Receiver<Job>) {
-        while let Some(first) = queue.blocking_recv() {
-            let mut group = vec![first];
-            while group.len() < GROUP_MAX {
-                match queue.try_recv() {
-                    Ok(job) => group.push(job),
-                    Err(_) => break,
-                }
-            }
-            self.commit_group(group);
-        }
-    }
-
-    /// Commit a group of batches in one transaction; if that fails, commit
-    /// each alone so one bad batch cannot fail the others.
-    fn commit_group(&mut self, group: Vec<Job>) {
-        if group.len() > 1 {
-            let batches: Vec<&Prepared> = group.iter().map(|(b, _)| b).collect();
-            let before = self.known_tables.clone();
-            match self.transaction(&batches) {
-                Ok(results) => {
-                    self.announce(&results);
-                    for ((_, done), applied) in group.into_iter().zip(results) {
-                        let _ = done.send(Ok(applied));
-                    }
-                    return;
-                }
-                Err(_) => self.known_tables = before,
-            }
-        }
-        for (batch, done) in group {
-            let before = self.known_tables.clone();
-            let result = self.transaction(&[&batch]).map(|mut r| r.remove(0));
-            match &result {
-                Ok(applied) => self.announce(std::slice::from_ref(applied)),
-                Err(_) => self.known_tables = before,
-            }
-            let _ = done.send(result);
-        }
-    }
-
-    fn announce(&self, results: &[Applied]) {
-        if results.iter().any(|a| a.changes > 0) {
-            self.committed.send_modify(|n| *n += 1);
-        }
-    }
-
-    fn transaction(&mut self, batches: &[&Prepared]) -> Result<Vec<Applied>, StoreError> {
-        // IMMEDIATE: take the write lock at BEGIN, where the busy timeout
-        // waits for the bookkeeping connection; a deferred transaction that
-        // upgrades later fails at once with "database is locked"
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let now = chrono::Utc::now();
-        let committed_at = super::timestamp(now);
-        let mut results = Vec::with_capacity(batches.len());
-        // rows added (or removed) per table in this transaction
-        let mut row_deltas: HashMap<String, i64> = HashMap::new();
-        for batch in batches {
-            for (table, object) in batch.tables() {
-                ensure_table(&tx, &mut self.known_tables, &batch.source, &object, &table)?;
-            }
-            let mut existing: HashMap<String, HashMap<String, String>> = HashMap::new();
-            for (table, ids) in batch.ids_by_table() {
-                let mut stmt = tx.prepare_cached(&format!("SELECT data FROM {} WHERE id = ?1", quote(table)))?;
-                let rows = existing.entry(table.to_string()).or_default();
-                for id in ids {
-                    if let Some(text) = stmt.query_row([id], |r| r.get::<_, String>(0)).optional()? {
-                        rows.insert(id.to_string(), text);
-                    }
-                }
-            }
-            let fences = writes::fences(&tx, batch, &committed_at)?;
-            let plan = plan::plan(batch, &existing, &fences)?;
-            writes::save_fences(&tx, &plan.fences, now)?;
-            let mut applied = Applied { changes: plan.changes.len() as u64, unchanged: plan.unchanged };
-            for (table, table_plan) in &plan.tables {
-                let quoted = quote(table);
-                let mut upsert = tx.prepare_cached(&format!(
-                    "INSERT INTO {quoted} (id, account, data, created, updated_at, _generation) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT (id) DO UPDATE SET account = excluded.account, data = excluded.data, created = excluded.created,
-                     updated_at = excluded.updated_at, _generation = excluded._generation"
-                ))?;
-                for row in &table_plan.upserts {
-                    upsert.execute(params![row.id, row.account, row.text, row.created, committed_at, row.generation])?;
-                }
-                let mut touch = tx.prepare_cached(&format!("UPDATE {quoted} SET _generation = ?2 WHERE id = ?1 AND _generation <> ?2"))?;
-                for (id, generation) in &table_plan.touches {
-                    touch.execute(params![id, generation])?;
-                }
-                let mut delete = tx.prepare_cached(&format!("DELETE FROM {quoted} WHERE id = ?1"))?;
-                for id in &table_plan.deletes {
-                    delete.execute([id])?;
-                }
-                *row_deltas.entry(table.clone()).or_default() += table_plan.rows_delta;
-            }
-            let mut changes = plan.changes;
-            for (table, sweep) in &batch.sweeps {
-                let quoted = quote(table);
-                let stale: Vec<String> = tx
-                    .prepare_cached(&format!("SELECT id FROM {quoted} WHERE account IS ?1 AND _generation < ?2 ORDER BY id"))?
-                    .query_map(params![sweep.account, sweep.below_generation], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?;
-                let mut delete = tx.prepare_cached(&format!("DELETE FROM {quoted} WHERE id = ?1"))?;
-                for id in &stale {
-                    delete.execute([id])?;
-                    changes.push(NewChange::swept(sweep, id));
-                }
-                applied.changes += stale.len() as u64;
-                *row_deltas.entry(table.clone()).or_default() -= stale.len() as i64;
-            }
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO tributary_changes (source, object, object_id, account, op, type, data, previous_attributes, upstream_event_id, committed_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?;
-            for c in &changes {
-                insert.execute(params![
-                    batch.source,
-                    c.object,
-                    c.object_id,
-                    c.account,
-                    c.op,
-                    c.kind,
-                    c.data,
-                    c.previous_attributes,
-                    c.upstream_event_id,
-                    committed_at
-                ])?;
-            }
-            let mut checkpoint = tx.prepare_cached(
-                "INSERT INTO tributary_checkpoints (source, key, value, updated_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (source, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-            )?;
-            for (key, value) in &batch.checkpoints {
-                checkpoint.execute(params![batch.source, key, value, committed_at])?;
-            }
-            if let Some(finish) = &batch.finish {
-                writes::finish(&tx, finish, &committed_at)?;
-            }
-            if let Some(handoff) = &batch.handoff {
-                writes::hand_off(&tx, &handoff.jobs)?;
-            }
-            ledger::apply(&tx, &batch.source, &batch.ledger)?;
-            results.push(applied);
-        }
-        for (table, delta) in row_deltas.into_iter().filter(|(_, d)| *d != 0) {
-            tx.prepare_cached("UPDATE tributary_tables SET row_count = row_count + ?1 WHERE table_name = ?2")?
-                .execute(params![delta, table])?;
-        }
-        tx.commit()?;
-        Ok(results)
-    }
-}
-
-fn ensure_table(conn: &Connection, known: &mut HashSet<String>, source: &str, object: &str, table: &str) -> Result<(), StoreError> {
-    if known.contains(table) {
-        return Ok(());
-    }
-    let quoted = quote(table);
-    conn.execute_batch(&format!(
-        "CREATE TABLE IF NOT EXISTS {quoted} (
-            id TEXT PRIMARY KEY,
-            account TEXT,
-            data TEXT NOT NULL,
-            created INTEGER,
-            updated_at TEXT NOT NULL,
-            _generation INTEGER NOT NULL DEFAULT 0
-        );"
-    ))?;
-    conn.execute(
-        "INSERT OR IGNORE INTO tributary_tables (source, object, table_name) VALUES (?1, ?2, ?3)",
-        params![source, object, table],
-    )?;
-    known.insert(table.to_string());
-    Ok(())
 }

@@ -4,7 +4,8 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::watch;
 
-use super::{CHANGE_COLUMNS, SqliteStore, immediate, read_change, save_cursor};
+use super::changes::{CHANGE_COLUMNS, read_change};
+use super::{SqliteStore, immediate, save_cursor};
 use crate::store::queues::{Ack, App, AppKind, Entry, PullOutcome, Pulled, Queue, QueueState, QueueStore, Subscription};
 use crate::store::{ChangeCursor, StoreError, timestamp};
 
