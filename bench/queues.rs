@@ -51,7 +51,7 @@ impl Rig {
     async fn queues(&self, count: usize) -> anyhow::Result<Vec<String>> {
         let mut codes = Vec::new();
         for i in 0..count {
-            let code = queue::random_id("q_", 16);
+            let code = tributary::ids::random_id("q_", 16);
             self.store.create_queue(&self.app_id, &code, &format!("bench {i}"), 1_000).await?.expect("under the queue limit");
             let subscription = queue::new_subscription("customer.*".into(), "platform".into(), false, Duration::ZERO);
             self.store.subscribe(&self.app_id, &code, &subscription).await?.expect("the queue exists");

@@ -1,7 +1,10 @@
 //! `tributary.toml`: parsed, documented and validated without I/O (beyond
 //! reading the file); runtime pieces are built from the validated config.
 
+pub mod error;
 mod overrides;
+
+pub use error::{ConfigError, secret};
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -13,19 +16,6 @@ use crate::sink::{SinkConfig, SinkKind};
 use crate::source::event_queue::EventQueueConfig;
 use crate::source::stripe::StripeConfig;
 use crate::source::window::WindowConfig;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
-    Read { path: String, source: std::io::Error },
-    /// `line` 0: the error is not on one line of the file.
-    #[error("{path}{}: {message}", if *line > 0 { format!(":{line}") } else { String::new() })]
-    Parse { path: String, line: usize, message: String },
-    #[error("{0}")]
-    Invalid(String),
-    #[error("environment variable {var} is not set (named by {field})")]
-    MissingEnv { var: String, field: String },
-}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -241,15 +231,6 @@ impl ApiConfig {
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7400))
-}
-
-/// A secret from the environment variable `var` (named by the config field
-/// `field`); unset or empty is an error that names both.
-pub fn secret(var: &str, field: &str) -> Result<String, ConfigError> {
-    std::env::var(var)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| ConfigError::MissingEnv { var: var.to_string(), field: field.to_string() })
 }
 
 /// One upstream, selected by `kind`.

@@ -84,7 +84,7 @@ impl Engine {
         readers.push(FANOUT_READER.to_string());
         let retention = Duration::from_secs(config.delivery.retention_days.saturating_mul(86_400));
         let purge_every = Duration::from_secs(config.delivery.purge_interval_secs);
-        tasks.spawn(delivery::purge(store.clone(), readers, retention, purge_every));
+        tasks.spawn(crate::retention::run(store.clone(), readers, retention, purge_every));
         let fanout = SinkStatus::new(FANOUT_READER, "queues");
         sinks.push(fanout.clone());
         tasks.spawn(supervise(store.clone(), fanout, queue::fanout::run));

@@ -9,15 +9,19 @@
 //! - [`store`]: mirror tables and the change log, committed with checkpoints
 //! - [`delivery`]: reads the change log per sink, in commit order, at least once
 //! - [`sink`]: where changes go — webhooks, Redis Streams, NATS JetStream, Kafka
-//! - [`queue`]: built-in pull queues — apps, tokens, the fan-out, retention
+//! - [`queue`]: built-in pull queues — apps, tokens, the fan-out
+//! - [`retention`]: purges delivered changes and old queue events
+//! - [`write`]: idempotent writes through to the upstream (atomic phases,
+//!   completer, reaper)
 //! - [`api`]: health, metrics, source and sink status, the `/wait` barrier,
-//!   apps and queues
+//!   apps and queues, writes, and the Stripe-compatible path
 //! - [`engine`]: wires config, store, sources and API together
 //! - [`config`]: `tributary.toml`, validated before anything starts
 //! - [`cli`]: the `tributary` command
 //! - [`telemetry`]: logs (JSON off a terminal), Prometheus metrics, the StatsD push
 //! - [`stripe_api`]: the Stripe API surface the sim and the source share
 //! - [`retry`]: the backoff every outbound call shares
+//! - [`ids`]: random ids, SHA-256 hex and the short-text rule every room shares
 
 // an unwrap in the engine is a panic waiting for input; tests may use them
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
@@ -27,7 +31,9 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod engine;
+pub mod ids;
 pub mod queue;
+pub mod retention;
 pub mod retry;
 pub mod sim;
 pub mod sink;

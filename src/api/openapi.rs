@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::queues::{DEFAULT_PULL_LIMIT, MAX_PULL_LIMIT, MAX_PULL_WAIT_MS};
 use super::{DEFAULT_WAIT_MS, MAX_WAIT_MS};
-use crate::queue::MAX_TEXT;
+use crate::ids::MAX_TEXT;
 
 fn schema(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})

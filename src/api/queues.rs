@@ -76,7 +76,7 @@ impl FromRequestParts<AppState> for App {
 }
 
 fn check_text(field: &str, value: &str) -> Result<(), ApiError> {
-    queue::check_text(field, value).map_err(|e| ApiError::Unprocessable(e.0))
+    crate::ids::check_text(field, value).map_err(|e| ApiError::Unprocessable(e.0))
 }
 
 #[derive(Deserialize)]
@@ -140,7 +140,7 @@ fn queue_view(code: &str, name: &str) -> Value {
 
 async fn create_queue(app: App, State(state): State<AppState>, Body(body): Body<NewQueue>) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_text("name", &body.name)?;
-    let code = queue::random_id("q_", 16);
+    let code = crate::ids::random_id("q_", 16);
     let max = state.queues.max_queues_per_app;
     let Some(queue) = state.store.create_queue(&app.id, &code, &body.name, max).await.map_err(internal)? else {
         return Err(ApiError::Unprocessable(format!("an app may own {max} queues; delete one first")));
@@ -265,7 +265,7 @@ async fn pull(
     let mut wake = state.store.queue_events();
     loop {
         wake.borrow_and_update();
-        let nonce = queue::random_id("", 12);
+        let nonce = crate::ids::random_id("", 12);
         let pulled = match state.store.pull(&app.id, &code, ack.take(), limit, nonce).await.map_err(internal)? {
             PullOutcome::Pulled(pulled) => pulled,
             PullOutcome::NoQueue => return Err(no_queue(&code)),

@@ -92,7 +92,7 @@ pub(super) async fn write<E: From<ApiError> + From<WriteError>>(
 ) -> Result<Response, E> {
     let key = match (idempotency_key(&headers)?, missing_key) {
         (Some(key), _) => key,
-        (None, MissingKey::Generate) => format!("auto-{}", crate::queue::random_id("", 24)),
+        (None, MissingKey::Generate) => format!("auto-{}", crate::ids::random_id("", 24)),
         (None, MissingKey::Refuse) => return Err(ApiError::BadRequest("an Idempotency-Key header is required".into()).into()),
     };
     let account = account(&app, &headers, &state).await?;

@@ -87,7 +87,7 @@ pub async fn run(command: AppsCommand) -> anyhow::Result<()> {
             println!("revoked {id}");
         }
         AppsCommand::Grant { id, account, .. } => {
-            queue::check_text("account", &account)?;
+            crate::ids::check_text("account", &account)?;
             anyhow::ensure!(store.grant(&id, &account).await?, "no app '{id}'");
             println!("account {account} granted {id} access");
         }

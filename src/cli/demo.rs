@@ -125,7 +125,7 @@ fn demo_config(args: &DemoArgs, sim: SocketAddr) -> anyhow::Result<Config> {
 async fn demo_queue(store: &dyn Store) -> anyhow::Result<(String, String)> {
     let (app, token, hash) = queue::new_app("demo".into(), AppKind::Inhouse, Some(PLATFORM.into()))?;
     store.create_app(&app, &hash).await?;
-    let code = queue::random_id("q_", 16);
+    let code = crate::ids::random_id("q_", 16);
     store.create_queue(&app.id, &code, "demo customers", 1).await?;
     let subscription = queue::new_subscription("customer.*".into(), PLATFORM.into(), false, Duration::ZERO);
     store.subscribe(&app.id, &code, &subscription).await?;

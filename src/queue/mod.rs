@@ -1,38 +1,17 @@
 //! Built-in pull queues (the Open Platform model): apps own queues,
 //! subscribe them to event types of accounts, pull batches and acknowledge
 //! them. The store keeps the state (`store::queues`); this module holds what
-//! is the same whatever the backend: tokens, codes, `ack_id`s, the fan-out
-//! from the change log and retention.
+//! is the same whatever the backend: tokens, codes, `ack_id`s and the
+//! fan-out from the change log (retention is the engine's, `retention`).
 //!
 //! - `fanout`: reads the change log in commit order and adds each change to
 //!   the queues whose subscriptions match it (a reference, never a copy)
-//! - `retention`: deletes queue events past retention, counting what a
-//!   consumer never acknowledged as dropped
 
 pub mod fanout;
-pub mod retention;
 
-use rand::Rng;
-use sha2::Digest;
-
+use crate::ids::{Invalid, check_text, random_id};
 use crate::store::queues::{Ack, App, AppKind, Subscription};
 use crate::store::timestamp;
-
-/// Longest name, account or event type.
-pub const MAX_TEXT: usize = 255;
-
-/// A request the queue rules refuse, in words for the caller.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Invalid(pub String);
-
-/// Names, accounts and event types: 1 to 255 printable characters.
-pub fn check_text(field: &str, value: &str) -> Result<(), Invalid> {
-    if value.trim().is_empty() || value.len() > MAX_TEXT || value.chars().any(char::is_control) {
-        return Err(Invalid(format!("{field} must be 1 to {MAX_TEXT} printable characters")));
-    }
-    Ok(())
-}
 
 /// A new app, its bearer token (shown once) and the token's hash (what the
 /// store keeps). An in-house app is bound to one account; a public app has
@@ -67,11 +46,9 @@ pub fn new_subscription(event_type: String, account: String, replay: bool, reten
 }
 
 /// A random identifier: `prefix` then `len` characters of `[0-9a-z]`.
-pub fn random_id(prefix: &str, len: usize) -> String {
-    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut rng = rand::thread_rng();
-    let tail: String = (0..len).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect();
-    format!("{prefix}{tail}")
+/// SHA-256 of a bearer token, hex: what the store looks tokens up by.
+pub fn token_hash(token: &str) -> String {
+    crate::ids::sha256_hex(token)
 }
 
 /// A new app bearer token (shown once) and the hash the store keeps.
@@ -79,12 +56,6 @@ pub fn new_token() -> (String, String) {
     let token = random_id("trb_", 40);
     let hash = token_hash(&token);
     (token, hash)
-}
-
-/// SHA-256 of a bearer token, hex: what the store looks tokens up by.
-pub fn token_hash(token: &str) -> String {
-    let digest = sha2::Sha256::digest(token.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The `ack_id` of a batch: `{queue code}.{batch}.{nonce}`.

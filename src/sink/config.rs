@@ -9,7 +9,7 @@ use super::kafka::KafkaConfig;
 use super::nats::NatsConfig;
 use super::redis::RedisConfig;
 use super::webhook::WebhookConfig;
-use crate::config::ConfigError;
+use crate::config::error::ConfigError;
 use crate::store::Change;
 use crate::store::ident;
 

@@ -79,7 +79,7 @@ mod tests {
             let list = if *backend == "sqlite" { SQLITE } else { POSTGRES };
             let migration = list.iter().find(|m| m.name == *name).unwrap_or_else(|| panic!("{backend} {name} was removed"));
             // token_hash is SHA-256 in hex
-            assert_eq!(crate::queue::token_hash(migration.sql), *sum, "migrations/{backend}/{name}.sql was edited after its release");
+            assert_eq!(crate::ids::sha256_hex(migration.sql), *sum, "migrations/{backend}/{name}.sql was edited after its release");
         }
     }
 

@@ -88,7 +88,7 @@ fn now() -> chrono::DateTime<chrono::Utc> {
 }
 
 fn is_id(text: &str) -> bool {
-    !text.is_empty() && text.len() <= crate::queue::MAX_TEXT && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !text.is_empty() && text.len() <= crate::ids::MAX_TEXT && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 impl Writes {
@@ -115,7 +115,7 @@ impl Writes {
 
     /// Check a request and turn it into the key's request.
     fn key_request(&self, request: WriteRequest) -> Result<KeyRequest, WriteError> {
-        crate::queue::check_text("Idempotency-Key", &request.key).map_err(|e| WriteError::BadRequest(e.0))?;
+        crate::ids::check_text("Idempotency-Key", &request.key).map_err(|e| WriteError::BadRequest(e.0))?;
         let upstream = self.upstreams.get(&request.source).ok_or_else(|| WriteError::UnknownSource(request.source.clone()))?;
         if !upstream.resources.contains(&request.resource.as_str()) {
             return Err(WriteError::UnknownResource { name: request.source, resource: request.resource });
@@ -126,7 +126,7 @@ impl Writes {
             None => format!("/v1/{}", request.resource),
         };
         let params = crate::stripe_api::form_encode(&request.params);
-        let fingerprint = crate::queue::token_hash(&format!("{} {path}\n{params}", request.method));
+        let fingerprint = crate::ids::sha256_hex(&format!("{} {path}\n{params}", request.method));
         Ok(KeyRequest {
             app_id: request.app_id,
             key: request.key,

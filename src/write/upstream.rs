@@ -59,5 +59,5 @@ impl Upstream {
 /// The upstream's `Idempotency-Key` for an app's key: stable, so every
 /// attempt of one request carries the same, and distinct per app.
 pub fn upstream_key(app_id: &str, key: &str) -> String {
-    format!("trb-{}", &crate::queue::token_hash(&format!("{app_id}\n{key}"))[..40])
+    format!("trb-{}", &crate::ids::sha256_hex(&format!("{app_id}\n{key}"))[..40])
 }

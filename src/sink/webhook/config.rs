@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use crate::config::error::ConfigError;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,7 +35,7 @@ impl WebhookConfig {
     /// The signing key, from the env var `secret_env` names: present and a
     /// `whsec_…` (or bare) base64 secret, or an error naming both.
     pub fn key(&self, sink: &str) -> Result<Vec<u8>, ConfigError> {
-        let secret = crate::config::secret(&self.secret_env, &format!("sinks.{sink}.secret_env"))?;
+        let secret = crate::config::error::secret(&self.secret_env, &format!("sinks.{sink}.secret_env"))?;
         super::decode_secret(&secret).map_err(|e| ConfigError::Invalid(format!("sink '{sink}': {e} (env var {})", self.secret_env)))
     }
 }

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use crate::config::error::ConfigError;
 use crate::source::http::{self, ClientOptions};
 
 /// Events one pull asks for at most (the upstream's own limit).
@@ -98,6 +98,6 @@ impl EventQueueConfig {
     }
 
     pub fn api_key(&self) -> Result<String, ConfigError> {
-        crate::config::secret(&self.api_key_env, &format!("sources.{}.api_key_env", self.name))
+        crate::config::error::secret(&self.api_key_env, &format!("sources.{}.api_key_env", self.name))
     }
 }

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use crate::config::error::ConfigError;
 use crate::source::http::{self, ClientOptions};
 use crate::stripe_api::RESOURCES;
 
@@ -146,6 +146,6 @@ impl StripeConfig {
     }
 
     pub fn api_key(&self) -> Result<String, ConfigError> {
-        crate::config::secret(&self.api_key_env, &format!("sources.{}.api_key_env", self.name))
+        crate::config::error::secret(&self.api_key_env, &format!("sources.{}.api_key_env", self.name))
     }
 }
