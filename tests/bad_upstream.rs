@@ -34,7 +34,21 @@ async fn truncated_json_500_storms_and_401s_are_survived() {
     sim.set_faults(json!({})).await;
     assert_eq!(engine.wait_barrier(15_000).await.0, 200);
     assert_converged(&sim, &engine.db).await;
-    assert!(engine.proc.log_text().contains("500"), "the 500s were not logged");
+    // each 500 was a retry, logged with its URL and the upstream's status
+    let retries: Vec<serde_json::Value> = engine
+        .proc
+        .log_text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["message"].as_str().is_some_and(|m| m.starts_with("request failed, retrying: 500 Internal Server Error")))
+        .collect();
+    assert!(!retries.is_empty(), "the 500s were not logged as retries");
+    assert!(
+        retries
+            .iter()
+            .all(|l| l["url"].as_str().is_some_and(|u| u.contains(&format!("{}/v1/", sim.url))) && l["attempt"].as_u64() >= Some(1)),
+        "{retries:?}"
+    );
 
     // a revoked key: a final 4xx stops the account's sync with a clear
     // error; the account restarts after the backoff and recovers

@@ -315,3 +315,68 @@ pub async fn record_lag_forever(registry: Arc<Registry>) {
         registry.record_lag();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Polls a loop makes in `span` of (paused) time while `waiters` keep
+    /// asking for early polls.
+    async fn polls_in(span: Duration, waiters: bool) -> u32 {
+        let scope = Arc::new(ScopeStatus::new(None));
+        let interval = Duration::from_millis(500);
+        let looping = scope.clone();
+        let poller = tokio::spawn(async move {
+            let until = tokio::time::Instant::now() + span;
+            let mut polls = 0u32;
+            while tokio::time::Instant::now() < until {
+                polls += 1;
+                let (round, started) = looping.begin_round();
+                looping.finish_round(round, started);
+                looping.pause(interval, interval).await;
+            }
+            polls
+        });
+        if waiters {
+            let asking = scope.clone();
+            tokio::spawn(async move {
+                loop {
+                    asking.poll_now.notify_one();
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            });
+        }
+        poller.await.unwrap()
+    }
+
+    /// However many `/wait` callers there are, they add at most one poll
+    /// per interval to the scheduled one (a clock under test control, no
+    /// real waiting).
+    #[tokio::test(start_paused = true)]
+    async fn waiters_add_at_most_one_early_poll_per_interval() {
+        let span = Duration::from_secs(10);
+        let alone = polls_in(span, false).await;
+        let asked = polls_in(span, true).await;
+        assert!((19..=21).contains(&alone), "{alone} scheduled polls in 10 s at 500 ms");
+        assert!(asked > alone, "waiters got no early poll: {asked}");
+        assert!(asked <= 2 * alone + 1, "{asked} polls with waiters, {alone} without");
+    }
+
+    /// A poll that started after the call serves every caller waiting.
+    #[tokio::test(start_paused = true)]
+    async fn one_poll_serves_every_waiter() {
+        let scope = Arc::new(ScopeStatus::new(None));
+        let waiters: Vec<_> = (0..20)
+            .map(|_| {
+                let scope = scope.clone();
+                tokio::spawn(async move { scope.wait_for_next_round().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        let (round, started) = scope.begin_round();
+        scope.finish_round(round, started);
+        for waiter in waiters {
+            tokio::time::timeout(Duration::from_secs(1), waiter).await.expect("served by the one poll").unwrap();
+        }
+    }
+}

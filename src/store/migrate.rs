@@ -26,8 +26,8 @@ macro_rules! migrations {
     };
 }
 
-pub const SQLITE: &[Migration] = migrations!("sqlite": 1 => "0001_initial");
-pub const POSTGRES: &[Migration] = migrations!("postgres": 1 => "0001_initial");
+pub const SQLITE: &[Migration] = migrations!("sqlite": 1 => "0001_initial", 2 => "0002_checkpoint_positions");
+pub const POSTGRES: &[Migration] = migrations!("postgres": 1 => "0001_initial", 2 => "0002_checkpoint_positions");
 
 /// The version table, the same on both backends.
 pub const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS tributary_schema_version (
@@ -70,7 +70,9 @@ mod tests {
     /// migration instead.
     const RELEASED: &[(&str, &str, &str)] = &[
         ("sqlite", "0001_initial", "2fc2d47e029406967e7049c92c4c4c87121f7de852dc40e8283eed039ac955c1"),
+        ("sqlite", "0002_checkpoint_positions", "d9d8dd597715ce7d3c58ed622631cb5a926fb441c91eb81d1c3d48820a028c7e"),
         ("postgres", "0001_initial", "d1914b6022c4856ff3c86d010c0472e870f5eae1e2e3999fa733bd7b9a659f51"),
+        ("postgres", "0002_checkpoint_positions", "83db2d0a8d03828730d2420bc77d0fb504ef3feab9c17d904f5a8d204d5d66f1"),
     ];
 
     #[test]

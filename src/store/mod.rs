@@ -93,8 +93,9 @@ pub struct Batch {
     pub source: String,
     pub writes: Vec<Write>,
     pub sweeps: Vec<Sweep>,
-    /// Checkpoint entries (`key` → JSON), committed with the data.
-    pub checkpoints: Vec<(String, Value)>,
+    /// Checkpoint entries, committed with the data (or, if one would move
+    /// backwards, nothing of the batch is).
+    pub checkpoints: Vec<Checkpoint>,
     /// An idempotent write's last phase: its key finished (and its jobs
     /// staged) in the same transaction as the mirror write.
     pub finish: Option<writes::Finish>,
@@ -102,6 +103,49 @@ pub struct Batch {
     pub handoff: Option<writes::Handoff>,
     /// The source's ledger entries to write or forget.
     pub ledger: Vec<ledger::LedgerOp>,
+}
+
+/// The upsert of a checkpoint row (`tributary_checkpoints`, new values in
+/// `excluded`), the same on both backends: an unordered checkpoint, or one
+/// at or ahead of the stored position, is written; one behind it is not
+/// (the statement then reports fewer rows than it was given).
+pub(crate) const CHECKPOINT_CONFLICT: &str = "ON CONFLICT (source, key) DO UPDATE
+    SET value = excluded.value, updated_at = excluded.updated_at,
+        position_major = excluded.position_major, position_minor = excluded.position_minor
+    WHERE excluded.position_major IS NULL OR tributary_checkpoints.position_major IS NULL
+       OR (tributary_checkpoints.position_major, tributary_checkpoints.position_minor)
+          <= (excluded.position_major, excluded.position_minor)";
+
+/// What a source remembers under `key`, committed with the data it
+/// describes. A checkpoint with a `position` never moves backwards: the
+/// store refuses the batch (Quickwit's `try_apply_delta` is the model) when
+/// the stored checkpoint's position is ahead of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    pub key: String,
+    pub value: Value,
+    pub position: Option<Position>,
+}
+
+/// Where a checkpoint stands, compared `major` first (a backfill's
+/// generation, say) then `minor` (its progress within it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    pub major: i64,
+    pub minor: i64,
+}
+
+impl Checkpoint {
+    /// A checkpoint without an order (an upstream's opaque ack id): always
+    /// written.
+    pub fn unordered(key: impl Into<String>, value: Value) -> Checkpoint {
+        Checkpoint { key: key.into(), value, position: None }
+    }
+
+    /// A checkpoint at `position`: refused if the stored one is ahead.
+    pub fn at(key: impl Into<String>, value: Value, position: Position) -> Checkpoint {
+        Checkpoint { key: key.into(), value, position: Some(position) }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -229,6 +273,10 @@ pub enum StoreError {
     /// Another process did the same work first; nothing was written.
     #[error("{0}")]
     Raced(String),
+    /// A checkpoint would have moved backwards; nothing of its batch was
+    /// committed.
+    #[error("checkpoint '{key}' of source '{name}' is behind the stored one; nothing of the batch was committed")]
+    CheckpointBehind { name: String, key: String },
 }
 
 /// What a database error means to the caller (sqlx's `DatabaseError::kind()`

@@ -17,10 +17,17 @@ pub struct Prepared {
     pub source: String,
     pub writes: Vec<PreparedWrite>,
     pub sweeps: Vec<(String, Sweep)>,
-    pub checkpoints: Vec<(String, String)>,
+    pub checkpoints: Vec<PreparedCheckpoint>,
     pub finish: Option<super::writes::Finish>,
     pub handoff: Option<super::writes::Handoff>,
     pub ledger: Vec<super::ledger::LedgerOp>,
+}
+
+/// A checkpoint with its value as JSON text.
+pub struct PreparedCheckpoint {
+    pub key: String,
+    pub value: String,
+    pub position: Option<super::Position>,
 }
 
 pub struct PreparedWrite {
@@ -91,7 +98,11 @@ pub fn prepare(batch: Batch) -> Result<Prepared, StoreError> {
     }
     let sweeps =
         batch.sweeps.into_iter().map(|s| Ok((ident::mirror_table(&batch.source, &s.object)?, s))).collect::<Result<_, StoreError>>()?;
-    let checkpoints = batch.checkpoints.into_iter().map(|(k, v)| (k, v.to_string())).collect();
+    let checkpoints = batch
+        .checkpoints
+        .into_iter()
+        .map(|c| PreparedCheckpoint { key: c.key, value: c.value.to_string(), position: c.position })
+        .collect();
     Ok(Prepared { source: batch.source, writes, sweeps, checkpoints, finish: batch.finish, handoff: batch.handoff, ledger: batch.ledger })
 }
 

@@ -151,20 +151,45 @@ pub async fn sweep_deletes_rows_an_older_generation_saw(store: Arc<dyn Store>) {
 
 pub async fn checkpoints_commit_with_the_data_or_not_at_all(store: Arc<dyn Store>) {
     let mut ok = batch(vec![write("customer", "c1", Mutation::Upsert(json!({"id": "c1"})), Origin::Backfill, 1)]);
-    ok.checkpoints.push(("platform/meta".into(), json!({"cursor": "evt_1"})));
+    ok.checkpoints.push(Checkpoint::unordered("platform/meta", json!({"cursor": "evt_1"})));
     store.apply(ok).await.unwrap();
     // a batch with a hostile object type fails whole: no row, no checkpoint
     let mut bad = batch(vec![
         write("customer", "c2", Mutation::Upsert(json!({"id": "c2"})), Origin::Backfill, 1),
         write("x\"; DROP TABLE tributary_changes; --", "c3", Mutation::Upsert(json!({"id": "c3"})), Origin::Backfill, 1),
     ]);
-    bad.checkpoints.push(("platform/meta".into(), json!({"cursor": "evt_2"})));
+    bad.checkpoints.push(Checkpoint::unordered("platform/meta", json!({"cursor": "evt_2"})));
     let err = store.apply(bad).await.unwrap_err();
     assert!(matches!(err, StoreError::InvalidIdentifier(_)), "{err}");
     let checkpoints = store.checkpoints("stripe").await.unwrap();
     assert_eq!(checkpoints["platform/meta"], json!({"cursor": "evt_1"}));
     assert_eq!(store.object_counts("stripe").await.unwrap()["customer"], 1);
     assert_eq!(all_changes(&store, 1).await.len(), 1);
+}
+
+/// A checkpoint behind the stored one is refused with the whole batch (no
+/// row, no change); equal or ahead is written; unordered ones always are.
+pub async fn checkpoints_never_move_backwards(store: Arc<dyn Store>) {
+    let at = |major, minor, cursor: &str| Checkpoint::at("platform/meta", json!({"cursor": cursor}), Position { major, minor });
+    let with = |checkpoint: Checkpoint, id: &str| {
+        let mut b = batch(vec![write("customer", id, Mutation::Upsert(json!({"id": id})), Origin::Backfill, 1)]);
+        b.checkpoints.push(checkpoint);
+        b.checkpoints.push(Checkpoint::unordered("ack_id", json!(id)));
+        b
+    };
+    store.apply(with(at(2, 3, "evt_1"), "c1")).await.unwrap();
+    store.apply(with(at(2, 3, "evt_2"), "c2")).await.expect("the same position moves on");
+    for behind in [at(2, 2, "evt_old"), at(1, 9, "evt_older")] {
+        let error = store.apply(with(behind, "c3")).await.unwrap_err();
+        assert!(matches!(&error, StoreError::CheckpointBehind { key, .. } if key == "platform/meta"), "{error}");
+    }
+    let checkpoints = store.checkpoints("stripe").await.unwrap();
+    assert_eq!(checkpoints["platform/meta"], json!({"cursor": "evt_2"}));
+    assert_eq!(checkpoints["ack_id"], json!("c2"), "nothing of a refused batch is committed");
+    assert_eq!(store.object_counts("stripe").await.unwrap()["customer"], 2);
+    assert_eq!(all_changes(&store, 2).await.len(), 2);
+    store.apply(with(at(3, 1, "evt_3"), "c4")).await.expect("a new generation starts low");
+    assert_eq!(store.checkpoints("stripe").await.unwrap()["platform/meta"], json!({"cursor": "evt_3"}));
 }
 
 pub async fn concurrent_batches_all_commit(store: Arc<dyn Store>) {
@@ -193,7 +218,8 @@ macro_rules! store_suite {
         mod $backend {
             use super::*;
             store_suite!(@tests $open; ops_follow_the_mirror, previous_attributes_are_computed_without_an_event,
-                sweep_deletes_rows_an_older_generation_saw, checkpoints_commit_with_the_data_or_not_at_all, concurrent_batches_all_commit,
+                sweep_deletes_rows_an_older_generation_saw, checkpoints_commit_with_the_data_or_not_at_all, checkpoints_never_move_backwards,
+                concurrent_batches_all_commit,
                 account_ids_and_types_are_data_not_sql, sink_cursors_and_dead_letters_commit_together,
                 purge_keeps_what_a_reader_has_not_passed, apps_are_found_by_token_hash_until_revoked,
                 queues_fan_out_pull_acknowledge_and_expire, idempotency_keys_follow_their_recovery_points,

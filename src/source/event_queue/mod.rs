@@ -23,7 +23,7 @@ pub use config::EventQueueConfig;
 use crate::source::http::{Client, ClientError};
 use crate::source::{Phase, ScopeStatus, SourceStatus};
 use crate::store::ledger::{LedgerEntry, LedgerOp};
-use crate::store::{Batch, Mutation, Origin, Store, StoreError, Write, ident};
+use crate::store::{Batch, Checkpoint, Mutation, Origin, Store, StoreError, Write, ident};
 
 /// Checkpoint keys: the ack id of the last batch committed, and the queue
 /// with the subscriptions made for it.
@@ -129,7 +129,7 @@ impl Runner {
 
     /// Checkpoint the queue and the subscriptions made for it.
     async fn save_queue(&self, code: &str, subscribed: &[Value]) -> Result<(), QueueSourceError> {
-        let checkpoint = (QUEUE_KEY.to_string(), json!({"code": code, "subscriptions": subscribed}));
+        let checkpoint = Checkpoint::unordered(QUEUE_KEY, json!({"code": code, "subscriptions": subscribed}));
         self.store.apply(Batch { source: self.config.name.clone(), checkpoints: vec![checkpoint], ..Batch::default() }).await?;
         Ok(())
     }
@@ -160,7 +160,7 @@ impl Runner {
             let seen_at = chrono::Utc::now().timestamp();
             let mut batch = Batch {
                 source: c.name.clone(),
-                checkpoints: vec![(ACK_KEY.to_string(), next_ack.clone().map_or(Value::Null, Value::String))],
+                checkpoints: vec![Checkpoint::unordered(ACK_KEY, next_ack.clone().map_or(Value::Null, Value::String))],
                 ..Batch::default()
             };
             let mut fresh = HashSet::new();

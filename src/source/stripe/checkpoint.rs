@@ -2,6 +2,9 @@
 //! committed in the same transaction as the data it describes.
 
 use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::store::{Checkpoint, Position};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -42,10 +45,40 @@ pub struct ResourceCheckpoint {
     pub fetched: u64,
 }
 
-pub fn meta_key(scope: &str) -> String {
+impl MetaPhase {
+    /// Its order within a generation. `New` comes last: within a
+    /// generation it means "re-backfill requested", which ends it (a fresh
+    /// scope's `New` is generation 0, before any backfill).
+    fn rank(self) -> i64 {
+        match self {
+            MetaPhase::Backfilling => 1,
+            MetaPhase::CatchingUp => 2,
+            MetaPhase::Live => 3,
+            MetaPhase::New => 4,
+        }
+    }
+}
+
+impl Meta {
+    /// Its checkpoint entry, positioned by generation then phase: the
+    /// store refuses one that would move the scope back.
+    pub fn checkpoint(&self, scope: &str) -> Checkpoint {
+        Checkpoint::at(meta_key(scope), json!(self), Position { major: self.generation, minor: self.phase.rank() })
+    }
+}
+
+impl ResourceCheckpoint {
+    /// Its checkpoint entry within backfill `generation`, positioned by the
+    /// objects fetched so far.
+    pub fn checkpoint(&self, scope: &str, object: &str, generation: i64) -> Checkpoint {
+        Checkpoint::at(resource_key(scope, object), json!(self), Position { major: generation, minor: self.fetched as i64 })
+    }
+}
+
+fn meta_key(scope: &str) -> String {
     format!("{scope}/meta")
 }
 
-pub fn resource_key(scope: &str, object: &str) -> String {
+fn resource_key(scope: &str, object: &str) -> String {
     format!("{scope}/backfill/{object}")
 }

@@ -15,11 +15,11 @@ use std::time::Duration;
 use futures::future::try_join_all;
 use serde_json::{Value, json};
 
-use super::checkpoint::{Meta, MetaPhase, ResourceCheckpoint, meta_key, resource_key};
+use super::checkpoint::{Meta, MetaPhase, ResourceCheckpoint};
 use super::is_list;
 use crate::source::http::{Client, ClientError, check_upstream_path};
 use crate::source::{Phase, ResourceProgress, ScopeStatus, SourceStatus};
-use crate::store::{Applied, Batch, Mutation, Origin, Store, StoreError, Sweep, Write};
+use crate::store::{Applied, Batch, Checkpoint, Mutation, Origin, Store, StoreError, Sweep, Write};
 use crate::stripe_api::MAX_PAGE;
 
 /// Every path of the Stripe API starts with this; nested list urls must too.
@@ -159,7 +159,7 @@ impl ScopeSync {
         }
     }
 
-    async fn commit(&self, writes: Vec<Write>, sweeps: Vec<Sweep>, checkpoints: Vec<(String, Value)>) -> Result<Applied, SyncError> {
+    async fn commit(&self, writes: Vec<Write>, sweeps: Vec<Sweep>, checkpoints: Vec<Checkpoint>) -> Result<Applied, SyncError> {
         let batch = Batch { source: self.shared.name.clone(), writes, sweeps, checkpoints, ..Batch::default() };
         let applied = match self.shared.store.apply(batch).await {
             Ok(applied) => applied,
@@ -173,8 +173,8 @@ impl ScopeSync {
         Ok(applied)
     }
 
-    fn meta_entry(&self, meta: &Meta) -> (String, Value) {
-        (meta_key(&self.key), json!(meta))
+    fn meta_entry(&self, meta: &Meta) -> Checkpoint {
+        meta.checkpoint(&self.key)
     }
 
     async fn run_phases(&self) -> Result<Infallible, SyncError> {
@@ -218,7 +218,7 @@ impl ScopeSync {
         };
         let mut checkpoints = vec![self.meta_entry(&meta)];
         for (_, object) in &self.shared.resources {
-            checkpoints.push((resource_key(&self.key, object), json!(ResourceCheckpoint::default())));
+            checkpoints.push(ResourceCheckpoint::default().checkpoint(&self.key, object, generation));
         }
         self.commit(vec![], vec![], checkpoints).await?;
         tracing::info!(kind = "backfill_started", source = %self.shared.name, account = self.account_label(), generation,
@@ -265,7 +265,7 @@ impl ScopeSync {
                 } else {
                     vec![]
                 };
-                self.commit(writes, sweeps, vec![(resource_key(&self.key, object), json!(next))]).await?;
+                self.commit(writes, sweeps, vec![next.checkpoint(&self.key, object, generation)]).await?;
                 self.status.set_progress(object, ResourceProgress { fetched: next.fetched, total, done: next.done });
                 Ok::<_, SyncError>(())
             };

@@ -136,16 +136,24 @@ impl PgStore {
             if prepared.checkpoints.is_empty() {
                 return Ok(());
             }
-            let keys: Vec<&str> = prepared.checkpoints.iter().map(|(k, _)| k.as_str()).collect();
-            let values: Vec<&str> = prepared.checkpoints.iter().map(|(_, v)| v.as_str()).collect();
+            let keys: Vec<&str> = prepared.checkpoints.iter().map(|c| c.key.as_str()).collect();
+            let values: Vec<&str> = prepared.checkpoints.iter().map(|c| c.value.as_str()).collect();
+            let majors: Vec<Option<i64>> = prepared.checkpoints.iter().map(|c| c.position.map(|p| p.major)).collect();
+            let minors: Vec<Option<i64>> = prepared.checkpoints.iter().map(|c| c.position.map(|p| p.minor)).collect();
             let sql = format!(
-                "INSERT INTO {} (source, key, value, updated_at) SELECT $1::text, u.key, u.value::jsonb, now()
-                 FROM UNNEST($2::text[], $3::text[]) AS u(key, value)
-                 ON CONFLICT (source, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                self.t("tributary_checkpoints")
+                "INSERT INTO {table} AS tributary_checkpoints (source, key, value, updated_at, position_major, position_minor)
+                 SELECT $1::text, u.key, u.value::jsonb, now(), u.major, u.minor
+                 FROM UNNEST($2::text[], $3::text[], $4::int8[], $5::int8[]) AS u(key, value, major, minor) {conflict}",
+                table = self.t("tributary_checkpoints"),
+                conflict = crate::store::CHECKPOINT_CONFLICT
             );
             let statement = tx.prepare_cached(&sql).await.map_err(pg)?;
-            tx.execute(&statement, &[&prepared.source, &keys, &values]).await.map_err(pg)?;
+            let written = tx.execute(&statement, &[&prepared.source, &keys, &values, &majors, &minors]).await.map_err(pg)?;
+            if written < keys.len() as u64 {
+                // which one: the first whose stored position is ahead
+                let behind = self.checkpoint_behind(&tx, &prepared.source, &prepared.checkpoints).await?;
+                return Err(StoreError::CheckpointBehind { name: prepared.source.clone(), key: behind });
+            }
             Ok::<_, StoreError>(())
         };
         let finish = async {
@@ -185,6 +193,26 @@ impl PgStore {
             self.commits.send_modify(|n| *n += 1);
         }
         Ok(applied)
+    }
+
+    /// The key of the first checkpoint whose stored position is ahead.
+    async fn checkpoint_behind(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        source: &str,
+        checkpoints: &[plan::PreparedCheckpoint],
+    ) -> Result<String, StoreError> {
+        let sql = format!("SELECT position_major, position_minor FROM {} WHERE source = $1 AND key = $2", self.t("tributary_checkpoints"));
+        for c in checkpoints {
+            let Some(position) = c.position else { continue };
+            let row = tx.query_opt(&sql, &[&source, &c.key]).await.map_err(pg)?;
+            let stored =
+                row.and_then(|r| Some(crate::store::Position { major: r.get::<_, Option<i64>>(0)?, minor: r.get::<_, Option<i64>>(1)? }));
+            if stored.is_some_and(|stored| stored > position) {
+                return Ok(c.key.clone());
+            }
+        }
+        Ok(checkpoints.first().map(|c| c.key.clone()).unwrap_or_default())
     }
 
     async fn ensure_table(&self, source: &str, object: &str, table: &str) -> Result<(), StoreError> {

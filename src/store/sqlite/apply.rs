@@ -154,12 +154,16 @@ impl Writer {
                     committed_at
                 ])?;
             }
-            let mut checkpoint = tx.prepare_cached(
-                "INSERT INTO tributary_checkpoints (source, key, value, updated_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (source, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-            )?;
-            for (key, value) in &batch.checkpoints {
-                checkpoint.execute(params![batch.source, key, value, committed_at])?;
+            let mut checkpoint = tx.prepare_cached(&format!(
+                "INSERT INTO tributary_checkpoints (source, key, value, updated_at, position_major, position_minor)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) {}",
+                crate::store::CHECKPOINT_CONFLICT
+            ))?;
+            for c in &batch.checkpoints {
+                let (major, minor) = (c.position.map(|p| p.major), c.position.map(|p| p.minor));
+                if checkpoint.execute(params![batch.source, c.key, c.value, committed_at, major, minor])? == 0 {
+                    return Err(StoreError::CheckpointBehind { name: batch.source.clone(), key: c.key.clone() });
+                }
             }
             if let Some(finish) = &batch.finish {
                 writes::finish(&tx, finish, &committed_at)?;
