@@ -238,13 +238,13 @@ async fn list(
         .mirror_list(&source, object, account.as_deref(), &cursor, limit)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let page = match (page, &cursor) {
-        (Some(page), _) => page,
-        (None, ListCursor::After(id)) => return Err(StripeError::missing(object, id, "starting_after")),
-        (None, _) => {
-            let ListCursor::Before(id) = &cursor else { unreachable!("only a cursor can be missing") };
-            return Err(StripeError::missing(object, id, "ending_before"));
-        }
+    let Some(page) = page else {
+        // only a cursor's object can be missing
+        return Err(match &cursor {
+            ListCursor::After(id) => StripeError::missing(object, id, "starting_after"),
+            ListCursor::Before(id) => StripeError::missing(object, id, "ending_before"),
+            ListCursor::Start => ApiError::Internal("the mirror gave no first page".into()).into(),
+        });
     };
     Ok(Json(json!({"object": "list", "data": page.data, "has_more": page.has_more, "url": format!("/v1/{resource}")})))
 }
