@@ -130,6 +130,12 @@ impl ClientOptions {
     }
 }
 
+/// A value (an id or code from upstream data) percent-encoded to sit in a
+/// path segment or a query value: it can add no segment and no parameter.
+pub fn encode(value: &str) -> String {
+    form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
 /// Why `path_and_query` is not a plain absolute path with an optional
 /// query: `//host`, `@host`, `http://…`, dot segments, control characters,
 /// spaces, backslashes and fragments all are refused.

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 pub use config::EventQueueConfig;
 
-use crate::source::http::{Client, ClientError};
+use crate::source::http::{Client, ClientError, encode};
 use crate::source::{Phase, ScopeStatus, SourceStatus};
 use crate::store::ledger::{LedgerEntry, LedgerOp};
 use crate::store::{Batch, Checkpoint, Mutation, Origin, Store, StoreError, Write, ident};
@@ -54,11 +54,6 @@ pub struct Event {
     /// The day it was created (`YYYY-MM-DD`): its ledger entry's day.
     pub day: String,
     pub payload: Value,
-}
-
-/// A queue code (from the upstream) as one path segment.
-fn segment(code: &str) -> String {
-    form_urlencoded::byte_serialize(code.as_bytes()).collect()
 }
 
 struct Runner {
@@ -115,7 +110,7 @@ impl Runner {
                 if subscribed.contains(&wanted) {
                     continue;
                 }
-                let path = format!("{queues_path}/{}/subscriptions", segment(&code));
+                let path = format!("{queues_path}/{}/subscriptions", encode(&code));
                 self.client.post_json(&path, &json!({"event_type": event_type, "account": account})).await?;
                 subscribed.push(wanted);
                 // after each one: a crash here never subscribes twice
@@ -136,7 +131,7 @@ impl Runner {
 
     async fn pull_forever(&self, code: &str, status: &SourceStatus, scope: &ScopeStatus) -> Result<(), QueueSourceError> {
         let c = &self.config;
-        let path = format!("{}/queues/{}/events/pull", c.path_prefix, segment(code));
+        let path = format!("{}/queues/{}/events/pull", c.path_prefix, encode(code));
         let mut ack: Option<String> = self.store.checkpoints(&c.name).await?.get(ACK_KEY).and_then(Value::as_str).map(String::from);
         let mut pruned_at: Option<Instant> = None;
         loop {

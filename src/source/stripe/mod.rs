@@ -70,7 +70,7 @@ async fn list_accounts(client: &Client) -> Result<Vec<String>, ClientError> {
     loop {
         let path = match &after {
             Some(a) => {
-                format!("/v1/accounts?limit=100&starting_after={}", form_urlencoded::byte_serialize(a.as_bytes()).collect::<String>())
+                format!("/v1/accounts?limit=100&starting_after={}", crate::source::http::encode(a))
             }
             None => "/v1/accounts?limit=100".to_string(),
         };

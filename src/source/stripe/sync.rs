@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::checkpoint::{Meta, MetaPhase, ResourceCheckpoint};
 use super::is_list;
-use crate::source::http::{Client, ClientError, check_upstream_path};
+use crate::source::http::{Client, ClientError, check_upstream_path, encode};
 use crate::source::{Phase, ResourceProgress, ScopeStatus, SourceStatus};
 use crate::store::{Applied, Batch, Checkpoint, Mutation, Origin, Store, StoreError, Sweep, Write};
 use crate::stripe_api::MAX_PAGE;
@@ -82,10 +82,6 @@ pub fn list_parts(page: Value, url: &str) -> Result<(Vec<Value>, bool), ClientEr
     let Value::Object(mut fields) = page else { return Err(shape("expected a list object")) };
     let Some(Value::Array(items)) = fields.remove("data") else { return Err(shape("list without data")) };
     Ok((items, has_more))
-}
-
-fn encode(value: &str) -> String {
-    form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
 fn text<'a>(value: &'a Value, field: &str) -> Option<&'a str> {
