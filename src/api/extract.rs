@@ -30,6 +30,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
 /// A write's parameters: a JSON object, or Stripe's own form encoding
 /// (`email=a%40b.c&metadata[plan]=pro`) when the body is labelled a form
 /// and is not JSON. An empty body is no parameters.
+#[derive(utoipa::ToSchema)]
+#[schema(as = WriteParams, value_type = Object)]
 pub struct Params(pub Map<String, Value>);
 
 impl<S: Send + Sync> FromRequest<S> for Params {

@@ -6,10 +6,13 @@
 //! sent.
 
 mod auth;
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
 mod extract;
 mod openapi;
 pub mod queues;
 mod stripe;
+mod views;
 mod writes;
 
 pub use auth::Tokens;
@@ -25,13 +28,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use self::auth::Reader;
 use self::extract::{Param, QueryParams};
+use self::views::{ErrorBody, ErrorDetail, Health, HealthStatus, SinkView, Sinks, SourceView, Sources, Waited};
 use crate::delivery::SinkStatus;
 use crate::source::Registry;
-use crate::store::Store;
+use crate::store::{Role, Store};
 
 /// Longest `/wait` a client may ask for.
 const MAX_WAIT_MS: u64 = 300_000;
@@ -98,7 +103,8 @@ impl IntoResponse for ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
             }
         };
-        let mut response = (status, Json(json!({"error": {"type": kind, "message": self.to_string()}}))).into_response();
+        let body = ErrorBody { error: ErrorDetail { kind, message: self.to_string() } };
+        let mut response = (status, Json(body)).into_response();
         if let ApiError::RateLimited { retry_after_secs } = self {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, retry_after_secs.into());
         }
@@ -106,17 +112,30 @@ impl IntoResponse for ApiError {
     }
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi))
-        .route("/v1/sources", get(sources))
-        .route("/v1/sources/{name}/wait", get(wait))
-        .route("/v1/sinks", get(sinks))
+/// Every route, with the OpenAPI document generated from the same
+/// declarations (`#[utoipa::path]` on each handler).
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(health))
+        .routes(routes!(metrics))
+        .routes(routes!(sources))
+        .routes(routes!(wait))
+        .routes(routes!(sinks))
         .merge(queues::routes())
         .merge(writes::routes())
         .merge(stripe::routes())
+}
+
+/// The OpenAPI document served at `/openapi.json`.
+pub fn document() -> serde_json::Value {
+    openapi::finish(routes().into_openapi())
+}
+
+pub fn router(state: AppState) -> Router {
+    let (router, document) = routes().split_for_parts();
+    let document = Arc::new(openapi::finish(document));
+    router
+        .route("/openapi.json", get(move || std::future::ready(Json((*document).clone()))))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -125,70 +144,94 @@ pub fn router(state: AppState) -> Router {
 
 /// 200 `{"status":"ok"}`, or 503 with the reasons while a source or sink
 /// is stuck on a store error (a full disk, a lost database).
-async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+#[utoipa::path(get, path = "/health", responses(
+    (status = 200, description = "every source and sink can reach the store", body = Health),
+    (status = 503, description = "a source or sink is stuck on a store error (a full disk, a lost database); the reasons say which", body = Health),
+))]
+async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let sources = state.registry.all().into_iter().filter_map(|s| s.store_health.error().map(|e| format!("source '{}': {e}", s.name)));
     let sinks = state.sinks.iter().filter_map(|s| s.store_health.error().map(|e| format!("sink '{}': {e}", s.name)));
     let reasons: Vec<String> = sources.chain(sinks).collect();
     if reasons.is_empty() {
-        return (StatusCode::OK, Json(json!({"status": "ok"})));
+        return (StatusCode::OK, Json(Health { status: HealthStatus::Ok, reasons: None }));
     }
-    (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unhealthy", "reasons": reasons})))
+    (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: HealthStatus::Unhealthy, reasons: Some(reasons) }))
 }
 
+#[utoipa::path(get, path = "/metrics", security(("readToken" = [])), responses(
+    (status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"),
+))]
 async fn metrics(_: Reader, State(state): State<AppState>) -> String {
     state.registry.record_lag();
     state.metrics.render()
 }
 
-async fn sources(_: Reader, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// Every source: phase, cursor, lag, objects per type, per-account progress.
+#[utoipa::path(get, path = "/v1/sources", security(("readToken" = [])), responses((status = 200, body = Sources)))]
+async fn sources(_: Reader, State(state): State<AppState>) -> Result<Json<Sources>, ApiError> {
     let mut out = Vec::new();
     for source in state.registry.all() {
         let objects = state.store.object_counts(&source.name).await.map_err(|e| ApiError::Internal(e.to_string()))?;
-        let scopes: Vec<Value> = source.scopes().iter().map(|s| s.snapshot()).collect();
-        let platform_cursor = scopes.iter().find(|s| s["account"].is_null()).map(|s| s["cursor"].clone()).unwrap_or(Value::Null);
-        out.push(json!({
-            "name": source.name,
-            "kind": source.kind,
-            "role": if source.is_owner() { "owner" } else { "standby" },
-            "phase": source.phase(),
-            "cursor": platform_cursor,
-            "lag_ms": source.lag().map(|l| l.as_millis() as u64),
-            "objects": objects,
-            "accounts": scopes,
-            "last_error": source.last_error(),
-        }));
+        let accounts: Vec<_> = source.scopes().iter().map(|s| s.snapshot()).collect();
+        let cursor = accounts.iter().find(|s| s.account.is_none()).and_then(|s| s.cursor.clone());
+        out.push(SourceView {
+            name: source.name.clone(),
+            kind: source.kind,
+            role: Role::of(source.is_owner()),
+            phase: source.phase(),
+            cursor,
+            lag_ms: source.lag().map(|l| l.as_millis() as u64),
+            objects,
+            accounts,
+            last_error: source.last_error(),
+        });
     }
-    Ok(Json(json!({ "sources": out })))
+    Ok(Json(Sources { sources: out }))
 }
 
 /// Changes counted at most when reporting a sink's lag.
 const LAG_COUNT_MAX: usize = 10_000;
 
-async fn sinks(_: Reader, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// Every sink and the queue fan-out: role, cursor, delivered, lag, last
+/// error, dead letters.
+#[utoipa::path(get, path = "/v1/sinks", security(("readToken" = [])), responses((status = 200, body = Sinks)))]
+async fn sinks(_: Reader, State(state): State<AppState>) -> Result<Json<Sinks>, ApiError> {
     let internal = |e: crate::store::StoreError| ApiError::Internal(e.to_string());
     let mut out = Vec::new();
     for sink in state.sinks.iter() {
-        let mut view = sink.snapshot();
-        view["dead_letters"] = json!(state.store.dead_letter_count(&sink.name).await.map_err(internal)?);
+        let dead_letters = state.store.dead_letter_count(&sink.name).await.map_err(internal)?;
+        let (mut lag_changes, mut lag_ms) = (None, None);
         if let Some(cursor) = sink.cursor() {
             // the backlog is read, not estimated: exact up to LAG_COUNT_MAX
             let backlog = state.store.changes_after(cursor, LAG_COUNT_MAX).await.map_err(internal)?;
-            let oldest_ms = backlog.changes.first().and_then(|c| chrono::DateTime::parse_from_rfc3339(&c.committed_at).ok());
-            view["lag_changes"] = json!(backlog.changes.len());
-            view["lag_ms"] =
-                json!(oldest_ms.map(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_milliseconds().max(0)).unwrap_or(0));
+            let oldest = backlog.changes.first().and_then(|c| chrono::DateTime::parse_from_rfc3339(&c.committed_at).ok());
+            lag_changes = Some(backlog.changes.len() as u64);
+            lag_ms = Some(oldest.map_or(0, |t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_milliseconds().max(0) as u64));
         }
-        out.push(view);
+        out.push(SinkView { status: sink.snapshot(), dead_letters, lag_changes, lag_ms });
     }
-    Ok(Json(json!({ "sinks": out })))
+    Ok(Json(Sinks { sinks: out }))
 }
 
+/// Read-after-write barrier: answers once a poll of the upstream that
+/// started after the call is applied (callers share polls).
+#[utoipa::path(get, path = "/v1/sources/{name}/wait", security(("readToken" = [])),
+    params(
+        ("name" = String, Path, description = "the source"),
+        ("timeout_ms" = Option<u64>, Query, minimum = 0, maximum = 300_000, description = "how long to wait (default 30,000)"),
+    ),
+    responses(
+        (status = 200, description = "a poll that started after the call is applied", body = Waited),
+        (status = 400, description = "a timeout_ms that is not an integer from 0 to 300,000", body = ErrorBody),
+        (status = 404, description = "no such source", body = ErrorBody),
+        (status = 504, description = "no new poll was applied in time", body = ErrorBody),
+    ))]
 async fn wait(
     _: Reader,
     State(state): State<AppState>,
     Param(name): Param<String>,
     QueryParams(query): QueryParams<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Waited>, ApiError> {
     let source = state.registry.get(&name).ok_or_else(|| ApiError::NotFound(format!("no source named '{name}'")))?;
     let timeout_ms = match query.get("timeout_ms") {
         None => DEFAULT_WAIT_MS,
@@ -199,15 +242,11 @@ async fn wait(
     };
     let started = std::time::Instant::now();
     match tokio::time::timeout(Duration::from_millis(timeout_ms), source.wait()).await {
-        Ok(()) => Ok(Json(json!({"source": name, "waited_ms": started.elapsed().as_millis() as u64}))),
+        Ok(()) => Ok(Json(Waited { source: name, waited_ms: started.elapsed().as_millis() as u64 })),
         Err(_) => {
             Err(ApiError::Timeout(format!("source '{name}' did not apply a new poll within {timeout_ms} ms (phase: {:?})", source.phase())))
         }
     }
-}
-
-async fn openapi() -> Json<Value> {
-    Json(openapi::document())
 }
 
 #[cfg(test)]

@@ -12,17 +12,23 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::IntoResponse;
-use axum::{Json, Router, routing::delete, routing::get, routing::post};
+use axum::{Json, routing::get};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::{Admin, bearer};
 use super::extract::{Body, Param};
+use super::views::{
+    Apps, Deleted, ErrorBody, EventView, Granted, NewAppToken, PullView, QueueStatus, QueueView, Queues, Revoked, SubscriptionView,
+    Subscriptions,
+};
 use super::{ApiError, AppState};
 use crate::queue::{self, AckIdError};
+use crate::store::StoreError;
 use crate::store::queues::{App, AppKind, PLATFORM, PullOutcome, Subscription};
-use crate::store::{Change, StoreError};
 
 pub const MAX_PULL_LIMIT: usize = 1_000;
 pub const DEFAULT_PULL_LIMIT: usize = 100;
@@ -43,16 +49,16 @@ impl QueueApi {
     }
 }
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/apps", post(create_app).get(list_apps))
-        .route("/v1/apps/{id}", delete(revoke_app))
-        .route("/v1/apps/{id}/grants", post(grant))
-        .route("/v1/queues", post(create_queue).get(list_queues))
-        .route("/v1/queues/{code}", delete(delete_queue))
-        .route("/v1/queues/{code}/subscriptions", post(subscribe).get(list_subscriptions))
-        .route("/v1/queues/{code}/subscriptions/{subscription}", delete(unsubscribe))
-        .route("/v1/queues/{code}/events/pull", post(pull))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_app, list_apps))
+        .routes(routes!(revoke_app))
+        .routes(routes!(grant))
+        .routes(routes!(create_queue, list_queues))
+        .routes(routes!(delete_queue))
+        .routes(routes!(subscribe, list_subscriptions))
+        .routes(routes!(unsubscribe))
+        .routes(routes!(pull))
         .route("/v1/queues/{code}/events", get(|| async { ApiError::MethodNotAllowed }))
 }
 
@@ -79,66 +85,91 @@ fn check_text(field: &str, value: &str) -> Result<(), ApiError> {
     crate::ids::check_text(field, value).map_err(|e| ApiError::Unprocessable(e.0))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewApp {
+    #[schema(min_length = 1, max_length = 255)]
     name: String,
     kind: AppKind,
+    /// An in-house app's one account; a public app has none.
     #[serde(default)]
     account: Option<String>,
 }
 
-async fn create_app(_: Admin, State(state): State<AppState>, Body(body): Body<NewApp>) -> Result<(StatusCode, Json<Value>), ApiError> {
+/// Create an app; its bearer token is in this answer only.
+#[utoipa::path(post, path = "/v1/apps", security(("adminToken" = [])), request_body = NewApp,
+    responses((status = 201, description = "created", body = NewAppToken)))]
+async fn create_app(
+    _: Admin,
+    State(state): State<AppState>,
+    Body(body): Body<NewApp>,
+) -> Result<(StatusCode, Json<NewAppToken>), ApiError> {
     let (app, token, hash) = queue::new_app(body.name, body.kind, body.account).map_err(|e| ApiError::Unprocessable(e.0))?;
     state.store.create_app(&app, &hash).await.map_err(internal)?;
     tracing::info!(kind = "app_created", app = %app.id, name = %app.name, app_kind = app.kind.as_str(), "app created");
-    let mut view = json!(app);
-    view["token"] = json!(token);
-    Ok((StatusCode::CREATED, Json(view)))
+    Ok((StatusCode::CREATED, Json(NewAppToken { app, token })))
 }
 
-async fn list_apps(_: Admin, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({"apps": state.store.apps().await.map_err(internal)?})))
+/// Every app, revoked ones included.
+#[utoipa::path(get, path = "/v1/apps", security(("adminToken" = [])), responses((status = 200, body = Apps)))]
+async fn list_apps(_: Admin, State(state): State<AppState>) -> Result<Json<Apps>, ApiError> {
+    Ok(Json(Apps { apps: state.store.apps().await.map_err(internal)? }))
 }
 
-async fn revoke_app(_: Admin, State(state): State<AppState>, Param(id): Param<String>) -> Result<Json<Value>, ApiError> {
+/// Revoke an app's token (401 from then on).
+#[utoipa::path(delete, path = "/v1/apps/{id}", security(("adminToken" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = Revoked), (status = 404, description = "no such app", body = ErrorBody)))]
+async fn revoke_app(_: Admin, State(state): State<AppState>, Param(id): Param<String>) -> Result<Json<Revoked>, ApiError> {
     if !state.store.revoke_app(&id).await.map_err(internal)? {
         return Err(ApiError::NotFound(format!("no app '{id}'")));
     }
     tracing::info!(kind = "app_revoked", app = %id, "app token revoked");
-    Ok(Json(json!({"id": id, "revoked": true})))
+    Ok(Json(Revoked { id, revoked: true }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = Grant)]
 #[serde(deny_unknown_fields)]
 struct NewGrant {
+    #[schema(min_length = 1, max_length = 255)]
     account: String,
 }
 
+/// An account grants a public app access to its events.
+#[utoipa::path(post, path = "/v1/apps/{id}/grants", security(("adminToken" = [])), params(("id" = String, Path)), request_body = NewGrant,
+    responses((status = 200, body = Granted), (status = 404, description = "no such app", body = ErrorBody)))]
 async fn grant(
     _: Admin,
     State(state): State<AppState>,
     Param(id): Param<String>,
     Body(body): Body<NewGrant>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Granted>, ApiError> {
     check_text("account", &body.account)?;
     if !state.store.grant(&id, &body.account).await.map_err(internal)? {
         return Err(ApiError::NotFound(format!("no app '{id}'")));
     }
-    Ok(Json(json!({"app": id, "account": body.account})))
+    Ok(Json(Granted { app: id, account: body.account }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewQueue {
+    #[schema(min_length = 1, max_length = 255)]
     name: String,
 }
 
-fn queue_view(code: &str, name: &str) -> Value {
-    json!({"code": code, "name": name, "status": "ACTIVE"})
+fn queue_view(code: &str, name: &str) -> QueueView {
+    QueueView { code: code.to_string(), name: name.to_string(), status: QueueStatus::Active }
 }
 
-async fn create_queue(app: App, State(state): State<AppState>, Body(body): Body<NewQueue>) -> Result<(StatusCode, Json<Value>), ApiError> {
+/// Create a queue.
+#[utoipa::path(post, path = "/v1/queues", security(("appToken" = [])), request_body = NewQueue,
+    responses((status = 201, description = "created", body = QueueView)))]
+async fn create_queue(
+    app: App,
+    State(state): State<AppState>,
+    Body(body): Body<NewQueue>,
+) -> Result<(StatusCode, Json<QueueView>), ApiError> {
     check_text("name", &body.name)?;
     let code = crate::ids::random_id("q_", 16);
     let max = state.queues.max_queues_per_app;
@@ -148,23 +179,28 @@ async fn create_queue(app: App, State(state): State<AppState>, Body(body): Body<
     Ok((StatusCode::CREATED, Json(queue_view(&queue.code, &queue.name))))
 }
 
-async fn list_queues(app: App, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// This app's queues.
+#[utoipa::path(get, path = "/v1/queues", security(("appToken" = [])), responses((status = 200, body = Queues)))]
+async fn list_queues(app: App, State(state): State<AppState>) -> Result<Json<Queues>, ApiError> {
     let queues = state.store.queues(&app.id).await.map_err(internal)?;
-    Ok(Json(json!({"queues": queues.iter().map(|q| queue_view(&q.code, &q.name)).collect::<Vec<_>>()})))
+    Ok(Json(Queues { queues: queues.iter().map(|q| queue_view(&q.code, &q.name)).collect() }))
 }
 
 fn no_queue(code: &str) -> ApiError {
     ApiError::NotFound(format!("no queue '{code}'"))
 }
 
-async fn delete_queue(app: App, State(state): State<AppState>, Param(code): Param<String>) -> Result<Json<Value>, ApiError> {
+/// Delete a queue with its subscriptions and events.
+#[utoipa::path(delete, path = "/v1/queues/{code}", security(("appToken" = [])), params(("code" = String, Path)),
+    responses((status = 200, body = Deleted), (status = 404, description = "no such queue for this app", body = ErrorBody)))]
+async fn delete_queue(app: App, State(state): State<AppState>, Param(code): Param<String>) -> Result<Json<Deleted>, ApiError> {
     if !state.store.delete_queue(&app.id, &code).await.map_err(internal)? {
         return Err(no_queue(&code));
     }
-    Ok(Json(json!({"code": code, "deleted": true})))
+    Ok(Json(Deleted { code, deleted: true }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 enum From {
     /// Only what commits from now on (the default).
@@ -173,25 +209,39 @@ enum From {
     Earliest,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewSubscription {
+    /// An event type, or a prefix ending in `*` (`order.*`, `*`).
+    #[schema(min_length = 1, max_length = 255)]
     event_type: String,
+    /// An account id, or `platform` for changes without one.
+    #[schema(min_length = 1, max_length = 255)]
     account: String,
+    /// `now` (the default) or `earliest`.
     #[serde(default)]
     from: Option<From>,
 }
 
-fn subscription_view(s: &Subscription) -> Value {
-    json!({"code": s.code, "event_type": s.event_type, "account": s.account, "active": true})
+fn subscription_view(s: &Subscription) -> SubscriptionView {
+    SubscriptionView { code: s.code.clone(), event_type: s.event_type.clone(), account: s.account.clone(), active: true }
 }
 
+/// Subscribe the queue to an event type of an account; events flow from
+/// now on, or from the oldest kept with `"from":"earliest"`.
+#[utoipa::path(post, path = "/v1/queues/{code}/subscriptions", security(("appToken" = [])), params(("code" = String, Path)),
+    request_body = NewSubscription,
+    responses(
+        (status = 201, description = "subscribed", body = SubscriptionView),
+        (status = 403, description = "the account has not granted this app access (or is not an in-house app's own)", body = ErrorBody),
+        (status = 404, description = "no such queue for this app", body = ErrorBody),
+    ))]
 async fn subscribe(
     app: App,
     State(state): State<AppState>,
     Param(code): Param<String>,
     Body(body): Body<NewSubscription>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<SubscriptionView>), ApiError> {
     check_text("event_type", &body.event_type)?;
     check_text("account", &body.account)?;
     if body.event_type.trim_end_matches('*').contains('*') {
@@ -212,35 +262,54 @@ async fn subscribe(
     Ok((StatusCode::CREATED, Json(subscription_view(&created))))
 }
 
-async fn list_subscriptions(app: App, State(state): State<AppState>, Param(code): Param<String>) -> Result<Json<Value>, ApiError> {
+/// The queue's subscriptions.
+#[utoipa::path(get, path = "/v1/queues/{code}/subscriptions", security(("appToken" = [])), params(("code" = String, Path)),
+    responses((status = 200, body = Subscriptions), (status = 404, description = "no such queue for this app", body = ErrorBody)))]
+async fn list_subscriptions(app: App, State(state): State<AppState>, Param(code): Param<String>) -> Result<Json<Subscriptions>, ApiError> {
     let list = state.store.subscriptions(&app.id, &code).await.map_err(internal)?.ok_or_else(|| no_queue(&code))?;
-    Ok(Json(json!({"subscriptions": list.iter().map(subscription_view).collect::<Vec<_>>()})))
+    Ok(Json(Subscriptions { subscriptions: list.iter().map(subscription_view).collect() }))
 }
 
+/// Unsubscribe.
+#[utoipa::path(delete, path = "/v1/queues/{code}/subscriptions/{subscription}", security(("appToken" = [])),
+    params(("code" = String, Path), ("subscription" = String, Path)),
+    responses((status = 200, body = Deleted), (status = 404, description = "no such queue or subscription", body = ErrorBody)))]
 async fn unsubscribe(
     app: App,
     State(state): State<AppState>,
     Param((code, subscription)): Param<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Deleted>, ApiError> {
     if !state.store.unsubscribe(&app.id, &code, &subscription).await.map_err(internal)? {
         return Err(ApiError::NotFound(format!("no subscription '{subscription}' on queue '{code}'")));
     }
-    Ok(Json(json!({"code": subscription, "deleted": true})))
+    Ok(Json(Deleted { code: subscription, deleted: true }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PullRequest {
+    /// The ack_id of the previous pull: acknowledges that batch.
     #[serde(default)]
     ack_id: Option<String>,
+    /// Events at most (default 100).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// How long to wait for an event when none is there (default 0).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 30000)]
     wait_ms: Option<u64>,
 }
 
-/// Acknowledge the batch `ack_id` names, then return the next events;
-/// with `wait_ms`, wait for one to arrive.
+/// Acknowledge the batch `ack_id` names, then take the next
+/// unacknowledged events in commit order; `wait_ms` long-polls.
+#[utoipa::path(post, path = "/v1/queues/{code}/events/pull", security(("appToken" = [])), params(("code" = String, Path)),
+    request_body = PullRequest,
+    responses(
+        (status = 200, description = "a batch (empty when none arrived in time)", body = PullView),
+        (status = 404, description = "no such queue for this app, or an ack_id it never handed out", body = ErrorBody),
+        (status = 409, description = "a stale ack_id: a later pull superseded it", body = ErrorBody),
+    ))]
 async fn pull(
     app: App,
     State(state): State<AppState>,
@@ -286,7 +355,7 @@ async fn pull(
             continue;
         }
         metrics::counter!("tributary_queue_events_pulled_total").increment(pulled.events.len() as u64);
-        let events = pulled.events.iter().map(|(_, change)| EventView::of(change)).collect();
+        let events = pulled.events.iter().map(|(_, change)| event_view(change)).collect();
         let ack_id = pulled.ack.map(|a| queue::ack_id(&code, &a));
         let view = PullView { events, ack_id, dropped: pulled.dropped };
         let bytes = serde_json::to_vec(&view).map_err(|e| ApiError::Internal(format!("cannot encode a pull: {e}")))?;
@@ -294,34 +363,13 @@ async fn pull(
     }
 }
 
-/// A pull's answer, serialized straight from the changes read (a payload's
-/// stored JSON is copied, never parsed into a tree and printed again).
-#[derive(Serialize)]
-struct PullView<'a> {
-    events: Vec<EventView<'a>>,
-    ack_id: Option<String>,
-    dropped: i64,
-}
-
-#[derive(Serialize)]
-struct EventView<'a> {
-    id: &'a str,
-    account: &'a str,
-    #[serde(rename = "type")]
-    kind: &'a str,
-    created_at: &'a str,
-    payload: &'a Change,
-}
-
-impl<'a> EventView<'a> {
-    fn of(change: &'a Change) -> EventView<'a> {
-        EventView {
-            id: &change.id,
-            account: change.account.as_deref().unwrap_or(PLATFORM),
-            kind: &change.kind,
-            created_at: &change.committed_at,
-            payload: change,
-        }
+fn event_view(change: &crate::store::Change) -> EventView<'_> {
+    EventView {
+        id: &change.id,
+        account: change.account.as_deref().unwrap_or(PLATFORM),
+        kind: &change.kind,
+        created_at: &change.committed_at,
+        payload: change,
     }
 }
 

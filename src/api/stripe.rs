@@ -16,15 +16,18 @@
 //!   with the statuses and types the official clients map to their errors.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
-use serde_json::{Map, Value, json};
+use axum::routing::any;
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, IntoResponses};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::{Param, Params, QueryParams};
-use super::writes::{MissingKey, account, write};
+use super::views::{ErrorBody, StripeErrorBody, StripeErrorDetail, StripeList};
+use super::writes::{AccountHeader, MissingKey, WriteErrors, account, write};
 use super::{ApiError, AppState};
 use crate::store::mirror::ListCursor;
 use crate::store::queues::App;
@@ -34,11 +37,38 @@ use crate::write::WriteError;
 const DEFAULT_LIMIT: usize = 10;
 const MAX_LIMIT: usize = crate::stripe_api::MAX_PAGE;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/stripe/{source}/v1/{resource}", get(list).post(create))
-        .route("/stripe/{source}/v1/{resource}/{id}", get(retrieve).post(update).delete(remove))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(retrieve, update, remove))
         .route("/stripe/{source}/{*rest}", any(unrecognized))
+}
+
+/// A write's key on the Stripe-compatible path: optional, as with Stripe.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct OptionalKey {
+    /// The same key and request replays the first answer; a write without
+    /// one gets a key of its own.
+    #[param(rename = "Idempotency-Key", max_length = 255)]
+    idempotency_key: Option<String>,
+}
+
+/// How a read from the mirror can fail (in Stripe's error shape).
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+enum ReadErrors {
+    /// A list parameter the mirror cannot answer (a filter), or a bad limit.
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// The account has not granted this app access.
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// No such object for this account (code `resource_missing`), or a
+    /// resource the source does not mirror.
+    #[response(status = 404)]
+    NotFound(ErrorBody),
 }
 
 /// An error as Stripe answers it.
@@ -114,14 +144,8 @@ impl From<WriteError> for StripeError {
 
 impl IntoResponse for StripeError {
     fn into_response(self) -> Response {
-        let mut error = json!({"type": self.kind, "message": self.message});
-        if let Some(code) = self.code {
-            error["code"] = json!(code);
-        }
-        if let Some(param) = self.param {
-            error["param"] = json!(param);
-        }
-        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        let error = StripeErrorDetail { kind: self.kind, message: self.message, code: self.code, param: self.param };
+        let mut response = (self.status, Json(StripeErrorBody { error })).into_response();
         let headers = response.headers_mut();
         if let Some(secs) = self.retry_after_secs {
             headers.insert(header::RETRY_AFTER, secs.into());
@@ -155,6 +179,12 @@ fn object_of(state: &AppState, source: &str, resource: &str) -> Result<&'static 
     crate::stripe_api::object_for_resource(resource).ok_or_else(unrecognized)
 }
 
+/// Stripe-compatible create, through the atomic phases; answers what the
+/// upstream answered.
+#[utoipa::path(post, path = "/stripe/{source}/v1/{resource}", security(("appToken" = [])),
+    params(("source" = String, Path), ("resource" = String, Path, description = "`customers`, …"), OptionalKey, AccountHeader),
+    request_body(content((Params = "application/x-www-form-urlencoded"), (Params = "application/json"))),
+    responses((status = 200, description = "the upstream's answer as it came (Idempotent-Replayed: true when replayed)", body = Object), WriteErrors))]
 async fn create(
     app: Result<App, ApiError>,
     State(state): State<AppState>,
@@ -166,6 +196,11 @@ async fn create(
     write(app, state, headers, (source, resource, None), "POST", params, MissingKey::Generate).await
 }
 
+/// Stripe-compatible update, through the atomic phases.
+#[utoipa::path(post, path = "/stripe/{source}/v1/{resource}/{id}", security(("appToken" = [])),
+    params(("source" = String, Path), ("resource" = String, Path), ("id" = String, Path), OptionalKey, AccountHeader),
+    request_body(content((Params = "application/x-www-form-urlencoded"), (Params = "application/json"))),
+    responses((status = 200, description = "the upstream's answer as it came", body = Object), WriteErrors))]
 async fn update(
     app: Result<App, ApiError>,
     State(state): State<AppState>,
@@ -177,6 +212,10 @@ async fn update(
     write(app, state, headers, (source, resource, Some(id)), "POST", params, MissingKey::Generate).await
 }
 
+/// Stripe-compatible delete, through the atomic phases.
+#[utoipa::path(delete, path = "/stripe/{source}/v1/{resource}/{id}", security(("appToken" = [])),
+    params(("source" = String, Path), ("resource" = String, Path), ("id" = String, Path), OptionalKey, AccountHeader),
+    responses((status = 200, description = "the upstream's answer as it came", body = Object), WriteErrors))]
 async fn remove(
     app: Result<App, ApiError>,
     State(state): State<AppState>,
@@ -187,6 +226,10 @@ async fn remove(
     write(app, state, headers, (source, resource, Some(id)), "DELETE", Map::new(), MissingKey::Generate).await
 }
 
+/// Stripe-compatible retrieve, answered from the mirror.
+#[utoipa::path(get, path = "/stripe/{source}/v1/{resource}/{id}", security(("appToken" = [])),
+    params(("source" = String, Path), ("resource" = String, Path), ("id" = String, Path), AccountHeader),
+    responses((status = 200, description = "the object as mirrored", body = Object), ReadErrors))]
 async fn retrieve(
     app: Result<App, ApiError>,
     State(state): State<AppState>,
@@ -200,13 +243,22 @@ async fn retrieve(
     found.map(Json).ok_or_else(|| StripeError::missing(object, &id, "id"))
 }
 
+/// Stripe-compatible list, answered from the mirror in Stripe's shape
+/// (newest first).
+#[utoipa::path(get, path = "/stripe/{source}/v1/{resource}", security(("appToken" = [])),
+    params(("source" = String, Path), ("resource" = String, Path), AccountHeader,
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "objects per page (default 10)"),
+        ("starting_after" = Option<String>, Query, description = "an object id: the page after it"),
+        ("ending_before" = Option<String>, Query, description = "an object id: the page before it"),
+    ),
+    responses((status = 200, description = "a Stripe list object", body = StripeList), ReadErrors))]
 async fn list(
     app: Result<App, ApiError>,
     State(state): State<AppState>,
     path: Result<Param<(String, String)>, ApiError>,
     headers: HeaderMap,
     query: Result<QueryParams<Vec<(String, String)>>, ApiError>,
-) -> Result<Json<Value>, StripeError> {
+) -> Result<Json<StripeList>, StripeError> {
     let (app, Param((source, resource)), QueryParams(query)) = (stripe(app)?, stripe(path)?, stripe(query)?);
     let object = object_of(&state, &source, &resource)?;
     let account = account(&app, &headers, &state).await?;
@@ -246,7 +298,7 @@ async fn list(
             ListCursor::Start => ApiError::Internal("the mirror gave no first page".into()).into(),
         });
     };
-    Ok(Json(json!({"object": "list", "data": page.data, "has_more": page.has_more, "url": format!("/v1/{resource}")})))
+    Ok(Json(StripeList { object: "list", data: page.data, has_more: page.has_more, url: format!("/v1/{resource}") }))
 }
 
 /// What Stripe answers for a URL it does not serve.

@@ -7,18 +7,67 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::{Router, routing::post};
 use serde_json::{Map, Value};
+use utoipa::{IntoParams, IntoResponses};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::{Param, Params};
+use super::views::ErrorBody;
 use super::{ApiError, AppState};
 use crate::store::queues::{App, AppKind, PLATFORM};
 use crate::write::{Outcome, WriteError, WriteRequest};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/sources/{name}/{resource}", post(create))
-        .route("/v1/sources/{name}/{resource}/{id}", post(update).delete(remove))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create)).routes(routes!(update, remove))
+}
+
+/// The account a request acts for.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub(super) struct AccountHeader {
+    /// The connected account to act for (a public app must name one that
+    /// granted it access).
+    #[param(rename = "Stripe-Account")]
+    stripe_account: Option<String>,
+}
+
+/// A write's key: required on Tributary's own write routes.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct KeyHeader {
+    /// 1 to 255 characters; the same key and request replays the first answer.
+    #[param(rename = "Idempotency-Key", max_length = 255)]
+    idempotency_key: String,
+}
+
+/// How a write can fail besides its body and token. The Stripe-compatible
+/// path answers the same statuses in Stripe's error shape.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub(super) enum WriteErrors {
+    /// No Idempotency-Key or a malformed one, a bad object id, a public app
+    /// without Stripe-Account, or a malformed body.
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// The account has not granted this app access.
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// No such source or resource.
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// A request with this Idempotency-Key is in progress.
+    #[response(status = 409)]
+    InFlight(ErrorBody),
+    /// The upstream refused the write: its answer, status and body, passed
+    /// on as it came and stored under the key.
+    #[response(status = "4XX")]
+    Refused(#[to_schema] serde_json::Value),
+    /// The upstream gave no final answer; retry with the same Idempotency-Key.
+    #[response(status = 502)]
+    NoAnswer(ErrorBody),
 }
 
 impl From<WriteError> for ApiError {
@@ -100,6 +149,12 @@ pub(super) async fn write<E: From<ApiError> + From<WriteError>>(
     Ok(answer(state.writes.execute(request).await?))
 }
 
+/// Create an object upstream, idempotently; it is in the mirror and the
+/// change log when this answers.
+#[utoipa::path(post, path = "/v1/sources/{name}/{resource}", security(("appToken" = [])),
+    params(("name" = String, Path, description = "the source"), ("resource" = String, Path, description = "`customers`, …"), KeyHeader, AccountHeader),
+    request_body(content((Params = "application/json"), (Params = "application/x-www-form-urlencoded"))),
+    responses((status = 200, description = "the upstream's answer as it came (Idempotent-Replayed: true when replayed)", body = Object), WriteErrors))]
 async fn create(
     app: App,
     State(state): State<AppState>,
@@ -110,6 +165,11 @@ async fn create(
     write(app, state, headers, (source, resource, None), "POST", params, MissingKey::Refuse).await
 }
 
+/// Update an object upstream, idempotently.
+#[utoipa::path(post, path = "/v1/sources/{name}/{resource}/{id}", security(("appToken" = [])),
+    params(("name" = String, Path), ("resource" = String, Path), ("id" = String, Path), KeyHeader, AccountHeader),
+    request_body(content((Params = "application/json"), (Params = "application/x-www-form-urlencoded"))),
+    responses((status = 200, description = "the upstream's answer as it came", body = Object), WriteErrors))]
 async fn update(
     app: App,
     State(state): State<AppState>,
@@ -120,6 +180,10 @@ async fn update(
     write(app, state, headers, (source, resource, Some(id)), "POST", params, MissingKey::Refuse).await
 }
 
+/// Delete an object upstream, idempotently.
+#[utoipa::path(delete, path = "/v1/sources/{name}/{resource}/{id}", security(("appToken" = [])),
+    params(("name" = String, Path), ("resource" = String, Path), ("id" = String, Path), KeyHeader, AccountHeader),
+    responses((status = 200, description = "the upstream's answer as it came", body = Object), WriteErrors))]
 async fn remove(
     app: App,
     State(state): State<AppState>,

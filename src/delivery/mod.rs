@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::RwLock;
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use crate::sink::{self, Message, Sink, SinkConfig, SinkError};
-use crate::store::{ChangeCursor, DeadLetter, Store, StoreError};
+use crate::store::{ChangeCursor, DeadLetter, Role, Store, StoreError};
 
 /// Poll of the change log when no commit notification came (a safety net:
 /// a notification can be lost while a connection is down).
@@ -24,6 +24,24 @@ pub enum DeliveryError {
     Store(#[from] StoreError),
     #[error("sink disabled: {0}")]
     Disabled(String),
+}
+
+/// What this process knows of a sink, as `/v1/sinks` shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SinkSnapshot {
+    pub name: String,
+    /// `webhook`, `redis`, `nats`, `kafka`, or `queues` for the fan-out.
+    pub kind: &'static str,
+    pub role: Role,
+    /// Set once the sink failed in a way retrying cannot fix (until restart).
+    pub disabled: bool,
+    /// The last change delivered (an opaque position in commit order).
+    pub cursor: Option<String>,
+    /// Changes delivered by this process since it started.
+    pub delivered: u64,
+    /// Changes this process parked as dead letters since it started.
+    pub dead_lettered_here: u64,
+    pub last_error: Option<String>,
 }
 
 /// A sink as the API shows it.
@@ -75,17 +93,17 @@ impl SinkStatus {
         *self.cursor.read()
     }
 
-    pub fn snapshot(&self) -> Value {
-        json!({
-            "name": self.name,
-            "kind": self.kind,
-            "role": if self.owner.load(Ordering::SeqCst) { "owner" } else { "standby" },
-            "disabled": self.disabled.load(Ordering::SeqCst),
-            "cursor": self.cursor().map(|c| c.to_string()),
-            "delivered": self.delivered.load(Ordering::Relaxed),
-            "dead_lettered_here": self.dead_lettered.load(Ordering::Relaxed),
-            "last_error": *self.last_error.read(),
-        })
+    pub fn snapshot(&self) -> SinkSnapshot {
+        SinkSnapshot {
+            name: self.name.clone(),
+            kind: self.kind,
+            role: Role::of(self.owner.load(Ordering::SeqCst)),
+            disabled: self.disabled.load(Ordering::SeqCst),
+            cursor: self.cursor().map(|c| c.to_string()),
+            delivered: self.delivered.load(Ordering::Relaxed),
+            dead_lettered_here: self.dead_lettered.load(Ordering::Relaxed),
+            last_error: self.last_error.read().clone(),
+        }
     }
 }
 

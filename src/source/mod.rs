@@ -26,7 +26,7 @@ use tokio::sync::{Notify, watch};
 /// `poll_interval_ms` when that is shorter.
 pub const EARLY_POLL_GAP: Duration = Duration::from_secs(1);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     Backfilling,
@@ -34,7 +34,7 @@ pub enum Phase {
     Live,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct ResourceProgress {
     /// Objects fetched so far (across restarts).
     pub fetched: u64,
@@ -174,17 +174,33 @@ impl ScopeStatus {
         state.fresh_as_of.map(|t| t.elapsed())
     }
 
-    pub fn snapshot(&self) -> serde_json::Value {
+    pub fn snapshot(&self) -> ScopeView {
         let state = self.state.read();
-        serde_json::json!({
-            "account": self.account,
-            "phase": state.phase,
-            "cursor": state.cursor,
-            "lag_ms": Self::lag_of(&state).map(|l| l.as_millis() as u64),
-            "backfill": state.resources,
-            "last_error": self.last_error(),
-        })
+        ScopeView {
+            account: self.account.clone(),
+            phase: state.phase,
+            cursor: state.cursor.clone(),
+            lag_ms: Self::lag_of(&state).map(|l| l.as_millis() as u64),
+            backfill: state.resources.clone(),
+            last_error: self.last_error(),
+        }
     }
+}
+
+/// One scope of a source as `/v1/sources` shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ScopeView {
+    /// The connected account; null for the platform (or a source without
+    /// accounts).
+    pub account: Option<String>,
+    pub phase: Phase,
+    /// Where the tail reads next (an event id for stripe).
+    pub cursor: Option<String>,
+    /// Age of the newest fully applied poll; null until live.
+    pub lag_ms: Option<u64>,
+    /// Per object type: how far its backfill got.
+    pub backfill: BTreeMap<String, ResourceProgress>,
+    pub last_error: Option<String>,
 }
 
 /// A running source as the API shows it.

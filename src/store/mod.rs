@@ -159,8 +159,9 @@ pub struct Applied {
 /// A change log entry as readers (delivery, queues, tests) see it. `data`
 /// and `previous_attributes` stay raw JSON text: readers mostly pass them on,
 /// and parsing every object would cost more than reading it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Change {
+    /// `chg_…`: stable across redeliveries.
     pub id: String,
     #[serde(skip)]
     pub seq: i64,
@@ -168,15 +169,23 @@ pub struct Change {
     #[serde(skip)]
     pub cursor: ChangeCursor,
     pub source: String,
+    /// The object type (`customer`, `shift`, …).
     pub object: String,
     pub object_id: String,
     pub account: Option<String>,
+    #[schema(pattern = "^(read|insert|update|delete)$")]
     pub op: String,
+    /// The event type (`customer.updated`, `customer.backfilled`, …).
     #[serde(rename = "type")]
     pub kind: String,
+    /// The object as stored; null for a delete.
+    #[schema(value_type = Option<Object>)]
     pub data: Option<Box<RawValue>>,
+    /// The fields an update changed, with their values before it.
+    #[schema(value_type = Option<Object>)]
     pub previous_attributes: Option<Box<RawValue>>,
     pub upstream_event_id: Option<String>,
+    #[schema(format = DateTime)]
     pub committed_at: String,
 }
 
@@ -410,6 +419,21 @@ pub struct DeadLetter {
     pub error: String,
     /// The message as it would have been sent.
     pub envelope: String,
+}
+
+/// Whether this process runs a source or sink (it holds the lease) or
+/// stands by while another does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Owner,
+    Standby,
+}
+
+impl Role {
+    pub fn of(owner: bool) -> Role {
+        if owner { Role::Owner } else { Role::Standby }
+    }
 }
 
 /// Ownership of a source; dropping it gives the source up.

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Change, ChangeCursor, StoreError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AppKind {
     /// Any account may grant it access.
@@ -37,13 +37,14 @@ impl AppKind {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct App {
     pub id: String,
     pub name: String,
     pub kind: AppKind,
     /// An in-house app's account.
     pub account: Option<String>,
+    #[schema(format = DateTime)]
     pub created_at: String,
     pub revoked: bool,
 }

@@ -18,6 +18,9 @@ use tributary::store::{Change, ChangeCursor, Options, Store};
 
 pub const API_KEY: &str = "sk_test_tributary_tests";
 /// The webhook signing secret engines under test get in
+/// The admin token every test engine is given in `TRIBUTARY_ADMIN_TOKEN`
+/// (a config enables it with `[api] admin_token_env`).
+pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
 /// `TRIBUTARY_TEST_WEBHOOK_SECRET`.
 pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -323,6 +326,7 @@ impl Engine {
             .env("WINDOW_API_KEY", "shifts-token")
             .env("EVENT_QUEUE_API_KEY", "market-token")
             .env("TRIBUTARY_TEST_WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .env("TRIBUTARY_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("RUST_LOG", "info");
         let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
         let proc = Proc::spawn(cmd, dir.join(format!("engine-{n}.log")));
