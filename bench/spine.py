@@ -7,6 +7,10 @@
   (engine start to every account caught up): objects/s and the engine's peak RSS.
 - rate: sim --rate-limit 60, engine rate_limit_per_sec = 50: achieved request
   rate during backfill and 429s served.
+- latency: Stripe's live limit and latency (sim --rate-limit 100 --latency-ms
+  300, one account) with a budget of 100 requests/s: the request rate the
+  backfill achieves (creation-time ranges paged concurrently), 429s and
+  objects/s.
 - backfill_pg: the same into Postgres (a throwaway schema), then change-log
   read throughput with `changes_after` in pages of 1,000 (bench/changelog_read.rs).
 - lag: live mutations at 100/s, poll_interval_ms = 500: event created (sim
@@ -165,6 +169,25 @@ def rate(binary):
         run.close()
 
 
+def latency(binary):
+    run = Run(binary, ["--scale", "10000", "--accounts", "0", "--rate-limit", "100", "--latency-ms", "300"],
+              "rate_limit_per_sec = 100\naccounts = []")
+    try:
+        before = get(f"{run.sim_url}/__sim/stats")
+        run.start_engine()
+        elapsed = run.wait_live()
+        after = get(f"{run.sim_url}/__sim/stats")
+        requests = after["requests"] - before["requests"]
+        objects = sum(run.sources()["objects"].values())
+        achieved = requests / elapsed
+        return {"bench": "latency_budget", "latency_ms": 300, "requests": requests, "seconds": round(elapsed, 2),
+                "achieved_per_sec": round(achieved, 2), "budget_per_sec": 100, "share_of_budget": round(achieved / 100, 3),
+                "target_share": 0.9, "rate_limited_429": after["rate_limited"] - before["rate_limited"],
+                "objects": objects, "objects_per_sec": round(objects / elapsed)}
+    finally:
+        run.close()
+
+
 def lag(binary, seconds=30):
     run = Run(binary, ["--scale", "2000", "--accounts", "3"], "poll_interval_ms = 500")
     try:
@@ -251,7 +274,7 @@ def long_polls(binary, polls=1000):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("which", nargs="?", default="all", choices=["backfill", "backfill_pg", "rate", "lag", "long_polls", "all"])
+    parser.add_argument("which", nargs="?", default="all", choices=["backfill", "backfill_pg", "rate", "latency", "lag", "long_polls", "all"])
     parser.add_argument("--bin", default=os.path.expanduser("~/.cache/tributary-target/release/tributary"))
     parser.add_argument("--reader", default=os.path.expanduser("~/.cache/tributary-target/release/examples/changelog_read"))
     args = parser.parse_args()
@@ -259,6 +282,7 @@ def main():
         "backfill": lambda: backfill(args.bin) | {"target_objects_per_sec": 30000, "target_peak_rss_mb": 150},
         "backfill_pg": lambda: backfill_pg(args.bin, args.reader),
         "rate": lambda: rate(args.bin),
+        "latency": lambda: latency(args.bin),
         "lag": lambda: lag(args.bin),
         "long_polls": lambda: long_polls(args.bin),
     }

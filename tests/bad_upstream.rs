@@ -99,10 +99,7 @@ async fn hostile_upstream(index: usize, url: String, requests: Arc<AtomicUsize>)
         axum::Json(json!({"object": "list", "data": [invoice], "has_more": false, "url": "/v1/invoices"}))
     };
     let app = axum::Router::new().route("/v1/{*rest}", get(answer)).with_state((url, requests));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    base
+    serve_upstream(app).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,9 +168,7 @@ async fn a_request_that_cannot_be_built_stops_its_account_instead_of_retrying() 
         axum::Json(json!({"object": "list", "data": data, "has_more": false, "url": format!("/v1/{rest}")}))
     };
     let app = axum::Router::new().route("/v1/{*rest}", get(answer)).with_state(requests.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let upstream = serve_upstream(app).await;
 
     let dir = tempdir();
     let engine = Engine::start(

@@ -48,6 +48,11 @@ fn check_accepts_a_good_config_and_names_what_is_wrong_otherwise() {
         (CONFIG.replace("name = \"stripe\"", "name = \"stripe\"\nrate_limit = 5"), vec![("TRIBUTARY_CLI_TEST_KEY", "k")], "rate_limit"),
         (CONFIG.replace("kind = \"stripe\"", "kind = \"paypal\""), vec![("TRIBUTARY_CLI_TEST_KEY", "k")], "paypal"),
         (CONFIG.replace("[[sources]]", "[[sources]\n"), vec![], "c.toml:"),
+        (
+            CONFIG.replace("name = \"stripe\"", "name = \"stripe\"\napi_version = \"latest\""),
+            vec![("TRIBUTARY_CLI_TEST_KEY", "k")],
+            "api_version 'latest'",
+        ),
     ];
     for (text, env, expected) in cases {
         let path = config_file(dir.path(), &text);

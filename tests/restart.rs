@@ -35,7 +35,7 @@ async fn killed_mid_backfill_resumes_without_refetching_completed_resources(back
     .await;
     first.proc.kill();
     let before = sim.stats().await;
-    let resources: BTreeMap<&str, &str> = tributary::stripe_api::RESOURCES.iter().map(|(r, o)| (*o, *r)).collect();
+    let resources: BTreeMap<&str, &str> = tributary::stripe_api::RESOURCES.iter().map(|r| (r.object, r.path)).collect();
 
     let second = first.restart(dir.path()).await;
     second.wait_live(Duration::from_secs(120)).await;

@@ -73,6 +73,15 @@ async fn mirror_converges_under_rate_limits_failures_and_live_traffic(backend: B
     }
     let backfilled = changes.iter().filter(|c| c.op == "read").count();
     assert!(backfilled >= 9000, "backfill wrote {backfilled} read changes");
+    // canceled subscriptions are listed only with status=all, and a
+    // cancellation (customer.subscription.deleted) leaves the object there
+    let mirror = engine.mirror().await;
+    let canceled = mirror["subscription"].values().filter(|(_, data)| data["status"] == "canceled").count();
+    assert!(canceled > 0, "no canceled subscription was mirrored");
+    for change in changes.iter().filter(|c| c.kind == "customer.subscription.deleted") {
+        assert_eq!(change.op, "update", "a canceled subscription stays: {}", change.id);
+        assert_eq!(change.data_value().unwrap()["status"], "canceled", "{}", change.id);
+    }
     assert!(changes.iter().any(|c| c.kind == "customer.updated" && c.op == "update"));
 }
 

@@ -144,30 +144,34 @@ async fn show_progress(
     if !terminal {
         bars.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let style = ProgressStyle::with_template("{prefix:>16} [{bar:30}] {pos:>7}/{len:7} {elapsed:>4}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
+    // Stripe's lists give no totals: each bar counts objects and shows the rate
+    let style = ProgressStyle::with_template("{prefix:>16} {spinner} {pos:>8} objects {per_sec:>14} {elapsed:>4} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
     let mut per_object: std::collections::BTreeMap<String, ProgressBar> = Default::default();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         tick.tick().await;
-        let mut totals: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+        let mut totals: std::collections::BTreeMap<String, (u64, bool)> = Default::default();
         for scope in status.scopes() {
             for (object, progress) in scope.resources() {
-                let entry = totals.entry(object).or_default();
+                let entry = totals.entry(object).or_insert((0, true));
                 entry.0 += progress.fetched;
-                entry.1 += progress.total.unwrap_or(progress.fetched);
+                entry.1 &= progress.done;
             }
         }
-        for (object, (fetched, total)) in totals {
+        for (object, (fetched, done)) in totals {
             let bar = per_object.entry(object.clone()).or_insert_with(|| {
-                let bar = bars.add(ProgressBar::new(total.max(1)));
+                let bar = bars.add(ProgressBar::no_length());
                 bar.set_style(style.clone());
                 bar.set_prefix(object);
                 bar
             });
-            bar.set_length(total.max(fetched).max(1));
             bar.set_position(fetched);
+            if done && !bar.is_finished() {
+                bar.finish_with_message("done");
+            } else {
+                bar.tick();
+            }
         }
         if status.phase() == Phase::Live {
             break;

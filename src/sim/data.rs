@@ -40,7 +40,7 @@ pub fn random_id(rng: &mut StdRng, object: &str) -> String {
 
 /// A Stripe-style list wrapper around items, as embedded in a parent.
 pub fn nested_list(url: String, data: Vec<Value>) -> Value {
-    json!({"object": "list", "data": data, "has_more": false, "total_count": null, "url": url})
+    json!({"object": "list", "data": data, "has_more": false, "url": url})
 }
 
 /// Seeded or live creation context: ids, timestamps and references to

@@ -245,7 +245,32 @@ fn answer(sim: &Sim, faults: &Faults, status: u16, body: String) -> Response {
     text_response(status, body)
 }
 
+/// Every Stripe answer carries a `Request-Id` and the `Stripe-Version` it
+/// was rendered in (the one asked for, else the simulator's default); an
+/// unknown version is refused, as Stripe refuses it.
 async fn stripe_api(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let asked = headers.get("stripe-version").map(|v| v.to_str().unwrap_or_default().to_string());
+    let mut response = match asked.as_deref() {
+        Some(version) if !crate::stripe_api::is_api_version(version) => error_response(&ApiError {
+            status: 400,
+            kind: "invalid_request_error",
+            code: None,
+            param: None,
+            message: format!("Invalid Stripe API version: {version}"),
+        }),
+        _ => stripe_answer(sim, method, uri, headers, body).await,
+    };
+    let version = asked.filter(|v| crate::stripe_api::is_api_version(v)).unwrap_or_else(|| crate::stripe_api::API_VERSION.into());
+    let request_id = format!("req_{}", crate::ids::random_id("", 14));
+    for (name, value) in [("stripe-version", version), ("request-id", request_id)] {
+        if let Ok(value) = value.parse() {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
+async fn stripe_answer(sim: Arc<Sim>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let path = uri.path().to_string();
     let faults = match gate(&sim, route_key(&method, &path), &headers, Auth::StripeKey).await {
         Ok(faults) => faults,
@@ -481,7 +506,9 @@ fn dispatch(sim: &Sim, method: &Method, path: &str, scope: &str, query: &Value, 
                 (&Method::POST, []) => world.create(scope, object, params).map(|v| v.to_string()),
                 (&Method::GET, [id]) => world.retrieve(scope, object, id).map(|v| v.to_string()),
                 (&Method::POST, [id]) => world.update(scope, object, id, params).map(|v| v.to_string()),
-                (&Method::DELETE, [id]) => world.delete(scope, object, id).map(|v| v.to_string()),
+                (&Method::DELETE, [id]) if crate::stripe_api::by_path(resource).is_some_and(|r| r.delete_endpoint) => {
+                    world.delete(scope, object, id).map(|v| v.to_string())
+                }
                 _ => Err(not_found(path)),
             }
         }

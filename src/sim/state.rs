@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::data::{self, Gen, NESTED, NESTED_INLINE, RESOURCES, Refs};
 use crate::stripe_api::form::coerce;
+use crate::stripe_api::{Ending, by_object};
 
 /// Scope key of the platform account (requests without `Stripe-Account`).
 pub const PLATFORM: &str = "";
@@ -57,7 +58,42 @@ pub struct ListParams {
     pub limit: usize,
     pub starting_after: Option<String>,
     pub ending_before: Option<String>,
-    pub include_total_count: bool,
+    /// `status` of lists that filter on it (subscriptions).
+    pub status: Option<String>,
+    /// `created` (unix seconds): an exact value, or any of
+    /// `created[gt|gte|lt|lte]`, as the inclusive span `[from, to]`.
+    pub created: Option<(i64, i64)>,
+}
+
+/// `created=T` or `created[gt|gte|lt|lte]=T` as an inclusive span.
+fn created_span(query: &Value) -> Result<Option<(i64, i64)>, ApiError> {
+    let number = |raw: &Value| -> Result<i64, ApiError> {
+        let text = raw.as_str().unwrap_or_default();
+        text.parse::<i64>().map_err(|_| ApiError::invalid("created", format!("Invalid integer: {text}")))
+    };
+    match query.get("created") {
+        None => Ok(None),
+        Some(Value::Object(bounds)) => {
+            let (mut from, mut to) = (i64::MIN, i64::MAX);
+            for (bound, raw) in bounds {
+                let t = number(raw)?;
+                match bound.as_str() {
+                    "gt" => from = from.max(t.saturating_add(1)),
+                    "gte" => from = from.max(t),
+                    "lt" => to = to.min(t.saturating_sub(1)),
+                    "lte" => to = to.min(t),
+                    other => {
+                        return Err(ApiError::invalid(
+                            &format!("created[{other}]"),
+                            format!("Received unknown parameter: created[{other}]"),
+                        ));
+                    }
+                }
+            }
+            Ok(Some((from, to)))
+        }
+        Some(exact) => number(exact).map(|t| Some((t, t))),
+    }
 }
 
 impl ListParams {
@@ -75,8 +111,19 @@ impl ListParams {
         if starting_after.is_some() && ending_before.is_some() {
             return Err(ApiError::invalid("ending_before", "You may only specify one of starting_after and ending_before".into()));
         }
-        let include_total_count = query.get("include").and_then(Value::as_array).is_some_and(|a| a.iter().any(|v| v == "total_count"));
-        Ok(ListParams { limit, starting_after, ending_before, include_total_count })
+        // removed from list methods in 2025-03-31.basil: a 400, as Stripe answers
+        if query.get("include").and_then(Value::as_array).is_some_and(|a| a.iter().any(|v| v == "total_count")) {
+            return Err(ApiError {
+                code: Some("property_forbidden"),
+                ..ApiError::invalid("include", "total_count is no longer an includable property of lists; use has_more to page".into())
+            });
+        }
+        Ok(ListParams { limit, starting_after, ending_before, status: text("status"), created: created_span(query)? })
+    }
+
+    /// Whether `row` was created within the `created` filter.
+    fn created_in(&self, row: &Value) -> bool {
+        self.created.is_none_or(|(from, to)| row["created"].as_i64().is_some_and(|t| from <= t && t <= to))
     }
 }
 
@@ -192,7 +239,16 @@ impl World {
                 let lines = if g.rng.gen_bool(0.03) { g.rng.gen_range(11..=25) } else { g.rng.gen_range(1..=4) };
                 objects.push(g.invoice(&cus, lines));
                 if g.rng.gen_bool(0.5) {
-                    objects.push(g.subscription(&cus, &price_refs));
+                    let mut subscription = g.subscription(&cus, &price_refs);
+                    // an account's history holds canceled subscriptions,
+                    // which Stripe lists only when asked for status=all
+                    if g.rng.gen_bool(0.2) {
+                        let ended = g.created + 86_400;
+                        for (field, value) in [("status", json!("canceled")), ("canceled_at", json!(ended)), ("ended_at", json!(ended))] {
+                            subscription[field] = value;
+                        }
+                    }
+                    objects.push(subscription);
                 }
             }
             for object in objects {
@@ -249,9 +305,10 @@ impl World {
             (_, Some(id)) => Anchor::Before(resolve(id, "ending_before")?),
             _ => Anchor::Top,
         };
-        let (items, has_more) = page_desc(&table.rows, anchor, params.limit);
-        let total = params.include_total_count.then_some(table.rows.len());
-        Ok(list_text(url, items.into_iter().map(shown).collect(), has_more, total))
+        let listed =
+            |row: &Value| params.created_in(row) && (object != "subscription" || subscription_listed(row, params.status.as_deref()));
+        let (items, has_more) = page_desc_by(&table.rows, anchor, params.limit, |v| v, listed);
+        Ok(list_text(url, items.into_iter().map(shown).collect(), has_more))
     }
 
     pub fn retrieve(&self, scope: &str, object: &str, id: &str) -> Result<Value, ApiError> {
@@ -281,20 +338,20 @@ impl World {
                 (0, end, end < items.len())
             }
         };
-        Ok(list_text(url, items[start..end].iter().map(Cow::Borrowed).collect(), has_more, None))
+        Ok(list_text(url, items[start..end].iter().map(Cow::Borrowed).collect(), has_more))
     }
 
     pub fn events(&mut self, scope: &str, params: &ListParams) -> Result<String, ApiError> {
         self.expire_events();
-        let Some(state) = self.scopes.get(scope) else { return Ok(list_text("/v1/events", vec![], false, None)) };
+        let Some(state) = self.scopes.get(scope) else { return Ok(list_text("/v1/events", vec![], false)) };
         let resolve = |id: &str, param: &str| state.event_seq_of.get(id).copied().ok_or_else(|| ApiError::missing(param, "event", id));
         let anchor = match (&params.starting_after, &params.ending_before) {
             (Some(id), _) => Anchor::After(resolve(id, "starting_after")?),
             (_, Some(id)) => Anchor::Before(resolve(id, "ending_before")?),
             _ => Anchor::Top,
         };
-        let (items, has_more) = page_desc_by(&state.events, anchor, params.limit, |e| &e.value);
-        Ok(list_text("/v1/events", items.into_iter().map(shown_event).collect(), has_more, None))
+        let (items, has_more) = page_desc_by(&state.events, anchor, params.limit, |e| &e.value, |e| params.created_in(e));
+        Ok(list_text("/v1/events", items.into_iter().map(shown_event).collect(), has_more))
     }
 
     /// Creation time (ms) of every retained event, for lag measurements.
@@ -321,11 +378,11 @@ impl World {
 
     fn emit(&mut self, scope: &str, object: &Value, verb: &str, previous: Option<Value>) {
         let kind = object["object"].as_str().unwrap_or_default();
-        let prefix = if kind == "subscription" { "customer.subscription" } else { kind };
+        let prefix = by_object(kind).map_or(kind, |r| r.event_prefix);
         let id = data::random_id(&mut self.rng, "event");
         let created_ms = now_ms();
         let mut event = json!({
-            "id": id, "object": "event", "api_version": "2024-06-20", "created": created_ms / 1000,
+            "id": id, "object": "event", "api_version": crate::stripe_api::API_VERSION, "created": created_ms / 1000,
             "data": {"object": object}, "livemode": false, "pending_webhooks": 0,
             "request": {"id": null, "idempotency_key": null}, "type": format!("{prefix}.{verb}")
         });
@@ -385,6 +442,12 @@ impl World {
     pub fn update(&mut self, scope: &str, object: &str, id: &str, params: &Value) -> Result<Value, ApiError> {
         let fields = params.as_object().cloned().unwrap_or_default();
         let current = self.find_mut(scope, object, id).ok_or_else(|| ApiError::missing("id", object, id))?;
+        if !Self::changeable(current) && fields.keys().any(|k| !matches!(k.as_str(), "metadata" | "cancellation_details")) {
+            return Err(ApiError {
+                code: None,
+                ..ApiError::invalid("id", format!("A canceled {object} can only update its cancellation_details and metadata."))
+            });
+        }
         let previous = apply_params(current, &fields)?;
         let updated = current.clone();
         if !previous.is_empty() {
@@ -393,8 +456,13 @@ impl World {
         Ok(render(&updated))
     }
 
+    /// `DELETE`: a tombstone for a resource Stripe deletes; a subscription
+    /// is canceled instead, and stays.
     pub fn delete(&mut self, scope: &str, object: &str, id: &str) -> Result<Value, ApiError> {
         let missing = || ApiError::missing("id", object, id);
+        if by_object(object).is_some_and(|r| r.ending == Ending::Cancels) {
+            return self.cancel(scope, object, id);
+        }
         let table = self.scopes.get_mut(scope).and_then(|s| s.tables.get_mut(object)).ok_or_else(missing)?;
         let seq = *table.seq_of.get(id).ok_or_else(missing)?;
         let removed = table.rows.remove(&seq).ok_or_else(missing)?;
@@ -402,16 +470,41 @@ impl World {
         Ok(json!({"id": id, "object": object, "deleted": true}))
     }
 
+    fn cancel(&mut self, scope: &str, object: &str, id: &str) -> Result<Value, ApiError> {
+        let current = self.find_mut(scope, object, id).ok_or_else(|| ApiError::missing("id", object, id))?;
+        if current["status"] == "canceled" {
+            return Err(ApiError { code: None, ..ApiError::invalid("id", format!("This {object} is already canceled.")) });
+        }
+        let now = now_ms() / 1000;
+        for (field, value) in [("status", json!("canceled")), ("canceled_at", json!(now)), ("ended_at", json!(now))] {
+            current[field] = value;
+        }
+        let canceled = current.clone();
+        self.emit(scope, &canceled, "deleted", None);
+        Ok(render(&canceled))
+    }
+
+    /// Whether Stripe still lets an object change (a canceled subscription
+    /// keeps its state).
+    fn changeable(object: &Value) -> bool {
+        object["status"] != "canceled"
+            || by_object(object["object"].as_str().unwrap_or_default()).is_none_or(|r| r.ending != Ending::Cancels)
+    }
+
     /// One random create, update or delete, as live traffic does.
     pub fn random_mutation(&mut self) {
         let scopes: Vec<String> = self.scopes.keys().cloned().collect();
         let scope = scopes[self.rng.gen_range(0..scopes.len())].clone();
-        let object = RESOURCES[self.rng.gen_range(0..RESOURCES.len())].1;
+        let resource = RESOURCES[self.rng.gen_range(0..RESOURCES.len())];
+        let object = resource.object;
         let roll: f64 = self.rng.r#gen();
         let target = if roll < 0.35 { None } else { self.random_id_of(&scope, object) };
+        if target.as_ref().is_some_and(|id| self.find(&scope, object, id).is_some_and(|o| !Self::changeable(o))) {
+            return;
+        }
         let result = match target {
             None => self.create(&scope, object, &json!({})).map(|_| ()),
-            Some(id) if roll > 0.92 => self.delete(&scope, object, &id).map(|_| ()),
+            Some(id) if roll > 0.92 && resource.delete_endpoint => self.delete(&scope, object, &id).map(|_| ()),
             Some(id) => {
                 let Some(current) = self.find(&scope, object, &id) else { return };
                 let current = current.clone();
@@ -439,7 +532,7 @@ impl World {
     /// Every live object by type, nested lists complete; `scope` narrows to
     /// one account (`PLATFORM` for the platform's own).
     pub fn truth(&self, scope: Option<&str>) -> Value {
-        let mut out: BTreeMap<&str, Vec<Value>> = RESOURCES.iter().map(|(_, o)| (*o, Vec::new())).collect();
+        let mut out: BTreeMap<&str, Vec<Value>> = RESOURCES.iter().map(|r| (r.object, Vec::new())).collect();
         for (name, state) in &self.scopes {
             if scope.is_some_and(|s| s != name) {
                 continue;
@@ -453,7 +546,7 @@ impl World {
 }
 
 fn table_key(object: &str) -> &'static str {
-    RESOURCES.iter().map(|(_, o)| *o).find(|o| *o == object).unwrap_or("other")
+    by_object(object).map_or("other", |r| r.object)
 }
 
 /// Apply request parameters to an object; returns the previous values of the
@@ -500,31 +593,42 @@ struct ListPage<'a> {
     data: Vec<Cow<'a, Value>>,
     has_more: bool,
     url: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    total_count: Option<usize>,
 }
 
-fn list_text(url: &str, data: Vec<Cow<'_, Value>>, has_more: bool, total_count: Option<usize>) -> String {
-    serde_json::to_string(&ListPage { object: "list", data, has_more, url, total_count }).unwrap_or_default()
+fn list_text(url: &str, data: Vec<Cow<'_, Value>>, has_more: bool) -> String {
+    serde_json::to_string(&ListPage { object: "list", data, has_more, url }).unwrap_or_default()
 }
 
-fn page_desc(rows: &BTreeMap<u64, Value>, anchor: Anchor, limit: usize) -> (Vec<&Value>, bool) {
-    page_desc_by(rows, anchor, limit, |v| v)
+/// Whether a list of subscriptions with `status` shows `row`: by default
+/// Stripe hides canceled (and expired incomplete) ones; `all` shows every
+/// one, `ended` the canceled and expired ones, another value that status.
+fn subscription_listed(row: &Value, status: Option<&str>) -> bool {
+    let own = row["status"].as_str().unwrap_or_default();
+    let ended = matches!(own, "canceled" | "incomplete_expired");
+    match status {
+        None => !ended,
+        Some("all") => true,
+        Some("ended") => ended,
+        Some(wanted) => own == wanted,
+    }
 }
 
-/// Newest-first page around an anchor: `After` goes to older items,
-/// `Before` returns the `limit` items just newer than the anchor.
+/// Newest-first page around an anchor of the rows `keep` lets through:
+/// `After` goes to older items, `Before` returns the `limit` items just
+/// newer than the anchor.
 fn page_desc_by<'a, T>(
     rows: &'a BTreeMap<u64, T>,
     anchor: Anchor,
     limit: usize,
     value: impl Fn(&'a T) -> &'a Value,
+    keep: impl Fn(&Value) -> bool,
 ) -> (Vec<&'a Value>, bool) {
+    let kept = |v: &&'a Value| keep(v);
     let mut items: Vec<&Value> = match anchor {
-        Anchor::Top => rows.values().rev().take(limit + 1).map(&value).collect(),
-        Anchor::After(seq) => rows.range(..seq).rev().take(limit + 1).map(|(_, v)| value(v)).collect(),
+        Anchor::Top => rows.values().rev().map(&value).filter(kept).take(limit + 1).collect(),
+        Anchor::After(seq) => rows.range(..seq).rev().map(|(_, v)| value(v)).filter(kept).take(limit + 1).collect(),
         Anchor::Before(seq) => {
-            let mut newer: Vec<&Value> = rows.range(seq + 1..).take(limit + 1).map(|(_, v)| value(v)).collect();
+            let mut newer: Vec<&Value> = rows.range(seq + 1..).map(|(_, v)| value(v)).filter(kept).take(limit + 1).collect();
             let has_more = newer.len() > limit;
             newer.truncate(limit);
             newer.reverse();
@@ -584,7 +688,44 @@ mod tests {
     }
 
     fn params(limit: usize, after: Option<&str>, before: Option<&str>) -> ListParams {
-        ListParams { limit, starting_after: after.map(String::from), ending_before: before.map(String::from), include_total_count: false }
+        ListParams { limit, starting_after: after.map(String::from), ending_before: before.map(String::from), status: None, created: None }
+    }
+
+    /// Every id a list walk returns for `status`.
+    fn walk(world: &World, status: Option<&str>) -> Vec<String> {
+        let (mut ids, mut after) = (Vec::new(), None);
+        loop {
+            let page = ListParams { status: status.map(String::from), ..params(100, after.as_deref(), None) };
+            let page = parse(world.list(PLATFORM, "subscription", &page, "/v1/subscriptions").unwrap());
+            ids.extend(page["data"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()));
+            after = ids.last().cloned();
+            if page["has_more"] != true {
+                return ids;
+            }
+        }
+    }
+
+    #[test]
+    fn canceled_subscriptions_stay_and_are_listed_only_when_asked_for() {
+        let mut world = world();
+        let all = walk(&world, Some("all"));
+        let shown = walk(&world, None);
+        let canceled = walk(&world, Some("canceled"));
+        assert!(!canceled.is_empty(), "the seeded history has canceled subscriptions");
+        assert_eq!(shown.len() + canceled.len(), all.len());
+        assert!(canceled.iter().all(|id| !shown.contains(id)));
+        // DELETE cancels: the subscription stays, canceled, with its event
+        let id = shown[0].clone();
+        let answer = world.delete(PLATFORM, "subscription", &id).unwrap();
+        assert_eq!((answer["id"].as_str(), answer["status"].as_str()), (Some(id.as_str()), Some("canceled")));
+        assert_eq!(world.retrieve(PLATFORM, "subscription", &id).unwrap()["status"], "canceled");
+        assert!(!walk(&world, None).contains(&id) && walk(&world, Some("all")).contains(&id));
+        let events = parse(world.events(PLATFORM, &params(1, None, None)).unwrap());
+        assert_eq!(events["data"][0]["type"], "customer.subscription.deleted");
+        assert_eq!(events["data"][0]["data"]["object"]["status"], "canceled");
+        assert!(world.delete(PLATFORM, "subscription", &id).is_err(), "canceled twice");
+        assert!(world.update(PLATFORM, "subscription", &id, &json!({"description": "x"})).is_err(), "a canceled subscription changed");
+        world.update(PLATFORM, "subscription", &id, &json!({"metadata": {"note": "kept"}})).unwrap();
     }
 
     fn parse(text: String) -> Value {

@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// A final answer from the upstream (4xx other than 429).
+    /// A final answer from the upstream (see [`crate::retry::retryable`]).
     #[error("{url}: {status} {kind}: {message}")]
     Api { url: String, status: u16, kind: String, code: Option<String>, message: String },
     /// The response was JSON of the wrong shape (not a list, no `id`).
@@ -78,6 +78,8 @@ pub struct ClientOptions {
     pub concurrency: usize,
     pub request_timeout_ms: u64,
     pub retry_max_backoff_ms: u64,
+    /// Headers sent with every request (`Stripe-Version`).
+    pub headers: Vec<(String, String)>,
 }
 
 /// Defaults the source kinds share.
@@ -104,6 +106,7 @@ impl ClientOptions {
             concurrency: 1,
             request_timeout_ms,
             retry_max_backoff_ms,
+            headers: Vec::new(),
         }
     }
 
@@ -126,7 +129,18 @@ impl ClientOptions {
         if self.retry_max_backoff_ms == 0 || self.request_timeout_ms == 0 {
             return Err("retry_max_backoff_ms and request_timeout_ms must be above 0".into());
         }
+        self.header_map()?;
         Ok(())
+    }
+
+    fn header_map(&self) -> Result<reqwest::header::HeaderMap, String> {
+        let mut map = reqwest::header::HeaderMap::new();
+        for (name, value) in &self.headers {
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("'{name}' is not a header name"))?;
+            let value = reqwest::header::HeaderValue::from_str(value).map_err(|_| format!("{name}: '{value}' is not a header value"))?;
+            map.insert(name, value);
+        }
+        Ok(map)
     }
 }
 
@@ -207,6 +221,7 @@ impl Client {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.request_timeout_ms))
             .user_agent(concat!("tributary/", env!("CARGO_PKG_VERSION")))
+            .default_headers(config.header_map().map_err(ClientError::Build)?)
             .build()
             .map_err(|e| ClientError::Build(e.to_string()))?;
         let rate = NonZeroU32::new(config.rate_limit_per_sec).unwrap_or(NonZeroU32::MIN);
@@ -242,9 +257,11 @@ impl Client {
         self.send(reqwest::Method::POST, path, None, Some(body)).await
     }
 
-    /// Send one request until it gets a final answer. 429, 5xx, network
-    /// errors and malformed JSON are retried with capped exponential backoff
-    /// and jitter (honouring `Retry-After`); other 4xx are returned as final.
+    /// Send one request until it gets a final answer. What the shared
+    /// policy calls retryable ([`crate::retry::retryable`]: the upstream's
+    /// `Stripe-Should-Retry`, else 409, 429 and 5xx), network errors and
+    /// malformed JSON are retried with capped exponential backoff and jitter
+    /// (honouring `Retry-After`); other answers are final.
     async fn send(
         &self,
         method: reqwest::Method,
@@ -310,16 +327,15 @@ impl Client {
             .and_then(|v| v.trim().parse::<f64>().ok())
             .filter(|s| s.is_finite() && *s >= 0.0)
             .map(|s| Duration::from_secs_f64(s.min(300.0)));
+        let should_retry = response.headers().get("stripe-should-retry").and_then(|v| v.to_str().ok()).map(str::to_string);
         let body = response.bytes().await.map_err(|e| Retryable {
             reason: format!("reading body: {e}"),
             retry_after: None,
             rate_limited: false,
         })?;
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            return Err(Retryable { reason: "429 rate limited".into(), retry_after, rate_limited: true });
-        }
-        if status.is_server_error() {
-            return Err(Retryable { reason: format!("{status}: {}", snippet(&body)), retry_after, rate_limited: false });
+        if !status.is_success() && crate::retry::retryable(status.as_u16(), should_retry.as_deref()) {
+            let rate_limited = status == StatusCode::TOO_MANY_REQUESTS;
+            return Err(Retryable { reason: format!("{status}: {}", snippet(&body)), retry_after, rate_limited });
         }
         let parsed: Result<Value, _> = serde_json::from_slice(&body);
         if status.is_success() {
@@ -358,8 +374,8 @@ mod tests {
 
     #[test]
     fn join_appends_the_path_to_the_base_path_and_keeps_the_host() {
-        let joined = join(&base("https://api.stripe.com"), "/v1/customers?limit=100&include[]=total_count").unwrap();
-        assert_eq!(joined.as_str(), "https://api.stripe.com/v1/customers?limit=100&include[]=total_count");
+        let joined = join(&base("https://api.stripe.com"), "/v1/customers?limit=100&starting_after=cus_1").unwrap();
+        assert_eq!(joined.as_str(), "https://api.stripe.com/v1/customers?limit=100&starting_after=cus_1");
         let joined = join(&base("http://127.0.0.1:9/proxy/stripe/"), "/v1/invoices/in_1/lines").unwrap();
         assert_eq!(joined.as_str(), "http://127.0.0.1:9/proxy/stripe/v1/invoices/in_1/lines");
     }

@@ -38,9 +38,15 @@ pub enum Phase {
 pub struct ResourceProgress {
     /// Objects fetched so far (across restarts).
     pub fetched: u64,
-    /// Total the upstream reported, when it does.
-    pub total: Option<u64>,
     pub done: bool,
+    /// Objects per second since this process took the resource up; null
+    /// once done (Stripe's lists give no total, so progress is a count and
+    /// a rate).
+    pub objects_per_sec: Option<f64>,
+    /// When this process took the resource up, and its count then.
+    #[serde(skip)]
+    #[schema(ignore)]
+    started: Option<(Instant, u64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -109,8 +115,16 @@ impl ScopeStatus {
         self.state.write().cursor = cursor;
     }
 
-    pub fn set_progress(&self, object: &str, progress: ResourceProgress) {
-        self.state.write().resources.insert(object.to_string(), progress);
+    /// A resource's backfill reached `fetched` objects (`done`: all of them).
+    pub fn set_progress(&self, object: &str, fetched: u64, done: bool) {
+        let mut state = self.state.write();
+        let progress = state.resources.entry(object.to_string()).or_default();
+        let (since, from) = *progress.started.get_or_insert((Instant::now(), fetched));
+        let elapsed = since.elapsed().as_secs_f64();
+        progress.objects_per_sec =
+            (!done && elapsed > 0.0).then(|| ((fetched.saturating_sub(from)) as f64 / elapsed * 10.0).round() / 10.0);
+        progress.fetched = fetched;
+        progress.done = done;
     }
 
     pub fn resources(&self) -> BTreeMap<String, ResourceProgress> {

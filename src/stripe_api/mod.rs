@@ -5,15 +5,78 @@
 
 pub mod form;
 
-/// Each list resource: URL segment under `/v1` and the `object` value of its items.
-pub const RESOURCES: &[(&str, &str)] = &[
-    ("customers", "customer"),
-    ("products", "product"),
-    ("prices", "price"),
-    ("subscriptions", "subscription"),
-    ("invoices", "invoice"),
-    ("charges", "charge"),
-    ("payment_intents", "payment_intent"),
+/// The API version Tributary pins by default (`api_version`), and the one
+/// the simulator renders: the version of Stripe's published fixtures the
+/// simulator is shaped by (stripe-node 22.5.0 and stripe/openapi, August
+/// 2026). Sent as `Stripe-Version` on every request.
+pub const API_VERSION: &str = "2026-07-29.dahlia";
+
+/// Whether `text` looks like a Stripe API version: `YYYY-MM-DD` with an
+/// optional `.release` name of lowercase letters.
+pub fn is_api_version(text: &str) -> bool {
+    let (date, release) = text.split_once('.').unwrap_or((text, "x"));
+    chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_ok()
+        && date.len() == 10
+        && !release.is_empty()
+        && release.chars().all(|c| c.is_ascii_lowercase())
+}
+
+/// How a resource's objects end, as Stripe does it. Decided per resource,
+/// never from an event's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// No `DELETE` and no delete event: objects stay (charges, payment
+    /// intents; a price is archived with `active=false`).
+    Stays,
+    /// `DELETE` removes the object for good: retrieve answers a tombstone
+    /// `{"id","object","deleted":true}` and a `*.deleted` event follows.
+    Tombstone,
+    /// `DELETE` cancels: the object stays, listed with `list_params`, and its
+    /// `*.deleted` event carries it canceled (subscriptions).
+    Cancels,
+}
+
+/// A list resource of the Stripe API, as the source follows it and the
+/// simulator serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resource {
+    /// The URL segment under `/v1` (`customers`).
+    pub path: &'static str,
+    /// The `object` value of its items (`customer`).
+    pub object: &'static str,
+    /// The prefix of its event types (`customer.subscription` for
+    /// subscriptions).
+    pub event_prefix: &'static str,
+    /// Query parameters a complete list needs, for the objects Stripe hides
+    /// by default (`status=all`: canceled subscriptions).
+    pub list_params: &'static str,
+    pub ending: Ending,
+    /// Whether Stripe serves `DELETE /v1/{path}/{id}`.
+    pub delete_endpoint: bool,
+}
+
+const fn resource(path: &'static str, object: &'static str, ending: Ending) -> Resource {
+    let delete_endpoint = !matches!(ending, Ending::Stays);
+    Resource { path, object, event_prefix: object, list_params: "", ending, delete_endpoint }
+}
+
+/// Every list resource Tributary mirrors from Stripe.
+pub const RESOURCES: &[Resource] = &[
+    resource("customers", "customer", Ending::Tombstone),
+    resource("products", "product", Ending::Tombstone),
+    // no DELETE (a price is archived with active=false), yet Stripe sends
+    // price.deleted with a tombstone
+    Resource { delete_endpoint: false, ..resource("prices", "price", Ending::Tombstone) },
+    Resource {
+        event_prefix: "customer.subscription",
+        // the default list hides canceled subscriptions
+        list_params: "status=all",
+        ..resource("subscriptions", "subscription", Ending::Cancels)
+    },
+    // DELETE removes a draft; a finalized invoice is voided and stays
+    resource("invoices", "invoice", Ending::Tombstone),
+    resource("charges", "charge", Ending::Stays),
+    resource("payment_intents", "payment_intent", Ending::Stays),
 ];
 
 /// Nested lists Stripe embeds in a parent object: (parent object, field).
@@ -26,7 +89,17 @@ pub const NESTED_INLINE: usize = 10;
 pub const MAX_PAGE: usize = 100;
 
 pub fn object_for_resource(resource: &str) -> Option<&'static str> {
-    RESOURCES.iter().find(|(r, _)| *r == resource).map(|(_, o)| *o)
+    by_path(resource).map(|r| r.object)
+}
+
+/// The resource served at `/v1/{path}`.
+pub fn by_path(path: &str) -> Option<&'static Resource> {
+    RESOURCES.iter().find(|r| r.path == path)
+}
+
+/// The resource whose items are `object`s.
+pub fn by_object(object: &str) -> Option<&'static Resource> {
+    RESOURCES.iter().find(|r| r.object == object)
 }
 
 /// Stripe's form encoding of a JSON object: `metadata[plan]=pro`,
@@ -61,6 +134,16 @@ pub fn form_encode(params: &serde_json::Map<String, serde_json::Value>) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_versions_are_dates_with_a_release_name() {
+        for good in [API_VERSION, "2025-03-31.basil", "2024-06-20"] {
+            assert!(is_api_version(good), "{good}");
+        }
+        for bad in ["", "latest", "2025-3-31.basil", "2025-03-31.", "2025-03-31.Basil", "2025-02-30.basil", "2025-03-31.basil\r\nX: y"] {
+            assert!(!is_api_version(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn form_encoding_is_stripes_and_canonical() {

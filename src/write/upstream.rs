@@ -19,18 +19,22 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn new(config: &StripeConfig, api_key: String) -> Result<Upstream, String> {
+        let version = reqwest::header::HeaderValue::from_str(&config.api_version).map_err(|e| format!("api_version: {e}"))?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.request_timeout_ms))
             .user_agent(concat!("tributary/", env!("CARGO_PKG_VERSION")))
+            .default_headers([(reqwest::header::HeaderName::from_static("stripe-version"), version)].into_iter().collect())
             .build()
             .map_err(|e| e.to_string())?;
         let base_url = reqwest::Url::parse(&config.base_url).map_err(|e| format!("base_url '{}': {e}", config.base_url))?;
-        Ok(Upstream { http, base_url, api_key, resources: config.resources().into_iter().map(|(resource, _)| resource).collect() })
+        Ok(Upstream { http, base_url, api_key, resources: config.resources().into_iter().map(|r| r.path).collect() })
     }
 
-    /// Send the write. `Ok` is a final answer (2xx or 4xx other than 429);
-    /// `Err` says why no final answer came (network, 429, 5xx): the write
-    /// may or may not have happened, and sending it again is safe.
+    /// Send the write. `Ok` is a final answer; `Err` says why no final
+    /// answer came (the network, or an answer the shared policy retries:
+    /// `Stripe-Should-Retry: true`, 409 for the key in use, 429, 5xx): the
+    /// write may or may not have happened, and sending it again with its
+    /// key is safe.
     pub async fn send(&self, request: &KeyRequest) -> Result<Answer, String> {
         // the path was built from checked parts; joined, it cannot leave the host
         let url = join(&self.base_url, &request.path).map_err(|e| e.to_string())?;
@@ -48,9 +52,11 @@ impl Upstream {
         }
         let response = call.send().await.map_err(|e| format!("{} {url}: {e}", request.method))?;
         let status = response.status();
+        let should_retry = response.headers().get("stripe-should-retry").and_then(|v| v.to_str().ok()).map(str::to_string);
         let body = response.text().await.map_err(|e| format!("{} {url}: reading the answer: {e}", request.method))?;
-        if status.as_u16() == 429 || status.is_server_error() {
-            return Err(format!("{} {url}: {status}", request.method));
+        if !status.is_success() && crate::retry::retryable(status.as_u16(), should_retry.as_deref()) {
+            let code = serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| v["error"]["code"].as_str().map(str::to_string));
+            return Err(format!("{} {url}: {status}{}", request.method, code.map(|c| format!(" ({c})")).unwrap_or_default()));
         }
         Ok(Answer { status: status.as_u16(), body })
     }

@@ -444,6 +444,14 @@ pub async fn assert_converged(sim: &Sim, db: &Db) {
     assert_eq!(mirrored, expected_total, "mirror holds rows the upstream does not");
 }
 
+/// Serve an upstream of the test's own on a loopback port; its base URL.
+pub async fn serve_upstream(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+    let base = format!("http://{}", listener.local_addr().expect("its address"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base
+}
+
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("tributary-test-").tempdir().expect("tempdir")
 }

@@ -38,11 +38,47 @@ pub struct Meta {
 /// Checkpoint key `{scope}/backfill/{object}`: how far backfill paged.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ResourceCheckpoint {
-    /// Id of the last object stored; the next page starts after it.
+    /// Written by releases that paged one cursor per resource: the id of
+    /// the last object stored. A resumed checkpoint that has it and no
+    /// `ranges` pages on from it as one range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
     pub done: bool,
     /// Objects stored so far in this generation.
     pub fetched: u64,
+    /// The spans of creation time still to page; together with what is
+    /// stored they cover everything created before the backfill began.
+    /// `None` until the resource starts.
+    #[serde(default)]
+    pub ranges: Option<Vec<Range>>,
+}
+
+/// Objects created in `[gte, lt)` (unix seconds), newest first, resuming
+/// after the object `after` when set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Range {
+    pub gte: i64,
+    pub lt: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
+impl Range {
+    /// After a page whose oldest object is `last` (created `at`) and more
+    /// follow: the objects left are those of `[gte, at]` after `last`. When
+    /// `split` and the span allows it, its older half becomes a range of
+    /// its own, paged alongside. Stripe's own sync engine subdivides this
+    /// way, so the request budget, not the upstream's latency, bounds a
+    /// backfill.
+    pub fn next(&self, last: &str, at: i64, split: bool) -> Vec<Range> {
+        let lt = at.saturating_add(1).min(self.lt);
+        let rest = Range { gte: self.gte, lt, after: Some(last.to_string()) };
+        if !split || lt - self.gte < 2 {
+            return vec![rest];
+        }
+        let mid = self.gte + (lt - self.gte) / 2;
+        vec![Range { gte: mid, ..rest }, Range { gte: self.gte, lt: mid, after: None }]
+    }
 }
 
 impl MetaPhase {
@@ -81,4 +117,30 @@ fn meta_key(scope: &str) -> String {
 
 fn resource_key(scope: &str, object: &str) -> String {
     format!("{scope}/backfill/{object}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_range_with_more_splits_off_its_older_half_and_covers_the_rest() {
+        let range = Range { gte: 0, lt: 1_000, after: None };
+        let next = range.next("cus_9", 600, true);
+        assert_eq!(
+            next,
+            [Range { gte: 300, lt: 601, after: Some("cus_9".into()) }, Range { gte: 0, lt: 300, after: None }],
+            "the cursor keeps the newer half, second 600 included; the older half starts fresh"
+        );
+        assert_eq!(range.next("cus_9", 600, false), [Range { gte: 0, lt: 601, after: Some("cus_9".into()) }]);
+        // one second cannot be split: its objects page by cursor
+        let second = Range { gte: 600, lt: 601, after: None };
+        assert_eq!(second.next("cus_8", 600, true), [Range { gte: 600, lt: 601, after: Some("cus_8".into()) }]);
+    }
+
+    #[test]
+    fn checkpoints_of_the_single_cursor_release_still_read() {
+        let old: ResourceCheckpoint = serde_json::from_value(json!({"after": "cus_5", "done": false, "fetched": 300})).unwrap();
+        assert_eq!((old.after.as_deref(), old.ranges, old.fetched), (Some("cus_5"), None, 300));
+    }
 }

@@ -4,7 +4,7 @@ use serde::Deserialize;
 
 use crate::config::error::ConfigError;
 use crate::source::http::{self, ClientOptions};
-use crate::stripe_api::RESOURCES;
+use crate::stripe_api::{RESOURCES, Resource};
 
 /// Which connected accounts to sync besides the platform.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -36,9 +36,16 @@ pub struct StripeConfig {
     /// Connected accounts to sync: `"all"` (default) or a list of `acct_…` ids.
     #[serde(default)]
     pub accounts: Accounts,
-    /// Request budget shared by the platform and every account (token bucket).
-    #[serde(default = "default_rate_limit")]
-    pub rate_limit_per_sec: u32,
+    /// Request budget shared by the platform and every account (token
+    /// bucket). Default: 20 for a test-mode key (`sk_test_`, `rk_test_`), 80
+    /// for any other, leaving room under Stripe's 25 and 100 for the
+    /// account's own calls.
+    #[serde(default)]
+    pub rate_limit_per_sec: Option<u32>,
+    /// The API version sent as `Stripe-Version` on every request, so what
+    /// is stored does not depend on the account's default version.
+    #[serde(default = "default_api_version")]
+    pub api_version: String,
     /// Requests in flight at most.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
@@ -67,8 +74,13 @@ fn default_base_url() -> String {
 fn default_api_key_env() -> String {
     "STRIPE_API_KEY".into()
 }
-fn default_rate_limit() -> u32 {
-    50
+fn default_api_version() -> String {
+    crate::stripe_api::API_VERSION.into()
+}
+
+/// The request budget a key gets when `rate_limit_per_sec` is not set.
+pub fn default_rate_limit(api_key: &str) -> u32 {
+    if api_key.starts_with("sk_test_") || api_key.starts_with("rk_test_") { 20 } else { 80 }
 }
 fn default_concurrency() -> usize {
     50
@@ -88,7 +100,8 @@ impl StripeConfig {
             base_url: base_url.into(),
             api_key_env: api_key_env.into(),
             accounts: Accounts::default(),
-            rate_limit_per_sec: default_rate_limit(),
+            rate_limit_per_sec: None,
+            api_version: default_api_version(),
             concurrency: default_concurrency(),
             poll_interval_ms: default_poll_interval_ms(),
             resources: None,
@@ -100,8 +113,11 @@ impl StripeConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |msg: String| Err(ConfigError::Invalid(format!("source '{}': {msg}", self.name)));
-        if let Err(reason) = self.client_options().validate() {
+        if let Err(reason) = self.client_options("").validate() {
             return invalid(reason);
+        }
+        if !crate::stripe_api::is_api_version(&self.api_version) {
+            return invalid(format!("api_version '{}' is not a Stripe API version (like {})", self.api_version, default_api_version()));
         }
         if self.poll_interval_ms == 0 {
             return invalid("poll_interval_ms must be above 0".into());
@@ -121,28 +137,31 @@ impl StripeConfig {
             if list.is_empty() {
                 return invalid("resources is empty".into());
             }
-            if let Some(bad) = list.iter().find(|r| !RESOURCES.iter().any(|(name, _)| name == r)) {
-                let known: Vec<&str> = RESOURCES.iter().map(|(r, _)| *r).collect();
+            if let Some(bad) = list.iter().find(|r| crate::stripe_api::by_path(r).is_none()) {
+                let known: Vec<&str> = RESOURCES.iter().map(|r| r.path).collect();
                 return invalid(format!("unknown resource '{bad}' (known: {})", known.join(", ")));
             }
         }
         Ok(())
     }
 
-    pub fn client_options(&self) -> ClientOptions {
+    /// The HTTP options of this source with `api_key` (whose mode sets the
+    /// default request budget).
+    pub fn client_options(&self, api_key: &str) -> ClientOptions {
         ClientOptions {
             source: self.name.clone(),
             base_url: self.base_url.clone(),
-            rate_limit_per_sec: self.rate_limit_per_sec,
+            rate_limit_per_sec: self.rate_limit_per_sec.unwrap_or_else(|| default_rate_limit(api_key)),
+            headers: vec![("Stripe-Version".into(), self.api_version.clone())],
             concurrency: self.concurrency,
             request_timeout_ms: self.request_timeout_ms,
             retry_max_backoff_ms: self.retry_max_backoff_ms,
         }
     }
 
-    /// (resource path, object type) of every resource to mirror.
-    pub fn resources(&self) -> Vec<(&'static str, &'static str)> {
-        RESOURCES.iter().filter(|(r, _)| self.resources.as_ref().is_none_or(|list| list.iter().any(|x| x == r))).copied().collect()
+    /// Every resource to mirror.
+    pub fn resources(&self) -> Vec<&'static Resource> {
+        RESOURCES.iter().filter(|r| self.resources.as_ref().is_none_or(|list| list.iter().any(|x| x == r.path))).collect()
     }
 
     pub fn api_key(&self) -> Result<String, ConfigError> {

@@ -23,7 +23,11 @@ use sync::{ScopeSync, Shared};
 
 /// Run a stripe source until the task is dropped.
 pub async fn run(config: StripeConfig, api_key: String, store: Arc<dyn Store>, status: Arc<SourceStatus>) -> Result<(), ClientError> {
-    let client = Client::new(&config.client_options(), api_key)?;
+    let options = config.client_options(&api_key);
+    tracing::info!(kind = "source_configured", source = %config.name, api_version = %config.api_version,
+        rate_limit_per_sec = options.rate_limit_per_sec, "requests pinned to Stripe-Version {}, at most {}/s{}", config.api_version,
+        options.rate_limit_per_sec, if config.rate_limit_per_sec.is_none() { " (the default for this key's mode)" } else { "" });
+    let client = Client::new(&options, api_key)?;
     let shared = Arc::new(Shared {
         name: config.name.clone(),
         resources: config.resources(),

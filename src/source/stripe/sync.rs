@@ -12,18 +12,23 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use futures::future::try_join_all;
+use futures::stream::FuturesUnordered;
 use serde_json::{Value, json};
 
-use super::checkpoint::{Meta, MetaPhase, ResourceCheckpoint};
+use super::checkpoint::{Meta, MetaPhase, Range, ResourceCheckpoint};
 use super::is_list;
 use crate::source::http::{Client, ClientError, check_upstream_path, encode};
-use crate::source::{Phase, ResourceProgress, ScopeStatus, SourceStatus};
+use crate::source::{Phase, ScopeStatus, SourceStatus};
 use crate::store::{Applied, Batch, Checkpoint, Mutation, Origin, Store, StoreError, Sweep, Write};
-use crate::stripe_api::MAX_PAGE;
+use crate::stripe_api::{Ending, MAX_PAGE, Resource};
 
 /// Every path of the Stripe API starts with this; nested list urls must too.
 const API_PREFIX: &str = "/v1/";
+
+/// Creation-time ranges of one resource paged at once, at most.
+const MAX_RANGES: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -56,7 +61,7 @@ impl SyncError {
 /// What every scope of one source shares: the request budget and the store.
 pub struct Shared {
     pub name: String,
-    pub resources: Vec<(&'static str, &'static str)>,
+    pub resources: Vec<&'static Resource>,
     pub poll_interval: Duration,
     pub event_retention: Duration,
     pub client: Client,
@@ -213,8 +218,8 @@ impl ScopeSync {
             polled_at_ms: Some(chrono::Utc::now().timestamp_millis()),
         };
         let mut checkpoints = vec![self.meta_entry(&meta)];
-        for (_, object) in &self.shared.resources {
-            checkpoints.push(ResourceCheckpoint::default().checkpoint(&self.key, object, generation));
+        for resource in &self.shared.resources {
+            checkpoints.push(ResourceCheckpoint::default().checkpoint(&self.key, resource.object, generation));
         }
         self.commit(vec![], vec![], checkpoints).await?;
         tracing::info!(kind = "backfill_started", source = %self.shared.name, account = self.account_label(), generation,
@@ -225,9 +230,9 @@ impl ScopeSync {
     async fn backfill(&self, meta: &mut Meta, checkpoints: &BTreeMap<String, Value>) -> Result<(), SyncError> {
         self.status.set_phase(Phase::Backfilling);
         let mut jobs = Vec::new();
-        for (resource, object) in &self.shared.resources {
-            let checkpoint: ResourceCheckpoint = Self::parse(checkpoints, &format!("backfill/{object}"))?;
-            jobs.push(self.backfill_resource(resource, object, checkpoint, meta.generation));
+        for resource in &self.shared.resources {
+            let checkpoint: ResourceCheckpoint = Self::parse(checkpoints, &format!("backfill/{}", resource.object))?;
+            jobs.push(self.backfill_resource(resource, checkpoint, meta.generation));
         }
         let row_count: u64 = try_join_all(jobs).await?.into_iter().sum();
         meta.phase = MetaPhase::CatchingUp;
@@ -238,66 +243,92 @@ impl ScopeSync {
     }
 
     /// Page one resource from its checkpoint to the end; returns objects
-    /// stored. The next page is fetched while the previous one commits.
-    async fn backfill_resource(
-        &self,
-        resource: &str,
-        object: &str,
-        mut checkpoint: ResourceCheckpoint,
-        generation: i64,
-    ) -> Result<u64, SyncError> {
-        let mut total = None;
-        self.status.set_progress(object, ResourceProgress { fetched: checkpoint.fetched, total, done: checkpoint.done });
-        let mut uncommitted: Option<(Vec<Write>, ResourceCheckpoint)> = None;
-        loop {
-            let fetch = async {
-                if checkpoint.done { Ok(None) } else { self.fetch_page(resource, object, &checkpoint, generation).await.map(Some) }
-            };
-            let pending = uncommitted.take();
-            let commit = async {
-                let Some((writes, next)) = pending else { return Ok(()) };
+    /// stored. Its creation-time ranges are paged concurrently (a range
+    /// with more splits off its older half, up to [`MAX_RANGES`]); pages
+    /// commit one at a time, each with the ranges left, while the other
+    /// requests are in flight.
+    async fn backfill_resource(&self, resource: &Resource, mut checkpoint: ResourceCheckpoint, generation: i64) -> Result<u64, SyncError> {
+        let object = resource.object;
+        self.status.set_progress(object, checkpoint.fetched, checkpoint.done);
+        if checkpoint.done {
+            return Ok(checkpoint.fetched);
+        }
+        // everything created before now; what is created later, the events bring
+        let mut open = checkpoint
+            .ranges
+            .take()
+            .unwrap_or_else(|| vec![Range { gte: 0, lt: chrono::Utc::now().timestamp() + 1, after: checkpoint.after.clone() }]);
+        checkpoint.after = None;
+        let (pages_tx, mut pages_rx) = tokio::sync::mpsc::channel::<(Vec<Write>, ResourceCheckpoint)>(4);
+        let fetching = async move {
+            let mut pages: FuturesUnordered<_> = open.iter().map(|range| self.fetch_range(resource, range.clone(), generation)).collect();
+            while let Some(page) = pages.next().await {
+                let (range, writes, last) = page?;
+                open.retain(|r| *r != range);
+                if let Some((id, at)) = last {
+                    let next = range.next(&id, at, open.len() + 2 <= MAX_RANGES);
+                    pages.extend(next.iter().map(|r| self.fetch_range(resource, r.clone(), generation)));
+                    open.extend(next);
+                }
+                checkpoint.fetched += writes.len() as u64;
+                checkpoint.done = open.is_empty();
+                checkpoint.ranges = Some(open.clone());
+                if pages_tx.send((writes, checkpoint.clone())).await.is_err() {
+                    break; // the commit failed: its error is the one returned
+                }
+            }
+            Ok::<_, SyncError>(checkpoint.fetched)
+        };
+        let committing = async {
+            while let Some((writes, next)) = pages_rx.recv().await {
                 let sweeps = if next.done {
                     vec![Sweep { object: object.to_string(), account: self.account.clone(), below_generation: generation }]
                 } else {
                     vec![]
                 };
                 self.commit(writes, sweeps, vec![next.checkpoint(&self.key, object, generation)]).await?;
-                self.status.set_progress(object, ResourceProgress { fetched: next.fetched, total, done: next.done });
-                Ok::<_, SyncError>(())
-            };
-            let (fetched, committed) = tokio::join!(fetch, commit);
-            committed?;
-            let Some((writes, next, page_total)) = fetched? else { break };
-            total = page_total.or(total);
-            checkpoint = next.clone();
-            uncommitted = Some((writes, next));
-        }
-        Ok(checkpoint.fetched)
+                self.status.set_progress(object, next.fetched, next.done);
+            }
+            Ok::<_, SyncError>(())
+        };
+        let (fetched, committed) = tokio::join!(fetching, committing);
+        committed?;
+        fetched
     }
 
-    /// Fetch the page after `checkpoint`, complete its nested lists, and
-    /// return its writes with the checkpoint that follows it.
-    async fn fetch_page(
+    /// Fetch the next page of `range`, complete its nested lists, and
+    /// return its writes with, when more follow, the oldest object's id and
+    /// creation time.
+    async fn fetch_range(
         &self,
-        resource: &str,
-        object: &str,
-        checkpoint: &ResourceCheckpoint,
+        resource: &Resource,
+        range: Range,
         generation: i64,
-    ) -> Result<(Vec<Write>, ResourceCheckpoint, Option<u64>), SyncError> {
-        let path = match &checkpoint.after {
-            Some(after) => format!("/v1/{resource}?limit={MAX_PAGE}&starting_after={}", encode(after)),
-            None => format!("/v1/{resource}?limit={MAX_PAGE}&include[]=total_count"),
-        };
+    ) -> Result<(Range, Vec<Write>, Option<(String, i64)>), SyncError> {
+        // no include[]=total_count: since API version 2025-03-31.basil Stripe
+        // refuses it (400), and progress is a count and a rate instead
+        let mut path = format!("/v1/{}?limit={MAX_PAGE}&created[gte]={}&created[lt]={}", resource.path, range.gte, range.lt);
+        if !resource.list_params.is_empty() {
+            path = format!("{path}&{}", resource.list_params);
+        }
+        if let Some(after) = &range.after {
+            path = format!("{path}&starting_after={}", encode(after));
+        }
         let page = self.shared.client.get(&path, self.account.as_deref()).await?;
-        let total = page["total_count"].as_u64();
         let (mut items, has_more) = list_parts(page, &path)?;
         try_join_all(items.iter_mut().map(|item| self.complete_nested(item))).await?;
+        // an object without a creation time keeps the range whole
+        let last = items.last().map(|item| (text(item, "id"), item["created"].as_i64().unwrap_or(range.lt - 1)));
+        let last = match last {
+            Some((Some(id), at)) if has_more => Some((id.to_string(), at)),
+            _ => None,
+        };
         let mut writes = Vec::with_capacity(items.len());
         for item in items {
             let id =
                 text(&item, "id").ok_or_else(|| ClientError::Shape { url: path.clone(), reason: "object without id".into() })?.to_string();
             writes.push(Write {
-                object: text(&item, "object").unwrap_or(object).to_string(),
+                object: text(&item, "object").unwrap_or(resource.object).to_string(),
                 id,
                 account: self.account.clone(),
                 mutation: Mutation::Upsert(item),
@@ -306,12 +337,7 @@ impl ScopeSync {
             });
         }
         metrics::counter!("tributary_objects_synced_total", "source" => self.shared.name.clone()).increment(writes.len() as u64);
-        let next = ResourceCheckpoint {
-            fetched: checkpoint.fetched + writes.len() as u64,
-            after: writes.last().map(|w| w.id.clone()).or_else(|| checkpoint.after.clone()),
-            done: !has_more || writes.is_empty(),
-        };
-        Ok((writes, next, total))
+        Ok((range, writes, last))
     }
 
     /// Fetch the remaining pages of every truncated nested list (invoice
@@ -417,10 +443,11 @@ impl ScopeSync {
             tracing::warn!(source = %self.shared.name, event = event_id, "event without data.object id; nothing to apply");
             return Ok(None);
         };
-        if !self.shared.resources.iter().any(|(_, o)| *o == object) {
-            return Ok(None);
-        }
-        let mutation = if kind.ends_with(".deleted") {
+        let Some(resource) = self.shared.resources.iter().find(|r| r.object == object) else { return Ok(None) };
+        // a tombstone ends the object; a canceled subscription's delete
+        // event carries the object, which stays (decided per resource)
+        let ends = resource.ending == Ending::Tombstone && kind.ends_with(".deleted");
+        let mutation = if ends || snapshot["deleted"] == true {
             Mutation::Delete
         } else {
             let mut data = snapshot.clone();

@@ -1,0 +1,112 @@
+//! Stripe's rules as the real API applies them, against an upstream of the
+//! test's own that records every request: no `include[]=total_count` (a 400
+//! since 2025-03-31.basil), `Stripe-Version` pinned on every request, and
+//! retries as Stripe's own clients decide them (`Stripe-Should-Retry` first,
+//! then 409, 429 with `lock_timeout`, 5xx).
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use common::*;
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+
+#[derive(Default)]
+struct Recorded {
+    /// (path and query, Stripe-Version sent)
+    requests: Vec<(String, Option<String>)>,
+    /// requests per path, query excluded
+    by_path: HashMap<String, usize>,
+}
+
+fn error(status: StatusCode, code: &str, should_retry: Option<&str>) -> Response {
+    let body = json!({"error": {"type": "invalid_request_error", "code": code, "message": format!("{code} (test upstream)")}});
+    let mut response = (status, axum::Json(body)).into_response();
+    if let Some(hint) = should_retry {
+        response.headers_mut().insert("stripe-should-retry", hint.parse().unwrap());
+    }
+    response
+}
+
+fn list(path: &str, data: Value) -> Response {
+    axum::Json(json!({"object": "list", "data": data, "has_more": false, "url": format!("/v1/{path}")})).into_response()
+}
+
+/// The upstream: customers answer 429 `lock_timeout`, 409
+/// `idempotency_key_in_use` and a 400 marked `Stripe-Should-Retry: true`
+/// before their list; products answer a 503 marked `Stripe-Should-Retry:
+/// false` once (final for that request: the sync restarts from its
+/// checkpoint); any list asked with `include[]=total_count` is refused.
+async fn upstream(recorded: Arc<Mutex<Recorded>>) -> String {
+    let answer = |State(recorded): State<Arc<Mutex<Recorded>>>, Path(path): Path<String>, RawQuery(query): RawQuery, headers: HeaderMap| async move {
+        let query = query.unwrap_or_default();
+        let version = headers.get("stripe-version").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let seen = {
+            let mut recorded = recorded.lock();
+            recorded.requests.push((format!("/v1/{path}?{query}"), version));
+            let count = recorded.by_path.entry(path.clone()).or_default();
+            *count += 1;
+            *count
+        };
+        let decoded: String = form_urlencoded::parse(query.as_bytes()).map(|(k, v)| format!("{k}={v}&")).collect();
+        if decoded.contains("include[]=total_count") {
+            return error(StatusCode::BAD_REQUEST, "property_forbidden", None);
+        }
+        match (path.as_str(), seen) {
+            ("customers", 1) => error(StatusCode::TOO_MANY_REQUESTS, "lock_timeout", None),
+            ("customers", 2) => error(StatusCode::CONFLICT, "idempotency_key_in_use", None),
+            ("customers", 3) => error(StatusCode::BAD_REQUEST, "try_again", Some("true")),
+            ("customers", _) => list(
+                &path,
+                json!([{"id": "cus_2", "object": "customer", "created": 2}, {"id": "cus_1", "object": "customer", "created": 1}]),
+            ),
+            ("products", 1) => error(StatusCode::SERVICE_UNAVAILABLE, "not_now", Some("false")),
+            ("products", _) => list(&path, json!([{"id": "prod_1", "object": "product", "created": 1}])),
+            _ => list(&path, json!([])),
+        }
+    };
+    let app = axum::Router::new().route("/v1/{*path}", axum::routing::get(answer)).with_state(recorded);
+    serve_upstream(app).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_pins_its_version_never_asks_for_total_count_and_retries_as_stripe_says() {
+    let recorded = Arc::new(Mutex::new(Recorded::default()));
+    let base = upstream(recorded.clone()).await;
+    let dir = tempdir();
+    let engine = Engine::start(
+        dir.path(),
+        &base,
+        "accounts = []\nresources = [\"customers\", \"products\"]\nretry_max_backoff_ms = 200\npoll_interval_ms = 100",
+    )
+    .await;
+    engine.wait_live(Duration::from_secs(30)).await;
+    let mirror = engine.mirror().await;
+    assert_eq!(mirror.get("customer").map(|rows| rows.len()), Some(2), "{mirror:?}");
+    assert_eq!(mirror.get("product").map(|rows| rows.len()), Some(1), "{mirror:?}");
+
+    let recorded = std::mem::take(&mut *recorded.lock());
+    for (request, version) in &recorded.requests {
+        assert_eq!(version.as_deref(), Some(tributary::stripe_api::API_VERSION), "{request} without the pinned Stripe-Version");
+        assert!(!request.contains("total_count"), "{request}");
+    }
+    // three retried answers, then the list: each retried within the request
+    assert_eq!(recorded.by_path["customers"], 4);
+    let retried = engine.proc.log_text().lines().filter(|l| l.contains("request failed, retrying") && l.contains("/v1/customers")).count();
+    assert_eq!(retried, 3, "429 lock_timeout, 409 and a 400 marked retryable");
+    // Stripe-Should-Retry: false is final for its request: not retried
+    // there, the sync reports it and starts again from its checkpoint
+    assert_eq!(recorded.by_path["products"], 2);
+    let errors = engine.proc.log_kinds("source_error");
+    assert!(errors.iter().any(|l| l["error"].as_str().is_some_and(|e| e.contains("/v1/products") && e.contains("503"))), "{errors:?}");
+    let sources = engine.sources().await;
+    assert_eq!(sources["sources"][0]["accounts"][0]["backfill"]["customer"]["fetched"], 2, "{sources}");
+    let configured = engine.proc.log_kinds("source_configured");
+    assert_eq!(configured[0]["rate_limit_per_sec"], 20, "a test-mode key's default budget: {configured:?}");
+}
