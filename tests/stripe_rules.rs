@@ -110,3 +110,49 @@ async fn a_backfill_pins_its_version_never_asks_for_total_count_and_retries_as_s
     let configured = engine.proc.log_kinds("source_configured");
     assert_eq!(configured[0]["rate_limit_per_sec"], 20, "a test-mode key's default budget: {configured:?}");
 }
+
+/// A restricted key that may not read three resources: the others are
+/// mirrored, the three are skipped (logged, shown in `/v1/sources`), and
+/// their events are not applied either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restricted_key_skips_what_it_may_not_read_and_mirrors_the_rest() {
+    let dir = tempdir();
+    let sim = Sim::start(dir.path(), &["--scale", "40", "--accounts", "0", "--mutations-per-sec", "0"]).await;
+    let unreadable = ["charges", "payment_intents", "invoices"];
+    sim.set_faults(json!({"restricted": unreadable})).await;
+    let body = format!(
+        "[[sources]]\nname = \"stripe\"\nkind = \"stripe\"\nbase_url = \"{}\"\napi_key_env = \"STRIPE_RESTRICTED_KEY\"\n\
+         accounts = []\npoll_interval_ms = 100",
+        sim.url
+    );
+    let engine = Engine::start_configured(dir.path(), Db::sqlite(dir.path()), &body).await;
+    engine.wait_live(Duration::from_secs(60)).await;
+    sim.set_traffic(40.0).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    sim.set_traffic(0.0).await;
+    engine.barrier("stripe").await;
+
+    let skipped: Vec<Value> = engine.proc.log_kinds("resource_skipped");
+    let mut named: Vec<&str> = skipped.iter().map(|l| l["resource"].as_str().unwrap()).collect();
+    named.sort();
+    assert_eq!(named, ["charges", "invoices", "payment_intents"], "{skipped:?}");
+    let sources = engine.sources().await;
+    let backfill = &sources["sources"][0]["accounts"][0]["backfill"];
+    for object in ["charge", "payment_intent", "invoice"] {
+        let reason = backfill[object]["skipped"].as_str().unwrap_or_default();
+        assert!(reason.contains("403") && reason.contains("permission"), "{object}: {backfill}");
+    }
+    assert!(backfill["customer"]["skipped"].is_null(), "{backfill}");
+    let mirror = engine.mirror().await;
+    for object in ["charge", "payment_intent", "invoice"] {
+        assert!(mirror.get(object).is_none_or(|rows| rows.is_empty()), "{object} was mirrored through a key that may not read it");
+    }
+    // everything else matches the upstream
+    let truth = sim.truth(None).await;
+    for object in ["customer", "product", "price", "subscription"] {
+        let theirs = truth[object].as_array().unwrap().len();
+        assert!(theirs > 0);
+        assert_eq!(mirror.get(object).map_or(0, |rows| rows.len()), theirs, "{object}");
+    }
+    assert!(engine.proc.log_kinds("source_error").is_empty(), "a 403 stopped the source");
+}

@@ -96,6 +96,7 @@ impl SimArgs {
             lose_acks: self.lose_acks,
             broken_shift: false,
             broken_event: false,
+            restricted: Vec::new(),
         };
         let shifts = Shifts::seeded(self.seed, self.shifts, chrono::Utc::now().date_naive());
         let market = Market::seeded(self.seed, self.sellers);

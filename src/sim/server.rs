@@ -65,6 +65,10 @@ pub struct Faults {
     /// Event queue batches lead with an event whose payload has no id.
     #[serde(default)]
     pub broken_event: bool,
+    /// Resources (`charges`, …) a restricted key (`rk_test_…`) may not
+    /// read: answered 403, as Stripe answers a key without the permission.
+    #[serde(default)]
+    pub restricted: Vec<String>,
 }
 
 #[derive(Default)]
@@ -193,7 +197,7 @@ async fn gate(sim: &Sim, route: String, headers: &HeaderMap, auth: Auth) -> Resu
     }
     let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     let key_ok = match auth {
-        Auth::StripeKey => token.is_some_and(|k| k.starts_with("sk_test_") && k.len() > "sk_test_".len()),
+        Auth::StripeKey => token.is_some_and(|k| ["sk_test_", "rk_test_"].iter().any(|p| k.starts_with(p) && k.len() > p.len())),
         Auth::Bearer => token.is_some_and(|k| !k.trim().is_empty()),
     };
     if !key_ok || faults.unauthorized {
@@ -291,6 +295,22 @@ async fn stripe_answer(sim: Arc<Sim>, method: Method, uri: Uri, headers: HeaderM
         }
     };
 
+    let restricted_key = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("Bearer rk_"));
+    let resource = path.trim_start_matches("/v1/").split('/').next().unwrap_or_default();
+    if restricted_key && faults.restricted.iter().any(|r| r == resource) {
+        let object = object_for_resource(resource).unwrap_or(resource);
+        let account = if scope == PLATFORM { "acct_platform" } else { scope.as_str() };
+        return error_response(&ApiError {
+            status: 403,
+            kind: "invalid_request_error",
+            code: None,
+            param: None,
+            message: format!(
+                "The provided key 'rk_test_***' does not have the required permissions for this endpoint on account '{account}'. \
+                 Having the 'rak_{object}_read' permission would allow this request to continue."
+            ),
+        });
+    }
     let query = form::decode(uri.query().unwrap_or_default().as_bytes());
     let params = if method == Method::POST { form::decode(&body) } else { query.clone() };
     let idempotency_key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(String::from);

@@ -55,6 +55,11 @@ impl ClientError {
         matches!(self, ClientError::Api { code: Some(code), .. } if code == "resource_missing")
     }
 
+    /// The key may not do this (a restricted key without the permission).
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, ClientError::Api { status: 403, .. })
+    }
+
     pub fn is_not_found(&self) -> bool {
         matches!(self, ClientError::Api { status: 404, .. })
     }

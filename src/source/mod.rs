@@ -43,6 +43,8 @@ pub struct ResourceProgress {
     /// once done (Stripe's lists give no total, so progress is a count and
     /// a rate).
     pub objects_per_sec: Option<f64>,
+    /// Why this resource is not mirrored (the key may not read it).
+    pub skipped: Option<String>,
     /// When this process took the resource up, and its count then.
     #[serde(skip)]
     #[schema(ignore)]
@@ -113,6 +115,20 @@ impl ScopeStatus {
 
     pub fn set_cursor(&self, cursor: Option<String>) {
         self.state.write().cursor = cursor;
+    }
+
+    /// The key may not read this resource: it is skipped, for `reason`.
+    pub fn skip(&self, object: &str, reason: String) {
+        let mut state = self.state.write();
+        let progress = state.resources.entry(object.to_string()).or_default();
+        progress.skipped = Some(reason);
+        progress.done = true;
+        progress.objects_per_sec = None;
+    }
+
+    /// Whether `object` was skipped.
+    pub fn skipped(&self, object: &str) -> bool {
+        self.state.read().resources.get(object).is_some_and(|p| p.skipped.is_some())
     }
 
     /// A resource's backfill reached `fetched` objects (`done`: all of them).

@@ -18,6 +18,9 @@ use tributary::store::{Change, ChangeCursor, Options, Store};
 
 pub const API_KEY: &str = "sk_test_tributary_tests";
 /// The webhook signing secret engines under test get in
+/// A restricted key (`STRIPE_RESTRICTED_KEY` in every test engine): what
+/// it may not read is the simulator's `restricted` fault.
+pub const RESTRICTED_KEY: &str = "rk_test_tributary_tests";
 /// The admin token every test engine is given in `TRIBUTARY_ADMIN_TOKEN`
 /// (a config enables it with `[api] admin_token_env`).
 pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
@@ -327,6 +330,7 @@ impl Engine {
             .env("EVENT_QUEUE_API_KEY", "market-token")
             .env("TRIBUTARY_TEST_WEBHOOK_SECRET", WEBHOOK_SECRET)
             .env("TRIBUTARY_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("STRIPE_RESTRICTED_KEY", RESTRICTED_KEY)
             .env("RUST_LOG", "info");
         let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
         let proc = Proc::spawn(cmd, dir.join(format!("engine-{n}.log")));

@@ -51,6 +51,10 @@ pub struct ResourceCheckpoint {
     /// `None` until the resource starts.
     #[serde(default)]
     pub ranges: Option<Vec<Range>>,
+    /// Why the key may not read this resource (a 403): done without it
+    /// until the next backfill asks again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 /// Objects created in `[gte, lt)` (unix seconds), newest first, resuming

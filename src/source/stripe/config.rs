@@ -92,6 +92,18 @@ fn default_event_retention_secs() -> u64 {
     2_592_000
 }
 
+/// The known resources closest to an unknown name, closest first.
+fn suggest(unknown: &str) -> String {
+    let mut known: Vec<(f64, &str)> = RESOURCES.iter().map(|r| (strsim::jaro_winkler(unknown, r.path), r.path)).collect();
+    known.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let close: Vec<&str> = known.iter().filter(|(score, _)| *score >= 0.7).take(3).map(|(_, name)| *name).collect();
+    let all: Vec<&str> = RESOURCES.iter().map(|r| r.path).collect();
+    match close.as_slice() {
+        [] => format!("known: {}", all.join(", ")),
+        names => format!("did you mean {}? (known: {})", names.join(" or "), all.join(", ")),
+    }
+}
+
 impl StripeConfig {
     /// A config with every default, for the demo and tests.
     pub fn new(name: &str, base_url: &str, api_key_env: &str) -> Self {
@@ -138,8 +150,7 @@ impl StripeConfig {
                 return invalid("resources is empty".into());
             }
             if let Some(bad) = list.iter().find(|r| crate::stripe_api::by_path(r).is_none()) {
-                let known: Vec<&str> = RESOURCES.iter().map(|r| r.path).collect();
-                return invalid(format!("unknown resource '{bad}' (known: {})", known.join(", ")));
+                return invalid(format!("unknown resource '{bad}'; {}", suggest(bad)));
             }
         }
         Ok(())
@@ -166,5 +177,35 @@ impl StripeConfig {
 
     pub fn api_key(&self) -> Result<String, ConfigError> {
         crate::config::error::secret(&self.api_key_env, &format!("sources.{}.api_key_env", self.name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_resource_names_the_closest_known_ones() {
+        let with = |names: &[&str]| StripeConfig {
+            resources: Some(names.iter().map(|n| n.to_string()).collect()),
+            ..StripeConfig::new("stripe", "http://127.0.0.1:9", "KEY")
+        };
+        let error = with(&["customers", "subscriptons"]).validate().unwrap_err().to_string();
+        assert!(error.contains("unknown resource 'subscriptons'; did you mean subscriptions?"), "{error}");
+        let error = with(&["custmer"]).validate().unwrap_err().to_string();
+        assert!(error.contains("did you mean customers"), "{error}");
+        let error = with(&["zzz"]).validate().unwrap_err().to_string();
+        assert!(error.contains("unknown resource 'zzz'; known: customers,"), "{error}");
+        with(&["customers", "charges"]).validate().unwrap();
+    }
+
+    #[test]
+    fn the_default_budget_follows_the_key() {
+        assert_eq!(default_rate_limit("sk_test_abc"), 20);
+        assert_eq!(default_rate_limit("rk_test_abc"), 20);
+        assert_eq!(default_rate_limit("sk_live_abc"), 80);
+        assert_eq!(default_rate_limit("rk_live_abc"), 80);
+        let config = StripeConfig { rate_limit_per_sec: Some(7), ..StripeConfig::new("stripe", "http://127.0.0.1:9", "KEY") };
+        assert_eq!(config.client_options("sk_live_abc").rate_limit_per_sec, 7, "a configured budget wins");
     }
 }

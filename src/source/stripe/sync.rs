@@ -249,6 +249,10 @@ impl ScopeSync {
     /// requests are in flight.
     async fn backfill_resource(&self, resource: &Resource, mut checkpoint: ResourceCheckpoint, generation: i64) -> Result<u64, SyncError> {
         let object = resource.object;
+        if let Some(reason) = &checkpoint.skipped {
+            self.status.skip(object, reason.clone());
+            return Ok(0);
+        }
         self.status.set_progress(object, checkpoint.fetched, checkpoint.done);
         if checkpoint.done {
             return Ok(checkpoint.fetched);
@@ -263,7 +267,16 @@ impl ScopeSync {
         let fetching = async move {
             let mut pages: FuturesUnordered<_> = open.iter().map(|range| self.fetch_range(resource, range.clone(), generation)).collect();
             while let Some(page) = pages.next().await {
-                let (range, writes, last) = page?;
+                let (range, writes, last) = match page {
+                    // a restricted key without this permission: the other
+                    // resources go on, this one is done without its objects
+                    Err(SyncError::Client(e)) if e.is_forbidden() => {
+                        let skipped = ResourceCheckpoint { skipped: Some(e.to_string()), done: true, ranges: Some(vec![]), ..checkpoint };
+                        let _ = pages_tx.send((vec![], skipped)).await;
+                        return Ok(0);
+                    }
+                    other => other?,
+                };
                 open.retain(|r| *r != range);
                 if let Some((id, at)) = last {
                     let next = range.next(&id, at, open.len() + 2 <= MAX_RANGES);
@@ -281,6 +294,13 @@ impl ScopeSync {
         };
         let committing = async {
             while let Some((writes, next)) = pages_rx.recv().await {
+                if let Some(reason) = &next.skipped {
+                    self.commit(vec![], vec![], vec![next.checkpoint(&self.key, object, generation)]).await?;
+                    tracing::warn!(kind = "resource_skipped", source = %self.shared.name, account = self.account_label(), resource = resource.path,
+                        reason = %reason, "the API key may not read this resource; it is not mirrored (asked again at the next backfill)");
+                    self.status.skip(object, reason.clone());
+                    continue;
+                }
                 let sweeps = if next.done {
                     vec![Sweep { object: object.to_string(), account: self.account.clone(), below_generation: generation }]
                 } else {
@@ -444,6 +464,9 @@ impl ScopeSync {
             return Ok(None);
         };
         let Some(resource) = self.shared.resources.iter().find(|r| r.object == object) else { return Ok(None) };
+        if self.status.skipped(object) {
+            return Ok(None);
+        }
         // a tombstone ends the object; a canceled subscription's delete
         // event carries the object, which stays (decided per resource)
         let ends = resource.ending == Ending::Tombstone && kind.ends_with(".deleted");
