@@ -120,11 +120,6 @@ impl ListParams {
         }
         Ok(ListParams { limit, starting_after, ending_before, status: text("status"), created: created_span(query)? })
     }
-
-    /// Whether `row` was created within the `created` filter.
-    fn created_in(&self, row: &Value) -> bool {
-        self.created.is_none_or(|(from, to)| row["created"].as_i64().is_some_and(|t| from <= t && t <= to))
-    }
 }
 
 /// Where a page starts, resolved from the cursor ids.
@@ -305,9 +300,8 @@ impl World {
             (_, Some(id)) => Anchor::Before(resolve(id, "ending_before")?),
             _ => Anchor::Top,
         };
-        let listed =
-            |row: &Value| params.created_in(row) && (object != "subscription" || subscription_listed(row, params.status.as_deref()));
-        let (items, has_more) = page_desc_by(&table.rows, anchor, params.limit, |v| v, listed);
+        let listed = |row: &Value| object != "subscription" || subscription_listed(row, params.status.as_deref());
+        let (items, has_more) = page_desc_by(&table.rows, anchor, params, |v| v, listed);
         Ok(list_text(url, items.into_iter().map(shown).collect(), has_more))
     }
 
@@ -350,7 +344,7 @@ impl World {
             (_, Some(id)) => Anchor::Before(resolve(id, "ending_before")?),
             _ => Anchor::Top,
         };
-        let (items, has_more) = page_desc_by(&state.events, anchor, params.limit, |e| &e.value, |e| params.created_in(e));
+        let (items, has_more) = page_desc_by(&state.events, anchor, params, |e| &e.value, |_| true);
         Ok(list_text("/v1/events", items.into_iter().map(shown_event).collect(), has_more))
     }
 
@@ -619,16 +613,28 @@ fn subscription_listed(row: &Value, status: Option<&str>) -> bool {
 fn page_desc_by<'a, T>(
     rows: &'a BTreeMap<u64, T>,
     anchor: Anchor,
-    limit: usize,
+    params: &ListParams,
     value: impl Fn(&'a T) -> &'a Value,
     keep: impl Fn(&Value) -> bool,
 ) -> (Vec<&'a Value>, bool) {
+    // rows are kept in creation order, so the `created` span is a run of
+    // them: skip to it and stop past it instead of scanning every row
+    let (from, to) = params.created.unwrap_or((i64::MIN, i64::MAX));
+    let created = |v: &Value| v["created"].as_i64().unwrap_or_default();
+    let limit = params.limit;
     let kept = |v: &&'a Value| keep(v);
     let mut items: Vec<&Value> = match anchor {
-        Anchor::Top => rows.values().rev().map(&value).filter(kept).take(limit + 1).collect(),
-        Anchor::After(seq) => rows.range(..seq).rev().map(|(_, v)| value(v)).filter(kept).take(limit + 1).collect(),
+        Anchor::Top | Anchor::After(_) => {
+            let older = match anchor {
+                Anchor::After(seq) => rows.range(..seq),
+                _ => rows.range(..),
+            };
+            let in_span = older.rev().map(|(_, v)| value(v)).skip_while(|v| created(v) > to).take_while(|v| created(v) >= from);
+            in_span.filter(kept).take(limit + 1).collect()
+        }
         Anchor::Before(seq) => {
-            let mut newer: Vec<&Value> = rows.range(seq + 1..).map(|(_, v)| value(v)).filter(kept).take(limit + 1).collect();
+            let newer = rows.range(seq + 1..).map(|(_, v)| value(v)).skip_while(|v| created(v) < from).take_while(|v| created(v) <= to);
+            let mut newer: Vec<&Value> = newer.filter(kept).take(limit + 1).collect();
             let has_more = newer.len() > limit;
             newer.truncate(limit);
             newer.reverse();

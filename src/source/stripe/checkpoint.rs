@@ -57,6 +57,10 @@ pub struct ResourceCheckpoint {
     pub skipped: Option<String>,
 }
 
+/// How many pages' worth of creation time (at the density a page showed)
+/// a range keeps when it splits off its older part.
+pub const SPLIT_PAGES: i64 = 8;
+
 /// Objects created in `[gte, lt)` (unix seconds), newest first, resuming
 /// after the object `after` when set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,19 +72,23 @@ pub struct Range {
 }
 
 impl Range {
-    /// After a page whose oldest object is `last` (created `at`) and more
-    /// follow: the objects left are those of `[gte, at]` after `last`. When
-    /// `split` and the span allows it, its older half becomes a range of
-    /// its own, paged alongside. Stripe's own sync engine subdivides this
-    /// way, so the request budget, not the upstream's latency, bounds a
-    /// backfill.
-    pub fn next(&self, last: &str, at: i64, split: bool) -> Vec<Range> {
+    /// After a page whose oldest object is `last` (created `at`; its
+    /// newest was created `newest`) and more follow: the objects left are
+    /// those of `[gte, at]` after `last`. When `split` and the span allows
+    /// it, its older part becomes a range of its own, paged alongside:
+    /// halfway back, but no further than [`SPLIT_PAGES`] pages at the
+    /// density this page showed (a range that starts at the epoch would
+    /// otherwise halve empty decades first). Stripe's own sync engine
+    /// subdivides this way, so the request budget, not the upstream's
+    /// latency, bounds a backfill.
+    pub fn next(&self, last: &str, at: i64, newest: i64, split: bool) -> Vec<Range> {
         let lt = at.saturating_add(1).min(self.lt);
         let rest = Range { gte: self.gte, lt, after: Some(last.to_string()) };
         if !split || lt - self.gte < 2 {
             return vec![rest];
         }
-        let mid = self.gte + (lt - self.gte) / 2;
+        let per_page = newest.saturating_sub(at).max(1);
+        let mid = (self.gte + (lt - self.gte) / 2).max(lt.saturating_sub(per_page.saturating_mul(SPLIT_PAGES))).min(lt - 1);
         vec![Range { gte: mid, ..rest }, Range { gte: self.gte, lt: mid, after: None }]
     }
 }
@@ -130,16 +138,20 @@ mod tests {
     #[test]
     fn a_range_with_more_splits_off_its_older_half_and_covers_the_rest() {
         let range = Range { gte: 0, lt: 1_000, after: None };
-        let next = range.next("cus_9", 600, true);
+        // a page spanning seconds 600 to 900: sparse, so the split is halfway
+        let next = range.next("cus_9", 600, 900, true);
         assert_eq!(
             next,
             [Range { gte: 300, lt: 601, after: Some("cus_9".into()) }, Range { gte: 0, lt: 300, after: None }],
             "the cursor keeps the newer half, second 600 included; the older half starts fresh"
         );
-        assert_eq!(range.next("cus_9", 600, false), [Range { gte: 0, lt: 601, after: Some("cus_9".into()) }]);
+        assert_eq!(range.next("cus_9", 600, 900, false), [Range { gte: 0, lt: 601, after: Some("cus_9".into()) }]);
+        // a dense page (seconds 600 to 610): the cursor keeps 8 pages' worth
+        let from_epoch = Range { gte: 0, lt: 1_000, after: None };
+        assert_eq!(from_epoch.next("cus_9", 600, 610, true)[1], Range { gte: 0, lt: 521, after: None });
         // one second cannot be split: its objects page by cursor
         let second = Range { gte: 600, lt: 601, after: None };
-        assert_eq!(second.next("cus_8", 600, true), [Range { gte: 600, lt: 601, after: Some("cus_8".into()) }]);
+        assert_eq!(second.next("cus_8", 600, 600, true), [Range { gte: 600, lt: 601, after: Some("cus_8".into()) }]);
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub async fn run(config: StripeConfig, api_key: String, store: Arc<dyn Store>, s
         client,
         store,
         status: status.clone(),
+        // as many pages as requests may be in flight, and as many again
+        // fetched and waiting for the store
+        pages: Arc::new(tokio::sync::Semaphore::new(config.concurrency.saturating_mul(2).max(1))),
     });
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(ScopeSync::new(shared.clone(), None).run());

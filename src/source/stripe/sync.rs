@@ -16,6 +16,7 @@ use futures::StreamExt;
 use futures::future::try_join_all;
 use futures::stream::FuturesUnordered;
 use serde_json::{Value, json};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::checkpoint::{Meta, MetaPhase, Range, ResourceCheckpoint};
 use super::is_list;
@@ -29,6 +30,22 @@ const API_PREFIX: &str = "/v1/";
 
 /// Creation-time ranges of one resource paged at once, at most.
 const MAX_RANGES: usize = 32;
+
+/// Objects committed in one backfill transaction at most (pages that wait
+/// for the store are committed together up to this).
+const MAX_BATCH_WRITES: usize = 1_000;
+
+/// A page of a range: the range, its writes, where it ended when more
+/// follow, and its place among the pages held in memory.
+type FetchedRange = (Range, Vec<Write>, Option<More>, OwnedSemaphorePermit);
+
+/// Where a page that has more ended: its oldest object and creation time,
+/// and its newest object's (the density of the range).
+struct More {
+    last: String,
+    at: i64,
+    newest: i64,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -67,6 +84,10 @@ pub struct Shared {
     pub client: Client,
     pub store: Arc<dyn Store>,
     pub status: Arc<SourceStatus>,
+    /// Backfill pages fetched or being fetched and not yet committed, for
+    /// every scope and resource together: bounds what backfill holds in
+    /// memory while the store is slower than the upstream.
+    pub pages: Arc<tokio::sync::Semaphore>,
 }
 
 pub struct ScopeSync {
@@ -263,39 +284,50 @@ impl ScopeSync {
             .take()
             .unwrap_or_else(|| vec![Range { gte: 0, lt: chrono::Utc::now().timestamp() + 1, after: checkpoint.after.clone() }]);
         checkpoint.after = None;
-        let (pages_tx, mut pages_rx) = tokio::sync::mpsc::channel::<(Vec<Write>, ResourceCheckpoint)>(4);
+        let (pages_tx, mut pages_rx) = tokio::sync::mpsc::channel::<(Vec<Write>, ResourceCheckpoint, Option<OwnedSemaphorePermit>)>(8);
         let fetching = async move {
             let mut pages: FuturesUnordered<_> = open.iter().map(|range| self.fetch_range(resource, range.clone(), generation)).collect();
             while let Some(page) = pages.next().await {
-                let (range, writes, last) = match page {
+                let (range, writes, more, permit) = match page {
                     // a restricted key without this permission: the other
                     // resources go on, this one is done without its objects
                     Err(SyncError::Client(e)) if e.is_forbidden() => {
                         let skipped = ResourceCheckpoint { skipped: Some(e.to_string()), done: true, ranges: Some(vec![]), ..checkpoint };
-                        let _ = pages_tx.send((vec![], skipped)).await;
+                        let _ = pages_tx.send((vec![], skipped, None)).await;
                         return Ok(0);
                     }
                     other => other?,
                 };
                 open.retain(|r| *r != range);
-                if let Some((id, at)) = last {
-                    let next = range.next(&id, at, open.len() + 2 <= MAX_RANGES);
+                if let Some(More { last, at, newest }) = more {
+                    let next = range.next(&last, at, newest, open.len() + 2 <= MAX_RANGES);
                     pages.extend(next.iter().map(|r| self.fetch_range(resource, r.clone(), generation)));
                     open.extend(next);
                 }
                 checkpoint.fetched += writes.len() as u64;
                 checkpoint.done = open.is_empty();
                 checkpoint.ranges = Some(open.clone());
-                if pages_tx.send((writes, checkpoint.clone())).await.is_err() {
+                if pages_tx.send((writes, checkpoint.clone(), Some(permit))).await.is_err() {
                     break; // the commit failed: its error is the one returned
                 }
             }
             Ok::<_, SyncError>(checkpoint.fetched)
         };
         let committing = async {
-            while let Some((writes, next)) = pages_rx.recv().await {
+            // a page's permit is given back once it is committed; pages
+            // waiting together commit in one transaction, with the newest
+            // checkpoint (it covers the ones before it)
+            while let Some((mut writes, mut next, permit)) = pages_rx.recv().await {
+                let mut permits = vec![permit];
+                while next.skipped.is_none() && writes.len() < MAX_BATCH_WRITES {
+                    let Ok((more, later, permit)) = pages_rx.try_recv() else { break };
+                    writes.extend(more);
+                    next = later;
+                    permits.push(permit);
+                }
                 if let Some(reason) = &next.skipped {
-                    self.commit(vec![], vec![], vec![next.checkpoint(&self.key, object, generation)]).await?;
+                    // pages read before the refusal are kept
+                    self.commit(writes, vec![], vec![next.checkpoint(&self.key, object, generation)]).await?;
                     tracing::warn!(kind = "resource_skipped", source = %self.shared.name, account = self.account_label(), resource = resource.path,
                         reason = %reason, "the API key may not read this resource; it is not mirrored (asked again at the next backfill)");
                     self.status.skip(object, reason.clone());
@@ -308,6 +340,7 @@ impl ScopeSync {
                 };
                 self.commit(writes, sweeps, vec![next.checkpoint(&self.key, object, generation)]).await?;
                 self.status.set_progress(object, next.fetched, next.done);
+                drop(permits);
             }
             Ok::<_, SyncError>(())
         };
@@ -317,14 +350,9 @@ impl ScopeSync {
     }
 
     /// Fetch the next page of `range`, complete its nested lists, and
-    /// return its writes with, when more follow, the oldest object's id and
-    /// creation time.
-    async fn fetch_range(
-        &self,
-        resource: &Resource,
-        range: Range,
-        generation: i64,
-    ) -> Result<(Range, Vec<Write>, Option<(String, i64)>), SyncError> {
+    /// return its writes with, when more follow, where the page ended.
+    async fn fetch_range(&self, resource: &Resource, range: Range, generation: i64) -> Result<FetchedRange, SyncError> {
+        let permit = self.shared.pages.clone().acquire_owned().await.expect("the page semaphore is never closed");
         // no include[]=total_count: since API version 2025-03-31.basil Stripe
         // refuses it (400), and progress is a count and a rate instead
         let mut path = format!("/v1/{}?limit={MAX_PAGE}&created[gte]={}&created[lt]={}", resource.path, range.gte, range.lt);
@@ -338,9 +366,11 @@ impl ScopeSync {
         let (mut items, has_more) = list_parts(page, &path)?;
         try_join_all(items.iter_mut().map(|item| self.complete_nested(item))).await?;
         // an object without a creation time keeps the range whole
-        let last = items.last().map(|item| (text(item, "id"), item["created"].as_i64().unwrap_or(range.lt - 1)));
-        let last = match last {
-            Some((Some(id), at)) if has_more => Some((id.to_string(), at)),
+        let created = |item: &Value| item["created"].as_i64().unwrap_or(range.lt - 1);
+        let more = match (items.first(), items.last()) {
+            (Some(first), Some(last)) if has_more => {
+                text(last, "id").map(|id| More { last: id.to_string(), at: created(last), newest: created(first) })
+            }
             _ => None,
         };
         let mut writes = Vec::with_capacity(items.len());
@@ -357,7 +387,7 @@ impl ScopeSync {
             });
         }
         metrics::counter!("tributary_objects_synced_total", "source" => self.shared.name.clone()).increment(writes.len() as u64);
-        Ok((range, writes, last))
+        Ok((range, writes, more, permit))
     }
 
     /// Fetch the remaining pages of every truncated nested list (invoice
