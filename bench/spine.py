@@ -153,25 +153,10 @@ def backfill_pg(binary, reader):
         subprocess.run(["psql", PG_URL, "-qc", f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'], capture_output=True)
 
 
-def rate(binary):
-    run = Run(binary, ["--scale", "5000", "--accounts", "3", "--rate-limit", "60"], "rate_limit_per_sec = 50\nconcurrency = 50")
-    try:
-        before = get(f"{run.sim_url}/__sim/stats")
-        run.start_engine()
-        elapsed = run.wait_live()
-        after = get(f"{run.sim_url}/__sim/stats")
-        requests = after["requests"] - before["requests"]
-        achieved = requests / elapsed
-        return {"bench": "rate_budget", "requests": requests, "seconds": round(elapsed, 2),
-                "achieved_per_sec": round(achieved, 2), "budget_per_sec": 50, "share_of_budget": round(achieved / 50, 3),
-                "rate_limited_429": after["rate_limited"] - before["rate_limited"]}
-    finally:
-        run.close()
-
-
-def latency(binary):
-    run = Run(binary, ["--scale", "10000", "--accounts", "0", "--rate-limit", "100", "--latency-ms", "300"],
-              "rate_limit_per_sec = 100\naccounts = []")
+def budget_run(binary, name, sim_args, budget, source_extra=""):
+    """A backfill against a limited sim with a budget of `budget` requests/s:
+    the request rate achieved from engine start to live, 429s, objects/s."""
+    run = Run(binary, sim_args, f"rate_limit_per_sec = {budget}\n{source_extra}")
     try:
         before = get(f"{run.sim_url}/__sim/stats")
         run.start_engine()
@@ -180,12 +165,21 @@ def latency(binary):
         requests = after["requests"] - before["requests"]
         objects = sum(run.sources()["objects"].values())
         achieved = requests / elapsed
-        return {"bench": "latency_budget", "latency_ms": 300, "requests": requests, "seconds": round(elapsed, 2),
-                "achieved_per_sec": round(achieved, 2), "budget_per_sec": 100, "share_of_budget": round(achieved / 100, 3),
-                "target_share": 0.9, "rate_limited_429": after["rate_limited"] - before["rate_limited"],
+        return {"bench": name, "requests": requests, "seconds": round(elapsed, 2),
+                "achieved_per_sec": round(achieved, 2), "budget_per_sec": budget, "share_of_budget": round(achieved / budget, 3),
+                "rate_limited_429": after["rate_limited"] - before["rate_limited"],
                 "objects": objects, "objects_per_sec": round(objects / elapsed)}
     finally:
         run.close()
+
+
+def rate(binary):
+    return budget_run(binary, "rate_budget", ["--scale", "5000", "--accounts", "3", "--rate-limit", "60"], 50, "concurrency = 50")
+
+
+def latency(binary):
+    sim = ["--scale", "10000", "--accounts", "0", "--rate-limit", "100", "--latency-ms", "300"]
+    return budget_run(binary, "latency_budget", sim, 100, "accounts = []") | {"latency_ms": 300, "target_share": 0.9}
 
 
 def lag(binary, seconds=30):
