@@ -124,14 +124,25 @@ class Run:
                 p.wait()
 
 
-def backfill(binary, database=None, name="backfill_sqlite"):
-    run = Run(binary, ["--scale", "21000", "--accounts", "3", "--seed", "7"], "rate_limit_per_sec = 1000000\nconcurrency = 50", database)
+# the core of a billing mirror: the seven resources earlier releases knew
+CORE = 'resources = ["customers", "products", "prices", "subscriptions", "invoices", "charges", "payment_intents"]'
+
+
+def backfill(binary, database=None, name="backfill_sqlite", catalogue=False):
+    """Unthrottled backfill into SQLite (or `database`): the core resources
+    at scale 21000 (~100,000 objects), or with `catalogue` every resource of
+    the catalogue (children walked from their parents) at a scale that also
+    gives ~100,000 objects."""
+    scale, resources = ("8000", "") if catalogue else ("21000", CORE)
+    run = Run(binary, ["--scale", scale, "--accounts", "3", "--seed", "7"],
+              f"rate_limit_per_sec = 1000000\nconcurrency = 50\n{resources}", database)
     try:
         run.start_engine()
         elapsed = run.wait_live()
         objects = sum(run.sources()["objects"].values())
-        return {"bench": name, "objects": objects, "seconds": round(elapsed, 2),
-                "objects_per_sec": round(objects / elapsed), "peak_rss_mb": round(run.peak_rss_mb(), 1)}
+        requests = get(f"{run.sim_url}/__sim/stats")["requests"]
+        return {"bench": name, "objects": objects, "object_types": len(run.sources()["objects"]), "requests": requests,
+                "seconds": round(elapsed, 2), "objects_per_sec": round(objects / elapsed), "peak_rss_mb": round(run.peak_rss_mb(), 1)}
     finally:
         run.close()
 
@@ -141,11 +152,11 @@ def changelog_read(reader, url, schema=None):
     return json.loads(out)
 
 
-def backfill_pg(binary, reader):
+def backfill_pg(binary, reader, catalogue=False):
     schema = f"tributary_bench_{os.getpid()}"
     database = f'url = "{PG_URL}"\nschema = "{schema}"'
     try:
-        results = [backfill(binary, database, "backfill_postgres")]
+        results = [backfill(binary, database, "backfill_catalogue_postgres" if catalogue else "backfill_postgres", catalogue)]
         results[0]["target_objects_per_sec"] = 20000
         results.append(changelog_read(reader, PG_URL, schema))
         return results
@@ -268,13 +279,16 @@ def long_polls(binary, polls=1000):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("which", nargs="?", default="all", choices=["backfill", "backfill_pg", "rate", "latency", "lag", "long_polls", "all"])
+    parser.add_argument("which", nargs="?", default="all", choices=["backfill", "backfill_pg", "catalogue", "catalogue_pg", "rate", "latency", "lag", "long_polls", "all"])
     parser.add_argument("--bin", default=os.path.expanduser("~/.cache/tributary-target/release/tributary"))
     parser.add_argument("--reader", default=os.path.expanduser("~/.cache/tributary-target/release/examples/changelog_read"))
     args = parser.parse_args()
     benches = {
         "backfill": lambda: backfill(args.bin) | {"target_objects_per_sec": 30000, "target_peak_rss_mb": 150},
         "backfill_pg": lambda: backfill_pg(args.bin, args.reader),
+        "catalogue": lambda: backfill(args.bin, name="backfill_catalogue_sqlite", catalogue=True)
+        | {"target_peak_rss_mb": 150},
+        "catalogue_pg": lambda: backfill_pg(args.bin, args.reader, catalogue=True),
         "rate": lambda: rate(args.bin),
         "latency": lambda: latency(args.bin),
         "lag": lambda: lag(args.bin),

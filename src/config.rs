@@ -390,11 +390,15 @@ concurrency = 50
 poll_interval_ms = 500
 "#;
 
+    fn tributary_mirrored() -> usize {
+        crate::stripe_api::mirrored().count()
+    }
+
     #[test]
     fn parses_the_documented_example_with_defaults() {
         let config = Config::parse(GOOD, "t.toml").unwrap();
         let SourceConfig::Stripe(s) = &config.sources[0] else { panic!("a stripe source") };
-        assert_eq!(s.resources().len(), 7);
+        assert_eq!(s.resources().len(), tributary_mirrored(), "every mirrored resource by default");
         assert_eq!(s.poll_interval_ms, 500);
     }
 

@@ -427,9 +427,10 @@ async fn an_unreachable_kafka_broker_is_logged_briefly() {
     let sim = Sim::start(dir.path(), &["--scale", "20", "--accounts", "0", "--mutations-per-sec", "0"]).await;
     let dead = free_port();
     let body = format!(
-        "[[sources]]\nname = \"stripe\"\nkind = \"stripe\"\nbase_url = \"{}\"\napi_key_env = \"STRIPE_API_KEY\"\naccounts = []\n\
+        "[[sources]]\nname = \"stripe\"\nkind = \"stripe\"\nbase_url = \"{}\"\napi_key_env = \"STRIPE_API_KEY\"\naccounts = []\n{core}\n\
          [[sinks]]\nname = \"kafka\"\nkind = \"kafka\"\nbrokers = \"127.0.0.1:{dead}\"\ntimeout_ms = 1000\nretry_max_backoff_ms = 500\n",
-        sim.url
+        sim.url,
+        core = core_resources()
     );
     let engine = Engine::start_configured(dir.path(), Db::sqlite(dir.path()), &body).await;
     // several rounds of connection attempts and failed deliveries

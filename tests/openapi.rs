@@ -45,9 +45,10 @@ async fn every_route_answers_as_the_openapi_document_says() {
     let sim = Sim::start(dir.path(), &["--scale", "30", "--accounts", "1", "--mutations-per-sec", "0"]).await;
     let body = format!(
         "admin_token_env = \"TRIBUTARY_ADMIN_TOKEN\"\n[[sources]]\nname = \"stripe\"\nkind = \"stripe\"\nbase_url = \"{}\"\n\
-         api_key_env = \"STRIPE_API_KEY\"\npoll_interval_ms = 200\n\
+         api_key_env = \"STRIPE_API_KEY\"\npoll_interval_ms = 200\n{}\n\
          [[sinks]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\nsecret_env = \"TRIBUTARY_TEST_WEBHOOK_SECRET\"\n",
-        sim.url
+        sim.url,
+        core_resources()
     );
     let engine = Engine::start_configured(dir.path(), Db::sqlite(dir.path()), &body).await;
     engine.wait_live(std::time::Duration::from_secs(60)).await;

@@ -67,9 +67,10 @@ async fn every_curl_line_of_the_readme_runs_as_printed() {
         dir.path().join("tributary.toml"),
         format!(
             "[database]\nurl = \"sqlite://{}\"\n[api]\nlisten = \"127.0.0.1:7400\"\nadmin_token_env = \"TRIBUTARY_ADMIN_TOKEN\"\n\
-             [[sources]]\nname = \"stripe\"\nkind = \"stripe\"\nbase_url = \"{}\"\napi_key_env = \"STRIPE_API_KEY\"\naccounts = []\n",
+             [[sources]]\nname = \"stripe\"\nkind = \"stripe\"\nbase_url = \"{}\"\napi_key_env = \"STRIPE_API_KEY\"\naccounts = []\n{}\n",
             dir.path().join("readme.db").display(),
-            sim.url
+            sim.url,
+            core_resources()
         ),
     )
     .unwrap();

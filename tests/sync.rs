@@ -56,7 +56,24 @@ async fn mirror_converges_under_rate_limits_failures_and_live_traffic(backend: B
     assert!(per_event.values().all(|n| *n == 1), "an upstream event produced more than one change");
     let live_events: Vec<String> = sim.event_times().await.into_iter().filter(|(_, t)| *t > live_since_ms).map(|(id, _)| id).collect();
     assert!(live_events.len() >= 40, "too little live traffic to judge: {}", live_events.len());
-    let unapplied: Vec<&String> = live_events.iter().filter(|id| !per_event.contains_key(id.as_str())).collect();
+    // every event about a mirrored type made its change; the others (live
+    // traffic touches every served type) are not this source's
+    let core: Vec<&str> = CORE.iter().map(|(_, object)| *object).collect();
+    let mut unapplied = Vec::new();
+    for id in live_events.iter().filter(|id| !per_event.contains_key(id.as_str())) {
+        let mut event = Value::Null;
+        for account in std::iter::once(None).chain(sim.accounts().await.into_iter().map(Some)) {
+            let (status, found) = sim.call_as(account.as_deref(), Method::GET, &format!("/v1/events/{id}"), &[]).await;
+            if status == 200 {
+                event = found;
+                break;
+            }
+        }
+        let object = event["data"]["object"]["object"].as_str().unwrap_or("(event not found)").to_string();
+        if core.contains(&object.as_str()) || event.is_null() {
+            unapplied.push(format!("{id} ({object})"));
+        }
+    }
     assert!(unapplied.is_empty(), "{} live events without a change, e.g. {:?}", unapplied.len(), &unapplied[..unapplied.len().min(3)]);
 
     // no object ever moves back to an older state: the traffic stamps a
@@ -79,7 +96,9 @@ async fn mirror_converges_under_rate_limits_failures_and_live_traffic(backend: B
     let canceled = mirror["subscription"].values().filter(|(_, data)| data["status"] == "canceled").count();
     assert!(canceled > 0, "no canceled subscription was mirrored");
     for change in changes.iter().filter(|c| c.kind == "customer.subscription.deleted") {
-        assert_eq!(change.op, "update", "a canceled subscription stays: {}", change.id);
+        // an update; or an insert, when catch-up collapsed a subscription
+        // created and canceled during the backfill to its last event
+        assert_ne!(change.op, "delete", "a canceled subscription stays: {}", change.id);
         assert_eq!(change.data_value().unwrap()["status"], "canceled", "{}", change.id);
     }
     assert!(changes.iter().any(|c| c.kind == "customer.updated" && c.op == "update"));

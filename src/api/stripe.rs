@@ -176,7 +176,7 @@ fn object_of(state: &AppState, source: &str, resource: &str) -> Result<&'static 
     if !resources.contains(&resource) {
         return Err(unrecognized());
     }
-    crate::stripe_api::object_for_resource(resource).ok_or_else(unrecognized)
+    crate::stripe_api::by_path(resource).map(|r| r.object).ok_or_else(unrecognized)
 }
 
 /// Stripe-compatible create, through the atomic phases; answers what the

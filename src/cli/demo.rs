@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressStyle};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -140,46 +140,37 @@ async fn show_progress(
     api: SocketAddr,
     (queue, token): (String, String),
 ) {
-    let bars = MultiProgress::new();
+    // Stripe's lists give no totals: the bar counts objects and shows the
+    // rate, and says how many of the resources are done
+    let bar = ProgressBar::no_length();
     if !terminal {
-        bars.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    // Stripe's lists give no totals: each bar counts objects and shows the rate
-    let style = ProgressStyle::with_template("{prefix:>16} {spinner} {pos:>8} objects {per_sec:>14} {elapsed:>4} {msg}")
+    let style = ProgressStyle::with_template("{prefix:>8} {spinner} {pos:>8} objects {per_sec:>14} {elapsed:>4} {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_spinner());
-    let mut per_object: std::collections::BTreeMap<String, ProgressBar> = Default::default();
+    bar.set_style(style);
+    bar.set_prefix("stripe");
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         tick.tick().await;
-        let mut totals: std::collections::BTreeMap<String, (u64, bool)> = Default::default();
+        let (mut fetched, mut done, mut total, mut skipped) = (0, 0, 0, 0);
         for scope in status.scopes() {
-            for (object, progress) in scope.resources() {
-                let entry = totals.entry(object).or_insert((0, true));
-                entry.0 += progress.fetched;
-                entry.1 &= progress.done;
+            for progress in scope.resources().values() {
+                fetched += progress.fetched;
+                total += 1;
+                done += u64::from(progress.done);
+                skipped += u64::from(progress.skipped.is_some());
             }
         }
-        for (object, (fetched, done)) in totals {
-            let bar = per_object.entry(object.clone()).or_insert_with(|| {
-                let bar = bars.add(ProgressBar::no_length());
-                bar.set_style(style.clone());
-                bar.set_prefix(object);
-                bar
-            });
-            bar.set_position(fetched);
-            if done && !bar.is_finished() {
-                bar.finish_with_message("done");
-            } else {
-                bar.tick();
-            }
-        }
+        bar.set_position(fetched);
+        let skipped = if skipped > 0 { format!(", {skipped} skipped") } else { String::new() };
+        bar.set_message(format!("{done} of {total} resource lists done{skipped}"));
+        bar.tick();
         if status.phase() == Phase::Live {
             break;
         }
     }
-    for bar in per_object.values() {
-        bar.finish();
-    }
+    bar.finish();
     println!("\nbackfill complete; tailing events live. Try:");
     println!("  sqlite3 {db} \"select id, json_extract(data, '$.email') from stripe_customer limit 5\"");
     println!("  sqlite3 {db} \"select id, op, type, object_id from tributary_changes order by id desc limit 5\"");

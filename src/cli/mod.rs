@@ -1,5 +1,5 @@
-//! The command line: `demo`, `run`, `sim`, `status`, `check`, `apps`,
-//! `queue`. Errors end the process with exit code 1 and a one-line reason.
+//! The command line: `demo`, `run`, `sim`, `resources`, `status`, `check`,
+//! `apps`, `queue`. Errors end the process with exit code 1 and a one-line reason.
 
 pub mod apps;
 pub mod demo;
@@ -34,6 +34,9 @@ enum Command {
     },
     /// Serve the Stripe-compatible simulator
     Sim(SimArgs),
+    /// List the Stripe resources a `stripe` source can mirror (its `resources`
+    /// names): how each is scoped and followed, and why some are not mirrored
+    Resources,
     /// Show the sources of a running engine
     Status {
         /// Base URL of the engine's API
@@ -117,6 +120,10 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             sim::serve(sim, listener, shutdown_signal()).await?;
             Ok(())
         }
+        Command::Resources => {
+            resources();
+            Ok(())
+        }
         Command::Status { api } => status(&api).await,
         Command::Apps(command) => apps::run(command).await,
         Command::Queue(command) => queue::run(command).await,
@@ -127,6 +134,19 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             println!("config ok: {} source(s); database reachable", config.sources.len());
             Ok(())
         }
+    }
+}
+
+/// The catalogue as a table: name, objects, parent, how it is followed.
+fn resources() {
+    println!("{:<46} {:<36} {:<30} follow", "resource", "objects", "listed per");
+    for resource in crate::stripe_api::catalogue() {
+        let parent = resource.scope.parent.unwrap_or("-");
+        let follow = match resource.note {
+            Some(note) => format!("not mirrored: {note}"),
+            None => resource.follow.name().to_string(),
+        };
+        println!("{:<46} {:<36} {:<30} {follow}", resource.path, resource.objects.join("|"), parent);
     }
 }
 

@@ -1,17 +1,19 @@
 //! `tributary sim`: a Stripe-compatible upstream with seeded data, live
 //! traffic and fault injection, so the whole system runs on one machine.
 //!
-//! - `data`: deterministic Stripe-shaped objects
-//! - `state`: the ground truth and Stripe's list, event and idempotency semantics
+//! - `stripe`: Stripe's API, every served resource shaped by Stripe's own examples
 //! - `shifts`: a shift-planning API queried by date window
 //! - `market`: a marketplace's seller events in pull queues with acknowledgement
-//! - `server`: the HTTP routes, auth and faults
+//! - `faults`: what every upstream shares (latency, auth, rate limit, 500s, counts)
+//! - `control`: the `/__sim` routes (ground truth, traffic, faults)
+//! - `error`: the error envelope
 
-pub mod data;
+pub mod control;
+pub mod error;
+pub mod faults;
 pub mod market;
-pub mod server;
 pub mod shifts;
-pub mod state;
+pub mod stripe;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,10 +21,19 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use axum::Router;
+use axum::routing::{any, get, post};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use parking_lot::{Mutex, RwLock};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use std::num::NonZeroU32;
+use tokio::sync::watch;
+
+pub use faults::Faults;
+use faults::Stats;
 pub use market::Market;
-pub use server::{Faults, Sim};
 pub use shifts::Shifts;
-pub use state::World;
+pub use stripe::World;
 
 /// Options of `tributary sim`.
 #[derive(Debug, Clone, clap::Args)]
@@ -97,6 +108,7 @@ impl SimArgs {
             broken_shift: false,
             broken_event: false,
             restricted: Vec::new(),
+            event_api_version: None,
         };
         let shifts = Shifts::seeded(self.seed, self.shifts, chrono::Utc::now().date_naive());
         let market = Market::seeded(self.seed, self.sellers);
@@ -104,10 +116,71 @@ impl SimArgs {
     }
 }
 
+pub struct Sim {
+    pub world: Mutex<World>,
+    /// The shift-planning window API's data.
+    pub shifts: Mutex<Shifts>,
+    /// The marketplace behind the event queues.
+    pub market: Mutex<Market>,
+    pub(crate) faults: RwLock<Faults>,
+    pub(crate) limiter: RwLock<Option<Arc<DefaultDirectRateLimiter>>>,
+    pub(crate) stats: Stats,
+    rng: Mutex<StdRng>,
+    /// Live mutations per second; the traffic task follows this value.
+    pub traffic: watch::Sender<f64>,
+}
+
+impl Sim {
+    pub fn new(world: World, shifts: Shifts, market: Market, faults: Faults, mutations_per_sec: f64, seed: u64) -> Arc<Self> {
+        let sim = Sim {
+            world: Mutex::new(world),
+            shifts: Mutex::new(shifts),
+            market: Mutex::new(market),
+            faults: RwLock::new(Faults::default()),
+            limiter: RwLock::new(None),
+            stats: Stats::default(),
+            rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0xfa17)),
+            traffic: watch::Sender::new(mutations_per_sec),
+        };
+        sim.set_faults(faults);
+        Arc::new(sim)
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        self.world.lock().set_event_version(faults.event_api_version.clone());
+        *self.limiter.write() = faults.rate_limit.and_then(NonZeroU32::new).map(|r| Arc::new(RateLimiter::direct(Quota::per_second(r))));
+        *self.faults.write() = faults;
+    }
+
+    pub(crate) fn roll(&self, probability: f64) -> bool {
+        probability > 0.0 && self.rng.lock().gen_bool(probability.min(1.0))
+    }
+
+    /// One tick of live traffic: a Stripe mutation, a shift edit and a
+    /// marketplace event.
+    pub fn random_mutation(&self) {
+        self.world.lock().random_mutation();
+        self.shifts.lock().random_mutation();
+        self.market.lock().random_event();
+    }
+}
+
+/// Every upstream's routes and the control routes.
+pub fn router(sim: Arc<Sim>) -> Router {
+    Router::new()
+        .route("/v1/{*path}", any(stripe::routes::stripe_api))
+        .route("/v2/shifts", get(shifts::routes::shifts))
+        .route("/integration/v1/queues", get(market::routes::list_queues).post(market::routes::create_queue))
+        .route("/integration/v1/queues/{code}/subscriptions", post(market::routes::subscribe))
+        .route("/integration/v1/queues/{code}/events/pull", post(market::routes::pull))
+        .merge(control::routes())
+        .with_state(sim)
+}
+
 /// Serve the simulator on `listener` with live traffic until `shutdown`.
 pub async fn serve(sim: Arc<Sim>, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
     let traffic = tokio::spawn(run_traffic(sim.clone()));
-    let result = axum::serve(listener, server::router(sim)).with_graceful_shutdown(shutdown).await;
+    let result = axum::serve(listener, router(sim)).with_graceful_shutdown(shutdown).await;
     traffic.abort();
     result
 }

@@ -60,6 +60,13 @@ impl ClientError {
         matches!(self, ClientError::Api { status: 403, .. })
     }
 
+    /// A list the key may not read (403), or one this upstream does not
+    /// serve (404 without `resource_missing`: an unrecognized URL, as for
+    /// a product the account does not have): the resource is skipped.
+    pub fn skips_resource(&self) -> bool {
+        self.is_forbidden() || (self.is_not_found() && !self.is_resource_missing())
+    }
+
     pub fn is_not_found(&self) -> bool {
         matches!(self, ClientError::Api { status: 404, .. })
     }

@@ -30,12 +30,13 @@ pub fn schema_name(name: &str) -> Result<(), IdentError> {
 
 /// An object type from upstream data (`invoice`, `checkout.session`).
 pub fn object_type(object: &str) -> Result<(), IdentError> {
-    check("object type", object, 38, &['.'])
+    check("object type", object, 42, &['.'])
 }
 
 /// The mirror table of a source's object type: `{source}_{object}`, dots as
-/// underscores. At most 59 characters, so the table and its index names
-/// (`{table}_ag`) fit Postgres's 63-byte identifiers untruncated.
+/// underscores. At most 63 characters (a 20-character source and a
+/// 42-character type such as `payment_intent_amount_details_line_item`), so
+/// it fits Postgres's identifiers untruncated.
 pub fn mirror_table(source: &str, object: &str) -> Result<String, IdentError> {
     source_name(source)?;
     object_type(object)?;
@@ -59,7 +60,7 @@ mod tests {
 
     #[test]
     fn rejects_hostile_identifiers() {
-        for bad in ["", "Customer", "a\"; drop table x; --", "a b", "1abc", "a-b", &"x".repeat(39)] {
+        for bad in ["", "Customer", "a\"; drop table x; --", "a b", "1abc", "a-b", &"x".repeat(43)] {
             assert!(object_type(bad).is_err(), "{bad:?} accepted");
         }
         assert!(source_name("stripe.eu").is_err());

@@ -1,9 +1,13 @@
 //! The surface of Stripe's API that both sides agree on: the simulator serves
 //! it, the `stripe` source reads it, writes go through to it.
 //!
+//! - `catalogue`: every list resource, as data
 //! - `form`: Stripe's form encoding (`metadata[plan]=pro`) decoded into JSON
 
+pub mod catalogue;
 pub mod form;
+
+pub use catalogue::{Ending, Events, Follow, Resource, Scope, by_object, by_path, catalogue, mirrored};
 
 /// The API version Tributary pins by default (`api_version`), and the one
 /// the simulator renders: the version of Stripe's published fixtures the
@@ -21,86 +25,11 @@ pub fn is_api_version(text: &str) -> bool {
         && release.chars().all(|c| c.is_ascii_lowercase())
 }
 
-/// How a resource's objects end, as Stripe does it. Decided per resource,
-/// never from an event's name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ending {
-    /// No `DELETE` and no delete event: objects stay (charges, payment
-    /// intents; a price is archived with `active=false`).
-    Stays,
-    /// `DELETE` removes the object for good: retrieve answers a tombstone
-    /// `{"id","object","deleted":true}` and a `*.deleted` event follows.
-    Tombstone,
-    /// `DELETE` cancels: the object stays, listed with `list_params`, and its
-    /// `*.deleted` event carries it canceled (subscriptions).
-    Cancels,
-}
-
-/// A list resource of the Stripe API, as the source follows it and the
-/// simulator serves it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Resource {
-    /// The URL segment under `/v1` (`customers`).
-    pub path: &'static str,
-    /// The `object` value of its items (`customer`).
-    pub object: &'static str,
-    /// The prefix of its event types (`customer.subscription` for
-    /// subscriptions).
-    pub event_prefix: &'static str,
-    /// Query parameters a complete list needs, for the objects Stripe hides
-    /// by default (`status=all`: canceled subscriptions).
-    pub list_params: &'static str,
-    pub ending: Ending,
-    /// Whether Stripe serves `DELETE /v1/{path}/{id}`.
-    pub delete_endpoint: bool,
-}
-
-const fn resource(path: &'static str, object: &'static str, ending: Ending) -> Resource {
-    let delete_endpoint = !matches!(ending, Ending::Stays);
-    Resource { path, object, event_prefix: object, list_params: "", ending, delete_endpoint }
-}
-
-/// Every list resource Tributary mirrors from Stripe.
-pub const RESOURCES: &[Resource] = &[
-    resource("customers", "customer", Ending::Tombstone),
-    resource("products", "product", Ending::Tombstone),
-    // no DELETE (a price is archived with active=false), yet Stripe sends
-    // price.deleted with a tombstone
-    Resource { delete_endpoint: false, ..resource("prices", "price", Ending::Tombstone) },
-    Resource {
-        event_prefix: "customer.subscription",
-        // the default list hides canceled subscriptions
-        list_params: "status=all",
-        ..resource("subscriptions", "subscription", Ending::Cancels)
-    },
-    // DELETE removes a draft; a finalized invoice is voided and stays
-    resource("invoices", "invoice", Ending::Tombstone),
-    resource("charges", "charge", Ending::Stays),
-    resource("payment_intents", "payment_intent", Ending::Stays),
-];
-
-/// Nested lists Stripe embeds in a parent object: (parent object, field).
-pub const NESTED: &[(&str, &str)] = &[("invoice", "lines"), ("subscription", "items")];
-
 /// Items a nested list shows inline before it says `has_more`.
 pub const NESTED_INLINE: usize = 10;
 
 /// Largest page a list endpoint serves.
 pub const MAX_PAGE: usize = 100;
-
-pub fn object_for_resource(resource: &str) -> Option<&'static str> {
-    by_path(resource).map(|r| r.object)
-}
-
-/// The resource served at `/v1/{path}`.
-pub fn by_path(path: &str) -> Option<&'static Resource> {
-    RESOURCES.iter().find(|r| r.path == path)
-}
-
-/// The resource whose items are `object`s.
-pub fn by_object(object: &str) -> Option<&'static Resource> {
-    RESOURCES.iter().find(|r| r.object == object)
-}
 
 /// Stripe's form encoding of a JSON object: `metadata[plan]=pro`,
 /// `items[0][price]=price_1`, keys in sorted order (so one request has one

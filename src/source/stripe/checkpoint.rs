@@ -35,7 +35,7 @@ pub struct Meta {
     pub polled_at_ms: Option<i64>,
 }
 
-/// Checkpoint key `{scope}/backfill/{object}`: how far backfill paged.
+/// Checkpoint key `{scope}/backfill/{resource}`: how far backfill paged.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ResourceCheckpoint {
     /// Written by releases that paged one cursor per resource: the id of
@@ -55,6 +55,10 @@ pub struct ResourceCheckpoint {
     /// until the next backfill asks again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
+    /// A child list: the last parent whose children are stored (parents
+    /// are walked newest first, as the mirror lists them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_after: Option<String>,
 }
 
 /// How many pages' worth of creation time (at the density a page showed)
@@ -118,8 +122,8 @@ impl Meta {
 impl ResourceCheckpoint {
     /// Its checkpoint entry within backfill `generation`, positioned by the
     /// objects fetched so far.
-    pub fn checkpoint(&self, scope: &str, object: &str, generation: i64) -> Checkpoint {
-        Checkpoint::at(resource_key(scope, object), json!(self), Position { major: generation, minor: self.fetched as i64 })
+    pub fn checkpoint(&self, scope: &str, resource: &str, generation: i64) -> Checkpoint {
+        Checkpoint::at(resource_key(scope, resource), json!(self), Position { major: generation, minor: self.fetched as i64 })
     }
 }
 
@@ -127,8 +131,8 @@ fn meta_key(scope: &str) -> String {
     format!("{scope}/meta")
 }
 
-fn resource_key(scope: &str, object: &str) -> String {
-    format!("{scope}/backfill/{object}")
+fn resource_key(scope: &str, resource: &str) -> String {
+    format!("{scope}/backfill/{resource}")
 }
 
 #[cfg(test)]

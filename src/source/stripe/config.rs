@@ -4,7 +4,7 @@ use serde::Deserialize;
 
 use crate::config::error::ConfigError;
 use crate::source::http::{self, ClientOptions};
-use crate::stripe_api::{RESOURCES, Resource};
+use crate::stripe_api::{Resource, mirrored};
 
 /// Which connected accounts to sync besides the platform.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -52,7 +52,9 @@ pub struct StripeConfig {
     /// Pause between polls of `/v1/events` once live.
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
-    /// Resources to mirror (`customers`, `invoices`, …); default: all of them.
+    /// Resources to mirror, by their path under `/v1` (`customers`,
+    /// `checkout/sessions`, `customers/{id}/tax_ids`); default: every list
+    /// Stripe serves that holds objects (`tributary resources` lists them).
     #[serde(default)]
     pub resources: Option<Vec<String>>,
     /// Longest pause between retries of a failing request, and before a
@@ -94,13 +96,12 @@ fn default_event_retention_secs() -> u64 {
 
 /// The known resources closest to an unknown name, closest first.
 fn suggest(unknown: &str) -> String {
-    let mut known: Vec<(f64, &str)> = RESOURCES.iter().map(|r| (strsim::jaro_winkler(unknown, r.path), r.path)).collect();
+    let mut known: Vec<(f64, &str)> = mirrored().map(|r| (strsim::jaro_winkler(unknown, r.path), r.path)).collect();
     known.sort_by(|a, b| b.0.total_cmp(&a.0));
     let close: Vec<&str> = known.iter().filter(|(score, _)| *score >= 0.7).take(3).map(|(_, name)| *name).collect();
-    let all: Vec<&str> = RESOURCES.iter().map(|r| r.path).collect();
     match close.as_slice() {
-        [] => format!("known: {}", all.join(", ")),
-        names => format!("did you mean {}? (known: {})", names.join(" or "), all.join(", ")),
+        [] => format!("{} are known, listed by `tributary resources`", mirrored().count()),
+        names => format!("did you mean {}?", names.join(" or ")),
     }
 }
 
@@ -149,8 +150,20 @@ impl StripeConfig {
             if list.is_empty() {
                 return invalid("resources is empty".into());
             }
-            if let Some(bad) = list.iter().find(|r| crate::stripe_api::by_path(r).is_none()) {
-                return invalid(format!("unknown resource '{bad}'; {}", suggest(bad)));
+            if let Some(bad) = list.iter().find(|r| crate::stripe_api::by_path(r).is_none_or(|r| !r.mirrored())) {
+                let why = crate::stripe_api::by_path(bad).and_then(|r| r.note);
+                return match why {
+                    Some(note) => invalid(format!("resource '{bad}' is not mirrored: {note}")),
+                    None => invalid(format!("unknown resource '{bad}'; {}", suggest(bad))),
+                };
+            }
+            // a child list is walked from its parents' rows
+            let chosen = self.resources();
+            if let Some((child, parent)) =
+                chosen.iter().filter_map(|r| r.scope.parent.map(|p| (r, p))).find(|(_, parent)| !chosen.iter().any(|r| r.holds(parent)))
+            {
+                let listed_by: Vec<&str> = mirrored().filter(|r| r.holds(parent)).map(|r| r.path).collect();
+                return invalid(format!("resource '{}' is listed per {parent}: add {} to resources", child.path, listed_by.join(" or ")));
             }
         }
         Ok(())
@@ -172,7 +185,7 @@ impl StripeConfig {
 
     /// Every resource to mirror.
     pub fn resources(&self) -> Vec<&'static Resource> {
-        RESOURCES.iter().filter(|r| self.resources.as_ref().is_none_or(|list| list.iter().any(|x| x == r.path))).collect()
+        mirrored().filter(|r| self.resources.as_ref().is_none_or(|list| list.iter().any(|x| x == r.path))).collect()
     }
 
     pub fn api_key(&self) -> Result<String, ConfigError> {
@@ -191,12 +204,16 @@ mod tests {
             ..StripeConfig::new("stripe", "http://127.0.0.1:9", "KEY")
         };
         let error = with(&["customers", "subscriptons"]).validate().unwrap_err().to_string();
-        assert!(error.contains("unknown resource 'subscriptons'; did you mean subscriptions?"), "{error}");
+        assert!(error.contains("unknown resource 'subscriptons'; did you mean subscriptions or"), "{error}");
         let error = with(&["custmer"]).validate().unwrap_err().to_string();
         assert!(error.contains("did you mean customers"), "{error}");
         let error = with(&["zzz"]).validate().unwrap_err().to_string();
-        assert!(error.contains("unknown resource 'zzz'; known: customers,"), "{error}");
-        with(&["customers", "charges"]).validate().unwrap();
+        assert!(error.contains("unknown resource 'zzz'; 109 are known"), "{error}");
+        let error = with(&["events"]).validate().unwrap_err().to_string();
+        assert!(error.contains("resource 'events' is not mirrored: the events tail itself"), "{error}");
+        let error = with(&["customers/{id}/tax_ids"]).validate().unwrap_err().to_string();
+        assert!(error.contains("is listed per customer: add customers to resources"), "{error}");
+        with(&["customers", "charges", "customers/{id}/tax_ids", "checkout/sessions"]).validate().unwrap();
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub async fn run(config: StripeConfig, api_key: String, store: Arc<dyn Store>, s
     let client = Client::new(&options, api_key)?;
     let shared = Arc::new(Shared {
         name: config.name.clone(),
+        api_version: config.api_version.clone(),
+        versions_seen: Default::default(),
         resources: config.resources(),
         poll_interval: Duration::from_millis(config.poll_interval_ms),
         event_retention: Duration::from_secs(config.event_retention_secs),

@@ -7,7 +7,7 @@
 //!  └──────────── cursor expired ◄───────────┘
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +22,9 @@ use super::checkpoint::{Meta, MetaPhase, Range, ResourceCheckpoint};
 use super::is_list;
 use crate::source::http::{Client, ClientError, check_upstream_path, encode};
 use crate::source::{Phase, ScopeStatus, SourceStatus};
+use crate::store::mirror::ListCursor;
 use crate::store::{Applied, Batch, Checkpoint, Mutation, Origin, Store, StoreError, Sweep, Write};
-use crate::stripe_api::{Ending, MAX_PAGE, Resource};
+use crate::stripe_api::{Ending, Follow, MAX_PAGE, Resource};
 
 /// Every path of the Stripe API starts with this; nested list urls must too.
 const API_PREFIX: &str = "/v1/";
@@ -78,6 +79,10 @@ impl SyncError {
 /// What every scope of one source shares: the request budget and the store.
 pub struct Shared {
     pub name: String,
+    /// The pinned API version (`Stripe-Version` of every request).
+    pub api_version: String,
+    /// Event versions other than the pinned one, logged once each.
+    pub versions_seen: parking_lot::Mutex<std::collections::HashSet<String>>,
     pub resources: Vec<&'static Resource>,
     pub poll_interval: Duration,
     pub event_retention: Duration,
@@ -239,8 +244,8 @@ impl ScopeSync {
             polled_at_ms: Some(chrono::Utc::now().timestamp_millis()),
         };
         let mut checkpoints = vec![self.meta_entry(&meta)];
-        for resource in &self.shared.resources {
-            checkpoints.push(ResourceCheckpoint::default().checkpoint(&self.key, resource.object, generation));
+        for job in jobs(&self.shared.resources) {
+            checkpoints.push(ResourceCheckpoint::default().checkpoint(&self.key, &job.name(), generation));
         }
         self.commit(vec![], vec![], checkpoints).await?;
         tracing::info!(kind = "backfill_started", source = %self.shared.name, account = self.account_label(), generation,
@@ -250,17 +255,71 @@ impl ScopeSync {
 
     async fn backfill(&self, meta: &mut Meta, checkpoints: &BTreeMap<String, Value>) -> Result<(), SyncError> {
         self.status.set_phase(Phase::Backfilling);
-        let mut jobs = Vec::new();
-        for resource in &self.shared.resources {
-            let checkpoint: ResourceCheckpoint = Self::parse(checkpoints, &format!("backfill/{}", resource.object))?;
-            jobs.push(self.backfill_resource(resource, checkpoint, meta.generation));
+        let mut row_count = 0;
+        let mut skipped: BTreeSet<&'static str> = BTreeSet::new();
+        // a child list is walked from its parents' rows, so it starts once
+        // every resource that lists its parents is done
+        let generation = meta.generation;
+        for wave in waves(&self.shared.resources) {
+            let mut runs = Vec::new();
+            for job in wave.iter().flat_map(|r| jobs(&[*r])) {
+                let checkpoint = self.resource_checkpoint(checkpoints, &job)?;
+                runs.push(async move { self.backfill_job(job, checkpoint, generation).await.map(|r| (job, r)) });
+            }
+            for (job, (fetched, was_skipped)) in try_join_all(runs).await? {
+                row_count += fetched;
+                if was_skipped {
+                    skipped.extend(job.resource.objects.iter().copied());
+                }
+            }
         }
-        let row_count: u64 = try_join_all(jobs).await?.into_iter().sum();
+        // rows this generation did not see are gone upstream, unless a
+        // resource that lists them was refused (its rows are kept)
+        let objects: BTreeSet<&str> = self.shared.resources.iter().flat_map(|r| r.objects.iter().copied()).collect();
+        let sweeps = objects
+            .into_iter()
+            .filter(|o| !skipped.contains(o))
+            .map(|object| Sweep { object: object.to_string(), account: self.account.clone(), below_generation: meta.generation })
+            .collect();
         meta.phase = MetaPhase::CatchingUp;
-        self.commit(vec![], vec![], vec![self.meta_entry(meta)]).await?;
+        self.commit(vec![], sweeps, vec![self.meta_entry(meta)]).await?;
         tracing::info!(kind = "backfill_complete", source = %self.shared.name, account = self.account_label(), row_count,
             last_event_before_backfill = meta.last_event_before_backfill.as_deref().unwrap_or(""), "backfill complete");
         Ok(())
+    }
+
+    /// A job's checkpoint; a resource listed in one pass under its object's
+    /// name by earlier releases resumes from that.
+    fn resource_checkpoint(&self, checkpoints: &BTreeMap<String, Value>, job: &Job) -> Result<ResourceCheckpoint, SyncError> {
+        let key = format!("backfill/{}", job.name());
+        let legacy = format!("backfill/{}", job.resource.object);
+        if !checkpoints.contains_key(&key) && job.pass == 0 && checkpoints.contains_key(&legacy) {
+            return Self::parse(checkpoints, &legacy);
+        }
+        Self::parse(checkpoints, &key)
+    }
+
+    /// Backfill one job; returns the objects it stored and whether the key
+    /// was refused the resource.
+    async fn backfill_job(&self, job: Job, checkpoint: ResourceCheckpoint, generation: i64) -> Result<(u64, bool), SyncError> {
+        let name = job.name();
+        if let Some(reason) = &checkpoint.skipped {
+            self.status.skip(&name, reason.clone());
+            return Ok((0, true));
+        }
+        self.status.set_progress(&name, checkpoint.fetched, checkpoint.done);
+        if checkpoint.done {
+            return Ok((checkpoint.fetched, false));
+        }
+        let result = if job.resource.scope.parent.is_some() {
+            self.backfill_children(&job, checkpoint, generation).await
+        } else {
+            self.backfill_resource(&job, checkpoint, generation).await
+        };
+        match result {
+            Ok(fetched) => Ok((fetched, self.status.skipped(&name))),
+            Err(e) => Err(e),
+        }
     }
 
     /// Page one resource from its checkpoint to the end; returns objects
@@ -268,16 +327,9 @@ impl ScopeSync {
     /// with more splits off its older half, up to [`MAX_RANGES`]); pages
     /// commit one at a time, each with the ranges left, while the other
     /// requests are in flight.
-    async fn backfill_resource(&self, resource: &Resource, mut checkpoint: ResourceCheckpoint, generation: i64) -> Result<u64, SyncError> {
-        let object = resource.object;
-        if let Some(reason) = &checkpoint.skipped {
-            self.status.skip(object, reason.clone());
-            return Ok(0);
-        }
-        self.status.set_progress(object, checkpoint.fetched, checkpoint.done);
-        if checkpoint.done {
-            return Ok(checkpoint.fetched);
-        }
+    async fn backfill_resource(&self, job: &Job, mut checkpoint: ResourceCheckpoint, generation: i64) -> Result<u64, SyncError> {
+        let name = job.name();
+        let resource = job.resource;
         // everything created before now; what is created later, the events bring
         let mut open = checkpoint
             .ranges
@@ -286,12 +338,12 @@ impl ScopeSync {
         checkpoint.after = None;
         let (pages_tx, mut pages_rx) = tokio::sync::mpsc::channel::<(Vec<Write>, ResourceCheckpoint, Option<OwnedSemaphorePermit>)>(8);
         let fetching = async move {
-            let mut pages: FuturesUnordered<_> = open.iter().map(|range| self.fetch_range(resource, range.clone(), generation)).collect();
+            let mut pages: FuturesUnordered<_> = open.iter().map(|range| self.fetch_range(job, range.clone(), generation)).collect();
             while let Some(page) = pages.next().await {
                 let (range, writes, more, permit) = match page {
                     // a restricted key without this permission: the other
                     // resources go on, this one is done without its objects
-                    Err(SyncError::Client(e)) if e.is_forbidden() => {
+                    Err(SyncError::Client(e)) if e.skips_resource() => {
                         let skipped = ResourceCheckpoint { skipped: Some(e.to_string()), done: true, ranges: Some(vec![]), ..checkpoint };
                         let _ = pages_tx.send((vec![], skipped, None)).await;
                         return Ok(0);
@@ -300,8 +352,10 @@ impl ScopeSync {
                 };
                 open.retain(|r| *r != range);
                 if let Some(More { last, at, newest }) = more {
-                    let next = range.next(&last, at, newest, open.len() + 2 <= MAX_RANGES);
-                    pages.extend(next.iter().map(|r| self.fetch_range(resource, r.clone(), generation)));
+                    // only a list that filters on `created` can be split by it
+                    let split = resource.created_filter && open.len() + 2 <= MAX_RANGES;
+                    let next = range.next(&last, at, newest, split);
+                    pages.extend(next.iter().map(|r| self.fetch_range(job, r.clone(), generation)));
                     open.extend(next);
                 }
                 checkpoint.fetched += writes.len() as u64;
@@ -327,19 +381,12 @@ impl ScopeSync {
                 }
                 if let Some(reason) = &next.skipped {
                     // pages read before the refusal are kept
-                    self.commit(writes, vec![], vec![next.checkpoint(&self.key, object, generation)]).await?;
-                    tracing::warn!(kind = "resource_skipped", source = %self.shared.name, account = self.account_label(), resource = resource.path,
-                        reason = %reason, "the API key may not read this resource; it is not mirrored (asked again at the next backfill)");
-                    self.status.skip(object, reason.clone());
+                    self.commit(writes, vec![], vec![next.checkpoint(&self.key, &name, generation)]).await?;
+                    self.skipped(&name, reason);
                     continue;
                 }
-                let sweeps = if next.done {
-                    vec![Sweep { object: object.to_string(), account: self.account.clone(), below_generation: generation }]
-                } else {
-                    vec![]
-                };
-                self.commit(writes, sweeps, vec![next.checkpoint(&self.key, object, generation)]).await?;
-                self.status.set_progress(object, next.fetched, next.done);
+                self.commit(writes, vec![], vec![next.checkpoint(&self.key, &name, generation)]).await?;
+                self.status.set_progress(&name, next.fetched, next.done);
                 drop(permits);
             }
             Ok::<_, SyncError>(())
@@ -351,19 +398,22 @@ impl ScopeSync {
 
     /// Fetch the next page of `range`, complete its nested lists, and
     /// return its writes with, when more follow, where the page ended.
-    async fn fetch_range(&self, resource: &Resource, range: Range, generation: i64) -> Result<FetchedRange, SyncError> {
+    async fn fetch_range(&self, job: &Job, range: Range, generation: i64) -> Result<FetchedRange, SyncError> {
         let permit = self.shared.pages.clone().acquire_owned().await.expect("the page semaphore is never closed");
+        let resource = job.resource;
         // no include[]=total_count: since API version 2025-03-31.basil Stripe
         // refuses it (400), and progress is a count and a rate instead
-        let mut path = format!("/v1/{}?limit={MAX_PAGE}&created[gte]={}&created[lt]={}", resource.path, range.gte, range.lt);
-        if !resource.list_params.is_empty() {
-            path = format!("{path}&{}", resource.list_params);
+        let mut query = Vec::new();
+        if resource.created_filter {
+            query.push(format!("created[gte]={}&created[lt]={}", range.gte, range.lt));
         }
         if let Some(after) = &range.after {
-            path = format!("{path}&starting_after={}", encode(after));
+            query.push(format!("starting_after={}", encode(after)));
         }
+        let path = job.page_path(resource.list_path(None).unwrap_or_default(), &query);
         let page = self.shared.client.get(&path, self.account.as_deref()).await?;
         let (mut items, has_more) = list_parts(page, &path)?;
+        let has_more = has_more && resource.paged;
         try_join_all(items.iter_mut().map(|item| self.complete_nested(item))).await?;
         // an object without a creation time keeps the range whole
         let created = |item: &Value| item["created"].as_i64().unwrap_or(range.lt - 1);
@@ -373,13 +423,18 @@ impl ScopeSync {
             }
             _ => None,
         };
+        let writes = self.backfill_writes(items, resource, &path, generation)?;
+        Ok((range, writes, more, permit))
+    }
+
+    /// The mirror writes of listed objects.
+    fn backfill_writes(&self, items: Vec<Value>, resource: &Resource, url: &str, generation: i64) -> Result<Vec<Write>, SyncError> {
         let mut writes = Vec::with_capacity(items.len());
         for item in items {
-            let id =
-                text(&item, "id").ok_or_else(|| ClientError::Shape { url: path.clone(), reason: "object without id".into() })?.to_string();
+            let id = text(&item, "id").ok_or_else(|| ClientError::Shape { url: url.to_string(), reason: "object without id".into() })?;
             writes.push(Write {
                 object: text(&item, "object").unwrap_or(resource.object).to_string(),
-                id,
+                id: id.to_string(),
                 account: self.account.clone(),
                 mutation: Mutation::Upsert(item),
                 origin: Origin::Backfill,
@@ -387,7 +442,84 @@ impl ScopeSync {
             });
         }
         metrics::counter!("tributary_objects_synced_total", "source" => self.shared.name.clone()).increment(writes.len() as u64);
-        Ok((range, writes, more, permit))
+        Ok(writes)
+    }
+
+    fn skipped(&self, name: &str, reason: &str) {
+        tracing::warn!(kind = "resource_skipped", source = %self.shared.name, account = self.account_label(), resource = name,
+            reason = %reason, "the API key may not read this resource; it is not mirrored (asked again at the next backfill)");
+        self.status.skip(name, reason.to_string());
+    }
+
+    /// Walk a child list from its parents' mirror rows, a page of parents
+    /// at a time, each page committed with the last parent done.
+    async fn backfill_children(&self, job: &Job, mut checkpoint: ResourceCheckpoint, generation: i64) -> Result<u64, SyncError> {
+        let name = job.name();
+        let parent_type = job.resource.scope.parent.unwrap_or_default();
+        let account = self.account.as_deref();
+        loop {
+            let cursor = checkpoint.parent_after.clone().map_or(ListCursor::Start, ListCursor::After);
+            let page = match self.shared.store.mirror_list(&self.shared.name, parent_type, account, &cursor, MAX_PAGE).await? {
+                Some(page) => page,
+                // the last parent done is gone since: walk again from the
+                // top (children already stored are written again, unchanged)
+                None => {
+                    checkpoint.parent_after = None;
+                    continue;
+                }
+            };
+            let results = try_join_all(page.data.iter().map(|parent| self.fetch_children(job, parent, generation))).await;
+            let writes: Vec<Write> = match results {
+                Ok(lists) => lists.into_iter().flatten().collect(),
+                Err(SyncError::Client(e)) if e.skips_resource() => {
+                    let reason = e.to_string();
+                    let skipped = ResourceCheckpoint { skipped: Some(reason.clone()), done: true, ..checkpoint };
+                    self.commit(vec![], vec![], vec![skipped.checkpoint(&self.key, &name, generation)]).await?;
+                    self.skipped(&name, &reason);
+                    return Ok(skipped.fetched);
+                }
+                Err(e) => return Err(e),
+            };
+            checkpoint.fetched += writes.len() as u64;
+            checkpoint.parent_after = page.data.last().and_then(|p| text(p, "id")).map(String::from);
+            checkpoint.done = !page.has_more || page.data.is_empty();
+            self.commit(writes, vec![], vec![checkpoint.checkpoint(&self.key, &name, generation)]).await?;
+            self.status.set_progress(&name, checkpoint.fetched, checkpoint.done);
+            if checkpoint.done {
+                return Ok(checkpoint.fetched);
+            }
+        }
+    }
+
+    /// The writes of one parent's children: from the list the parent row
+    /// embeds when it holds it complete (invoice lines, subscription
+    /// items: no request), else paged from the upstream.
+    async fn fetch_children(&self, job: &Job, parent: &Value, generation: i64) -> Result<Vec<Write>, SyncError> {
+        let resource = job.resource;
+        // a parent without the field a filter needs has no children yet
+        let Some(base) = resource.list_path(Some(parent)) else { return Ok(vec![]) };
+        if let Some(items) = embedded_children(parent, &base) {
+            return self.backfill_writes(items, resource, &base, generation);
+        }
+        let _permit = self.shared.pages.clone().acquire_owned().await.expect("the page semaphore is never closed");
+        let mut items = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let query: Vec<String> = after.iter().map(|a| format!("starting_after={}", encode(a))).collect();
+            let path = job.page_path(base.clone(), &query);
+            let page = match self.shared.client.get(&path, self.account.as_deref()).await {
+                // the parent is gone upstream: its delete event follows
+                Err(e) if e.is_resource_missing() => return Ok(vec![]),
+                other => other?,
+            };
+            let (mut page_items, has_more) = list_parts(page, &path)?;
+            try_join_all(page_items.iter_mut().map(|item| self.complete_nested(item))).await?;
+            after = page_items.last().and_then(|i| text(i, "id")).map(String::from);
+            items.extend(page_items);
+            if !has_more || !resource.paged || after.is_none() {
+                return self.backfill_writes(items, resource, &base, generation);
+            }
+        }
     }
 
     /// Fetch the remaining pages of every truncated nested list (invoice
@@ -483,42 +615,93 @@ impl ScopeSync {
         Ok(events)
     }
 
-    /// The mirror write an event asks for; `None` for events about object
-    /// types this source does not mirror.
-    async fn event_write(&self, event: &Value, generation: i64) -> Result<Option<Write>, SyncError> {
+    /// The mirror writes an event asks for: its object's, and the children
+    /// it embeds complete of lists followed by their parent (an invoice's
+    /// lines). None for events about types this source does not follow by
+    /// events.
+    async fn event_writes(&self, event: &Value, generation: i64) -> Result<Vec<Write>, SyncError> {
         let event_id = text(event, "id").unwrap_or_default();
         let kind = text(event, "type").unwrap_or_default();
         let snapshot = &event["data"]["object"];
         let (Some(object), Some(id)) = (text(snapshot, "object"), text(snapshot, "id")) else {
             tracing::warn!(source = %self.shared.name, event = event_id, "event without data.object id; nothing to apply");
-            return Ok(None);
+            return Ok(vec![]);
         };
-        let Some(resource) = self.shared.resources.iter().find(|r| r.object == object) else { return Ok(None) };
-        if self.status.skipped(object) {
-            return Ok(None);
+        let holding: Vec<&Resource> = self.shared.resources.iter().copied().filter(|r| r.holds(object) && r.follow.by_events()).collect();
+        // every resource that lists it was refused: its events are not applied either
+        if holding.is_empty() || holding.iter().all(|r| jobs(&[*r]).iter().all(|j| self.status.skipped(&j.name()))) {
+            return Ok(vec![]);
         }
         // a tombstone ends the object; a canceled subscription's delete
         // event carries the object, which stays (decided per resource)
-        let ends = resource.ending == Ending::Tombstone && kind.ends_with(".deleted");
-        let mutation = if ends || snapshot["deleted"] == true {
-            Mutation::Delete
-        } else {
-            let mut data = snapshot.clone();
-            self.complete_nested(&mut data).await?;
-            Mutation::Upsert(data)
+        let ends = holding.iter().any(|r| r.ending == Ending::Tombstone) && kind.ends_with(".deleted");
+        let origin = Origin::Event {
+            id: event_id.to_string(),
+            kind: kind.to_string(),
+            previous_attributes: event["data"].get("previous_attributes").cloned(),
         };
-        Ok(Some(Write {
+        let write = |object: &str, id: &str, mutation: Mutation, origin: Origin| Write {
             object: object.to_string(),
             id: id.to_string(),
             account: self.account.clone(),
             mutation,
-            origin: Origin::Event {
-                id: event_id.to_string(),
-                kind: kind.to_string(),
-                previous_attributes: event["data"].get("previous_attributes").cloned(),
-            },
+            origin,
             generation,
-        }))
+        };
+        if ends || snapshot["deleted"] == true {
+            return Ok(vec![write(object, id, Mutation::Delete, origin)]);
+        }
+        // an event rendered at another version does not have the pinned
+        // version's shape: the object is read again at the pinned version
+        let mut data = match text(event, "api_version").filter(|v| *v != self.shared.api_version) {
+            Some(version) => match self.refetch(snapshot, &holding, version).await? {
+                Some(fresh) => fresh,
+                // gone upstream since: its delete event follows
+                None => return Ok(vec![]),
+            },
+            None => snapshot.clone(),
+        };
+        self.complete_nested(&mut data).await?;
+        let mut writes = Vec::new();
+        for child in self.shared.resources.iter().filter(|r| r.follow == Follow::Parent && r.scope.parent == Some(object)) {
+            let Some(path) = child.list_path(Some(&data)) else { continue };
+            for item in embedded_children(&data, &path).into_iter().flatten() {
+                if let (Some(child_object), Some(child_id)) = (text(&item, "object"), text(&item, "id")) {
+                    let (child_object, child_id) = (child_object.to_string(), child_id.to_string());
+                    writes.push(write(
+                        &child_object,
+                        &child_id,
+                        Mutation::Upsert(item),
+                        Origin::Event { id: event_id.to_string(), kind: kind.to_string(), previous_attributes: None },
+                    ));
+                }
+            }
+        }
+        writes.insert(0, write(object, id, Mutation::Upsert(data), origin));
+        Ok(writes)
+    }
+
+    /// An object read at the pinned version, for an event rendered at
+    /// `version`; `None` when it is gone. Objects only reachable under a
+    /// parent keep the event's snapshot.
+    async fn refetch(&self, snapshot: &Value, holding: &[&Resource], version: &str) -> Result<Option<Value>, SyncError> {
+        let (object, id) = (text(snapshot, "object").unwrap_or_default(), text(snapshot, "id").unwrap_or_default());
+        if self.shared.versions_seen.lock().insert(version.to_string()) {
+            tracing::warn!(kind = "event_version_differs", source = %self.shared.name, account = self.account_label(),
+                event_api_version = version, api_version = %self.shared.api_version,
+                "events rendered at {version} are read again at the pinned {} before they are stored", self.shared.api_version);
+        }
+        let Some(resource) = holding.iter().find(|r| r.scope.parent.is_none()) else {
+            tracing::debug!(source = %self.shared.name, object, id, "no top-level list to read it from; the event's snapshot is kept");
+            return Ok(Some(snapshot.clone()));
+        };
+        let path = format!("/v1/{}/{}", resource.path, encode(id));
+        match self.shared.client.get(&path, self.account.as_deref()).await {
+            Ok(fresh) if text(&fresh, "id") == Some(id) => Ok(Some(fresh)),
+            Ok(_) => Err(ClientError::Shape { url: path, reason: format!("not the {object} {id}") }.into()),
+            Err(e) if e.is_resource_missing() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Every event since the checkpoint, oldest first. Without a cursor
@@ -546,7 +729,7 @@ impl ScopeSync {
         let mut changes = 0;
         for chunk in events.chunks(MAX_PAGE) {
             let writes: Vec<Write> =
-                try_join_all(chunk.iter().map(|e| self.event_write(e, meta.generation))).await?.into_iter().flatten().collect();
+                try_join_all(chunk.iter().map(|e| self.event_writes(e, meta.generation))).await?.into_iter().flatten().collect();
             if let Some(newest) = chunk.last().and_then(|e| text(e, "id")) {
                 meta.cursor = Some(newest.to_string());
             }
@@ -595,6 +778,75 @@ impl ScopeSync {
             self.status.pause(self.shared.poll_interval, early_gap).await;
         }
     }
+}
+
+/// One list walk of a resource: one of its passes (`prices` lists active
+/// and archived prices in two).
+#[derive(Debug, Clone, Copy)]
+pub struct Job {
+    pub resource: &'static Resource,
+    pub pass: usize,
+}
+
+impl Job {
+    /// Its name in progress and checkpoints: the resource's path, with the
+    /// pass when it has several (`prices?active=false`).
+    pub fn name(&self) -> String {
+        match self.resource.passes.as_slice() {
+            [_, _, ..] => format!("{}?{}", self.resource.path, self.resource.passes[self.pass]),
+            _ => self.resource.path.to_string(),
+        }
+    }
+
+    /// A page's path: the list's path (with its scope's query), the page
+    /// size where it pages, the pass's query and `extra`.
+    fn page_path(&self, base: String, extra: &[String]) -> String {
+        let mut query: Vec<&str> = Vec::new();
+        let limit = format!("limit={MAX_PAGE}");
+        if self.resource.paged {
+            query.push(&limit);
+        }
+        let pass = &self.resource.passes[self.pass];
+        if !pass.is_empty() {
+            query.push(pass);
+        }
+        query.extend(extra.iter().map(String::as_str));
+        if query.is_empty() {
+            return base;
+        }
+        let separator = if base.contains('?') { '&' } else { '?' };
+        format!("{base}{separator}{}", query.join("&"))
+    }
+}
+
+/// Every list walk of these resources.
+pub fn jobs(resources: &[&'static Resource]) -> Vec<Job> {
+    resources.iter().flat_map(|resource| (0..resource.passes.len()).map(|pass| Job { resource, pass })).collect()
+}
+
+/// Resources in the order backfill takes them: each wave after the waves
+/// that list its parents.
+fn waves(resources: &[&'static Resource]) -> Vec<Vec<&'static Resource>> {
+    let mut pending: Vec<&'static Resource> = resources.to_vec();
+    let mut waves = Vec::new();
+    while !pending.is_empty() {
+        let waits = |r: &Resource| r.scope.parent.is_some_and(|p| pending.iter().any(|q| q.path != r.path && q.holds(p)));
+        let (mut ready, later): (Vec<_>, Vec<_>) = pending.iter().partition(|r| !waits(r));
+        if ready.is_empty() {
+            // parents that wait on each other: not in the catalogue; go on
+            ready = later.clone();
+        }
+        pending = later.into_iter().filter(|r| !ready.contains(r)).collect();
+        waves.push(ready);
+    }
+    waves
+}
+
+/// The children a parent row embeds complete under the list's own path
+/// (`lines` of an invoice is `/v1/invoices/in_…/lines`).
+fn embedded_children(parent: &Value, list_path: &str) -> Option<Vec<Value>> {
+    let Value::Object(fields) = parent else { return None };
+    fields.values().find(|v| is_list(v) && v["url"] == list_path && v["has_more"] == false).and_then(|v| v["data"].as_array().cloned())
 }
 
 /// Keep only the newest event per object, in their original order.

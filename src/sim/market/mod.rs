@@ -10,13 +10,15 @@
 //! before it (`ack_id`) gets the same events again under a new ack id. An ack
 //! id other than the last one handed out is refused (`ack_id_invalid`).
 
+pub mod routes;
+
 use std::collections::BTreeMap;
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::state::ApiError;
+use super::error::ApiError;
 
 /// Event types the marketplace emits.
 pub const EVENT_TYPES: &[&str] = &["order.created", "order.updated", "product.price_updated", "product.quantity_updated"];

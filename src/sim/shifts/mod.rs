@@ -3,6 +3,8 @@
 //! answers `{"shifts":[…]}` with every shift starting on those days
 //! (inclusive, UTC). Live traffic edits, creates and deletes shifts.
 
+pub mod routes;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 

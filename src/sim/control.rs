@@ -1,0 +1,145 @@
+//! The `/__sim` control routes: ground truth, counters, live traffic and
+//! faults, changed while the simulator runs. No auth and no faults: these are
+//! for tests and the demo, never part of an upstream.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::Sim;
+use super::faults::{Faults, error_response, json_response, text_response};
+use super::shifts::routes::{WindowQuery, window};
+use super::stripe::world::PLATFORM;
+
+pub fn routes() -> Router<Arc<Sim>> {
+    Router::new()
+        .route("/__sim/market", get(market))
+        .route("/__sim/shifts", get(shifts_truth))
+        .route("/__sim/generate", post(generate))
+        .route("/__sim/state", get(state))
+        .route("/__sim/stats", get(stats))
+        .route("/__sim/event_times", get(event_times))
+        .route("/__sim/traffic", post(traffic))
+        .route("/__sim/faults", get(get_faults).post(set_faults))
+}
+
+/// `GET /__sim/shifts?start=…&end=…`: the same window, as ground truth
+/// (no auth, no faults).
+async fn shifts_truth(State(sim): State<Arc<Sim>>, Query(q): Query<WindowQuery>) -> Response {
+    match window(&sim, &q, false) {
+        Ok(body) => text_response(200, body),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// `GET /__sim/market`: orders, products, every event id, and each queue's
+/// counts.
+async fn market(State(sim): State<Arc<Sim>>) -> Response {
+    let market = sim.market.lock();
+    let mut truth = market.truth();
+    truth["queues"] = market.queue_stats();
+    truth["stats"] = json!(market.stats);
+    json_response(200, &truth)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GenerateBody {
+    #[serde(default)]
+    market_events: usize,
+    #[serde(default)]
+    shift_edits: usize,
+}
+
+/// `POST /__sim/generate {"market_events"?, "shift_edits"?}`: make that many
+/// changes at once.
+async fn generate(
+    State(sim): State<Arc<Sim>>,
+    body: Result<axum::Json<GenerateBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let body = match body {
+        Ok(axum::Json(body)) => body,
+        Err(e) => return json_response(400, &json!({"error": {"type": "invalid_request_error", "message": e.body_text()}})),
+    };
+    {
+        let mut market = sim.market.lock();
+        for _ in 0..body.market_events {
+            market.random_event();
+        }
+    }
+    sim.shifts.lock().edit_some(body.shift_edits);
+    json_response(200, &json!({"market_events": body.market_events, "shift_edits": body.shift_edits}))
+}
+
+#[derive(Deserialize)]
+struct StateQuery {
+    /// `platform` or an account id; absent: every account.
+    account: Option<String>,
+}
+
+async fn state(State(sim): State<Arc<Sim>>, Query(q): Query<StateQuery>) -> Response {
+    let scope = q.account.map(|a| if a == "platform" { PLATFORM.to_string() } else { a });
+    let truth = sim.world.lock().truth(scope.as_deref());
+    json_response(200, &truth)
+}
+
+async fn stats(State(sim): State<Arc<Sim>>) -> Response {
+    let s = &sim.stats;
+    json_response(
+        200,
+        &json!({
+            "requests": s.requests.load(Ordering::Relaxed),
+            "rate_limited": s.rate_limited.load(Ordering::Relaxed),
+            "failed": s.failed.load(Ordering::Relaxed),
+            "truncated": s.truncated.load(Ordering::Relaxed),
+            "lost": s.lost.load(Ordering::Relaxed),
+            "executed_by_key": *s.executed_by_key.lock(),
+            "by_route": *s.by_route.lock(),
+        }),
+    )
+}
+
+async fn event_times(State(sim): State<Arc<Sim>>) -> Response {
+    let times = sim.world.lock().event_times();
+    json_response(200, &Value::Object(times))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrafficBody {
+    mutations_per_sec: f64,
+}
+
+async fn traffic(State(sim): State<Arc<Sim>>, body: Result<axum::Json<TrafficBody>, axum::extract::rejection::JsonRejection>) -> Response {
+    match body {
+        Ok(axum::Json(t)) if t.mutations_per_sec >= 0.0 && t.mutations_per_sec.is_finite() => {
+            sim.traffic.send_replace(t.mutations_per_sec);
+            json_response(200, &json!({"mutations_per_sec": t.mutations_per_sec}))
+        }
+        Ok(_) => json_response(
+            400,
+            &json!({"error": {"type": "invalid_request_error", "message": "mutations_per_sec must be a finite number >= 0"}}),
+        ),
+        Err(e) => json_response(400, &json!({"error": {"type": "invalid_request_error", "message": e.body_text()}})),
+    }
+}
+
+async fn get_faults(State(sim): State<Arc<Sim>>) -> Response {
+    json_response(200, &json!(*sim.faults.read()))
+}
+
+async fn set_faults(State(sim): State<Arc<Sim>>, body: Result<axum::Json<Faults>, axum::extract::rejection::JsonRejection>) -> Response {
+    match body {
+        Ok(axum::Json(faults)) => {
+            sim.set_faults(faults.clone());
+            json_response(200, &json!(faults))
+        }
+        Err(e) => json_response(400, &json!({"error": {"type": "invalid_request_error", "message": e.body_text()}})),
+    }
+}

@@ -1,0 +1,200 @@
+//! Stripe's `/v1` routes: auth, connected accounts, restricted keys,
+//! idempotency, and every served resource dispatched from the catalogue.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use super::fixtures::served;
+use super::list::ListParams;
+use super::world::{PLATFORM, Replay};
+use crate::sim::Sim;
+use crate::sim::error::ApiError;
+use crate::sim::faults::{Auth, answer, error_response, gate, route_key, text_response};
+use crate::stripe_api::{Resource, form};
+
+/// Every Stripe answer carries a `Request-Id` and the `Stripe-Version` it
+/// was rendered in (the one asked for, else the simulator's default); an
+/// unknown version is refused, as Stripe refuses it.
+pub async fn stripe_api(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let asked = headers.get("stripe-version").map(|v| v.to_str().unwrap_or_default().to_string());
+    let mut response = match asked.as_deref() {
+        Some(version) if !crate::stripe_api::is_api_version(version) => error_response(&ApiError {
+            status: 400,
+            kind: "invalid_request_error",
+            code: None,
+            param: None,
+            message: format!("Invalid Stripe API version: {version}"),
+        }),
+        _ => stripe_answer(sim, method, uri, headers, body).await,
+    };
+    let version = asked.filter(|v| crate::stripe_api::is_api_version(v)).unwrap_or_else(|| crate::stripe_api::API_VERSION.into());
+    let request_id = format!("req_{}", crate::ids::random_id("", 14));
+    for (name, value) in [("stripe-version", version), ("request-id", request_id)] {
+        if let Ok(value) = value.parse() {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
+async fn stripe_answer(sim: Arc<Sim>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let path = uri.path().to_string();
+    let faults = match gate(&sim, route_key(&method, &path), &headers, Auth::StripeKey).await {
+        Ok(faults) => faults,
+        Err(response) => return response,
+    };
+
+    let scope = match headers.get("stripe-account").and_then(|v| v.to_str().ok()) {
+        None => PLATFORM.to_string(),
+        Some(account) if sim.world.lock().has_scope(account) && account != PLATFORM => account.to_string(),
+        Some(account) => {
+            return error_response(&ApiError {
+                status: 403,
+                kind: "invalid_request_error",
+                code: Some("account_invalid"),
+                param: None,
+                message: format!("The provided key does not have access to account '{account}' (or that account does not exist)."),
+            });
+        }
+    };
+
+    let restricted_key = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("Bearer rk_"));
+    if let Some(resource) = resource_of(&path).filter(|r| restricted_key && faults.restricted.iter().any(|x| x == r)) {
+        let object = crate::stripe_api::by_path(resource).map_or(resource, |r| r.object);
+        let account = if scope == PLATFORM { "acct_platform" } else { scope.as_str() };
+        return error_response(&ApiError {
+            status: 403,
+            kind: "invalid_request_error",
+            code: None,
+            param: None,
+            message: format!(
+                "The provided key 'rk_test_***' does not have the required permissions for this endpoint on account '{account}'. \
+                 Having the 'rak_{object}_read' permission would allow this request to continue."
+            ),
+        });
+    }
+    let query = form::decode(uri.query().unwrap_or_default().as_bytes());
+    let params = if method == Method::POST { form::decode(&body) } else { query.clone() };
+    let idempotency_key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(String::from);
+    let request = format!("{method} {path} {params}");
+    let write = method == Method::POST || method == Method::DELETE;
+    if write
+        && let Some(key) = &idempotency_key
+        && let Some(replay) = sim.world.lock().replay(&scope, key).cloned()
+    {
+        if replay.request != request {
+            return error_response(&ApiError {
+                status: 400,
+                kind: "idempotency_error",
+                code: None,
+                param: None,
+                message: format!(
+                    "Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '{key}' if you meant to execute a different request."
+                ),
+            });
+        }
+        let mut response = text_response(replay.status, replay.body);
+        response.headers_mut().insert("idempotent-replayed", "true".parse().expect("static header"));
+        return response;
+    }
+
+    let result = dispatch(&sim, &method, &path, &scope, &query, &params);
+    let (status, body) = match result {
+        Ok(body) => (200, body),
+        Err(error) => (error.status, error.body().to_string()),
+    };
+    if let (true, Some(key)) = (write, &idempotency_key) {
+        sim.world.lock().remember(&scope, key, Replay { request, status, body: body.clone() });
+        *sim.stats.executed_by_key.lock().entry(key.clone()).or_default() += 1;
+    }
+    if write && faults.write_answer_delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(faults.write_answer_delay_ms)).await;
+    }
+    if write && status == 200 && sim.roll(faults.lose_responses) {
+        // done, but the answer never arrives: the connection drops
+        sim.stats.lost.fetch_add(1, Ordering::Relaxed);
+        let lost = futures::stream::once(async { Err::<Bytes, std::io::Error>(std::io::Error::other("response lost (injected)")) });
+        return (StatusCode::OK, Body::from_stream(lost)).into_response();
+    }
+    answer(&sim, &faults, status, body)
+}
+
+fn not_found(path: &str) -> ApiError {
+    ApiError { status: 404, kind: "invalid_request_error", code: None, param: None, message: format!("Unrecognized request URL ({path}).") }
+}
+
+/// A request's place in the catalogue: its resource, the parent the list
+/// hangs from, and the object id after the list's path.
+struct Target {
+    resource: &'static Resource,
+    parent: Option<String>,
+    id: Option<String>,
+}
+
+/// Match `/v1/…` against every served resource's path (`{id}` matches one
+/// segment); a list scoped by a required filter takes its parent from it.
+fn target(path: &str, query: &Value) -> Option<Target> {
+    let segments: Vec<&str> = path.trim_start_matches("/v1/").trim_end_matches('/').split('/').collect();
+    served().iter().find_map(|resource| {
+        let pattern: Vec<&str> = resource.path.split('/').collect();
+        if segments.len() < pattern.len() || segments.len() > pattern.len() + 1 {
+            return None;
+        }
+        let mut parent = None;
+        for (want, got) in pattern.iter().zip(&segments) {
+            match *want {
+                "{id}" => parent = Some(got.to_string()),
+                literal if literal == *got => {}
+                _ => return None,
+            }
+        }
+        if let Some((param, _)) = resource.scope.filters.iter().find(|(_, field)| *field == "id")
+            && parent.is_none()
+        {
+            parent = query[*param].as_str().map(String::from);
+        }
+        Some(Target { resource, parent, id: segments.get(pattern.len()).map(|s| s.to_string()) })
+    })
+}
+
+/// The resource a path names, for the restricted-key fault.
+pub fn resource_of(path: &str) -> Option<&'static str> {
+    target(path, &Value::Null).map(|t| t.resource.path)
+}
+
+/// Serve one `/v1` request; the answer is JSON text (list pages are
+/// serialized straight from the world, without copying its objects).
+fn dispatch(sim: &Sim, method: &Method, path: &str, scope: &str, query: &Value, params: &Value) -> Result<String, ApiError> {
+    let mut world = sim.world.lock();
+    if method == Method::GET {
+        match path.trim_end_matches('/').strip_prefix("/v1/events") {
+            Some("") => return world.events(scope, &ListParams::from_query(query)?),
+            Some(id) if id.starts_with('/') && !id[1..].contains('/') => return world.event(scope, &id[1..]).map(|e| e.to_string()),
+            _ => {}
+        }
+    }
+    let Target { resource, parent, id } = target(path, query).ok_or_else(|| not_found(path))?;
+    if resource.scope.parent.is_some() && parent.is_none() {
+        let (param, _) = resource.scope.filters.first().copied().unwrap_or(("id", "id"));
+        return Err(ApiError::required(param));
+    }
+    if let Some((param, _)) = resource.scope.filters.iter().find(|(param, _)| query.get(*param).is_none() && method == Method::GET) {
+        return Err(ApiError::required(param));
+    }
+    let parent = parent.as_deref();
+    match (method, id) {
+        (&Method::GET, None) => world.list(scope, resource, parent, &ListParams::from_query(query)?, path),
+        (&Method::POST, None) => world.create(scope, resource, parent, params).map(|v| v.to_string()),
+        (&Method::GET, Some(id)) => world.retrieve(scope, resource.object, &id).map(|v| v.to_string()),
+        (&Method::POST, Some(id)) => world.update(scope, resource.object, &id, params).map(|v| v.to_string()),
+        (&Method::DELETE, Some(id)) if resource.delete_endpoint => world.delete(scope, resource, &id).map(|v| v.to_string()),
+        _ => Err(not_found(path)),
+    }
+}

@@ -1,0 +1,166 @@
+//! Stripe as it is: the catalogue of list resources agrees with the
+//! reference table of Stripe's list endpoints, every object the simulator
+//! serves has exactly the fields of Stripe's own example of it, and a
+//! source left at its defaults mirrors every served resource.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+use reqwest::Method;
+use serde_json::Value;
+use tributary::stripe_api::{Follow, catalogue};
+
+fn reference(file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/stripe").join(file)
+}
+
+/// The reference table's v1 list endpoints (no search): path under /v1 →
+/// (objects, scope, events).
+fn reference_lists() -> BTreeMap<String, (BTreeSet<String>, String, String)> {
+    let text = std::fs::read_to_string(reference("list-endpoints.tsv")).expect("the reference table beside the repository");
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split('\t').collect();
+            let path = fields[0].strip_prefix("/v1/")?;
+            if path.ends_with("/search") {
+                return None;
+            }
+            let objects = fields[1].split('|').map(String::from).collect();
+            Some((path.to_string(), (objects, fields[2].to_string(), fields[3].to_string())))
+        })
+        .collect()
+}
+
+#[test]
+fn the_catalogue_agrees_with_the_reference_table() {
+    let reference = reference_lists();
+    let ours: BTreeMap<&str, _> = catalogue().iter().map(|r| (r.path, r)).collect();
+    let theirs: BTreeSet<&str> = reference.keys().map(String::as_str).collect();
+    assert_eq!(ours.keys().copied().collect::<BTreeSet<_>>(), theirs, "the catalogue lists every v1 list endpoint, and no other");
+    for (path, (objects, scope, events)) in &reference {
+        let resource = ours[path.as_str()];
+        let mine: BTreeSet<String> = resource.objects.iter().map(|o| o.to_string()).collect();
+        assert_eq!(&mine, objects, "{path}: objects");
+        let flags = events.split(' ').next().unwrap_or_default();
+        assert_eq!(
+            (resource.events.created, resource.events.updated, resource.events.deleted),
+            (flags.contains('C'), flags.contains('U'), flags.contains('D')),
+            "{path}: events {events}"
+        );
+        if let Some(prefix) = events.split("[prefix ").nth(1) {
+            assert_eq!(resource.event_prefix, prefix.trim_end_matches(']'), "{path}: event prefix");
+        }
+        // a list that hangs from a parent, in its path or by a required
+        // filter, is walked from that parent's rows (when it is mirrored)
+        if resource.mirrored() {
+            let scoped = scope.contains("parent:") || scope.contains("required:");
+            assert_eq!(resource.scope.parent.is_some() || !resource.fixed.is_empty(), scoped, "{path}: scope {scope}");
+        }
+        assert!(resource.mirrored() || resource.note.is_some(), "{path}: not mirrored without saying why");
+    }
+    let mirrored = catalogue().iter().filter(|r| r.mirrored()).count();
+    let by_events = catalogue().iter().filter(|r| r.follow.by_events()).count();
+    let relisted = catalogue().iter().filter(|r| r.follow == Follow::Relist).count();
+    println!("catalogue: {} v1 lists, {mirrored} mirrored ({by_events} followed by events, {relisted} re-listed)", reference.len());
+}
+
+/// The fields of Stripe's example of each object type.
+fn fixture_fields() -> BTreeMap<String, BTreeSet<String>> {
+    let text = std::fs::read_to_string(reference("fixtures3.json")).expect("Stripe's fixtures beside the repository");
+    let all: Value = serde_json::from_str(&text).unwrap();
+    all["resources"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(name, example)| example["object"] == name.as_str())
+        .map(|(name, example)| (name.clone(), example.as_object().unwrap().keys().cloned().collect()))
+        .collect()
+}
+
+/// Every served list answers, and every object in it has exactly the
+/// fields of Stripe's example of its type; prints the coverage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_served_object_has_exactly_the_fields_of_stripes_example() {
+    let dir = tempdir();
+    let sim = Sim::start(dir.path(), &["--scale", "60", "--accounts", "1"]).await;
+    let fields = fixture_fields();
+    let truth = sim.truth(None).await;
+    let first_id = |object: &str| truth[object].as_array().and_then(|rows| rows.first()).and_then(|r| r["id"].as_str()).map(String::from);
+    let (mut served, mut objects_checked) = (Vec::new(), 0);
+    let mut unserved = Vec::new();
+    for resource in catalogue().iter().filter(|r| r.mirrored()) {
+        // a child list is asked for under one of its parents
+        let parent = match resource.scope.parent {
+            None => None,
+            Some(parent) => match truth[parent].as_array().and_then(|rows| rows.iter().find(|r| r["id"].is_string())) {
+                Some(row) => Some(row.clone()),
+                None => {
+                    unserved.push(resource.path);
+                    continue;
+                }
+            },
+        };
+        let Some(path) = resource.list_path(parent.as_ref()) else {
+            unserved.push(resource.path);
+            continue;
+        };
+        let (status, list) = sim.call(Method::GET, &path, &[]).await;
+        if status == 404 {
+            unserved.push(resource.path);
+            continue;
+        }
+        assert_eq!(status, 200, "{path}: {list}");
+        served.push(resource.path);
+        for item in list["data"].as_array().unwrap() {
+            let object = item["object"].as_str().unwrap();
+            let keys: BTreeSet<String> = item.as_object().unwrap().keys().cloned().collect();
+            assert_eq!(keys, fields[object], "{path}: a {object} without exactly the example's fields");
+            objects_checked += 1;
+        }
+        // a top-level object is retrieved by id in the same shape
+        if resource.scope.parent.is_none()
+            && let Some(id) = first_id(resource.object)
+        {
+            let (status, one) = sim.call(Method::GET, &format!("/v1/{}/{id}", resource.path), &[]).await;
+            assert_eq!(status, 200, "{}/{id}: {one}", resource.path);
+            assert_eq!(one.as_object().unwrap().keys().cloned().collect::<BTreeSet<_>>(), fields[resource.object]);
+        }
+    }
+    println!(
+        "simulator serves {} of {} mirrored lists ({objects_checked} objects checked); not served: {}",
+        served.len(),
+        served.len() + unserved.len(),
+        unserved.join(", ")
+    );
+    assert!(served.len() >= 90, "served {}: {served:?}", served.len());
+}
+
+/// A source left at its defaults mirrors every resource the upstream
+/// serves, child lists included, in every account.
+async fn a_default_source_mirrors_every_served_resource(backend: Backend) {
+    let dir = tempdir();
+    let sim = Sim::start(dir.path(), &["--scale", "60", "--accounts", "1"]).await;
+    let body = format!(
+        "[[sources]]\nname = \"stripe\"\nkind = \"stripe\"\nbase_url = \"{}\"\napi_key_env = \"STRIPE_API_KEY\"\nrate_limit_per_sec = 500",
+        sim.url
+    );
+    let engine = Engine::start_configured(dir.path(), backend(dir.path()), &body).await;
+    engine.wait_live(Duration::from_secs(120)).await;
+    assert_converged_over(&sim, &engine.db, None).await;
+    let mirror = engine.mirror().await;
+    let types = mirror.values().filter(|rows| !rows.is_empty()).count();
+    assert!(types >= 90, "{types} object types mirrored");
+    for (_, object) in CORE {
+        assert!(mirror.get(*object).is_some_and(|rows| !rows.is_empty()), "no {object}");
+    }
+    // children reached through their parents: embedded (invoice lines) and listed (tax ids)
+    assert!(mirror.get("line_item").is_some_and(|rows| !rows.is_empty()), "invoice lines");
+    assert!(mirror.get("tax_id").is_some_and(|rows| !rows.is_empty()), "tax ids");
+}
+
+on_both_backends!(a_default_source_mirrors_every_served_resource);
