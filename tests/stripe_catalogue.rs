@@ -164,3 +164,19 @@ async fn a_default_source_mirrors_every_served_resource(backend: Backend) {
 }
 
 on_both_backends!(a_default_source_mirrors_every_served_resource);
+
+/// Invoice items carry no `created` (they have a `date`), though their list
+/// filters on it: they are paged by cursor, never split by a creation time
+/// they do not have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_without_a_creation_time_are_paged_by_cursor() {
+    let dir = tempdir();
+    // 2,100 customers: 105 invoice items, two pages
+    let sim = Sim::start(dir.path(), &["--scale", "2100", "--accounts", "0"]).await;
+    let engine = Engine::start(dir.path(), &sim.url, "accounts = []\nresources = [\"invoiceitems\"]\nrate_limit_per_sec = 500").await;
+    engine.wait_live(Duration::from_secs(60)).await;
+    assert_converged_over(&sim, &engine.db, Some(&["invoiceitem"])).await;
+    assert_eq!(engine.mirror().await["invoiceitem"].len(), 105);
+    let stats = sim.stats().await;
+    assert_eq!(stats["by_route"]["GET /v1/invoiceitems"], 2, "{}", stats["by_route"]);
+}

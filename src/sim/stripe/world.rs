@@ -357,18 +357,6 @@ impl World {
         }
         let empty = Table::default();
         let table = self.table(scope, object).unwrap_or(&empty);
-        let children: BTreeMap<u64, &Value>;
-        let rows: BTreeMap<u64, &Value> = match parent {
-            Some(parent_id) => {
-                let parent_type = resource.scope.parent.unwrap_or_default();
-                if self.find(scope, parent_type, parent_id).is_none() {
-                    return Err(ApiError::missing("id", parent_type, parent_id));
-                }
-                children = table.by_parent.get(parent_id).into_iter().flatten().filter_map(|s| Some((*s, table.rows.get(s)?))).collect();
-                children
-            }
-            None => table.rows.iter().map(|(s, v)| (*s, v)).collect(),
-        };
         let resolve = |id: &str, param: &str| table.seq_of.get(id).copied().ok_or_else(|| ApiError::missing(param, object, id));
         let anchor = match (&params.starting_after, &params.ending_before) {
             (Some(id), _) => Anchor::After(resolve(id, "starting_after")?),
@@ -378,8 +366,22 @@ impl World {
         let listed = |row: &Value| listed(resource, row, params);
         let limit = if resource.paged { params.limit } else { usize::MAX - 1 };
         let params = ListParams { limit, ..params.clone() };
-        let (items, has_more) = page_desc_by(&rows, anchor, &params, |v| *v, listed);
-        Ok(list_text(url, items.into_iter().map(shown).collect(), has_more))
+        // a parent's children are a few rows, gathered first; a top-level
+        // list pages the table itself
+        let children: BTreeMap<u64, &Value>;
+        let (items, has_more) = match parent {
+            Some(parent_id) => {
+                let parent_type = resource.scope.parent.unwrap_or_default();
+                if self.find(scope, parent_type, parent_id).is_none() {
+                    return Err(ApiError::missing("id", parent_type, parent_id));
+                }
+                children = table.by_parent.get(parent_id).into_iter().flatten().filter_map(|s| Some((*s, table.rows.get(s)?))).collect();
+                page_desc_by(&children, anchor, &params, |v| *v, listed)
+            }
+            None => page_desc_by(&table.rows, anchor, &params, |v| v, listed),
+        };
+        let items = items.into_iter().map(shown).collect();
+        Ok(list_text(url, items, has_more))
     }
 
     pub fn retrieve(&self, scope: &str, object: &str, id: &str) -> Result<Value, ApiError> {

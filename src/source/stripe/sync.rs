@@ -46,6 +46,9 @@ struct More {
     last: String,
     at: i64,
     newest: i64,
+    /// Whether every object of the page has a creation time: only then
+    /// can the range be split by it (invoice items have none).
+    dated: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -351,9 +354,10 @@ impl ScopeSync {
                     other => other?,
                 };
                 open.retain(|r| *r != range);
-                if let Some(More { last, at, newest }) = more {
-                    // only a list that filters on `created` can be split by it
-                    let split = resource.created_filter && open.len() + 2 <= MAX_RANGES;
+                if let Some(More { last, at, newest, dated }) = more {
+                    // only a list that filters on `created`, of objects that
+                    // have one, can be split by it
+                    let split = resource.created_filter && dated && open.len() + 2 <= MAX_RANGES;
                     let next = range.next(&last, at, newest, split);
                     pages.extend(next.iter().map(|r| self.fetch_range(job, r.clone(), generation)));
                     open.extend(next);
@@ -419,7 +423,8 @@ impl ScopeSync {
         let created = |item: &Value| item["created"].as_i64().unwrap_or(range.lt - 1);
         let more = match (items.first(), items.last()) {
             (Some(first), Some(last)) if has_more => {
-                text(last, "id").map(|id| More { last: id.to_string(), at: created(last), newest: created(first) })
+                let dated = items.iter().all(|item| item["created"].is_i64());
+                text(last, "id").map(|id| More { last: id.to_string(), at: created(last), newest: created(first), dated })
             }
             _ => None,
         };
