@@ -108,7 +108,7 @@ fn demo_config(args: &DemoArgs, sim: SocketAddr) -> anyhow::Result<Config> {
     let quoted = |text: &str| toml::Value::String(text.to_string()).to_string();
     let text = format!(
         "[database]\nurl = {db}\n[api]\nlisten = {listen}\n\
-         [[sources]]\nname = \"stripe\"\nkind = \"stripe\"\nbase_url = \"http://{sim}\"\napi_key_env = \"{KEY_ENV}\"\nrate_limit_per_sec = 500\n\
+         [[sources]]\nname = \"stripe\"\nkind = \"stripe\"\nbase_url = \"http://{sim}\"\napi_key_env = \"{KEY_ENV}\"\nrate_limit_per_sec = 5000\n\
          [[sources]]\nname = \"shifts\"\nkind = \"window\"\nbase_url = \"http://{sim}\"\napi_key_env = \"{KEY_ENV}\"\n\
          sleep_period_secs = 5\ndays_prior = 14\ndays_ahead = 28\n\
          [[sources]]\nname = \"market\"\nkind = \"event_queue\"\nbase_url = \"http://{sim}\"\napi_key_env = \"{KEY_ENV}\"\n\
