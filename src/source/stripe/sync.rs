@@ -319,10 +319,7 @@ impl ScopeSync {
         } else {
             self.backfill_resource(&job, checkpoint, generation).await
         };
-        match result {
-            Ok(fetched) => Ok((fetched, self.status.skipped(&name))),
-            Err(e) => Err(e),
-        }
+        result.map(|fetched| (fetched, self.status.skipped(&name)))
     }
 
     /// Page one resource from its checkpoint to the end; returns objects
