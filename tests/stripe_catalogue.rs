@@ -141,12 +141,16 @@ async fn every_served_object_has_exactly_the_fields_of_stripes_example() {
 }
 
 /// A source left at its defaults mirrors every resource the upstream
-/// serves, child lists included, in every account.
-async fn a_default_source_mirrors_every_served_resource(backend: Backend) {
+/// serves, child lists included, in every account; then, with live traffic
+/// touching every served type and requests failing, each resource is kept
+/// current the way Stripe allows (events, `created`, re-listing), until
+/// the mirror equals the upstream again.
+async fn a_default_source_mirrors_and_follows_every_served_resource(backend: Backend) {
     let dir = tempdir();
-    let sim = Sim::start(dir.path(), &["--scale", "60", "--accounts", "1"]).await;
+    let sim = Sim::start(dir.path(), &["--scale", "60", "--accounts", "1", "--seed", "11"]).await;
     let body = format!(
-        "[[sources]]\nname = \"stripe\"\nkind = \"stripe\"\nbase_url = \"{}\"\napi_key_env = \"STRIPE_API_KEY\"\nrate_limit_per_sec = 500",
+        "[[sources]]\nname = \"stripe\"\nkind = \"stripe\"\nbase_url = \"{}\"\napi_key_env = \"STRIPE_API_KEY\"\nrate_limit_per_sec = 500\n\
+         created_every_secs = 1\nrelist_every_secs = 2",
         sim.url
     );
     let engine = Engine::start_configured(dir.path(), backend(dir.path()), &body).await;
@@ -161,9 +165,87 @@ async fn a_default_source_mirrors_every_served_resource(backend: Backend) {
     // children reached through their parents: embedded (invoice lines) and listed (tax ids)
     assert!(mirror.get("line_item").is_some_and(|rows| !rows.is_empty()), "invoice lines");
     assert!(mirror.get("tax_id").is_some_and(|rows| !rows.is_empty()), "tax ids");
+
+    // live traffic over every served type, with one request in twenty failing
+    sim.set_faults(serde_json::json!({"fail_rate": 0.05})).await;
+    sim.set_traffic(200.0).await;
+    let without_events = |stats: &Value| -> u64 {
+        let mutations = stats["mutations"].as_object().cloned().unwrap_or_default();
+        mutations
+            .iter()
+            .filter(|(path, _)| catalogue().iter().any(|r| r.path == *path && !r.follow.by_events()))
+            .map(|(_, n)| n.as_u64().unwrap())
+            .sum()
+    };
+    wait_until("traffic on resources without events", Duration::from_secs(60), || async { without_events(&sim.stats().await) >= 150 })
+        .await;
+    sim.set_traffic(0.0).await;
+    sim.set_faults(serde_json::json!({"fail_rate": 0.0})).await;
+    let stopped = chrono::Utc::now().timestamp();
+    let mutations = sim.stats().await["mutations"].clone();
+
+    // every resource followed by listing has been listed since
+    let fresh_since = |sources: &Value| -> Result<(), String> {
+        for scope in sources["sources"][0]["accounts"].as_array().unwrap() {
+            for (resource, follow) in scope["follow"].as_object().unwrap() {
+                let at = follow["fresh_at"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).map(|t| t.timestamp());
+                if at.is_none_or(|at| at <= stopped) {
+                    return Err(format!("{resource} in {}: {follow}", scope["account"]));
+                }
+            }
+        }
+        Ok(())
+    };
+    let mut last = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        match fresh_since(&engine.sources().await) {
+            Ok(()) => break,
+            Err(e) if std::time::Instant::now() < deadline => last = e,
+            Err(_) => panic!("not listed since the traffic stopped: {last}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    engine.barrier("stripe").await;
+    assert_converged_over(&sim, &engine.db, None).await;
+
+    // each resource says how it is followed
+    let sources = engine.sources().await;
+    let follow = &sources["sources"][0]["accounts"][0]["follow"];
+    for (resource, strategy) in [
+        ("customers", "events"),
+        ("balance_transactions", "created"),
+        ("webhook_endpoints", "relist"),
+        ("invoices/{id}/lines", "parent"),
+        ("checkout/sessions", "events+relist"),
+    ] {
+        assert_eq!(follow[resource]["strategy"], strategy, "{resource}: {follow}");
+    }
+    assert!(follow["webhook_endpoints"]["next_at"].is_string() && follow["customers"]["next_at"].is_null(), "{follow}");
+
+    // changes found by listing are typed like any other and carry no event
+    let changes = engine.changes().await;
+    let listed: Vec<&tributary::store::Change> = changes.iter().filter(|c| c.op != "read" && c.upstream_event_id.is_none()).collect();
+    let objects: BTreeSet<&str> = listed.iter().map(|c| c.object.as_str()).collect();
+    assert!(objects.len() >= 10, "changes found by listing cover only {objects:?}; traffic: {mutations}");
+    for change in &listed {
+        let verb = match change.op.as_str() {
+            "insert" => "created",
+            "update" => "updated",
+            _ => "deleted",
+        };
+        assert_eq!(change.kind, format!("{}.{verb}", change.object), "{change:?}");
+        assert!(
+            catalogue().iter().any(|r| r.holds(&change.object) && r.mirrored() && r.follow != Follow::Events),
+            "{} is followed by its events only, yet changed by a listing",
+            change.object
+        );
+    }
+    let deleted: BTreeSet<&str> = listed.iter().filter(|c| c.op == "delete").map(|c| c.object.as_str()).collect();
+    println!("changes found by listing: {} over {} types; deletes of {deleted:?}", listed.len(), objects.len());
 }
 
-on_both_backends!(a_default_source_mirrors_every_served_resource);
+on_both_backends!(a_default_source_mirrors_and_follows_every_served_resource);
 
 /// Invoice items carry no `created` (they have a `date`), though their list
 /// filters on it: they are paged by cursor, never split by a creation time

@@ -200,3 +200,55 @@ async fn an_event_at_an_older_version_is_read_again_at_the_pinned_one() {
     assert_eq!(mine.first(), Some(&"customer.created"), "{mine:?}");
     assert!(mine.len() <= 2 && mine.iter().skip(1).all(|k| *k == "customer.updated"), "{mine:?}");
 }
+
+/// The simulator keeps idempotency keys as Stripe does: a key whose first
+/// request is still executing answers 409 `idempotency_key_in_use`; the
+/// finished request's answer replays; a request refused before it executed
+/// (validation) saves nothing, so the key is free for a corrected retry;
+/// and every error carries `doc_url`, `request_log_url` and a `Request-Id`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_keeps_idempotency_keys_as_stripe_does() {
+    let dir = tempdir();
+    let sim = Sim::start(dir.path(), &["--scale", "20", "--accounts", "0"]).await;
+    sim.set_faults(json!({"write_answer_delay_ms": 1500})).await;
+    let post = |key: &'static str, form: Vec<(&'static str, String)>| {
+        let url = format!("{}/v1/customers", sim.url);
+        async move {
+            let response = http().post(url).bearer_auth(API_KEY).header("Idempotency-Key", key).form(&form).send().await.expect("sim call");
+            let replayed = response.headers().contains_key("idempotent-replayed");
+            let request_id = response.headers().get("request-id").and_then(|v| v.to_str().ok()).map(String::from);
+            (response.status().as_u16(), response.json::<Value>().await.unwrap_or(Value::Null), replayed, request_id)
+        }
+    };
+    let name = || vec![("name", "Ada".to_string())];
+    let first = tokio::spawn(post("key-1", name()));
+    // the second arrives while the first is executing
+    wait_until("the first request to start", Duration::from_secs(10), || async {
+        sim.stats().await["executed_by_key"]["key-1"].as_u64() == Some(1)
+    })
+    .await;
+    let (status, body, _, request_id) = post("key-1", name()).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "idempotency_key_in_use", "{body}");
+    assert_eq!(body["error"]["type"], "idempotency_error", "{body}");
+    let request_id = request_id.expect("a Request-Id header");
+    assert!(request_id.starts_with("req_"), "{request_id}");
+    assert_eq!(body["error"]["request_log_url"], format!("https://dashboard.stripe.com/test/logs/{request_id}"), "{body}");
+    assert_eq!(body["error"]["doc_url"], "https://stripe.com/docs/error-codes/idempotency-key-in-use", "{body}");
+    let (status, created, replayed, _) = first.await.unwrap();
+    assert_eq!((status, replayed), (200, false), "{created}");
+    let (status, again, replayed, _) = post("key-1", name()).await;
+    assert_eq!((status, replayed, &again["id"]), (200, true, &created["id"]), "the finished answer replays");
+    let (status, other, _, _) = post("key-1", vec![("name", "Grace".to_string())]).await;
+    assert_eq!((status, other["error"]["type"].as_str()), (400, Some("idempotency_error")), "{other}");
+
+    // refused before it executed: nothing saved, the key is free
+    sim.set_faults(json!({})).await;
+    let (status, refused, _, _) = post("key-2", vec![("nickname", "Ada".to_string())]).await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!((refused["error"]["code"].as_str(), refused["error"]["param"].as_str()), (Some("parameter_unknown"), Some("nickname")));
+    let (status, made, replayed, _) = post("key-2", name()).await;
+    assert_eq!((status, replayed), (200, false), "the corrected retry executes: {made}");
+    assert_eq!(made["name"], "Ada", "{made}");
+    assert_eq!(sim.stats().await["executed_by_key"]["key-2"], 1);
+}

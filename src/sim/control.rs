@@ -91,6 +91,7 @@ async fn state(State(sim): State<Arc<Sim>>, Query(q): Query<StateQuery>) -> Resp
 
 async fn stats(State(sim): State<Arc<Sim>>) -> Response {
     let s = &sim.stats;
+    let mutations = json!(sim.world.lock().mutations);
     json_response(
         200,
         &json!({
@@ -101,6 +102,7 @@ async fn stats(State(sim): State<Arc<Sim>>) -> Response {
             "lost": s.lost.load(Ordering::Relaxed),
             "executed_by_key": *s.executed_by_key.lock(),
             "by_route": *s.by_route.lock(),
+            "mutations": mutations,
         }),
     )
 }

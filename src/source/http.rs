@@ -218,12 +218,18 @@ pub fn check_upstream_path(what: &str, path_and_query: &str, prefix: &str) -> Re
     Ok(())
 }
 
+/// The share of a source's request budget background work may take.
+pub const BACKGROUND_SHARE: f64 = 0.2;
+
 pub struct Client {
     http: reqwest::Client,
     base_url: reqwest::Url,
     api_key: String,
     source: String,
     limiter: DefaultDirectRateLimiter,
+    /// Background work (re-listing) also waits here first: it takes at most
+    /// [`BACKGROUND_SHARE`] of the budget, the rest stays for live work.
+    background: DefaultDirectRateLimiter,
     in_flight: Semaphore,
     max_backoff: Duration,
 }
@@ -241,6 +247,8 @@ impl Client {
         // spaced, so any one-second window sees at most 1.1x the rate
         let burst = NonZeroU32::new(config.rate_limit_per_sec / 10).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::per_second(rate).allow_burst(burst);
+        let background_rate = ((config.rate_limit_per_sec as f64 * BACKGROUND_SHARE) as u32).max(1);
+        let background = Quota::per_second(NonZeroU32::new(background_rate).unwrap_or(NonZeroU32::MIN)).allow_burst(NonZeroU32::MIN);
         let base_url = reqwest::Url::parse(&config.base_url)
             .map_err(|e| ClientError::Build(format!("base_url '{}' is not a URL: {e}", config.base_url)))?;
         Ok(Client {
@@ -249,6 +257,7 @@ impl Client {
             api_key,
             source: config.source.clone(),
             limiter: RateLimiter::direct(quota),
+            background: RateLimiter::direct(background),
             in_flight: Semaphore::new(config.concurrency),
             max_backoff: Duration::from_millis(config.retry_max_backoff_ms),
         })
@@ -262,6 +271,12 @@ impl Client {
     /// (Stripe's `Stripe-Account` header).
     pub async fn get(&self, path: &str, account: Option<&str>) -> Result<Value, ClientError> {
         self.send(reqwest::Method::GET, path, account.map(|a| ("Stripe-Account", a)), None).await
+    }
+
+    /// GET as background work: within [`BACKGROUND_SHARE`] of the budget.
+    pub async fn get_background(&self, path: &str, account: Option<&str>) -> Result<Value, ClientError> {
+        self.background.until_ready().await;
+        self.get(path, account).await
     }
 
     /// POST a JSON body to a path.

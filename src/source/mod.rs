@@ -51,11 +51,43 @@ pub struct ResourceProgress {
     started: Option<(Instant, u64)>,
 }
 
+/// How one resource is kept current once backfilled, and how current it is.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct FollowView {
+    /// `events` (the events tail), `events+relist` (the tail, and a
+    /// periodic re-list for what events miss), `created` (immutable: listed
+    /// from the newest object seen), `relist` (listed again periodically),
+    /// `parent` (a child list: with its parent's events, and re-listed).
+    pub strategy: &'static str,
+    /// Everything the upstream held at this time is in the mirror (RFC
+    /// 3339): the start of the newest applied events poll, or of the last
+    /// complete listing. Null until live.
+    pub fresh_at: Option<String>,
+    /// When it is listed next; null for resources followed by events only.
+    pub next_at: Option<String>,
+    /// Changes the last listing recorded.
+    pub last_changes: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+struct Follow {
+    strategy: &'static str,
+    by_events: bool,
+    listed_at: Option<i64>,
+    next_at: Option<i64>,
+    last_changes: Option<u64>,
+}
+
+fn rfc3339(unix_secs: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp(unix_secs, 0).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
 #[derive(Debug, Clone)]
 struct ScopeState {
     phase: Phase,
     cursor: Option<String>,
     resources: BTreeMap<String, ResourceProgress>,
+    follow: BTreeMap<String, Follow>,
     /// Start of the newest poll whose events are all applied: everything the
     /// upstream had before this instant is in the mirror.
     fresh_as_of: Option<Instant>,
@@ -83,7 +115,13 @@ impl ScopeStatus {
     fn new(account: Option<String>) -> Self {
         ScopeStatus {
             account,
-            state: RwLock::new(ScopeState { phase: Phase::Backfilling, cursor: None, resources: BTreeMap::new(), fresh_as_of: None }),
+            state: RwLock::new(ScopeState {
+                phase: Phase::Backfilling,
+                cursor: None,
+                resources: BTreeMap::new(),
+                follow: BTreeMap::new(),
+                fresh_as_of: None,
+            }),
             rounds_started: AtomicU64::new(0),
             rounds_applied: watch::Sender::new(0),
             poll_now: Notify::new(),
@@ -141,6 +179,30 @@ impl ScopeStatus {
             (!done && elapsed > 0.0).then(|| ((fetched.saturating_sub(from)) as f64 / elapsed * 10.0).round() / 10.0);
         progress.fetched = fetched;
         progress.done = done;
+    }
+
+    /// How `resource` is followed (`by_events`: the tail keeps it fresh).
+    pub fn set_strategy(&self, resource: &str, strategy: &'static str, by_events: bool) {
+        let mut state = self.state.write();
+        state.follow.entry(resource.to_string()).or_insert(Follow {
+            strategy,
+            by_events,
+            listed_at: None,
+            next_at: None,
+            last_changes: None,
+        });
+    }
+
+    /// A listing of `resource` that began at `listed_at` completed with
+    /// `changes` (`None`: none yet since start); the next is due `next_at`
+    /// (unix seconds).
+    pub fn set_listed(&self, resource: &str, listed_at: Option<i64>, next_at: i64, changes: Option<u64>) {
+        let mut state = self.state.write();
+        if let Some(follow) = state.follow.get_mut(resource) {
+            follow.listed_at = listed_at.or(follow.listed_at);
+            follow.next_at = Some(next_at);
+            follow.last_changes = changes.or(follow.last_changes);
+        }
     }
 
     pub fn resources(&self) -> BTreeMap<String, ResourceProgress> {
@@ -212,8 +274,28 @@ impl ScopeStatus {
             cursor: state.cursor.clone(),
             lag_ms: Self::lag_of(&state).map(|l| l.as_millis() as u64),
             backfill: state.resources.clone(),
+            follow: Self::follow_of(&state),
             last_error: self.last_error(),
         }
+    }
+
+    fn follow_of(state: &ScopeState) -> BTreeMap<String, FollowView> {
+        let tail_fresh = Self::lag_of(state).map(|lag| (chrono::Utc::now() - lag).to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        let live = state.phase == Phase::Live;
+        state
+            .follow
+            .iter()
+            .map(|(name, f)| {
+                let fresh_at = if f.by_events { tail_fresh.clone() } else { f.listed_at.filter(|_| live).and_then(rfc3339) };
+                let view = FollowView {
+                    strategy: f.strategy,
+                    fresh_at,
+                    next_at: f.next_at.filter(|_| live).and_then(rfc3339),
+                    last_changes: f.last_changes,
+                };
+                (name.clone(), view)
+            })
+            .collect()
     }
 }
 
@@ -228,8 +310,10 @@ pub struct ScopeView {
     pub cursor: Option<String>,
     /// Age of the newest fully applied poll; null until live.
     pub lag_ms: Option<u64>,
-    /// Per object type: how far its backfill got.
+    /// Per resource list (and pass): how far its backfill got.
     pub backfill: BTreeMap<String, ResourceProgress>,
+    /// Per resource: how it is kept current, and how current it is.
+    pub follow: BTreeMap<String, FollowView>,
     pub last_error: Option<String>,
 }
 

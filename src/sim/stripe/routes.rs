@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::fixtures::served;
 use super::list::ListParams;
-use super::world::{PLATFORM, Replay};
+use super::world::{PLATFORM, Replay, now_ms};
 use crate::sim::Sim;
 use crate::sim::error::ApiError;
 use crate::sim::faults::{Auth, answer, error_response, gate, route_key, text_response};
@@ -36,11 +36,33 @@ pub async fn stripe_api(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, h
     };
     let version = asked.filter(|v| crate::stripe_api::is_api_version(v)).unwrap_or_else(|| crate::stripe_api::API_VERSION.into());
     let request_id = format!("req_{}", crate::ids::random_id("", 14));
+    if response.status().is_client_error() || response.status().is_server_error() {
+        response = with_request_log_url(response, &request_id).await;
+    }
     for (name, value) in [("stripe-version", version), ("request-id", request_id)] {
         if let Ok(value) = value.parse() {
             response.headers_mut().insert(name, value);
         }
     }
+    response
+}
+
+/// An error answer with the dashboard's log of its request, as Stripe
+/// links every error to it.
+async fn with_request_log_url(response: Response, request_id: &str) -> Response {
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
+        return Response::from_parts(parts, Body::empty());
+    };
+    let body = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(mut error) if error["error"].is_object() => {
+            error["error"]["request_log_url"] = Value::String(format!("https://dashboard.stripe.com/test/logs/{request_id}"));
+            Bytes::from(error.to_string())
+        }
+        _ => bytes,
+    };
+    let mut response = Response::from_parts(parts, Body::from(body));
+    response.headers_mut().remove(header::CONTENT_LENGTH);
     response
 }
 
@@ -85,33 +107,50 @@ async fn stripe_answer(sim: Arc<Sim>, method: Method, uri: Uri, headers: HeaderM
     let idempotency_key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(String::from);
     let request = format!("{method} {path} {params}");
     let write = method == Method::POST || method == Method::DELETE;
-    if write
-        && let Some(key) = &idempotency_key
-        && let Some(replay) = sim.world.lock().replay(&scope, key).cloned()
-    {
-        if replay.request != request {
+    let key = idempotency_key.filter(|_| write);
+    if let Some(key) = &key {
+        let mut world = sim.world.lock();
+        // a key whose first request is still executing (its result is not
+        // saved yet) is in use
+        if world.key_in_flight(&scope, key) {
             return error_response(&ApiError {
-                status: 400,
+                status: 409,
                 kind: "idempotency_error",
-                code: None,
+                code: Some("idempotency_key_in_use"),
                 param: None,
-                message: format!(
-                    "Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '{key}' if you meant to execute a different request."
-                ),
+                message: "There is currently another in-progress request using this Idempotent Key (that probably means you submitted twice, and the other request is still going through). Please try again later.".into(),
             });
         }
-        let mut response = text_response(replay.status, replay.body);
-        response.headers_mut().insert("idempotent-replayed", "true".parse().expect("static header"));
-        return response;
+        if let Some(replay) = world.replay(&scope, key, now_ms()).cloned() {
+            if replay.request != request {
+                return error_response(&ApiError {
+                    status: 400,
+                    kind: "idempotency_error",
+                    code: None,
+                    param: None,
+                    message: format!(
+                        "Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '{key}' if you meant to execute a different request."
+                    ),
+                });
+            }
+            let mut response = text_response(replay.status, replay.body);
+            response.headers_mut().insert("idempotent-replayed", "true".parse().expect("static header"));
+            return response;
+        }
+        world.begin_key(&scope, key);
     }
+    // the key is in use until the answer is sent, or the client hangs up
+    let _in_flight = key.clone().map(|key| KeyInFlight { sim: sim.clone(), scope: scope.clone(), key });
 
     let result = dispatch(&sim, &method, &path, &scope, &query, &params);
     let (status, body) = match result {
         Ok(body) => (200, body),
         Err(error) => (error.status, error.body().to_string()),
     };
-    if let (true, Some(key)) = (write, &idempotency_key) {
-        sim.world.lock().remember(&scope, key, Replay { request, status, body: body.clone() });
+    // a request refused before it executed (a parameter that fails
+    // validation) saves no result
+    if let Some(key) = key.as_ref().filter(|_| status != 400) {
+        sim.world.lock().remember(&scope, key, Replay { request, status, body: body.clone(), saved_ms: now_ms() });
         *sim.stats.executed_by_key.lock().entry(key.clone()).or_default() += 1;
     }
     if write && faults.write_answer_delay_ms > 0 {
@@ -124,6 +163,19 @@ async fn stripe_answer(sim: Arc<Sim>, method: Method, uri: Uri, headers: HeaderM
         return (StatusCode::OK, Body::from_stream(lost)).into_response();
     }
     answer(&sim, &faults, status, body)
+}
+
+/// An idempotency key whose request is executing; released when dropped.
+struct KeyInFlight {
+    sim: Arc<Sim>,
+    scope: String,
+    key: String,
+}
+
+impl Drop for KeyInFlight {
+    fn drop(&mut self) {
+        self.sim.world.lock().end_key(&self.scope, &self.key);
+    }
 }
 
 fn not_found(path: &str) -> ApiError {

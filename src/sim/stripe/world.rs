@@ -4,7 +4,7 @@
 //! tombstones, cancellation, idempotency).
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use super::fixtures::{fixtures, served};
 use super::list::{Anchor, ApiError, ListParams, list_text, page_desc_by};
 use super::seed::{Gen, random_id, seeded_created};
 use crate::stripe_api::form::coerce;
-use crate::stripe_api::{Ending, NESTED_INLINE, Resource, by_object};
+use crate::stripe_api::{Ending, Follow, NESTED_INLINE, Resource, by_object};
 
 /// Scope key of the platform account (requests without `Stripe-Account`).
 pub const PLATFORM: &str = "";
@@ -50,7 +50,12 @@ pub struct Replay {
     pub status: u16,
     /// The first response, byte for byte.
     pub body: String,
+    /// When it was saved (unix ms): Stripe forgets a key after 24 hours.
+    pub saved_ms: i64,
 }
+
+/// How long Stripe keeps an idempotency key's result.
+pub const IDEMPOTENCY_TTL_MS: i64 = 24 * 3600 * 1000;
 
 /// A child list embedded in its parent (invoice `lines`, subscription
 /// `items`): the parent's field that holds it.
@@ -104,8 +109,13 @@ pub struct World {
     next_rev: u64,
     event_retention: Duration,
     idempotency: HashMap<(String, String), Replay>,
+    /// Idempotency keys whose first request is executing: a second one
+    /// meanwhile is answered 409.
+    keys_in_flight: HashSet<(String, String)>,
     /// The API version new events are rendered at; `None`: the pinned one.
     event_version: Option<String>,
+    /// Live traffic's mutations per resource path (`/__sim/stats`).
+    pub mutations: BTreeMap<&'static str, u64>,
 }
 
 pub fn now_ms() -> i64 {
@@ -149,8 +159,10 @@ impl World {
             next_seq: 1,
             next_event_seq: 1,
             next_rev: 1,
+            mutations: BTreeMap::new(),
             event_retention,
             idempotency: HashMap::new(),
+            keys_in_flight: HashSet::new(),
             event_version: None,
         };
         world.scopes.insert(PLATFORM.to_string(), Account::default());
@@ -584,7 +596,43 @@ impl World {
             // Stripe's delete events carry the object as it was
             self.emit(scope, &removed, "deleted", None);
         }
+        self.delete_children(scope, id);
         Ok(tombstone)
+    }
+
+    /// The objects listed only under a deleted parent go with it (a
+    /// customer's tax ids and balance transactions, a product's features),
+    /// each with its own delete event where its type has one; those a
+    /// top-level list also shows (a customer's payment methods) stay,
+    /// detached from it.
+    fn delete_children(&mut self, scope: &str, parent_id: &str) {
+        let mut removed = Vec::new();
+        let mut detached = Vec::new();
+        if let Some(state) = self.scopes.get_mut(scope) {
+            for (kind, table) in state.tables.iter_mut() {
+                let top_level = served().iter().any(|r| r.holds(kind) && r.scope.parent.is_none());
+                for seq in table.by_parent.remove(parent_id).unwrap_or_default() {
+                    if top_level {
+                        let Some(child) = table.rows.get_mut(&seq) else { continue };
+                        let Value::Object(fields) = child else { continue };
+                        let mut previous = Map::new();
+                        for (field, value) in fields.iter_mut().filter(|(_, v)| v.as_str() == Some(parent_id)) {
+                            previous.insert(field.clone(), value.take());
+                        }
+                        detached.push((child.clone(), previous));
+                    } else if let Some(child) = table.rows.remove(&seq) {
+                        table.seq_of.remove(child["id"].as_str().unwrap_or_default());
+                        removed.push(child);
+                    }
+                }
+            }
+        }
+        for (child, previous) in detached {
+            self.emit(scope, &child, "updated", Some(Value::Object(previous)));
+        }
+        for child in removed {
+            self.emit(scope, &child, "deleted", None);
+        }
     }
 
     fn cancel(&mut self, scope: &str, object: &str, id: &str) -> Result<Value, ApiError> {
@@ -599,6 +647,13 @@ impl World {
         let canceled = current.clone();
         self.emit(scope, &canceled, "deleted", None);
         Ok(render(&canceled))
+    }
+
+    /// Whether live traffic may update a resource's objects.
+    fn mutable(resource: &Resource) -> bool {
+        let events = &resource.events;
+        let silently = matches!(resource.follow, Follow::Relist | Follow::Parent);
+        resource.update || events.updated || !events.others.is_empty() || silently
     }
 
     /// Whether Stripe still lets an object change (a canceled subscription
@@ -624,7 +679,8 @@ impl World {
         let resource = resources[self.rng.gen_range(0..resources.len())];
         let object = resource.object;
         let roll: f64 = self.rng.r#gen();
-        let target = if roll < 0.35 { None } else { self.random_id_of(&scope, object) };
+        // objects followed by `created` never change once made
+        let target = if roll < 0.35 || resource.follow == Follow::Created { None } else { self.random_id_of(&scope, object) };
         if target.as_ref().is_some_and(|id| self.find(&scope, object, id).is_some_and(|o| !Self::changeable(o))) {
             return;
         }
@@ -632,14 +688,26 @@ impl World {
             None => {
                 let parent = match resource.scope.parent {
                     Some(parent_type) => match self.random_id_of(&scope, parent_type) {
-                        Some(id) => Some(id),
-                        None => return,
+                        // a list filtered by another field of its parent (an
+                        // account's `ownership`) has children only under
+                        // parents that have one
+                        Some(id)
+                            if self.find(&scope, parent_type, &id).is_some_and(|p| {
+                                resource.scope.filters.iter().all(|(_, field)| *field == "id" || p[*field].is_string())
+                            }) =>
+                        {
+                            Some(id)
+                        }
+                        _ => return,
                     },
                     None => None,
                 };
                 self.create(&scope, resource, parent.as_deref(), &json!({})).map(|_| ())
             }
             Some(id) if roll > 0.92 && resource.ending != Ending::Stays => self.delete(&scope, resource, &id).map(|_| ()),
+            // an object changes through the API, or through Stripe with an
+            // event saying so, or (a list followed without events) silently
+            Some(_) if !Self::mutable(resource) => return,
             Some(id) => {
                 let Some(current) = self.find(&scope, object, &id) else { return };
                 let (described, has_metadata) =
@@ -659,17 +727,36 @@ impl World {
                 self.update(&scope, object, &id, &Value::Object(changes)).map(|_| ())
             }
         };
-        if let Err(e) = result {
-            tracing::warn!(error = %e.message, resource = resource.path, "sim mutation failed");
+        match result {
+            Ok(()) => *self.mutations.entry(resource.path).or_default() += 1,
+            Err(e) => tracing::warn!(error = %e.message, resource = resource.path, "sim mutation failed"),
         }
     }
 
+    /// Save a key's result; keys older than a day are forgotten on the way.
     pub fn remember(&mut self, scope: &str, key: &str, replay: Replay) {
+        let oldest = replay.saved_ms - IDEMPOTENCY_TTL_MS;
+        self.idempotency.retain(|_, r| r.saved_ms > oldest);
         self.idempotency.insert((scope.to_string(), key.to_string()), replay);
     }
 
-    pub fn replay(&self, scope: &str, key: &str) -> Option<&Replay> {
-        self.idempotency.get(&(scope.to_string(), key.to_string()))
+    /// A key's saved result, unless it is more than a day old.
+    pub fn replay(&self, scope: &str, key: &str, now_ms: i64) -> Option<&Replay> {
+        self.idempotency.get(&(scope.to_string(), key.to_string())).filter(|r| now_ms - r.saved_ms < IDEMPOTENCY_TTL_MS)
+    }
+
+    /// Whether a request with this key is executing.
+    pub fn key_in_flight(&self, scope: &str, key: &str) -> bool {
+        self.keys_in_flight.contains(&(scope.to_string(), key.to_string()))
+    }
+
+    /// Mark a key's request as executing.
+    pub fn begin_key(&mut self, scope: &str, key: &str) {
+        self.keys_in_flight.insert((scope.to_string(), key.to_string()));
+    }
+
+    pub fn end_key(&mut self, scope: &str, key: &str) {
+        self.keys_in_flight.remove(&(scope.to_string(), key.to_string()));
     }
 
     /// Every live object by type, nested lists complete and embedded
@@ -1059,5 +1146,20 @@ mod tests {
         assert_eq!(err.code, Some("parameter_unknown"));
         assert!(ListParams::from_query(&json!({"limit": "101"})).is_err());
         assert!(ListParams::from_query(&json!({"limit": "0"})).is_err());
+    }
+
+    #[test]
+    fn idempotency_keys_are_forgotten_after_a_day() {
+        let mut w = world();
+        let replay = |saved_ms| Replay { request: "POST /v1/customers {}".into(), status: 200, body: "{}".into(), saved_ms };
+        let now = now_ms();
+        w.remember(PLATFORM, "old", replay(now - IDEMPOTENCY_TTL_MS - 1));
+        w.remember(PLATFORM, "new", replay(now - 1_000));
+        assert!(w.replay(PLATFORM, "old", now).is_none(), "a key older than 24 h is free again");
+        assert!(w.replay(PLATFORM, "new", now).is_some());
+        assert!(w.replay(PLATFORM, "new", now + IDEMPOTENCY_TTL_MS).is_none());
+        assert!(w.replay("acct_other", "new", now).is_none(), "keys belong to one account");
+        w.remember(PLATFORM, "newer", replay(now));
+        assert!(!w.idempotency.contains_key(&(PLATFORM.to_string(), "old".to_string())), "expired keys are dropped");
     }
 }

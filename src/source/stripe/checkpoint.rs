@@ -33,6 +33,11 @@ pub struct Meta {
     /// upstream's event retention means events may have expired unseen.
     #[serde(default)]
     pub polled_at_ms: Option<i64>,
+    /// When the current generation's backfill began (unix seconds): what is
+    /// created after it, the events bring, or for resources without events
+    /// their follower. `None` for backfills of earlier releases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill_started_at: Option<i64>,
 }
 
 /// Checkpoint key `{scope}/backfill/{resource}`: how far backfill paged.
@@ -59,6 +64,28 @@ pub struct ResourceCheckpoint {
     /// are walked newest first, as the mirror lists them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_after: Option<String>,
+}
+
+/// Checkpoint key `{scope}/follow/{resource}`: how a resource followed
+/// without events (by `created`, or re-listed) was last brought up to date.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FollowCheckpoint {
+    /// When the last complete listing began (unix seconds): everything the
+    /// upstream held then is in the mirror.
+    pub listed_at: i64,
+    /// A resource followed by `created`: the newest creation time seen,
+    /// where the next listing starts (`created[gte]`, as several objects
+    /// may share a second).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_gte: Option<i64>,
+}
+
+impl FollowCheckpoint {
+    /// Its checkpoint entry within backfill `generation`, positioned by
+    /// time: a listing never moves it back.
+    pub fn checkpoint(&self, scope: &str, resource: &str, generation: i64) -> Checkpoint {
+        Checkpoint::at(follow_key(scope, resource), json!(self), Position { major: generation, minor: self.listed_at })
+    }
 }
 
 /// How many pages' worth of creation time (at the density a page showed)
@@ -133,6 +160,10 @@ fn meta_key(scope: &str) -> String {
 
 fn resource_key(scope: &str, resource: &str) -> String {
     format!("{scope}/backfill/{resource}")
+}
+
+fn follow_key(scope: &str, resource: &str) -> String {
+    format!("{scope}/follow/{resource}")
 }
 
 #[cfg(test)]

@@ -52,6 +52,18 @@ pub struct StripeConfig {
     /// Pause between polls of `/v1/events` once live.
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
+    /// Resources without events that never change once created (balance
+    /// transactions, …) are listed from the newest one seen
+    /// (`created[gte]`) this often.
+    #[serde(default = "default_created_every_secs")]
+    pub created_every_secs: u64,
+    /// Resources without events that do change (webhook endpoints, tax
+    /// codes, …), child lists followed through their parents, and the
+    /// resources whose events miss objects are listed again completely this
+    /// often, within a fifth of the request budget (live work first);
+    /// objects gone upstream are deleted from the mirror.
+    #[serde(default = "default_relist_every_secs")]
+    pub relist_every_secs: u64,
     /// Resources to mirror, by their path under `/v1` (`customers`,
     /// `checkout/sessions`, `customers/{id}/tax_ids`); default: every list
     /// Stripe serves that holds objects (`tributary resources` lists them).
@@ -90,6 +102,12 @@ fn default_concurrency() -> usize {
 fn default_poll_interval_ms() -> u64 {
     500
 }
+fn default_created_every_secs() -> u64 {
+    60
+}
+fn default_relist_every_secs() -> u64 {
+    3_600
+}
 fn default_event_retention_secs() -> u64 {
     2_592_000
 }
@@ -117,6 +135,8 @@ impl StripeConfig {
             api_version: default_api_version(),
             concurrency: default_concurrency(),
             poll_interval_ms: default_poll_interval_ms(),
+            created_every_secs: default_created_every_secs(),
+            relist_every_secs: default_relist_every_secs(),
             resources: None,
             retry_max_backoff_ms: http::default_retry_max_backoff_ms(),
             event_retention_secs: default_event_retention_secs(),
@@ -134,6 +154,9 @@ impl StripeConfig {
         }
         if self.poll_interval_ms == 0 {
             return invalid("poll_interval_ms must be above 0".into());
+        }
+        if self.created_every_secs == 0 || self.relist_every_secs == 0 {
+            return invalid("created_every_secs and relist_every_secs must be above 0".into());
         }
         match &self.accounts {
             Accounts::Keyword(k) if k == "all" => {}

@@ -4,9 +4,11 @@
 //! - `config`: the validated `[[sources]]` entry
 //! - `checkpoint`: what each account remembers between runs
 //! - `sync`: the per-account state machine (backfill → catching up → live)
+//! - `follow`: resources without events, kept current by listing them
 
 pub mod checkpoint;
 pub mod config;
+mod follow;
 pub mod sync;
 
 use std::sync::Arc;
@@ -34,6 +36,8 @@ pub async fn run(config: StripeConfig, api_key: String, store: Arc<dyn Store>, s
         versions_seen: Default::default(),
         resources: config.resources(),
         poll_interval: Duration::from_millis(config.poll_interval_ms),
+        created_every: Duration::from_secs(config.created_every_secs),
+        relist_every: Duration::from_secs(config.relist_every_secs),
         event_retention: Duration::from_secs(config.event_retention_secs),
         client,
         store,

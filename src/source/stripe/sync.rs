@@ -88,6 +88,10 @@ pub struct Shared {
     pub versions_seen: parking_lot::Mutex<std::collections::HashSet<String>>,
     pub resources: Vec<&'static Resource>,
     pub poll_interval: Duration,
+    /// How often resources followed by `created` are listed.
+    pub created_every: Duration,
+    /// How often re-listed resources are listed.
+    pub relist_every: Duration,
     pub event_retention: Duration,
     pub client: Client,
     pub store: Arc<dyn Store>,
@@ -99,11 +103,20 @@ pub struct Shared {
 }
 
 pub struct ScopeSync {
-    shared: Arc<Shared>,
-    account: Option<String>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) account: Option<String>,
     /// Checkpoint prefix: `platform` or the account id.
-    key: String,
-    status: Arc<ScopeStatus>,
+    pub(super) key: String,
+    pub(super) status: Arc<ScopeStatus>,
+}
+
+/// Which share of the request budget a request draws on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lane {
+    /// Backfill and the events tail.
+    Live,
+    /// Following resources by listing: a share of the budget only.
+    Background,
 }
 
 /// Split a list response into its items and `has_more`.
@@ -118,7 +131,7 @@ pub fn list_parts(page: Value, url: &str) -> Result<(Vec<Value>, bool), ClientEr
     Ok((items, has_more))
 }
 
-fn text<'a>(value: &'a Value, field: &str) -> Option<&'a str> {
+pub(super) fn text<'a>(value: &'a Value, field: &str) -> Option<&'a str> {
     value.get(field).and_then(Value::as_str)
 }
 
@@ -129,7 +142,7 @@ impl ScopeSync {
         ScopeSync { shared, account, key, status }
     }
 
-    fn account_label(&self) -> &str {
+    pub(super) fn account_label(&self) -> &str {
         self.account.as_deref().unwrap_or("platform")
     }
 
@@ -170,7 +183,7 @@ impl ScopeSync {
         tokio::time::sleep(pause).await;
     }
 
-    async fn checkpoints(&self) -> Result<BTreeMap<String, Value>, SyncError> {
+    pub(super) async fn checkpoints(&self) -> Result<BTreeMap<String, Value>, SyncError> {
         let prefix = format!("{}/", self.key);
         Ok(self
             .shared
@@ -182,14 +195,17 @@ impl ScopeSync {
             .collect())
     }
 
-    fn parse<T: serde::de::DeserializeOwned + Default>(checkpoints: &BTreeMap<String, Value>, key: &str) -> Result<T, SyncError> {
+    pub(super) fn parse<T: serde::de::DeserializeOwned + Default>(
+        checkpoints: &BTreeMap<String, Value>,
+        key: &str,
+    ) -> Result<T, SyncError> {
         match checkpoints.get(key) {
             None => Ok(T::default()),
             Some(v) => serde_json::from_value(v.clone()).map_err(|e| SyncError::Checkpoint { key: key.to_string(), reason: e.to_string() }),
         }
     }
 
-    async fn commit(&self, writes: Vec<Write>, sweeps: Vec<Sweep>, checkpoints: Vec<Checkpoint>) -> Result<Applied, SyncError> {
+    pub(super) async fn commit(&self, writes: Vec<Write>, sweeps: Vec<Sweep>, checkpoints: Vec<Checkpoint>) -> Result<Applied, SyncError> {
         let batch = Batch { source: self.shared.name.clone(), writes, sweeps, checkpoints, ..Batch::default() };
         let applied = match self.shared.store.apply(batch).await {
             Ok(applied) => applied,
@@ -218,11 +234,49 @@ impl ScopeSync {
         }
         if meta.phase == MetaPhase::Backfilling {
             self.backfill(&mut meta, &checkpoints).await?;
+        } else {
+            self.backfill_added(&meta, &checkpoints).await?;
         }
         if meta.phase == MetaPhase::CatchingUp {
             self.catch_up(&mut meta).await?;
         }
-        self.tail(meta).await
+        // resources without events are followed by listing, alongside
+        let follow = self.follow(meta.clone());
+        tokio::select! {
+            tailed = self.tail(meta) => tailed,
+            followed = follow => followed,
+        }
+    }
+
+    /// Resources added to the config after this scope's backfill: they are
+    /// backfilled now, before the tail goes on (their events since are
+    /// applied by it); nothing is swept.
+    async fn backfill_added(&self, meta: &Meta, checkpoints: &BTreeMap<String, Value>) -> Result<(), SyncError> {
+        let added: Vec<&'static Resource> = self
+            .shared
+            .resources
+            .iter()
+            .copied()
+            .filter(|r| jobs(&[*r]).iter().any(|job| !self.has_checkpoint(checkpoints, job)))
+            .collect();
+        if added.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = jobs(&added).iter().filter(|job| !self.has_checkpoint(checkpoints, job)).map(Job::name).collect();
+        tracing::info!(kind = "backfill_started", source = %self.shared.name, account = self.account_label(), generation = meta.generation,
+            resources = %names.join(","), "backfilling {} resource lists added since the last backfill", names.len());
+        let phase = self.status.phase();
+        self.status.set_phase(Phase::Backfilling);
+        let (row_count, _) = self.backfill_waves(&added, checkpoints, meta.generation).await?;
+        self.status.set_phase(phase);
+        tracing::info!(kind = "backfill_complete", source = %self.shared.name, account = self.account_label(), row_count,
+            resources = %names.join(","), "added resources backfilled");
+        Ok(())
+    }
+
+    fn has_checkpoint(&self, checkpoints: &BTreeMap<String, Value>, job: &Job) -> bool {
+        checkpoints.contains_key(&format!("backfill/{}", job.name()))
+            || (job.pass == 0 && checkpoints.contains_key(&format!("backfill/{}", job.resource.object)))
     }
 
     /// Keep the generation, forget the cursor: the next run re-backfills.
@@ -245,6 +299,7 @@ impl ScopeSync {
             last_event_before_backfill: last_event.clone(),
             cursor: last_event.clone(),
             polled_at_ms: Some(chrono::Utc::now().timestamp_millis()),
+            backfill_started_at: Some(chrono::Utc::now().timestamp()),
         };
         let mut checkpoints = vec![self.meta_entry(&meta)];
         for job in jobs(&self.shared.resources) {
@@ -258,24 +313,7 @@ impl ScopeSync {
 
     async fn backfill(&self, meta: &mut Meta, checkpoints: &BTreeMap<String, Value>) -> Result<(), SyncError> {
         self.status.set_phase(Phase::Backfilling);
-        let mut row_count = 0;
-        let mut skipped: BTreeSet<&'static str> = BTreeSet::new();
-        // a child list is walked from its parents' rows, so it starts once
-        // every resource that lists its parents is done
-        let generation = meta.generation;
-        for wave in waves(&self.shared.resources) {
-            let mut runs = Vec::new();
-            for job in wave.iter().flat_map(|r| jobs(&[*r])) {
-                let checkpoint = self.resource_checkpoint(checkpoints, &job)?;
-                runs.push(async move { self.backfill_job(job, checkpoint, generation).await.map(|r| (job, r)) });
-            }
-            for (job, (fetched, was_skipped)) in try_join_all(runs).await? {
-                row_count += fetched;
-                if was_skipped {
-                    skipped.extend(job.resource.objects.iter().copied());
-                }
-            }
-        }
+        let (row_count, skipped) = self.backfill_waves(&self.shared.resources, checkpoints, meta.generation).await?;
         // rows this generation did not see are gone upstream, unless a
         // resource that lists them was refused (its rows are kept)
         let objects: BTreeSet<&str> = self.shared.resources.iter().flat_map(|r| r.objects.iter().copied()).collect();
@@ -289,6 +327,34 @@ impl ScopeSync {
         tracing::info!(kind = "backfill_complete", source = %self.shared.name, account = self.account_label(), row_count,
             last_event_before_backfill = meta.last_event_before_backfill.as_deref().unwrap_or(""), "backfill complete");
         Ok(())
+    }
+
+    /// Backfill `resources` from their checkpoints; returns the objects
+    /// stored and the object types of lists the key was refused.
+    async fn backfill_waves(
+        &self,
+        resources: &[&'static Resource],
+        checkpoints: &BTreeMap<String, Value>,
+        generation: i64,
+    ) -> Result<(u64, BTreeSet<&'static str>), SyncError> {
+        let mut row_count = 0;
+        let mut skipped: BTreeSet<&'static str> = BTreeSet::new();
+        // a child list is walked from its parents' rows, so it starts once
+        // every resource that lists its parents is done
+        for wave in waves(resources) {
+            let mut runs = Vec::new();
+            for job in wave.iter().flat_map(|r| jobs(&[*r])) {
+                let checkpoint = self.resource_checkpoint(checkpoints, &job)?;
+                runs.push(async move { self.backfill_job(job, checkpoint, generation).await.map(|r| (job, r)) });
+            }
+            for (job, (fetched, was_skipped)) in try_join_all(runs).await? {
+                row_count += fetched;
+                if was_skipped {
+                    skipped.extend(job.resource.objects.iter().copied());
+                }
+            }
+        }
+        Ok((row_count, skipped))
     }
 
     /// A job's checkpoint; a resource listed in one pass under its object's
@@ -425,12 +491,19 @@ impl ScopeSync {
             }
             _ => None,
         };
-        let writes = self.backfill_writes(items, resource, &path, generation)?;
+        let writes = self.writes(items, resource, &path, &Origin::Backfill, generation)?;
         Ok((range, writes, more, permit))
     }
 
     /// The mirror writes of listed objects.
-    fn backfill_writes(&self, items: Vec<Value>, resource: &Resource, url: &str, generation: i64) -> Result<Vec<Write>, SyncError> {
+    pub(super) fn writes(
+        &self,
+        items: Vec<Value>,
+        resource: &Resource,
+        url: &str,
+        origin: &Origin,
+        generation: i64,
+    ) -> Result<Vec<Write>, SyncError> {
         let mut writes = Vec::with_capacity(items.len());
         for item in items {
             let id = text(&item, "id").ok_or_else(|| ClientError::Shape { url: url.to_string(), reason: "object without id".into() })?;
@@ -439,7 +512,7 @@ impl ScopeSync {
                 id: id.to_string(),
                 account: self.account.clone(),
                 mutation: Mutation::Upsert(item),
-                origin: Origin::Backfill,
+                origin: origin.clone(),
                 generation,
             });
         }
@@ -447,7 +520,7 @@ impl ScopeSync {
         Ok(writes)
     }
 
-    fn skipped(&self, name: &str, reason: &str) {
+    pub(super) fn skipped(&self, name: &str, reason: &str) {
         tracing::warn!(kind = "resource_skipped", source = %self.shared.name, account = self.account_label(), resource = name,
             reason = %reason, "the API key may not read this resource; it is not mirrored (asked again at the next backfill)");
         self.status.skip(name, reason.to_string());
@@ -470,9 +543,15 @@ impl ScopeSync {
                     continue;
                 }
             };
-            let results = try_join_all(page.data.iter().map(|parent| self.fetch_children(job, parent, generation))).await;
+            let results = try_join_all(page.data.iter().map(|parent| self.fetch_children(job, parent, Lane::Live))).await;
             let writes: Vec<Write> = match results {
-                Ok(lists) => lists.into_iter().flatten().collect(),
+                Ok(lists) => {
+                    let mut writes = Vec::new();
+                    for (items, url) in lists {
+                        writes.extend(self.writes(items, job.resource, &url, &Origin::Backfill, generation)?);
+                    }
+                    writes
+                }
                 Err(SyncError::Client(e)) if e.skips_resource() => {
                     let reason = e.to_string();
                     let skipped = ResourceCheckpoint { skipped: Some(reason.clone()), done: true, ..checkpoint };
@@ -493,15 +572,15 @@ impl ScopeSync {
         }
     }
 
-    /// The writes of one parent's children: from the list the parent row
-    /// embeds when it holds it complete (invoice lines, subscription
-    /// items: no request), else paged from the upstream.
-    async fn fetch_children(&self, job: &Job, parent: &Value, generation: i64) -> Result<Vec<Write>, SyncError> {
+    /// One parent's children, with the list's path: from the list the
+    /// parent row embeds when it holds it complete (invoice lines,
+    /// subscription items: no request), else paged from the upstream.
+    pub(super) async fn fetch_children(&self, job: &Job, parent: &Value, lane: Lane) -> Result<(Vec<Value>, String), SyncError> {
         let resource = job.resource;
         // a parent without the field a filter needs has no children yet
-        let Some(base) = resource.list_path(Some(parent)) else { return Ok(vec![]) };
+        let Some(base) = resource.list_path(Some(parent)) else { return Ok((vec![], String::new())) };
         if let Some(items) = embedded_children(parent, &base) {
-            return self.backfill_writes(items, resource, &base, generation);
+            return Ok((items, base));
         }
         let _permit = self.shared.pages.clone().acquire_owned().await.expect("the page semaphore is never closed");
         let mut items = Vec::new();
@@ -509,9 +588,9 @@ impl ScopeSync {
         loop {
             let query: Vec<String> = after.iter().map(|a| format!("starting_after={}", encode(a))).collect();
             let path = job.page_path(base.clone(), &query);
-            let page = match self.shared.client.get(&path, self.account.as_deref()).await {
+            let page = match self.get(&path, lane).await {
                 // the parent is gone upstream: its delete event follows
-                Err(e) if e.is_resource_missing() => return Ok(vec![]),
+                Err(e) if e.is_resource_missing() => return Ok((vec![], base)),
                 other => other?,
             };
             let (mut page_items, has_more) = list_parts(page, &path)?;
@@ -519,8 +598,16 @@ impl ScopeSync {
             after = page_items.last().and_then(|i| text(i, "id")).map(String::from);
             items.extend(page_items);
             if !has_more || !resource.paged || after.is_none() {
-                return self.backfill_writes(items, resource, &base, generation);
+                return Ok((items, base));
             }
+        }
+    }
+
+    /// GET a path as this scope, on `lane`'s share of the budget.
+    pub(super) async fn get(&self, path: &str, lane: Lane) -> Result<Value, ClientError> {
+        match lane {
+            Lane::Live => self.shared.client.get(path, self.account.as_deref()).await,
+            Lane::Background => self.shared.client.get_background(path, self.account.as_deref()).await,
         }
     }
 
@@ -528,7 +615,7 @@ impl ScopeSync {
     /// lines, subscription items) so the stored object is complete. If the
     /// parent is gone upstream (404), the object is kept as given: its delete
     /// event follows.
-    async fn complete_nested(&self, object: &mut Value) -> Result<(), SyncError> {
+    pub(super) async fn complete_nested(&self, object: &mut Value) -> Result<(), SyncError> {
         let Value::Object(fields) = object else { return Ok(()) };
         let owner = format!(
             "{} {}",
@@ -802,7 +889,7 @@ impl Job {
 
     /// A page's path: the list's path (with its scope's query), the page
     /// size where it pages, the pass's query and `extra`.
-    fn page_path(&self, base: String, extra: &[String]) -> String {
+    pub(super) fn page_path(&self, base: String, extra: &[String]) -> String {
         let mut query: Vec<&str> = Vec::new();
         let limit = format!("limit={MAX_PAGE}");
         if self.resource.paged {
