@@ -48,7 +48,10 @@ async fn every_route_answers_as_the_openapi_document_says() {
          api_key_env = \"STRIPE_API_KEY\"\npoll_interval_ms = 200\n{}\n\
          [[sinks]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\nsecret_env = \"TRIBUTARY_TEST_WEBHOOK_SECRET\"\n",
         sim.url,
-        core_resources()
+        core_resources().replace(
+            "resources = [",
+            "resources = [\"customers/{id}/tax_ids\", \"customers/{id}/balance_transactions\", \"terminal/locations\", "
+        )
     );
     let engine = Engine::start_configured(dir.path(), Db::sqlite(dir.path()), &body).await;
     engine.wait_live(std::time::Duration::from_secs(60)).await;
@@ -124,6 +127,24 @@ async fn every_route_answers_as_the_openapi_document_says() {
     // the upstream's refusal is passed on as it came
     let missing = "/v1/sources/stripe/customers/cus_missing";
     assert_eq!(api.call(Method::POST, missing, t, &[("Idempotency-Key", "update-2")], Some(json!({"name": "B"}))).await.0, 404);
+    // lists by their own paths: child lists, and paths of two segments
+    let key = |k: &'static str| [("Idempotency-Key", k)];
+    let tax_ids = format!("{one}/tax_ids");
+    let (status, tax_id) = api.call(Method::POST, &tax_ids, t, &key("tax-1"), Some(json!({"type": "eu_vat", "value": "DE1"}))).await;
+    assert_eq!(status, 200, "{tax_id}");
+    let tax_id = format!("{tax_ids}/{}", tax_id["id"].as_str().unwrap());
+    assert_eq!(api.call(Method::DELETE, &tax_id, t, &key("tax-2"), None).await.0, 200);
+    let balance = format!("{one}/balance_transactions");
+    let (status, entry) = api.call(Method::POST, &balance, t, &key("bal-1"), Some(json!({"amount": -500, "currency": "usd"}))).await;
+    assert_eq!(status, 200, "{entry}");
+    let entry = format!("{balance}/{}", entry["id"].as_str().unwrap());
+    assert_eq!(api.call(Method::POST, &entry, t, &key("bal-2"), Some(json!({"description": "credit"}))).await.0, 200);
+    assert_eq!(api.call(Method::DELETE, &entry, t, &key("bal-3"), None).await.0, 404, "Stripe has no such delete");
+    let (status, location) = api.call(Method::POST, "/v1/sources/stripe/terminal/locations", t, &key("loc-1"), Some(json!({}))).await;
+    assert_eq!(status, 200, "{location}");
+    let location = format!("/v1/sources/stripe/terminal/locations/{}", location["id"].as_str().unwrap());
+    assert_eq!(api.call(Method::POST, &location, t, &key("loc-2"), Some(json!({"display_name": "HQ"}))).await.0, 200);
+    assert_eq!(api.call(Method::DELETE, &location, t, &key("loc-3"), None).await.0, 200);
 
     // the Stripe-compatible path: form-encoded writes, reads from the mirror
     let stripe_customers = "/stripe/stripe/v1/customers";

@@ -266,3 +266,71 @@ async fn a_public_app_writes_only_for_accounts_that_granted_it() {
     assert_eq!(send(Some(&accounts[1]), "p-4").await.unwrap().status(), 403, "the other account never granted it");
     assert_eq!(executions(&sim).await.len(), 1, "refused writes never reached the upstream");
 }
+
+/// Writes reach every list Stripe lets you write, by the list's own path
+/// (child lists and lists whose path has two segments), only in the ways
+/// Stripe allows; an answer whose nested list is cut short is stored
+/// complete, so the upstream's own event matches it and changes nothing.
+async fn writes_reach_every_list_by_its_path(backend: fn(&Path) -> Db) {
+    let dir = tempdir();
+    let resources = r#"resources = ["customers", "customers/{id}/tax_ids", "checkout/sessions", "products", "prices", "invoices"]"#;
+    let (sim, engine, token) = live(dir.path(), backend, "300", &format!("poll_interval_ms = 100\n{resources}")).await;
+    let truth = sim.truth(None).await;
+    let customer = truth["customer"][0]["id"].as_str().unwrap().to_string();
+
+    // a child list: create, then delete, each in the mirror at once
+    let (status, body, _) = write(
+        &engine,
+        &token,
+        "POST",
+        &format!("customers/{customer}/tax_ids"),
+        Some("tax-1"),
+        json!({"type": "eu_vat", "value": "DE123456789"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let tax_id: Value = serde_json::from_str(&body).unwrap();
+    let id = tax_id["id"].as_str().unwrap().to_string();
+    assert_eq!(tax_id["customer"], customer.as_str(), "{tax_id}");
+    assert_eq!(engine.mirror().await["tax_id"][&id].1["value"], "DE123456789");
+    let (status, body, _) = write(&engine, &token, "DELETE", &format!("customers/{customer}/tax_ids/{id}"), Some("tax-2"), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!engine.mirror().await.get("tax_id").is_some_and(|rows| rows.contains_key(&id)), "deleted from the mirror");
+
+    // a list whose path has two segments
+    let (status, body, _) = write(&engine, &token, "POST", "checkout/sessions", Some("session-1"), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let session: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(session["object"], "checkout.session");
+    assert!(engine.mirror().await["checkout.session"].contains_key(session["id"].as_str().unwrap()));
+
+    // only the writes Stripe has
+    let price = truth["price"][0]["id"].as_str().unwrap();
+    let (status, body, _) = write(&engine, &token, "DELETE", &format!("prices/{price}"), Some("price-1"), json!({})).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("Stripe does not let you delete prices"), "{body}");
+    let (status, body, _) = write(&engine, &token, "POST", "customers/cus_1/tax_ids/txi_1/more", Some("deep"), json!({})).await;
+    assert_eq!(status, 404, "{body}");
+    let executed = executions(&sim).await;
+    assert_eq!(executed.len(), 3, "refused writes never reach the upstream: {executed:?}");
+
+    // an invoice whose lines page beyond the ten its answer embeds
+    let invoice = truth["invoice"].as_array().unwrap().iter().find(|i| i["lines"]["data"].as_array().unwrap().len() > 10);
+    let invoice = invoice.expect("an invoice with more than ten lines").clone();
+    let id = invoice["id"].as_str().unwrap().to_string();
+    let (status, body, _) =
+        write(&engine, &token, "POST", &format!("invoices/{id}"), Some("invoice-1"), json!({"metadata": {"n": "1"}})).await;
+    assert_eq!(status, 200, "{body}");
+    let answered: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((answered["lines"]["has_more"].as_bool(), answered["lines"]["data"].as_array().unwrap().len()), (Some(true), 10));
+    let mirrored = engine.mirror().await["invoice"][&id].1.clone();
+    let want = sim.truth(None).await["invoice"].as_array().unwrap().iter().find(|i| i["id"] == id.as_str()).unwrap().clone();
+    assert_eq!(mirrored, want, "the mirror holds the invoice complete");
+    // its upstream event matches the written state: no second change
+    let (status, _) = engine.wait_barrier(30_000).await;
+    assert_eq!(status, 200);
+    let changes: Vec<_> = engine.changes().await.into_iter().filter(|c| c.object_id == id && c.op != "read").collect();
+    assert_eq!(changes.len(), 1, "{:?}", changes.iter().map(|c| (&c.kind, &c.upstream_event_id)).collect::<Vec<_>>());
+}
+
+on_both_backends!(writes_reach_every_list_by_its_path);

@@ -173,7 +173,7 @@ fn object_of(state: &AppState, source: &str, resource: &str) -> Result<&'static 
         )
     };
     let resources = state.writes.resources(source).map_err(|_| unrecognized())?;
-    if !resources.contains(&resource) {
+    if !resources.iter().any(|r| r.path == resource) {
         return Err(unrecognized());
     }
     crate::stripe_api::by_path(resource).map(|r| r.object).ok_or_else(unrecognized)
@@ -193,7 +193,7 @@ async fn create(
     params: Result<Params, ApiError>,
 ) -> Result<Response, StripeError> {
     let (app, Param((source, resource)), Params(params)) = (stripe(app)?, stripe(path)?, stripe(params)?);
-    write(app, state, headers, (source, resource, None), "POST", params, MissingKey::Generate).await
+    write(app, state, headers, (source, resource), "POST", params, MissingKey::Generate).await
 }
 
 /// Stripe-compatible update, through the atomic phases.
@@ -209,7 +209,7 @@ async fn update(
     params: Result<Params, ApiError>,
 ) -> Result<Response, StripeError> {
     let (app, Param((source, resource, id)), Params(params)) = (stripe(app)?, stripe(path)?, stripe(params)?);
-    write(app, state, headers, (source, resource, Some(id)), "POST", params, MissingKey::Generate).await
+    write(app, state, headers, (source, format!("{resource}/{id}")), "POST", params, MissingKey::Generate).await
 }
 
 /// Stripe-compatible delete, through the atomic phases.
@@ -223,7 +223,7 @@ async fn remove(
     headers: HeaderMap,
 ) -> Result<Response, StripeError> {
     let (app, Param((source, resource, id))) = (stripe(app)?, stripe(path)?);
-    write(app, state, headers, (source, resource, Some(id)), "DELETE", Map::new(), MissingKey::Generate).await
+    write(app, state, headers, (source, format!("{resource}/{id}")), "DELETE", Map::new(), MissingKey::Generate).await
 }
 
 /// Stripe-compatible retrieve, answered from the mirror.

@@ -19,7 +19,11 @@ use crate::store::queues::{App, AppKind, PLATFORM};
 use crate::write::{Outcome, WriteError, WriteRequest};
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(create)).routes(routes!(update, remove))
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(update, remove))
+        .routes(routes!(write_3, remove_3))
+        .routes(routes!(write_4, remove_4))
 }
 
 /// The account a request acts for.
@@ -74,7 +78,9 @@ impl From<WriteError> for ApiError {
     fn from(e: WriteError) -> ApiError {
         match e {
             WriteError::BadRequest(_) => ApiError::BadRequest(e.to_string()),
-            WriteError::UnknownSource(_) | WriteError::UnknownResource { .. } => ApiError::NotFound(e.to_string()),
+            WriteError::UnknownSource(_) | WriteError::UnknownResource { .. } | WriteError::NotWritable { .. } => {
+                ApiError::NotFound(e.to_string())
+            }
             WriteError::Mismatch => ApiError::Unprocessable(e.to_string()),
             WriteError::InFlight => ApiError::Conflict(e.to_string()),
             WriteError::Upstream(_) => ApiError::BadGateway(e.to_string()),
@@ -134,7 +140,7 @@ pub(super) async fn write<E: From<ApiError> + From<WriteError>>(
     app: App,
     state: AppState,
     headers: HeaderMap,
-    (source, resource, id): (String, String, Option<String>),
+    (source, path): (String, String),
     method: &'static str,
     params: Map<String, Value>,
     missing_key: MissingKey,
@@ -145,7 +151,7 @@ pub(super) async fn write<E: From<ApiError> + From<WriteError>>(
         (None, MissingKey::Refuse) => return Err(ApiError::BadRequest("an Idempotency-Key header is required".into()).into()),
     };
     let account = account(&app, &headers, &state).await?;
-    let request = WriteRequest { app_id: app.id, key, source, method, resource, id, params, account };
+    let request = WriteRequest { app_id: app.id, key, source, method, path, params, account };
     Ok(answer(state.writes.execute(request).await?))
 }
 
@@ -162,10 +168,11 @@ async fn create(
     headers: HeaderMap,
     Params(params): Params,
 ) -> Result<Response, ApiError> {
-    write(app, state, headers, (source, resource, None), "POST", params, MissingKey::Refuse).await
+    write(app, state, headers, (source, resource), "POST", params, MissingKey::Refuse).await
 }
 
-/// Update an object upstream, idempotently.
+/// Update an object upstream (or create in a list whose path has two
+/// segments, `checkout/sessions`), idempotently.
 #[utoipa::path(post, path = "/v1/sources/{name}/{resource}/{id}", security(("appToken" = [])),
     params(("name" = String, Path), ("resource" = String, Path), ("id" = String, Path), KeyHeader, AccountHeader),
     request_body(content((Params = "application/json"), (Params = "application/x-www-form-urlencoded"))),
@@ -177,7 +184,7 @@ async fn update(
     headers: HeaderMap,
     Params(params): Params,
 ) -> Result<Response, ApiError> {
-    write(app, state, headers, (source, resource, Some(id)), "POST", params, MissingKey::Refuse).await
+    write(app, state, headers, (source, format!("{resource}/{id}")), "POST", params, MissingKey::Refuse).await
 }
 
 /// Delete an object upstream, idempotently.
@@ -190,5 +197,65 @@ async fn remove(
     Param((source, resource, id)): Param<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    write(app, state, headers, (source, resource, Some(id)), "DELETE", Map::new(), MissingKey::Refuse).await
+    write(app, state, headers, (source, format!("{resource}/{id}")), "DELETE", Map::new(), MissingKey::Refuse).await
+}
+
+/// Create in a child list (`customers/cus_1/tax_ids`), or update an object
+/// of a list whose path has two segments (`terminal/readers/tmr_1`),
+/// idempotently.
+#[utoipa::path(post, path = "/v1/sources/{name}/{a}/{b}/{c}", security(("appToken" = [])),
+    params(("name" = String, Path), ("a" = String, Path), ("b" = String, Path), ("c" = String, Path), KeyHeader, AccountHeader),
+    request_body(content((Params = "application/json"), (Params = "application/x-www-form-urlencoded"))),
+    responses((status = 200, description = "the upstream's answer as it came", body = Object), WriteErrors))]
+async fn write_3(
+    app: App,
+    State(state): State<AppState>,
+    Param((source, a, b, c)): Param<(String, String, String, String)>,
+    headers: HeaderMap,
+    Params(params): Params,
+) -> Result<Response, ApiError> {
+    write(app, state, headers, (source, format!("{a}/{b}/{c}")), "POST", params, MissingKey::Refuse).await
+}
+
+/// Delete an object of a list whose path has two segments, idempotently.
+#[utoipa::path(delete, path = "/v1/sources/{name}/{a}/{b}/{c}", security(("appToken" = [])),
+    params(("name" = String, Path), ("a" = String, Path), ("b" = String, Path), ("c" = String, Path), KeyHeader, AccountHeader),
+    responses((status = 200, description = "the upstream's answer as it came", body = Object), WriteErrors))]
+async fn remove_3(
+    app: App,
+    State(state): State<AppState>,
+    Param((source, a, b, c)): Param<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    write(app, state, headers, (source, format!("{a}/{b}/{c}")), "DELETE", Map::new(), MissingKey::Refuse).await
+}
+
+/// Update an object of a child list (`customers/cus_1/sources/card_2`),
+/// idempotently.
+#[utoipa::path(post, path = "/v1/sources/{name}/{a}/{b}/{c}/{d}", security(("appToken" = [])),
+    params(("name" = String, Path), ("a" = String, Path), ("b" = String, Path), ("c" = String, Path), ("d" = String, Path), KeyHeader, AccountHeader),
+    request_body(content((Params = "application/json"), (Params = "application/x-www-form-urlencoded"))),
+    responses((status = 200, description = "the upstream's answer as it came", body = Object), WriteErrors))]
+async fn write_4(
+    app: App,
+    State(state): State<AppState>,
+    Param((source, a, b, c, d)): Param<(String, String, String, String, String)>,
+    headers: HeaderMap,
+    Params(params): Params,
+) -> Result<Response, ApiError> {
+    write(app, state, headers, (source, format!("{a}/{b}/{c}/{d}")), "POST", params, MissingKey::Refuse).await
+}
+
+/// Delete an object of a child list (`customers/cus_1/tax_ids/txi_2`),
+/// idempotently.
+#[utoipa::path(delete, path = "/v1/sources/{name}/{a}/{b}/{c}/{d}", security(("appToken" = [])),
+    params(("name" = String, Path), ("a" = String, Path), ("b" = String, Path), ("c" = String, Path), ("d" = String, Path), KeyHeader, AccountHeader),
+    responses((status = 200, description = "the upstream's answer as it came", body = Object), WriteErrors))]
+async fn remove_4(
+    app: App,
+    State(state): State<AppState>,
+    Param((source, a, b, c, d)): Param<(String, String, String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    write(app, state, headers, (source, format!("{a}/{b}/{c}/{d}")), "DELETE", Map::new(), MissingKey::Refuse).await
 }

@@ -263,6 +263,11 @@ impl Client {
         })
     }
 
+    /// The source whose requests these are.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
     pub fn max_backoff(&self) -> Duration {
         self.max_backoff
     }

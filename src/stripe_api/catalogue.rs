@@ -177,6 +177,46 @@ pub fn by_path(path: &str) -> Option<&'static Resource> {
 }
 
 /// The resource that lists `object`s, preferring a top-level list.
+/// A request path resolved against the catalogue: its resource, the parent
+/// id that fills the resource's `{id}`, and the object id after the list's
+/// path (`customers/cus_1/tax_ids/txi_2`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub resource: &'static Resource,
+    pub parent: Option<String>,
+    pub id: Option<String>,
+}
+
+/// Resolve `path` (under `/v1/`, no query) among `resources`: a list's own
+/// path wins over a shorter list's path followed by an id
+/// (`checkout/sessions` is the sessions list, not the checkout `sessions`).
+pub fn resolve(resources: impl IntoIterator<Item = &'static Resource>, path: &str) -> Option<Target> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if segments.iter().any(|s| s.is_empty()) {
+        return None;
+    }
+    let mut best: Option<(usize, Target)> = None;
+    for resource in resources {
+        let pattern: Vec<&str> = resource.path.split('/').collect();
+        if segments.len() < pattern.len() || segments.len() > pattern.len() + 1 {
+            continue;
+        }
+        let mut parent = None;
+        let fits = pattern.iter().zip(&segments).all(|(want, got)| match *want {
+            "{id}" => {
+                parent = Some(got.to_string());
+                true
+            }
+            literal => literal == *got,
+        });
+        let literals = pattern.iter().filter(|p| **p != "{id}").count();
+        if fits && best.as_ref().is_none_or(|(l, _)| literals > *l) {
+            best = Some((literals, Target { resource, parent, id: segments.get(pattern.len()).map(|s| s.to_string()) }));
+        }
+    }
+    best.map(|(_, target)| target)
+}
+
 pub fn by_object(object: &str) -> Option<&'static Resource> {
     let mut holding = catalogue().iter().filter(|r| r.holds(object));
     let first = holding.next()?;
@@ -362,5 +402,19 @@ mod tests {
         assert!(bad("x\tx\t-\t-\t-\tstays\tno\tcreated\t-\t-").contains("does not filter on"));
         assert!(bad("x\tx\t-\tCX\t-\tstays\tno\tevents\t-\t-").contains("event flag 'X'"));
         assert!(bad("x\tx\t-\t-\t-\tgone\tno\trelist\t-\t-").contains("ending 'gone'"));
+    }
+
+    #[test]
+    fn paths_resolve_to_the_list_with_the_most_literal_segments() {
+        let all = || catalogue().iter();
+        let t = resolve(all(), "customers/cus_1/tax_ids/txi_2").unwrap();
+        assert_eq!((t.resource.path, t.parent.as_deref(), t.id.as_deref()), ("customers/{id}/tax_ids", Some("cus_1"), Some("txi_2")));
+        let t = resolve(all(), "checkout/sessions").unwrap();
+        assert_eq!((t.resource.path, t.id), ("checkout/sessions", None));
+        let t = resolve(all(), "customers/cus_1").unwrap();
+        assert_eq!((t.resource.path, t.parent, t.id.as_deref()), ("customers", None, Some("cus_1")));
+        assert!(resolve(all(), "widgets").is_none());
+        assert!(resolve(all(), "customers//tax_ids").is_none());
+        assert!(resolve(all(), "customers/cus_1/tax_ids/txi_2/more").is_none());
     }
 }

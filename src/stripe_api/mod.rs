@@ -7,7 +7,7 @@
 pub mod catalogue;
 pub mod form;
 
-pub use catalogue::{Ending, Events, Follow, Resource, Scope, by_object, by_path, catalogue, mirrored};
+pub use catalogue::{Ending, Events, Follow, Resource, Scope, Target, by_object, by_path, catalogue, mirrored, resolve};
 
 /// The API version Tributary pins by default (`api_version`), and the one
 /// the simulator renders: the version of Stripe's published fixtures the

@@ -29,6 +29,7 @@ use serde_json::{Map, Value, json};
 use crate::config::{Config, ConfigError, SourceConfig};
 use crate::store::writes::{Answer, Begin, Finish, KeyRecord, KeyRequest, RecoveryPoint, StagedJob};
 use crate::store::{Batch, Mutation, Origin, Store, StoreError, Write, timestamp};
+use crate::stripe_api::Resource;
 use upstream::Upstream;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,9 @@ pub enum WriteError {
     UnknownSource(String),
     #[error("'{resource}' is not a resource of source '{name}'")]
     UnknownResource { name: String, resource: String },
+    /// Stripe has no such write for the resource (prices are never deleted).
+    #[error("Stripe does not let you {action} {resource}")]
+    NotWritable { resource: String, action: &'static str },
     #[error("this Idempotency-Key was first used for another request; use a new key for a different request")]
     Mismatch,
     #[error("a request with this Idempotency-Key is in progress; retry it later")]
@@ -57,9 +61,10 @@ pub struct WriteRequest {
     pub source: String,
     /// `POST` (create, update) or `DELETE`.
     pub method: &'static str,
-    pub resource: String,
-    /// The object to update or delete; `None`: create.
-    pub id: Option<String>,
+    /// The resource's path under `/v1/`, with the object's id to update or
+    /// delete (`customers/cus_1`, `customers/cus_1/tax_ids`,
+    /// `checkout/sessions`); a list's own path creates.
+    pub path: String,
     pub params: Map<String, Value>,
     /// The connected account it acts for; `None`: the platform.
     pub account: Option<String>,
@@ -108,8 +113,8 @@ impl Writes {
         Ok(Writes { store, upstreams, grace, staged: tokio::sync::Notify::new() })
     }
 
-    /// The resources (`customers`, …) a source takes writes for.
-    pub fn resources(&self, source: &str) -> Result<&[&'static str], WriteError> {
+    /// The resources a source takes writes for.
+    pub fn resources(&self, source: &str) -> Result<&[&'static Resource], WriteError> {
         self.upstreams.get(source).map(|u| u.resources.as_slice()).ok_or_else(|| WriteError::UnknownSource(source.to_string()))
     }
 
@@ -117,14 +122,22 @@ impl Writes {
     fn key_request(&self, request: WriteRequest) -> Result<KeyRequest, WriteError> {
         crate::ids::check_text("Idempotency-Key", &request.key).map_err(|e| WriteError::BadRequest(e.0))?;
         let upstream = self.upstreams.get(&request.source).ok_or_else(|| WriteError::UnknownSource(request.source.clone()))?;
-        if !upstream.resources.contains(&request.resource.as_str()) {
-            return Err(WriteError::UnknownResource { name: request.source, resource: request.resource });
+        let unknown = || WriteError::UnknownResource { name: request.source.clone(), resource: request.path.clone() };
+        let target = crate::stripe_api::resolve(upstream.resources.iter().copied(), &request.path).ok_or_else(unknown)?;
+        if let Some(bad) = target.parent.iter().chain(&target.id).find(|id| !is_id(id)) {
+            return Err(WriteError::BadRequest(format!("'{bad}' is not an object id")));
         }
-        let path = match &request.id {
-            Some(id) if !is_id(id) => return Err(WriteError::BadRequest(format!("'{id}' is not an object id"))),
-            Some(id) => format!("/v1/{}/{id}", request.resource),
-            None => format!("/v1/{}", request.resource),
+        let resource = target.resource;
+        let (allowed, action) = match (request.method, &target.id) {
+            ("DELETE", Some(_)) => (resource.delete_endpoint, "delete"),
+            ("DELETE", None) => (false, "delete a whole list of"),
+            (_, Some(_)) => (resource.update, "update"),
+            (_, None) => (resource.create, "create"),
         };
+        if !allowed {
+            return Err(WriteError::NotWritable { resource: resource.path.to_string(), action });
+        }
+        let path = format!("/v1/{}", request.path.trim_matches('/'));
         let params = crate::stripe_api::form_encode(&request.params);
         let fingerprint = crate::ids::sha256_hex(&format!("{} {path}\n{params}", request.method));
         Ok(KeyRequest {
@@ -217,7 +230,14 @@ impl Writes {
         let mut writes = Vec::new();
         let mut jobs = Vec::new();
         let object = (200..300).contains(&upstream.status).then(|| serde_json::from_str::<Value>(&upstream.body).ok()).flatten();
-        if let Some(object) = object.filter(|o| o["id"].is_string() && o["object"].is_string()) {
+        if let Some(mut object) = object.filter(|o| o["id"].is_string() && o["object"].is_string()) {
+            // the mirror holds objects complete, as backfill and events store
+            // them (the answer goes back to the client as it came)
+            if let Some(target) = self.upstreams.get(&request.source) {
+                crate::source::stripe::complete_nested(&target.reader, request.account.as_deref(), &mut object)
+                    .await
+                    .map_err(|e| WriteError::Upstream(format!("completing a nested list of the answer: {e}")))?;
+            }
             let (kind, id) =
                 (object["object"].as_str().unwrap_or_default().to_string(), object["id"].as_str().unwrap_or_default().to_string());
             jobs.push(StagedJob {

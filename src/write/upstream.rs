@@ -13,8 +13,11 @@ pub struct Upstream {
     http: reqwest::Client,
     base_url: reqwest::Url,
     api_key: String,
-    /// Resources (`customers`, …) writes may name.
-    pub resources: Vec<&'static str>,
+    /// Resources writes may name: the source's own.
+    pub resources: Vec<&'static crate::stripe_api::Resource>,
+    /// Reads the rest of a nested list the answer cut short, within the
+    /// source's request budget.
+    pub reader: crate::source::http::Client,
 }
 
 impl Upstream {
@@ -27,7 +30,8 @@ impl Upstream {
             .build()
             .map_err(|e| e.to_string())?;
         let base_url = reqwest::Url::parse(&config.base_url).map_err(|e| format!("base_url '{}': {e}", config.base_url))?;
-        Ok(Upstream { http, base_url, api_key, resources: config.resources().into_iter().map(|r| r.path).collect() })
+        let reader = crate::source::http::Client::new(&config.client_options(&api_key), api_key.clone()).map_err(|e| e.to_string())?;
+        Ok(Upstream { http, base_url, api_key, resources: config.resources(), reader })
     }
 
     /// Send the write. `Ok` is a final answer; `Err` says why no final

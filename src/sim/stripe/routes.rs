@@ -17,7 +17,7 @@ use super::world::{PLATFORM, Replay, now_ms};
 use crate::sim::Sim;
 use crate::sim::error::ApiError;
 use crate::sim::faults::{Auth, answer, error_response, gate, route_key, text_response};
-use crate::stripe_api::{Resource, form};
+use crate::stripe_api::{Target, form};
 
 /// Every Stripe answer carries a `Request-Id` and the `Stripe-Version` it
 /// was rendered in (the one asked for, else the simulator's default); an
@@ -182,38 +182,16 @@ fn not_found(path: &str) -> ApiError {
     ApiError { status: 404, kind: "invalid_request_error", code: None, param: None, message: format!("Unrecognized request URL ({path}).") }
 }
 
-/// A request's place in the catalogue: its resource, the parent the list
-/// hangs from, and the object id after the list's path.
-struct Target {
-    resource: &'static Resource,
-    parent: Option<String>,
-    id: Option<String>,
-}
-
-/// Match `/v1/…` against every served resource's path (`{id}` matches one
-/// segment); a list scoped by a required filter takes its parent from it.
+/// Resolve `/v1/…` among the served resources; a list scoped by a
+/// required filter takes its parent from it.
 fn target(path: &str, query: &Value) -> Option<Target> {
-    let segments: Vec<&str> = path.trim_start_matches("/v1/").trim_end_matches('/').split('/').collect();
-    served().iter().find_map(|resource| {
-        let pattern: Vec<&str> = resource.path.split('/').collect();
-        if segments.len() < pattern.len() || segments.len() > pattern.len() + 1 {
-            return None;
-        }
-        let mut parent = None;
-        for (want, got) in pattern.iter().zip(&segments) {
-            match *want {
-                "{id}" => parent = Some(got.to_string()),
-                literal if literal == *got => {}
-                _ => return None,
-            }
-        }
-        if let Some((param, _)) = resource.scope.filters.iter().find(|(_, field)| *field == "id")
-            && parent.is_none()
-        {
-            parent = query[*param].as_str().map(String::from);
-        }
-        Some(Target { resource, parent, id: segments.get(pattern.len()).map(|s| s.to_string()) })
-    })
+    let mut target = crate::stripe_api::resolve(served().iter().copied(), path.strip_prefix("/v1/")?)?;
+    if let Some((param, _)) = target.resource.scope.filters.iter().find(|(_, field)| *field == "id")
+        && target.parent.is_none()
+    {
+        target.parent = query[*param].as_str().map(String::from);
+    }
+    Some(target)
 }
 
 /// The resource a path names, for the restricted-key fault.

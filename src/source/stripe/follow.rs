@@ -104,13 +104,14 @@ impl ScopeSync {
             let every = self.every(resource).unwrap_or_default().as_secs() as i64;
             self.status.set_listed(resource.path, Some(started), started + every, Some(listed.changes));
             let duration_ms = clock.elapsed().as_millis() as u64;
-            if resource.follow == Follow::Created {
-                tracing::debug!(kind = "resource_listed", source = %self.shared.name, account = self.account_label(), resource = resource.path,
-                    checked = listed.checked, changes = listed.changes, duration_ms, "new objects listed");
-            } else {
+            // a listing that found something says so; quiet ones only at debug
+            if listed.changes > 0 {
                 tracing::info!(kind = "resource_relisted", source = %self.shared.name, account = self.account_label(), resource = resource.path,
-                    checked = listed.checked, changes = listed.changes, deleted = listed.deleted, duration_ms,
+                    strategy = resource.follow.name(), checked = listed.checked, changes = listed.changes, deleted = listed.deleted, duration_ms,
                     "listed again: {} objects, {} changes", listed.checked, listed.changes);
+            } else {
+                tracing::debug!(kind = "resource_relisted", source = %self.shared.name, account = self.account_label(), resource = resource.path,
+                    strategy = resource.follow.name(), checked = listed.checked, duration_ms, "listed again: no changes");
             }
             schedule[0] = (started + every, resource, next);
         }

@@ -104,3 +104,51 @@ async fn list_accounts(client: &Client) -> Result<Vec<String>, ClientError> {
 pub fn is_list(value: &Value) -> bool {
     value.get("object").and_then(Value::as_str) == Some("list")
 }
+
+/// Fetch the remaining pages of every truncated nested list of `object`
+/// (invoice lines, subscription items), so the stored object is complete.
+/// If the parent is gone upstream (404), the object is kept as given: its
+/// delete event follows. A list's url is upstream data: only a path under
+/// `/v1/` is followed, so the API key never goes anywhere else.
+pub async fn complete_nested(client: &Client, account: Option<&str>, object: &mut Value) -> Result<(), ClientError> {
+    let Value::Object(fields) = object else { return Ok(()) };
+    let owner = format!(
+        "{} {}",
+        fields.get("object").and_then(Value::as_str).unwrap_or("object"),
+        fields.get("id").and_then(Value::as_str).unwrap_or("(no id)")
+    );
+    for (field, list) in fields.iter_mut() {
+        if !is_list(list) || list["has_more"] != true {
+            continue;
+        }
+        let Some(url) = list["url"].as_str().map(String::from) else { continue };
+        if let Err(refused) = crate::source::http::check_upstream_path(&format!("{owner}, field '{field}.url'"), &url, "/v1/") {
+            tracing::error!(kind = "url_refused", source = %client.source(), account = account.unwrap_or("platform"), object = %owner,
+                field = %field, url = %url, "refused to follow a nested list's url");
+            return Err(refused);
+        }
+        while let Some(last) = list["data"].as_array().and_then(|d| d.last()).and_then(|i| i["id"].as_str()).map(String::from) {
+            let separator = if url.contains('?') { '&' } else { '?' };
+            let path =
+                format!("{url}{separator}limit={}&starting_after={}", crate::stripe_api::MAX_PAGE, crate::source::http::encode(&last));
+            let page = match client.get(&path, account).await {
+                Ok(page) => page,
+                Err(e) if e.is_not_found() => {
+                    tracing::debug!(url = %path, "parent of a nested list is gone upstream");
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
+            let (items, has_more) = sync::list_parts(page, &path)?;
+            let empty = items.is_empty();
+            if let Some(data) = list["data"].as_array_mut() {
+                data.extend(items);
+            }
+            if !has_more || empty {
+                list["has_more"] = serde_json::json!(false);
+                break;
+            }
+        }
+    }
+    Ok(())
+}

@@ -15,19 +15,16 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::future::try_join_all;
 use futures::stream::FuturesUnordered;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::checkpoint::{Meta, MetaPhase, Range, ResourceCheckpoint};
 use super::is_list;
-use crate::source::http::{Client, ClientError, check_upstream_path, encode};
+use crate::source::http::{Client, ClientError, encode};
 use crate::source::{Phase, ScopeStatus, SourceStatus};
 use crate::store::mirror::ListCursor;
 use crate::store::{Applied, Batch, Checkpoint, Mutation, Origin, Store, StoreError, Sweep, Write};
 use crate::stripe_api::{Ending, Follow, MAX_PAGE, Resource};
-
-/// Every path of the Stripe API starts with this; nested list urls must too.
-const API_PREFIX: &str = "/v1/";
 
 /// Creation-time ranges of one resource paged at once, at most.
 const MAX_RANGES: usize = 32;
@@ -611,52 +608,10 @@ impl ScopeSync {
         }
     }
 
-    /// Fetch the remaining pages of every truncated nested list (invoice
-    /// lines, subscription items) so the stored object is complete. If the
-    /// parent is gone upstream (404), the object is kept as given: its delete
-    /// event follows.
+    /// Complete every truncated nested list of `object` (see
+    /// [`super::complete_nested`]).
     pub(super) async fn complete_nested(&self, object: &mut Value) -> Result<(), SyncError> {
-        let Value::Object(fields) = object else { return Ok(()) };
-        let owner = format!(
-            "{} {}",
-            fields.get("object").and_then(Value::as_str).unwrap_or("object"),
-            fields.get("id").and_then(Value::as_str).unwrap_or("(no id)")
-        );
-        for (field, list) in fields.iter_mut() {
-            if !is_list(list) || list["has_more"] != true {
-                continue;
-            }
-            let Some(url) = text(list, "url").map(String::from) else { continue };
-            // the url comes from upstream data: only a path under /v1/ is
-            // followed, so the API key never goes anywhere else
-            if let Err(refused) = check_upstream_path(&format!("{owner}, field '{field}.url'"), &url, API_PREFIX) {
-                tracing::error!(kind = "url_refused", source = %self.shared.name, account = self.account_label(), object = %owner,
-                    field = %field, url = %url, "refused to follow a nested list's url");
-                return Err(refused.into());
-            }
-            while let Some(last) = list["data"].as_array().and_then(|d| d.last()).and_then(|i| text(i, "id")).map(String::from) {
-                let separator = if url.contains('?') { '&' } else { '?' };
-                let path = format!("{url}{separator}limit={MAX_PAGE}&starting_after={}", encode(&last));
-                let page = match self.shared.client.get(&path, self.account.as_deref()).await {
-                    Ok(page) => page,
-                    Err(e) if e.is_not_found() => {
-                        tracing::debug!(source = %self.shared.name, url = %path, "parent of a nested list is gone upstream");
-                        return Ok(());
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                let (items, has_more) = list_parts(page, &path)?;
-                let empty = items.is_empty();
-                if let Some(data) = list["data"].as_array_mut() {
-                    data.extend(items);
-                }
-                if !has_more || empty {
-                    list["has_more"] = json!(false);
-                    break;
-                }
-            }
-        }
-        Ok(())
+        Ok(super::complete_nested(&self.shared.client, self.account.as_deref(), object).await?)
     }
 
     /// Every event newer than `cursor`, oldest first. `None`: every event
@@ -954,6 +909,7 @@ fn collapse(events: Vec<Value>) -> Vec<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn collapse_keeps_the_newest_event_per_object_in_order() {
