@@ -42,9 +42,10 @@ pub async fn run(config: StripeConfig, api_key: String, store: Arc<dyn Store>, s
         client,
         store,
         status: status.clone(),
-        // as many pages as requests may be in flight, and as many again
-        // fetched and waiting for the store
-        pages: Arc::new(tokio::sync::Semaphore::new(config.concurrency.saturating_mul(2).max(1))),
+        // as many pages as requests may be in flight, and one transaction's
+        // worth fetched and waiting for the store (pages held in memory are
+        // most of a backfill's footprint: about 1.3 MB each, measured)
+        pages: Arc::new(tokio::sync::Semaphore::new(config.concurrency.saturating_add(sync::STORE_QUEUE_PAGES).max(1))),
     });
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(ScopeSync::new(shared.clone(), None).run());

@@ -33,6 +33,10 @@ const MAX_RANGES: usize = 32;
 /// for the store are committed together up to this).
 const MAX_BATCH_WRITES: usize = 1_000;
 
+/// Fetched pages that may wait for the store beyond those in flight: one
+/// transaction's worth.
+pub const STORE_QUEUE_PAGES: usize = MAX_BATCH_WRITES / MAX_PAGE;
+
 /// A page of a range: the range, its writes, where it ended when more
 /// follow, and its place among the pages held in memory.
 type FetchedRange = (Range, Vec<Write>, Option<More>, OwnedSemaphorePermit);
