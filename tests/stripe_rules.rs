@@ -252,3 +252,36 @@ async fn the_simulator_keeps_idempotency_keys_as_stripe_does() {
     assert_eq!(made["name"], "Ada", "{made}");
     assert_eq!(sim.stats().await["executed_by_key"]["key-2"], 1);
 }
+
+/// Two writes to one object at once: the second is answered 429
+/// `lock_timeout`, as Stripe answers it, and goes through once the first
+/// is done; writes to other objects are not held up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_answers_lock_timeout_to_concurrent_writes_to_one_object() {
+    let dir = tempdir();
+    let sim = Sim::start(dir.path(), &["--scale", "20", "--accounts", "0"]).await;
+    let truth = sim.truth(None).await;
+    let (first, second) =
+        (truth["customer"][0]["id"].as_str().unwrap().to_string(), truth["customer"][1]["id"].as_str().unwrap().to_string());
+    sim.set_faults(json!({"write_answer_delay_ms": 1500})).await;
+    let update = |id: String, key: &'static str| {
+        let url = format!("{}/v1/customers/{id}", sim.url);
+        async move {
+            let response =
+                http().post(url).bearer_auth(API_KEY).header("Idempotency-Key", key).form(&[("name", key)]).send().await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let running = tokio::spawn(update(first.clone(), "lock-1"));
+    wait_until("the first write to start", Duration::from_secs(10), || async {
+        sim.stats().await["executed_by_key"]["lock-1"].as_u64() == Some(1)
+    })
+    .await;
+    let (status, body) = update(first.clone(), "lock-2").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("lock_timeout")), "{body}");
+    sim.set_faults(json!({})).await;
+    assert_eq!(update(second, "lock-3").await.0, 200, "another object is not held");
+    assert_eq!(running.await.unwrap().0, 200);
+    let (status, body) = update(first, "lock-2").await;
+    assert_eq!((status, body["name"].as_str()), (200, Some("lock-2")), "the refused write goes through once the first is done");
+}

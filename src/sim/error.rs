@@ -33,6 +33,20 @@ impl ApiError {
         ApiError { code: Some("parameter_missing"), ..ApiError::invalid(param, format!("Missing required param: {param}.")) }
     }
 
+    /// Another request is executing on the same object.
+    pub fn lock_timeout() -> Self {
+        ApiError {
+            status: 429,
+            kind: "invalid_request_error",
+            code: Some("lock_timeout"),
+            param: None,
+            message: "This object cannot be accessed right now because another API request or Stripe process is currently accessing it. \
+                      If you see this error intermittently, retry the request. If you see this error frequently and are making multiple \
+                      concurrent requests to a single object, make your requests serially or at a lower rate."
+                .into(),
+        }
+    }
+
     /// A parameter this endpoint does not take.
     pub fn unknown(param: &str) -> Self {
         ApiError { code: Some("parameter_unknown"), ..ApiError::invalid(param, format!("Received unknown parameter: {param}")) }

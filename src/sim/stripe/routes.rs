@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::fixtures::served;
 use super::list::ListParams;
-use super::world::{PLATFORM, Replay, now_ms};
+use super::world::{Busy, PLATFORM, Replay, now_ms};
 use crate::sim::Sim;
 use crate::sim::error::ApiError;
 use crate::sim::faults::{Auth, answer, error_response, gate, route_key, text_response};
@@ -109,10 +109,10 @@ async fn stripe_answer(sim: Arc<Sim>, method: Method, uri: Uri, headers: HeaderM
     let write = method == Method::POST || method == Method::DELETE;
     let key = idempotency_key.filter(|_| write);
     if let Some(key) = &key {
-        let mut world = sim.world.lock();
+        let world = sim.world.lock();
         // a key whose first request is still executing (its result is not
         // saved yet) is in use
-        if world.key_in_flight(&scope, key) {
+        if world.is_busy(&Busy::Key { scope: scope.clone(), key: key.clone() }) {
             return error_response(&ApiError {
                 status: 409,
                 kind: "idempotency_error",
@@ -137,10 +137,16 @@ async fn stripe_answer(sim: Arc<Sim>, method: Method, uri: Uri, headers: HeaderM
             response.headers_mut().insert("idempotent-replayed", "true".parse().expect("static header"));
             return response;
         }
-        world.begin_key(&scope, key);
     }
     // the key is in use until the answer is sent, or the client hangs up
-    let _in_flight = key.clone().map(|key| KeyInFlight { sim: sim.clone(), scope: scope.clone(), key });
+    let _key = key.as_ref().map(|key| Held::take(&sim, Busy::Key { scope: scope.clone(), key: key.clone() }));
+    // a write to an object another write is executing on waits for no one:
+    // Stripe answers 429 lock_timeout
+    let object = write.then(|| target(&path, &query).and_then(|t| t.id)).flatten();
+    let _object = match object.map(|id| Held::try_take(&sim, Busy::Object { scope: scope.clone(), id })) {
+        Some(None) => return error_response(&ApiError::lock_timeout()),
+        held => held.flatten(),
+    };
 
     let result = dispatch(&sim, &method, &path, &scope, &query, &params);
     let (status, body) = match result {
@@ -165,16 +171,28 @@ async fn stripe_answer(sim: Arc<Sim>, method: Method, uri: Uri, headers: HeaderM
     answer(&sim, &faults, status, body)
 }
 
-/// An idempotency key whose request is executing; released when dropped.
-struct KeyInFlight {
+/// Something an executing request holds; released when dropped (the
+/// answer sent, or the client gone).
+struct Held {
     sim: Arc<Sim>,
-    scope: String,
-    key: String,
+    what: Busy,
 }
 
-impl Drop for KeyInFlight {
+impl Held {
+    fn take(sim: &Arc<Sim>, what: Busy) -> Held {
+        sim.world.lock().hold(what.clone());
+        Held { sim: sim.clone(), what }
+    }
+
+    /// `None` when another request holds it.
+    fn try_take(sim: &Arc<Sim>, what: Busy) -> Option<Held> {
+        sim.world.lock().hold(what.clone()).then(|| Held { sim: sim.clone(), what })
+    }
+}
+
+impl Drop for Held {
     fn drop(&mut self) {
-        self.sim.world.lock().end_key(&self.scope, &self.key);
+        self.sim.world.lock().release(&self.what);
     }
 }
 

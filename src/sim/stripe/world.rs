@@ -54,6 +54,13 @@ pub struct Replay {
     pub saved_ms: i64,
 }
 
+/// What an executing request holds, in one account.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Busy {
+    Key { scope: String, key: String },
+    Object { scope: String, id: String },
+}
+
 /// How long Stripe keeps an idempotency key's result.
 pub const IDEMPOTENCY_TTL_MS: i64 = 24 * 3600 * 1000;
 
@@ -109,9 +116,10 @@ pub struct World {
     next_rev: u64,
     event_retention: Duration,
     idempotency: HashMap<(String, String), Replay>,
-    /// Idempotency keys whose first request is executing: a second one
-    /// meanwhile is answered 409.
-    keys_in_flight: HashSet<(String, String)>,
+    /// What requests are executing on: an idempotency key (a second
+    /// request with it is answered 409) or an object (a second write to it
+    /// is answered 429 `lock_timeout`).
+    busy: HashSet<Busy>,
     /// The API version new events are rendered at; `None`: the pinned one.
     event_version: Option<String>,
     /// Live traffic's mutations per resource path (`/__sim/stats`).
@@ -162,7 +170,7 @@ impl World {
             mutations: BTreeMap::new(),
             event_retention,
             idempotency: HashMap::new(),
-            keys_in_flight: HashSet::new(),
+            busy: HashSet::new(),
             event_version: None,
         };
         world.scopes.insert(PLATFORM.to_string(), Account::default());
@@ -745,18 +753,18 @@ impl World {
         self.idempotency.get(&(scope.to_string(), key.to_string())).filter(|r| now_ms - r.saved_ms < IDEMPOTENCY_TTL_MS)
     }
 
-    /// Whether a request with this key is executing.
-    pub fn key_in_flight(&self, scope: &str, key: &str) -> bool {
-        self.keys_in_flight.contains(&(scope.to_string(), key.to_string()))
+    /// Whether a request is executing on `what`.
+    pub fn is_busy(&self, what: &Busy) -> bool {
+        self.busy.contains(what)
     }
 
-    /// Mark a key's request as executing.
-    pub fn begin_key(&mut self, scope: &str, key: &str) {
-        self.keys_in_flight.insert((scope.to_string(), key.to_string()));
+    /// Mark `what` as taken by an executing request; `false` when it is already.
+    pub fn hold(&mut self, what: Busy) -> bool {
+        self.busy.insert(what)
     }
 
-    pub fn end_key(&mut self, scope: &str, key: &str) {
-        self.keys_in_flight.remove(&(scope.to_string(), key.to_string()));
+    pub fn release(&mut self, what: &Busy) {
+        self.busy.remove(what);
     }
 
     /// Every live object by type, nested lists complete and embedded
