@@ -276,8 +276,7 @@ impl ScopeSync {
     }
 
     fn has_checkpoint(&self, checkpoints: &BTreeMap<String, Value>, job: &Job) -> bool {
-        checkpoints.contains_key(&format!("backfill/{}", job.name()))
-            || (job.pass == 0 && checkpoints.contains_key(&format!("backfill/{}", job.resource.object)))
+        checkpoints.contains_key(&Self::checkpoint_key(checkpoints, job))
     }
 
     /// Keep the generation, forget the cursor: the next run re-backfills.
@@ -361,12 +360,19 @@ impl ScopeSync {
     /// A job's checkpoint; a resource listed in one pass under its object's
     /// name by earlier releases resumes from that.
     fn resource_checkpoint(&self, checkpoints: &BTreeMap<String, Value>, job: &Job) -> Result<ResourceCheckpoint, SyncError> {
+        Self::parse(checkpoints, &Self::checkpoint_key(checkpoints, job))
+    }
+
+    /// The key a job's checkpoint is read from: its own, or for the first
+    /// pass, when only that exists, the one earlier releases wrote under
+    /// the object's name.
+    fn checkpoint_key(checkpoints: &BTreeMap<String, Value>, job: &Job) -> String {
         let key = format!("backfill/{}", job.name());
         let legacy = format!("backfill/{}", job.resource.object);
-        if !checkpoints.contains_key(&key) && job.pass == 0 && checkpoints.contains_key(&legacy) {
-            return Self::parse(checkpoints, &legacy);
+        match !checkpoints.contains_key(&key) && job.pass == 0 && checkpoints.contains_key(&legacy) {
+            true => legacy,
+            false => key,
         }
-        Self::parse(checkpoints, &key)
     }
 
     /// Backfill one job; returns the objects it stored and whether the key
