@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 
 const CONFIG: &str = "[database]\nurl = \"sqlite://DB\"\n[[sources]]\nname = \"stripe\"\nkind = \"stripe\"\nbase_url = \"http://127.0.0.1:1\"\napi_key_env = \"TRIBUTARY_CLI_TEST_KEY\"\n";
@@ -112,21 +110,6 @@ fn run_fails_at_once_with_one_line_on_an_unusable_database() {
     let (code, _, stderr) = tributary(&["run", "--config", &path.display().to_string()], &[("TRIBUTARY_CLI_TEST_KEY", "k")]);
     assert_eq!(code, 1);
     assert!(stderr.contains("/nonexistent-dir/deeper/t.db") && stderr.trim_end().lines().count() == 1, "{stderr}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn official_stripe_python_library_works_against_the_sim() {
-    let dir = tempdir();
-    let sim = Sim::start(dir.path(), &["--scale", "300", "--accounts", "2"]).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/stripe_python.py");
-    let out = Command::new("python3").arg(script).arg(&sim.url).output().expect("python3 (installed by scripts/test.sh)");
-    assert!(
-        out.status.success(),
-        "stripe client failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("official stripe client: ok"));
 }
 
 #[test]

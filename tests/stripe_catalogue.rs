@@ -184,28 +184,7 @@ async fn a_default_source_mirrors_and_follows_every_served_resource(backend: Bac
     let stopped = chrono::Utc::now().timestamp();
     let mutations = sim.stats().await["mutations"].clone();
 
-    // every resource followed by listing has been listed since
-    let fresh_since = |sources: &Value| -> Result<(), String> {
-        for scope in sources["sources"][0]["accounts"].as_array().unwrap() {
-            for (resource, follow) in scope["follow"].as_object().unwrap() {
-                let at = follow["fresh_at"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).map(|t| t.timestamp());
-                if at.is_none_or(|at| at <= stopped) {
-                    return Err(format!("{resource} in {}: {follow}", scope["account"]));
-                }
-            }
-        }
-        Ok(())
-    };
-    let mut last = String::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        match fresh_since(&engine.sources().await) {
-            Ok(()) => break,
-            Err(e) if std::time::Instant::now() < deadline => last = e,
-            Err(_) => panic!("not listed since the traffic stopped: {last}"),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_fresh_since(&engine, stopped).await;
     engine.barrier("stripe").await;
     assert_converged_over(&sim, &engine.db, None).await;
 
@@ -245,7 +224,88 @@ async fn a_default_source_mirrors_and_follows_every_served_resource(backend: Bac
     println!("changes found by listing: {} over {} types; deletes of {deleted:?}", listed.len(), objects.len());
 }
 
-on_both_backends!(a_default_source_mirrors_and_follows_every_served_resource);
+/// Wait until every resource of every account is fresh after `stopped`
+/// (unix seconds): followed by events, or listed since.
+async fn wait_fresh_since(engine: &Engine, stopped: i64) {
+    let fresh_since = |sources: &Value| -> Result<(), String> {
+        for scope in sources["sources"][0]["accounts"].as_array().unwrap() {
+            for (resource, follow) in scope["follow"].as_object().unwrap() {
+                let at = follow["fresh_at"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).map(|t| t.timestamp());
+                if at.is_none_or(|at| at <= stopped) {
+                    return Err(format!("{resource} in {}: {follow}", scope["account"]));
+                }
+            }
+        }
+        Ok(())
+    };
+    let mut last = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        match fresh_since(&engine.sources().await) {
+            Ok(()) => return,
+            Err(e) if std::time::Instant::now() < deadline => last = e,
+            Err(_) => panic!("not listed since the traffic stopped: {last}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every served resource, live traffic over all of them, 429s (the
+/// upstream's limit is below the source's budget), one request in twenty
+/// a 500, and a `kill -9` in the middle of the backfill: the restart
+/// resumes it, and the mirror ends equal to the upstream, canceled
+/// subscriptions included.
+async fn a_kill_mid_backfill_over_every_resource_with_traffic_and_faults_converges(backend: Backend) {
+    let dir = tempdir();
+    let sim = Sim::start(
+        dir.path(),
+        &["--scale", "200", "--accounts", "1", "--seed", "13", "--rate-limit", "150", "--fail-rate", "0.05", "--mutations-per-sec", "40"],
+    )
+    .await;
+    let body = format!(
+        "[[sources]]\nname = \"stripe\"\nkind = \"stripe\"\nbase_url = \"{}\"\napi_key_env = \"STRIPE_API_KEY\"\nrate_limit_per_sec = 250\n\
+         created_every_secs = 1\nrelist_every_secs = 2",
+        sim.url
+    );
+    let mut first = Engine::start_configured(dir.path(), backend(dir.path()), &body).await;
+    let done_and_total = |sources: &Value| -> (usize, usize) {
+        let jobs: Vec<Value> = sources["sources"][0]["accounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|a| a["backfill"].as_object().cloned().unwrap_or_default().into_values())
+            .collect();
+        (jobs.iter().filter(|j| j["done"] == true).count(), jobs.len())
+    };
+    wait_until("part of the backfill to be committed", Duration::from_secs(120), || async {
+        let (done, total) = get_json(&format!("{}/v1/sources", first.api)).await.map_or((0, 0), |s| done_and_total(&s));
+        done >= 20 && done < total
+    })
+    .await;
+    first.proc.kill();
+
+    let second = first.restart(dir.path()).await;
+    second.wait_live(Duration::from_secs(240)).await;
+    assert!(second.proc.log_kinds("backfill_started").is_empty(), "the restart began a new backfill instead of resuming");
+    // traffic and faults stop; what they did is caught up with
+    let stats = sim.stats().await;
+    assert!(stats["rate_limited"].as_u64().unwrap() > 0 && stats["failed"].as_u64().unwrap() > 0, "no 429s or 500s: {stats}");
+    sim.set_traffic(0.0).await;
+    sim.set_faults(serde_json::json!({"fail_rate": 0.0})).await;
+    let stopped = chrono::Utc::now().timestamp();
+    wait_fresh_since(&second, stopped).await;
+    second.barrier("stripe").await;
+    assert_converged_over(&sim, &second.db, None).await;
+    let mirror = second.mirror().await;
+    assert!(mirror.values().filter(|rows| !rows.is_empty()).count() >= 90, "not every type is mirrored");
+    let canceled = mirror["subscription"].values().filter(|(_, row)| row["status"] == "canceled").count();
+    assert!(canceled > 0, "no canceled subscription in the mirror");
+}
+
+on_both_backends!(
+    a_default_source_mirrors_and_follows_every_served_resource,
+    a_kill_mid_backfill_over_every_resource_with_traffic_and_faults_converges
+);
 
 /// Invoice items carry no `created` (they have a `date`), though their list
 /// filters on it: they are paged by cursor, never split by a creation time

@@ -285,3 +285,81 @@ async fn the_simulator_answers_lock_timeout_to_concurrent_writes_to_one_object()
     let (status, body) = update(first, "lock-2").await;
     assert_eq!((status, body["name"].as_str()), (200, Some("lock-2")), "the refused write goes through once the first is done");
 }
+
+/// Stripe takes its key as a bearer token or as the user name of HTTP
+/// basic auth (`curl -u sk_test_…:`); anything else is a 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_takes_the_key_as_stripe_does() {
+    let dir = tempdir();
+    let sim = Sim::start(dir.path(), &["--scale", "5", "--accounts", "0"]).await;
+    let url = format!("{}/v1/customers?limit=1", sim.url);
+    let status = |request: reqwest::RequestBuilder| async move { request.send().await.unwrap().status().as_u16() };
+    assert_eq!(status(http().get(&url).bearer_auth(API_KEY)).await, 200);
+    assert_eq!(status(http().get(&url).basic_auth(API_KEY, None::<&str>)).await, 200);
+    assert_eq!(status(http().get(&url).basic_auth(API_KEY, Some(""))).await, 200);
+    assert_eq!(status(http().get(&url).basic_auth("pk_test_publishable", None::<&str>)).await, 401);
+    assert_eq!(status(http().get(&url).header("Authorization", "Basic %%%")).await, 401);
+    assert_eq!(status(http().get(&url)).await, 401);
+}
+
+/// A customer's tax ids and sources are read from the customers' own list
+/// with `expand[]`: no request per customer, except for the one customer
+/// whose tax ids are longer than the expanded first page; the mirror ends
+/// equal to the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_lists_stripe_expands_are_read_from_their_parents_pages() {
+    let dir = tempdir();
+    let sim = Sim::start(dir.path(), &["--scale", "250", "--accounts", "0"]).await;
+    let customer = sim.truth(None).await["customer"][0]["id"].as_str().unwrap().to_string();
+    for i in 0..12 {
+        let (status, body) = sim
+            .call(Method::POST, &format!("/v1/customers/{customer}/tax_ids"), &[("type", "eu_vat"), ("value", &format!("DE{i:09}"))])
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // the account's own tax ids (top-level) too: the upstream's tax ids are both lists
+    let resources = r#"resources = ["customers", "customers/{id}/tax_ids", "customers/{id}/sources", "tax_ids"]"#;
+    let engine = Engine::start(dir.path(), &sim.url, &format!("accounts = []\n{resources}\nrate_limit_per_sec = 500")).await;
+    engine.wait_live(Duration::from_secs(60)).await;
+    assert_converged_over(&sim, &engine.db, Some(&["customer", "tax_id", "card"])).await;
+    assert!(engine.mirror().await["tax_id"].len() > 12);
+
+    let routes = sim.stats().await["by_route"].clone();
+    assert_eq!(routes["GET /v1/customers/{id}/sources"], Value::Null, "sources were read per customer: {routes}");
+    assert_eq!(routes["GET /v1/customers/{id}/tax_ids"], 1, "tax ids beyond the first page are read for that customer only: {routes}");
+    assert!(engine.proc.log_kinds("expand_refused").is_empty());
+}
+
+/// An upstream that refuses the expansion (a 400): the list is read per
+/// parent instead, with one `expand_refused` line, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_expansion_reads_the_child_list_per_parent() {
+    let per_parent = Arc::new(Mutex::new(Recorded::default()));
+    let answer = |State(recorded): State<Arc<Mutex<Recorded>>>, Path(path): Path<String>, RawQuery(query): RawQuery| async move {
+        let query = query.unwrap_or_default();
+        *recorded.lock().by_path.entry(path.clone()).or_default() += 1;
+        let customers = json!([{"id": "cus_2", "object": "customer", "created": 2}, {"id": "cus_1", "object": "customer", "created": 1}]);
+        match path.as_str() {
+            "customers" if query.contains("expand") => error(StatusCode::BAD_REQUEST, "parameter_invalid", None),
+            "customers" => list(&path, customers),
+            "customers/cus_1/tax_ids" | "customers/cus_2/tax_ids" => {
+                let owner = path.split('/').nth(1).unwrap();
+                list(&path, json!([{"id": format!("txi_{owner}"), "object": "tax_id", "customer": owner, "created": 3}]))
+            }
+            _ => list(&path, json!([])),
+        }
+    };
+    let app = axum::Router::new().route("/v1/{*path}", axum::routing::get(answer)).with_state(per_parent.clone());
+    let base = serve_upstream(app).await;
+    let dir = tempdir();
+    let resources = r#"resources = ["customers", "customers/{id}/tax_ids"]"#;
+    let engine = Engine::start(dir.path(), &base, &format!("accounts = []\n{resources}\npoll_interval_ms = 100")).await;
+    engine.wait_live(Duration::from_secs(30)).await;
+    let tax_ids: Vec<String> = engine.mirror().await["tax_id"].keys().cloned().collect();
+    assert_eq!(tax_ids, ["txi_cus_1", "txi_cus_2"]);
+    let refused = engine.proc.log_kinds("expand_refused");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["resource"], "customers/{id}/tax_ids");
+    let by_path = per_parent.lock().by_path.clone();
+    assert_eq!((by_path["customers/cus_1/tax_ids"], by_path["customers/cus_2/tax_ids"]), (1, 1), "{by_path:?}");
+}

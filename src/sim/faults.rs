@@ -112,6 +112,22 @@ pub enum Auth {
     Bearer,
 }
 
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
+}
+
+/// The API key a request presents, as Stripe takes it: a bearer token, or
+/// the user name of HTTP basic auth (`curl -u sk_test_…:`).
+pub fn stripe_key(headers: &HeaderMap) -> Option<String> {
+    use base64::Engine;
+    if let Some(token) = bearer(headers) {
+        return Some(token.to_string());
+    }
+    let encoded = headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Basic ")?;
+    let decoded = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?).ok()?;
+    Some(decoded.split_once(':').map_or(decoded.as_str(), |(user, _)| user).to_string())
+}
+
 /// Count the request, then apply what every route shares: latency, auth,
 /// the rate limit and injected 500s. `Err` is the answer to send instead.
 pub async fn gate(sim: &Sim, route: String, headers: &HeaderMap, auth: Auth) -> Result<Faults, Response> {
@@ -121,10 +137,11 @@ pub async fn gate(sim: &Sim, route: String, headers: &HeaderMap, auth: Auth) -> 
     if faults.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
     }
-    let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     let key_ok = match auth {
-        Auth::StripeKey => token.is_some_and(|k| ["sk_test_", "rk_test_"].iter().any(|p| k.starts_with(p) && k.len() > p.len())),
-        Auth::Bearer => token.is_some_and(|k| !k.trim().is_empty()),
+        Auth::StripeKey => {
+            stripe_key(headers).is_some_and(|k| ["sk_test_", "rk_test_"].iter().any(|p| k.starts_with(p) && k.len() > p.len()))
+        }
+        Auth::Bearer => bearer(headers).is_some_and(|k| !k.trim().is_empty()),
     };
     if !key_ok || faults.unauthorized {
         let message = match auth {

@@ -41,7 +41,7 @@ pub struct SimArgs {
     /// Address to serve the API on
     #[arg(long, default_value = "127.0.0.1:12111")]
     pub listen: SocketAddr,
-    /// Seed of the generated data (same seed, same data)
+    /// Seed of the generated data (same seed, same data; its history ends at the start of the current UTC day)
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
     /// Number of customers; other types follow in proportion (about 4.8 objects per customer)
@@ -78,7 +78,7 @@ pub struct SimArgs {
     /// Share of event queue acknowledgements dropped, so batches come again (0.0 to 1.0)
     #[arg(long, default_value_t = 0.0)]
     pub lose_acks: f64,
-    /// How long events stay listed at /v1/events (Stripe: 30 days)
+    /// How long events stay listed at /v1/events (Stripe: 30 days); seeded objects created within it have their creation events
     #[arg(long, default_value_t = 2_592_000)]
     pub event_retention_secs: u64,
 }
@@ -95,7 +95,10 @@ impl SimArgs {
     }
 
     pub fn build(&self) -> Arc<Sim> {
-        let world = World::seeded(self.seed, self.scale, self.accounts, Duration::from_secs(self.event_retention_secs));
+        // the seeded history ends at the start of the day: the same seed
+        // gives the same data all day, and its recent part has events
+        let today = chrono::Utc::now().date_naive().and_time(chrono::NaiveTime::MIN).and_utc().timestamp();
+        let world = World::seeded(self.seed, self.scale, self.accounts, Duration::from_secs(self.event_retention_secs), today);
         let faults = Faults {
             rate_limit: self.rate_limit,
             fail_rate: self.fail_rate,

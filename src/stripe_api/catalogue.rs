@@ -141,6 +141,18 @@ impl Resource {
     /// The list's URL path for one parent row (`/v1/customers/cus_1/tax_ids`),
     /// with the query that scopes it and without paging parameters. `None`
     /// when the parent lacks a field the list needs (no ownership yet).
+    /// A child list under its parent's id (`customers/{id}/tax_ids`) as a
+    /// field of its parent's own list (`tax_ids` of `/v1/customers`),
+    /// where that list pages in one pass: the way to read it expanded.
+    pub fn expandable_from(&self) -> Option<(&'static Resource, &'static str)> {
+        let parent = self.scope.parent.filter(|_| self.scope.in_path)?;
+        let (prefix, field) = self.path.rsplit_once("/{id}/")?;
+        let list = catalogue().iter().find(|r| {
+            r.path == prefix && r.holds(parent) && r.scope.parent.is_none() && r.scope.filters.is_empty() && r.paged && r.passes.len() == 1
+        })?;
+        (!field.contains('/')).then_some((list, field))
+    }
+
     pub fn list_path(&self, parent: Option<&serde_json::Value>) -> Option<String> {
         use crate::source::http::encode;
         let field = |name: &str| parent.and_then(|row| row.get(name)).and_then(serde_json::Value::as_str);

@@ -45,6 +45,22 @@ try:
 except stripe.IdempotencyError:
     pass
 
+# expand[]: references on a list page and on one object, and a list a
+# customer shows only when asked
+invoices = client.v1.invoices.list(params={"limit": 20, "expand": ["data.customer"]})
+linked = [i for i in invoices.data if i.customer is not None]
+assert linked and all(c.customer.object == "customer" for c in linked), [i.customer for i in invoices.data]
+one = client.v1.invoices.retrieve(linked[0].id, params={"expand": ["customer"]})
+assert one.customer.id == linked[0].customer.id
+with_tax_ids = client.v1.customers.retrieve(customer.id, params={"expand": ["tax_ids"]})
+assert with_tax_ids.tax_ids.object == "list", with_tax_ids
+assert "tax_ids" not in client.v1.customers.retrieve(customer.id).to_dict()
+try:
+    client.v1.customers.list(params={"expand": ["email"]})
+    raise AssertionError("a list expands data.<field> only")
+except stripe.InvalidRequestError as e:
+    assert e.param == "expand", e.param
+
 # connected accounts and errors
 accounts = client.v1.accounts.list()
 assert len(accounts.data) >= 1

@@ -22,6 +22,8 @@ pub struct ListParams {
     /// `created` (unix seconds): an exact value, or any of
     /// `created[gt|gte|lt|lte]`, as the inclusive span `[from, to]`.
     pub created: Option<(i64, i64)>,
+    /// `expand[]` paths, each `data.…`.
+    pub expand: Vec<String>,
 }
 
 /// `created=T` or `created[gt|gte|lt|lte]=T` as an inclusive span.
@@ -83,7 +85,14 @@ impl ListParams {
             Some("false") => Some(false),
             Some(other) => return Err(ApiError::invalid("active", format!("Invalid boolean: {other}"))),
         };
-        Ok(ListParams { limit, starting_after, ending_before, status: text("status"), active, created: created_span(query)? })
+        let expand = super::expand::paths(query);
+        if let Some(bad) = expand.iter().find(|p| !p.starts_with("data.")) {
+            return Err(ApiError::invalid(
+                "expand",
+                format!("This property cannot be expanded ({bad}). You may want to try expanding 'data.{bad}' instead."),
+            ));
+        }
+        Ok(ListParams { limit, starting_after, ending_before, status: text("status"), active, created: created_span(query)?, expand })
     }
 }
 

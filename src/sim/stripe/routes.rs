@@ -11,12 +11,13 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
+use super::expand;
 use super::fixtures::served;
 use super::list::ListParams;
 use super::world::{Busy, PLATFORM, Replay, now_ms};
 use crate::sim::Sim;
 use crate::sim::error::ApiError;
-use crate::sim::faults::{Auth, answer, error_response, gate, route_key, text_response};
+use crate::sim::faults::{Auth, answer, error_response, gate, route_key, stripe_key, text_response};
 use crate::stripe_api::{Target, form};
 
 /// Every Stripe answer carries a `Request-Id` and the `Stripe-Version` it
@@ -87,7 +88,7 @@ async fn stripe_answer(sim: Arc<Sim>, method: Method, uri: Uri, headers: HeaderM
         }
     };
 
-    let restricted_key = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("Bearer rk_"));
+    let restricted_key = stripe_key(&headers).is_some_and(|k| k.starts_with("rk_"));
     if let Some(resource) = resource_of(&path).filter(|r| restricted_key && faults.restricted.iter().any(|x| x == r)) {
         let object = crate::stripe_api::by_path(resource).map_or(resource, |r| r.object);
         let account = if scope == PLATFORM { "acct_platform" } else { scope.as_str() };
@@ -228,21 +229,27 @@ fn dispatch(sim: &Sim, method: &Method, path: &str, scope: &str, query: &Value, 
             _ => {}
         }
     }
-    let Target { resource, parent, id } = target(path, query).ok_or_else(|| not_found(path))?;
-    if resource.scope.parent.is_some() && parent.is_none() {
+    // a list scoped by a required filter takes it from the query of a
+    // list, from the body of a create
+    let Target { resource, parent, id } = target(path, params).ok_or_else(|| not_found(path))?;
+    // an object is reached by its own id; its list needs its parent
+    if resource.scope.parent.is_some() && parent.is_none() && id.is_none() {
         let (param, _) = resource.scope.filters.first().copied().unwrap_or(("id", "id"));
         return Err(ApiError::required(param));
     }
-    if let Some((param, _)) = resource.scope.filters.iter().find(|(param, _)| query.get(*param).is_none() && method == Method::GET) {
+    if let Some((param, _)) =
+        resource.scope.filters.iter().find(|(param, _)| query.get(*param).is_none() && method == Method::GET && id.is_none())
+    {
         return Err(ApiError::required(param));
     }
     let parent = parent.as_deref();
-    match (method, id) {
-        (&Method::GET, None) => world.list(scope, resource, parent, &ListParams::from_query(query)?, path),
-        (&Method::POST, None) => world.create(scope, resource, parent, params).map(|v| v.to_string()),
-        (&Method::GET, Some(id)) => world.retrieve(scope, resource.object, &id).map(|v| v.to_string()),
-        (&Method::POST, Some(id)) => world.update(scope, resource.object, &id, params).map(|v| v.to_string()),
-        (&Method::DELETE, Some(id)) if resource.delete_endpoint => world.delete(scope, resource, &id).map(|v| v.to_string()),
-        _ => Err(not_found(path)),
-    }
+    let answer = match (method, id) {
+        (&Method::GET, None) => return world.list(scope, resource, parent, &ListParams::from_query(query)?, path),
+        (&Method::POST, None) => world.create(scope, resource, parent, params)?,
+        (&Method::GET, Some(id)) => world.retrieve(scope, resource.object, &id)?,
+        (&Method::POST, Some(id)) => world.update(scope, resource.object, &id, params)?,
+        (&Method::DELETE, Some(id)) if resource.delete_endpoint => world.delete(scope, resource, &id)?,
+        _ => return Err(not_found(path)),
+    };
+    world.expanded(scope, answer, &expand::paths(params)).map(|v| v.to_string())
 }

@@ -8,16 +8,17 @@ use serde_json::{Value, json};
 
 use super::fixtures::fixtures;
 
-/// Base of seeded `created` timestamps (2023-11-14).
-const EPOCH: i64 = 1_700_000_000;
-
 const FIRST: &[&str] = &["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Ken", "Margaret", "Linus", "Radia"];
 const LAST: &[&str] = &["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Thompson", "Hamilton", "Torvalds", "Perlman"];
 const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
-/// Created timestamp of the i-th seeded object: 37 s apart from 2023-11-14.
-pub fn seeded_created(index: usize) -> i64 {
-    EPOCH + index as i64 * 37
+/// Seconds between two seeded objects' creation times.
+pub const SPACING: i64 = 37;
+
+/// Created timestamp of the i-th seeded object of a history that starts at
+/// `base`.
+pub fn seeded_created(base: i64, index: usize) -> i64 {
+    base + index as i64 * SPACING
 }
 
 fn random_text(rng: &mut StdRng, len: usize, alphabet: &[u8]) -> String {

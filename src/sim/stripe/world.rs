@@ -11,9 +11,10 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::{Map, Value, json};
 
+use super::expand::{INCLUDABLE, Lookup, expand};
 use super::fixtures::{fixtures, served};
 use super::list::{Anchor, ApiError, ListParams, list_text, page_desc_by};
-use super::seed::{Gen, random_id, seeded_created};
+use super::seed::{Gen, SPACING, random_id, seeded_created};
 use crate::stripe_api::form::coerce;
 use crate::stripe_api::{Ending, Follow, NESTED_INLINE, Resource, by_object};
 
@@ -29,6 +30,25 @@ struct Table {
     seq_of: HashMap<String, u64>,
     /// Rows of child lists, by the parent they hang from.
     by_parent: HashMap<String, BTreeSet<u64>>,
+}
+
+impl Table {
+    /// Renumber the rows so that sequence order is creation order (ties
+    /// keep their order), reusing the same sequence numbers.
+    fn order_by_created(&mut self) {
+        let seqs: Vec<u64> = self.rows.keys().copied().collect();
+        let mut rows: Vec<(u64, Value)> = std::mem::take(&mut self.rows).into_iter().collect();
+        rows.sort_by_key(|(seq, row)| (row["created"].as_i64().unwrap_or_default(), *seq));
+        let mut renumbered = HashMap::with_capacity(rows.len());
+        for ((old, row), new) in rows.into_iter().zip(seqs) {
+            renumbered.insert(old, new);
+            self.seq_of.insert(row["id"].as_str().unwrap_or_default().to_string(), new);
+            self.rows.insert(new, row);
+        }
+        for children in self.by_parent.values_mut() {
+            *children = children.iter().filter_map(|old| renumbered.get(old).copied()).collect();
+        }
+    }
 }
 
 struct Event {
@@ -124,6 +144,8 @@ pub struct World {
     event_version: Option<String>,
     /// Live traffic's mutations per resource path (`/__sim/stats`).
     pub mutations: BTreeMap<&'static str, u64>,
+    /// Creation time of the first seeded object.
+    history_base: i64,
 }
 
 pub fn now_ms() -> i64 {
@@ -159,8 +181,17 @@ fn seeded_children(rng: &mut StdRng, resource: &Resource) -> usize {
 }
 
 impl World {
-    pub fn seeded(seed: u64, scale: usize, accounts: usize, event_retention: Duration) -> Self {
+    /// A world of `scale` customers (and everything in proportion) over
+    /// `accounts` connected accounts, whose history ends by `history_end`
+    /// (unix seconds). Objects created within the event retention have
+    /// their creation events, as a real account's recent history does.
+    pub fn seeded(seed: u64, scale: usize, accounts: usize, event_retention: Duration, history_end: i64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
+        // at most this many top-level objects (each account's share of a
+        // resource is rounded up), one SPACING apart, end by history_end
+        let most: usize =
+            accounts + served().iter().filter(|r| r.scope.parent.is_none()).map(|r| seeded_count(r, scale) + accounts + 1).sum::<usize>();
+        let history_base = history_end - most as i64 * SPACING;
         let mut world = World {
             rng: StdRng::seed_from_u64(seed ^ 0x5eed),
             scopes: BTreeMap::new(),
@@ -172,10 +203,11 @@ impl World {
             idempotency: HashMap::new(),
             busy: HashSet::new(),
             event_version: None,
+            history_base,
         };
         world.scopes.insert(PLATFORM.to_string(), Account::default());
         for i in 0..accounts {
-            let mut g = Gen { rng: &mut rng, created: seeded_created(i) };
+            let mut g = Gen { rng: &mut rng, created: seeded_created(history_base, i) };
             let Some(mut account) = g.object("account") else { break };
             account["email"] = json!(format!("seller{}@example.com", i + 1));
             let id = account["id"].as_str().unwrap_or_default().to_string();
@@ -192,7 +224,28 @@ impl World {
         for (scope, customers) in customers_per_scope {
             world.seed_scope(&mut rng, &scope, customers, &mut index);
         }
+        world.seed_events();
         world
+    }
+
+    /// The creation events of the objects created within the event
+    /// retention, in the order they were created, each with its object as
+    /// it is now.
+    fn seed_events(&mut self) {
+        let cutoff = now_ms() / 1000 - self.event_retention.as_secs() as i64;
+        let mut recent: Vec<(i64, String, Value)> = Vec::new();
+        for (scope, account) in &self.scopes {
+            for row in account.tables.values().flat_map(|t| t.rows.values()) {
+                let created = row["created"].as_i64().unwrap_or_default();
+                if created >= cutoff {
+                    recent.push((created, scope.clone(), row.clone()));
+                }
+            }
+        }
+        recent.sort_by_key(|(created, _, _)| *created);
+        for (created, scope, object) in recent {
+            self.emit_at(&scope, &object, "created", None, created * 1000);
+        }
     }
 
     /// Seed one account: every top-level resource in proportion to its
@@ -202,7 +255,7 @@ impl World {
         let mut made = Vec::new();
         for resource in served().iter().filter(|r| r.scope.parent.is_none()) {
             for _ in 0..seeded_count(resource, customers) {
-                let mut g = Gen { rng, created: seeded_created(*index) };
+                let mut g = Gen { rng, created: seeded_created(self.history_base, *index) };
                 *index += 1;
                 if let Some(object) = g.object(resource.object) {
                     made.push(object);
@@ -218,6 +271,11 @@ impl World {
         self.seed_history(scope);
         for child in served().iter().filter(|r| r.scope.parent.is_some()) {
             self.seed_children(rng, scope, child);
+        }
+        // children were made parent by parent: put every table back in
+        // creation order, which lists and `created[…]` filters rely on
+        for table in self.scope_mut(scope).tables.values_mut() {
+            table.order_by_created();
         }
     }
 
@@ -400,12 +458,64 @@ impl World {
             }
             None => page_desc_by(&table.rows, anchor, &params, |v| v, listed),
         };
-        let items = items.into_iter().map(shown).collect();
+        let mut items: Vec<Cow<'_, Value>> = items.into_iter().map(shown).collect();
+        for path in &params.expand {
+            let inner = path.strip_prefix("data.").unwrap_or(path);
+            for item in items.iter_mut() {
+                expand(item.to_mut(), inner, &InScope { world: self, scope })?;
+            }
+        }
         Ok(list_text(url, items, has_more))
     }
 
+    /// An answer with the request's `expand[]` applied.
+    pub fn expanded(&self, scope: &str, mut answer: Value, paths: &[String]) -> Result<Value, ApiError> {
+        for path in paths {
+            expand(&mut answer, path, &InScope { world: self, scope })?;
+        }
+        Ok(answer)
+    }
+
     pub fn retrieve(&self, scope: &str, object: &str, id: &str) -> Result<Value, ApiError> {
-        self.find(scope, object, id).map(render).ok_or_else(|| ApiError::missing("id", object, id))
+        let embedded = || {
+            let (embed, parent_id) = self.embedded_at(scope, object, id)?;
+            self.find(scope, embed.parent, &parent_id)?[embed.field]["data"].as_array()?.iter().find(|item| item["id"] == id)
+        };
+        self.find(scope, object, id).or_else(embedded).map(render).ok_or_else(|| ApiError::missing("id", object, id))
+    }
+
+    /// The parent holding an embedded child (an invoice's line, a value
+    /// list's item): which list embeds it, and the parent's id.
+    fn embedded_at(&self, scope: &str, object: &str, id: &str) -> Option<(Embed, String)> {
+        let account = self.scopes.get(scope)?;
+        EMBEDS.iter().filter(|(path, _)| crate::stripe_api::by_path(path).is_some_and(|r| r.holds(object))).find_map(|(_, embed)| {
+            let parents = account.tables.get(embed.parent)?;
+            let holds = |p: &&Value| p[embed.field]["data"].as_array().is_some_and(|items| items.iter().any(|i| i["id"] == id));
+            let parent = parents.rows.values().find(holds)?;
+            Some((*embed, parent["id"].as_str()?.to_string()))
+        })
+    }
+
+    /// Change an embedded child through its parent: `change` gets the
+    /// parent's list of children; the parent's `updated` event carries
+    /// the list as it was, as Stripe's do (`customer.subscription.updated`
+    /// when an item changes).
+    fn change_embedded<T>(
+        &mut self,
+        scope: &str,
+        embed: Embed,
+        parent_id: &str,
+        change: impl FnOnce(&mut Vec<Value>) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let parent = self.find_mut(scope, embed.parent, parent_id).ok_or_else(|| ApiError::missing("id", embed.parent, parent_id))?;
+        let before = render(parent)[embed.field].clone();
+        let items = parent[embed.field]["data"].as_array_mut().ok_or_else(|| ApiError::missing("id", embed.parent, parent_id))?;
+        let answer = change(items)?;
+        let after = render(parent);
+        if after[embed.field] != before {
+            self.emit(scope, &after, "updated", Some(json!({ embed.field: before })));
+        }
+        Ok(answer)
     }
 
     /// A page of an embedded child list (invoice lines), newest first as
@@ -481,11 +591,14 @@ impl World {
     /// `deleted`) on an object, if it sends one: only real event types, and
     /// none for resources followed without events.
     fn emit(&mut self, scope: &str, object: &Value, verb: &str, previous: Option<Value>) {
+        self.emit_at(scope, object, verb, previous, now_ms());
+    }
+
+    fn emit_at(&mut self, scope: &str, object: &Value, verb: &str, previous: Option<Value>, created_ms: i64) {
         let kind = object["object"].as_str().unwrap_or_default();
         let Some(resource) = by_object(kind).filter(|r| r.follow.by_events()) else { return };
         let Some(suffix) = event_suffix(resource, verb) else { return };
         let id = random_id(&mut self.rng, "event");
-        let created_ms = now_ms();
         let version = self.event_version.as_deref().unwrap_or(crate::stripe_api::API_VERSION);
         let mut event = json!({
             "id": id, "object": "event", "api_version": version, "created": created_ms / 1000,
@@ -535,7 +648,10 @@ impl World {
             .unwrap_or_default();
         apply_params(&mut created, &fields)?;
         match (embed_of(resource), parent) {
-            (Some(_), Some(parent_id)) => self.add_child(scope, resource, parent_id, created.clone()),
+            (Some(embed), Some(parent_id)) => self.change_embedded(scope, embed, parent_id, |items| {
+                items.insert(0, created.clone());
+                Ok(())
+            })?,
             _ => self.insert(scope, parent, created.clone()),
         }
         self.emit(scope, &created, "created", None);
@@ -570,6 +686,15 @@ impl World {
 
     pub fn update(&mut self, scope: &str, object: &str, id: &str, params: &Value) -> Result<Value, ApiError> {
         let fields = params.as_object().cloned().unwrap_or_default();
+        if self.find(scope, object, id).is_none()
+            && let Some((embed, parent_id)) = self.embedded_at(scope, object, id)
+        {
+            return self.change_embedded(scope, embed, &parent_id, |items| {
+                let item = items.iter_mut().find(|i| i["id"] == id).ok_or_else(|| ApiError::missing("id", object, id))?;
+                apply_params(item, &fields)?;
+                Ok(render(item))
+            });
+        }
         let current = self.find_mut(scope, object, id).ok_or_else(|| ApiError::missing("id", object, id))?;
         if !Self::changeable(current) && fields.keys().any(|k| !matches!(k.as_str(), "metadata" | "cancellation_details")) {
             return Err(ApiError {
@@ -592,6 +717,18 @@ impl World {
         let missing = || ApiError::missing("id", object, id);
         if resource.ending == Ending::Cancels {
             return self.cancel(scope, object, id);
+        }
+        if self.find(scope, object, id).is_none()
+            && let Some((embed, parent_id)) = self.embedded_at(scope, object, id)
+        {
+            let removed = self.change_embedded(scope, embed, &parent_id, |items| {
+                let at = items.iter().position(|i| i["id"] == id).ok_or_else(missing)?;
+                Ok(items.remove(at))
+            })?;
+            if resource.events.deleted {
+                self.emit(scope, &removed, "deleted", None);
+            }
+            return Ok(json!({"id": id, "object": object, "deleted": true}));
         }
         let table = self.scopes.get_mut(scope).and_then(|s| s.tables.get_mut(object)).ok_or_else(missing)?;
         let seq = *table.seq_of.get(id).ok_or_else(missing)?;
@@ -792,6 +929,48 @@ impl World {
     }
 }
 
+/// What `expand[]` sees: one account of the world.
+struct InScope<'a> {
+    world: &'a World,
+    scope: &'a str,
+}
+
+impl Lookup for InScope<'_> {
+    fn object(&self, field: &str, id: &str) -> Option<Value> {
+        let types = fixtures().types_of(id);
+        if types.is_empty() {
+            return None;
+        }
+        // a field named after its type first (`price_…` is a price or a plan)
+        let mut types: Vec<&String> = types.iter().collect();
+        types.sort_by_key(|t| *t != field);
+        let found = types.iter().find_map(|t| self.world.retrieve(self.scope, t, id).ok());
+        Some(found.unwrap_or_else(|| json!(id)))
+    }
+
+    fn included(&self, parent: &Map<String, Value>, field: &str) -> Option<Value> {
+        let object = parent.get("object")?.as_str()?;
+        let id = parent.get("id")?.as_str()?;
+        if !INCLUDABLE.contains(&(object, field)) {
+            return None;
+        }
+        let url = format!("/v1/{}/{id}/{field}", by_object(object)?.path);
+        let first = ListParams { limit: NESTED_INLINE, ..ListParams::default() };
+        // its own child list (`customers/{id}/tax_ids`) …
+        if let Some(child) =
+            served().iter().find(|r| r.scope.parent == Some(object) && r.scope.in_path && r.path.ends_with(&format!("/{field}")))
+        {
+            return serde_json::from_str(&self.world.list(self.scope, child, Some(id), &first, &url).ok()?).ok();
+        }
+        // … or the top-level list of that name, filtered on the parent
+        let top = served().iter().find(|r| r.path == field)?;
+        let table = self.world.table(self.scope, top.object)?;
+        let mut rows = table.rows.values().rev().filter(|row| row[object] == id && listed(top, row, &first));
+        let data: Vec<Value> = rows.by_ref().take(NESTED_INLINE).map(render).collect();
+        Some(json!({"object": "list", "data": data, "has_more": rows.next().is_some(), "url": url}))
+    }
+}
+
 /// The event suffix Stripe sends for a create, update or delete of one of
 /// a resource's objects, if any: its own `.created`/`.updated`/`.deleted`,
 /// else one of its lifecycle events (a charge succeeds).
@@ -951,8 +1130,11 @@ mod tests {
     use super::*;
     use crate::stripe_api::by_path;
 
+    /// A history long past (2023-11): no event of it is retained.
+    const HISTORY_END: i64 = 1_700_500_000;
+
     fn world() -> World {
-        World::seeded(7, 200, 2, Duration::from_secs(3600))
+        World::seeded(7, 200, 2, Duration::from_secs(3600), HISTORY_END)
     }
 
     fn params(limit: usize, after: Option<&str>, before: Option<&str>) -> ListParams {
@@ -1088,6 +1270,113 @@ mod tests {
         assert!(all.iter().all(|l| line_ids.contains(l.as_str())));
     }
 
+    /// Children are seeded parent by parent, so a top-level list that
+    /// also holds them (tax ids) must still page newest first, and a
+    /// `created[gte]` listing must see every object created since.
+    #[test]
+    fn every_top_level_list_is_in_creation_order() {
+        let w = world();
+        for resource in served().iter().filter(|r| r.scope.parent.is_none() && r.scope.filters.is_empty()) {
+            let page = |created: Option<(i64, i64)>, after: Option<&str>| {
+                let params = ListParams { created, active: None, ..params(100, after, None) };
+                parse(w.list(PLATFORM, resource, None, &params, resource.path).unwrap())
+            };
+            let (mut stamps, mut after) = (Vec::new(), None::<String>);
+            loop {
+                let listed = page(None, after.as_deref());
+                stamps.extend(
+                    listed["data"].as_array().unwrap().iter().map(|o| (o["created"].as_i64(), o["id"].as_str().unwrap().to_string())),
+                );
+                after = stamps.last().map(|(_, id)| id.clone());
+                if listed["has_more"] != true || !resource.paged {
+                    break;
+                }
+            }
+            let times: Vec<i64> = stamps.iter().filter_map(|(t, _)| *t).collect();
+            assert!(times.windows(2).all(|w| w[0] >= w[1]), "{} is not newest first", resource.path);
+            if resource.created_filter && times.len() > 2 {
+                let since = times[times.len() / 2];
+                let expected = times.iter().filter(|t| **t >= since).count();
+                let (mut seen, mut after) = (0, None::<String>);
+                loop {
+                    let listed = page(Some((since, i64::MAX)), after.as_deref());
+                    let data = listed["data"].as_array().unwrap();
+                    seen += data.len();
+                    after = data.last().map(|o| o["id"].as_str().unwrap().to_string());
+                    if listed["has_more"] != true {
+                        break;
+                    }
+                }
+                assert_eq!(seen, expected, "{}: created[gte] missed objects", resource.path);
+            }
+        }
+    }
+
+    /// Objects created within the event retention come with their
+    /// creation events, oldest first, and only those.
+    #[test]
+    fn recent_seeded_objects_have_their_creation_events() {
+        let today = now_ms() / 1000 - 60;
+        let retention = Duration::from_secs(3 * 3600);
+        let mut w = World::seeded(5, 300, 1, retention, today);
+        let cutoff = now_ms() / 1000 - retention.as_secs() as i64;
+        let truth = w.truth(None);
+        let recent: BTreeSet<String> = truth
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(object, _)| by_object(object).is_some_and(|r| r.follow.by_events() && event_suffix(r, "created").is_some()))
+            .flat_map(|(_, rows)| rows.as_array().unwrap().iter())
+            .filter(|row| row["created"].as_i64().is_some_and(|created| created >= cutoff + 5))
+            .map(|row| row["id"].as_str().unwrap().to_string())
+            .collect();
+        assert!(recent.len() > 100, "only {} recent objects", recent.len());
+        let mut seen = BTreeSet::new();
+        for scope in w.scopes.keys().cloned().collect::<Vec<_>>() {
+            let (mut after, mut stamps) = (None::<String>, Vec::new());
+            loop {
+                let page = parse(w.events(&scope, &params(100, after.as_deref(), None)).unwrap());
+                let data = page["data"].as_array().unwrap();
+                for event in data {
+                    assert!(event["created"].as_i64().unwrap() >= cutoff - 1, "an event older than the retention: {event}");
+                    stamps.push(event["created"].as_i64().unwrap());
+                    seen.insert(event["data"]["object"]["id"].as_str().unwrap().to_string());
+                }
+                after = data.last().map(|e| e["id"].as_str().unwrap().to_string());
+                if page["has_more"] != true {
+                    break;
+                }
+            }
+            assert!(stamps.windows(2).all(|w| w[0] >= w[1]), "{scope}: events are not newest first");
+        }
+        let missing: Vec<&String> = recent.difference(&seen).collect();
+        assert!(missing.is_empty(), "{} recent objects without a creation event: {:?}", missing.len(), &missing[..missing.len().min(5)]);
+        // a history long past has none
+        let mut old = world();
+        assert_eq!(parse(old.events(PLATFORM, &params(10, None, None)).unwrap())["data"], json!([]));
+    }
+
+    /// A child its parent embeds (a value list's items) is reached by its
+    /// own id, and changing it is an update of the parent.
+    #[test]
+    fn embedded_children_are_retrieved_updated_and_deleted_by_id() {
+        let mut w = world();
+        let items = by_path("radar/value_list_items").unwrap();
+        assert!(embed_of(items).is_some(), "value list items are embedded in their list");
+        let list = w.truth(Some(PLATFORM))["radar.value_list"][0]["id"].as_str().unwrap().to_string();
+        let created = w.create(PLATFORM, items, Some(&list), &json!({"value": "10.0.0.1"})).unwrap();
+        let id = created["id"].as_str().unwrap();
+        assert_eq!(w.retrieve(PLATFORM, items.object, id).unwrap(), created);
+        let updated = w.update(PLATFORM, items.object, id, &json!({"value": "10.0.0.2"})).unwrap();
+        assert_eq!(updated["value"], "10.0.0.2");
+        assert_eq!(w.retrieve(PLATFORM, items.object, id).unwrap()["value"], "10.0.0.2");
+        let gone = w.delete(PLATFORM, items, id).unwrap();
+        assert_eq!(gone, json!({"id": id, "object": items.object, "deleted": true}));
+        assert_eq!(w.retrieve(PLATFORM, items.object, id).unwrap_err().status, 404);
+        let parent = w.retrieve(PLATFORM, "radar.value_list", &list).unwrap();
+        assert!(parent["list_items"]["data"].as_array().unwrap().iter().all(|i| i["id"] != id));
+    }
+
     #[test]
     fn child_lists_hang_from_their_parents_and_need_their_filters() {
         let mut w = world();
@@ -1108,7 +1397,7 @@ mod tests {
 
     #[test]
     fn updates_emit_events_with_previous_attributes_and_expired_cursors_are_missing() {
-        let mut w = World::seeded(1, 20, 0, Duration::from_millis(0));
+        let mut w = World::seeded(1, 20, 0, Duration::from_millis(0), HISTORY_END);
         let id = w.truth(None)["customer"][0]["id"].as_str().unwrap().to_string();
         w.update(PLATFORM, "customer", &id, &json!({"name": "New Name"})).unwrap();
         let state = &w.scopes[PLATFORM];
@@ -1124,7 +1413,7 @@ mod tests {
 
     #[test]
     fn events_are_real_types_only() {
-        let mut w = World::seeded(3, 40, 0, Duration::from_secs(3600));
+        let mut w = World::seeded(3, 40, 0, Duration::from_secs(3600), HISTORY_END);
         for _ in 0..400 {
             w.random_mutation();
         }

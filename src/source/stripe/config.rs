@@ -69,6 +69,15 @@ pub struct StripeConfig {
     /// Stripe serves that holds objects (`tributary resources` lists them).
     #[serde(default)]
     pub resources: Option<Vec<String>>,
+    /// Child lists read from their parents' pages with `expand[]`
+    /// (`/v1/customers?expand[]=data.tax_ids`): one request per hundred
+    /// parents instead of one per parent, and more for a parent whose list
+    /// is longer than its first page. Stripe documents a customer's
+    /// `sources` and `tax_ids` as expandable; a list the upstream refuses
+    /// to expand (a 400) is read per parent instead. `[]`: every child list
+    /// per parent.
+    #[serde(default = "default_expand_children")]
+    pub expand_children: Vec<String>,
     /// Longest pause between retries of a failing request, and before a
     /// stopped account is restarted.
     #[serde(default = "http::default_retry_max_backoff_ms")]
@@ -95,6 +104,9 @@ fn default_api_version() -> String {
 /// The request budget a key gets when `rate_limit_per_sec` is not set.
 pub fn default_rate_limit(api_key: &str) -> u32 {
     if api_key.starts_with("sk_test_") || api_key.starts_with("rk_test_") { 20 } else { 80 }
+}
+fn default_expand_children() -> Vec<String> {
+    vec!["customers/{id}/sources".into(), "customers/{id}/tax_ids".into()]
 }
 fn default_concurrency() -> usize {
     50
@@ -138,6 +150,7 @@ impl StripeConfig {
             created_every_secs: default_created_every_secs(),
             relist_every_secs: default_relist_every_secs(),
             resources: None,
+            expand_children: default_expand_children(),
             retry_max_backoff_ms: http::default_retry_max_backoff_ms(),
             event_retention_secs: default_event_retention_secs(),
             request_timeout_ms: http::default_request_timeout_ms(),
@@ -168,6 +181,14 @@ impl StripeConfig {
                     return invalid(format!("'{bad}' is not an account id (acct_…)"));
                 }
             }
+        }
+        if let Some(bad) = self.expand_children.iter().find(|r| crate::stripe_api::by_path(r).and_then(Resource::expandable_from).is_none())
+        {
+            let expandable: Vec<&str> = mirrored().filter(|r| r.expandable_from().is_some()).map(|r| r.path).collect();
+            return invalid(format!(
+                "expand_children: '{bad}' is not a child list its parent's list can expand (those are {})",
+                expandable.join(", ")
+            ));
         }
         if let Some(list) = &self.resources {
             if list.is_empty() {
@@ -206,6 +227,11 @@ impl StripeConfig {
         }
     }
 
+    /// The mirrored child lists read expanded on their parents' pages.
+    pub fn expanded(&self) -> Vec<&'static Resource> {
+        self.resources().into_iter().filter(|r| self.expand_children.iter().any(|x| x == r.path)).collect()
+    }
+
     /// Every resource to mirror.
     pub fn resources(&self) -> Vec<&'static Resource> {
         mirrored().filter(|r| self.resources.as_ref().is_none_or(|list| list.iter().any(|x| x == r.path))).collect()
@@ -237,6 +263,22 @@ mod tests {
         let error = with(&["customers/{id}/tax_ids"]).validate().unwrap_err().to_string();
         assert!(error.contains("is listed per customer: add customers to resources"), "{error}");
         with(&["customers", "charges", "customers/{id}/tax_ids", "checkout/sessions"]).validate().unwrap();
+    }
+
+    #[test]
+    fn only_child_lists_under_a_parent_id_are_expanded() {
+        let with = |names: &[&str]| StripeConfig {
+            expand_children: names.iter().map(|n| n.to_string()).collect(),
+            ..StripeConfig::new("stripe", "http://127.0.0.1:9", "KEY")
+        };
+        with(&[]).validate().unwrap();
+        let config = with(&["customers/{id}/tax_ids"]);
+        config.validate().unwrap();
+        assert_eq!(config.expanded().iter().map(|r| r.path).collect::<Vec<_>>(), ["customers/{id}/tax_ids"]);
+        for bad in ["customers", "subscription_items", "customers/{id}/nope"] {
+            let error = with(&[bad]).validate().unwrap_err().to_string();
+            assert!(error.contains(&format!("expand_children: '{bad}' is not a child list")), "{error}");
+        }
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub async fn run(config: StripeConfig, api_key: String, store: Arc<dyn Store>, s
         api_version: config.api_version.clone(),
         versions_seen: Default::default(),
         resources: config.resources(),
+        expanded: config.expanded(),
         poll_interval: Duration::from_millis(config.poll_interval_ms),
         created_every: Duration::from_secs(config.created_every_secs),
         relist_every: Duration::from_secs(config.relist_every_secs),

@@ -22,7 +22,7 @@ use super::checkpoint::{Meta, MetaPhase, Range, ResourceCheckpoint};
 use super::is_list;
 use crate::source::http::{Client, ClientError, encode};
 use crate::source::{Phase, ScopeStatus, SourceStatus};
-use crate::store::mirror::ListCursor;
+use crate::store::mirror::{ListCursor, MirrorPage};
 use crate::store::{Applied, Batch, Checkpoint, Mutation, Origin, Store, StoreError, Sweep, Write};
 use crate::stripe_api::{Ending, Follow, MAX_PAGE, Resource};
 
@@ -88,6 +88,8 @@ pub struct Shared {
     /// Event versions other than the pinned one, logged once each.
     pub versions_seen: parking_lot::Mutex<std::collections::HashSet<String>>,
     pub resources: Vec<&'static Resource>,
+    /// Child lists backfilled from their parents' pages, expanded.
+    pub expanded: Vec<&'static Resource>,
     pub poll_interval: Duration,
     /// How often resources followed by `created` are listed.
     pub created_every: Duration,
@@ -537,15 +539,21 @@ impl ScopeSync {
     /// at a time, each page committed with the last parent done.
     async fn backfill_children(&self, job: &Job, mut checkpoint: ResourceCheckpoint, generation: i64) -> Result<u64, SyncError> {
         let name = job.name();
-        let parent_type = job.resource.scope.parent.unwrap_or_default();
-        let account = self.account.as_deref();
+        let mut expanded = job.resource.expandable_from().filter(|_| self.shared.expanded.contains(&job.resource));
         loop {
-            let cursor = checkpoint.parent_after.clone().map_or(ListCursor::Start, ListCursor::After);
-            let page = match self.shared.store.mirror_list(&self.shared.name, parent_type, account, &cursor, MAX_PAGE).await? {
-                Some(page) => page,
+            let page = match self.parents_page(job, checkpoint.parent_after.as_deref(), expanded).await {
+                Ok(Some(page)) => page,
+                // the upstream will not expand this list: read it per parent
+                Err(SyncError::Client(e @ ClientError::Api { status: 400, .. })) if expanded.is_some() => {
+                    tracing::warn!(kind = "expand_refused", source = %self.shared.name, account = self.account_label(), resource = %name,
+                        error = %e, "the upstream refused to expand this child list on its parents; reading it per parent");
+                    expanded = None;
+                    continue;
+                }
+                Err(e) => return Err(e),
                 // the last parent done is gone since: walk again from the
                 // top (children already stored are written again, unchanged)
-                None => {
+                Ok(None) => {
                     checkpoint.parent_after = None;
                     continue;
                 }
@@ -575,6 +583,36 @@ impl ScopeSync {
             self.status.set_progress(&name, checkpoint.fetched, checkpoint.done);
             if checkpoint.done {
                 return Ok(checkpoint.fetched);
+            }
+        }
+    }
+
+    /// A page of a child list's parents, newest first after `after`: from
+    /// the mirror, or, `expanded`, from the parents' own list with the
+    /// child list expanded on each (`fetch_children` then finds it there).
+    /// `None`: the parent to go on after is gone.
+    async fn parents_page(
+        &self,
+        job: &Job,
+        after: Option<&str>,
+        expanded: Option<(&'static Resource, &'static str)>,
+    ) -> Result<Option<MirrorPage>, SyncError> {
+        let Some((parents, field)) = expanded else {
+            let parent_type = job.resource.scope.parent.unwrap_or_default();
+            let cursor = after.map_or(ListCursor::Start, |a| ListCursor::After(a.to_string()));
+            return Ok(self.shared.store.mirror_list(&self.shared.name, parent_type, self.account.as_deref(), &cursor, MAX_PAGE).await?);
+        };
+        let mut query = vec![format!("expand%5B%5D=data.{field}")];
+        query.extend(after.map(|a| format!("starting_after={}", encode(a))));
+        let base = parents.list_path(None).unwrap_or_default();
+        let path = Job { resource: parents, pass: 0 }.page_path(base, &query);
+        let _permit = self.shared.pages.clone().acquire_owned().await.expect("the page semaphore is never closed");
+        match self.get(&path, Lane::Live).await {
+            Err(e) if e.is_resource_missing() && after.is_some() => Ok(None),
+            Err(e) => Err(e.into()),
+            Ok(page) => {
+                let (data, has_more) = list_parts(page, &path)?;
+                Ok(Some(MirrorPage { data, has_more }))
             }
         }
     }
