@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 
 #[derive(Debug, thiserror::Error)]
@@ -278,6 +280,11 @@ impl Client {
         self.send(reqwest::Method::GET, path, account.map(|a| ("Stripe-Account", a)), None).await
     }
 
+    /// [`Client::get`], the answer checked to be JSON but kept as text.
+    pub async fn get_raw(&self, path: &str, account: Option<&str>) -> Result<Box<RawValue>, ClientError> {
+        self.send(reqwest::Method::GET, path, account.map(|a| ("Stripe-Account", a)), None).await
+    }
+
     /// GET as background work: within [`BACKGROUND_SHARE`] of the budget.
     pub async fn get_background(&self, path: &str, account: Option<&str>) -> Result<Value, ClientError> {
         self.background.until_ready().await;
@@ -294,13 +301,13 @@ impl Client {
     /// `Stripe-Should-Retry`, else 409, 429 and 5xx), network errors and
     /// malformed JSON are retried with capped exponential backoff and jitter
     /// (honouring `Retry-After`); other answers are final.
-    async fn send(
+    async fn send<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
         header: Option<(&str, &str)>,
         body: Option<&Value>,
-    ) -> Result<Value, ClientError> {
+    ) -> Result<T, ClientError> {
         let url = join(&self.base_url, path)?;
         let shown = format!("{method} {url}");
         let mut attempt: u32 = 0;
@@ -326,14 +333,14 @@ impl Client {
         }
     }
 
-    async fn attempt(
+    async fn attempt<T: DeserializeOwned>(
         &self,
         method: &reqwest::Method,
         url: reqwest::Url,
         shown: &str,
         header: Option<(&str, &str)>,
         body: Option<&Value>,
-    ) -> Result<Result<Value, ClientError>, Retryable> {
+    ) -> Result<Result<T, ClientError>, Retryable> {
         self.limiter.until_ready().await;
         let _permit = self.in_flight.acquire().await.expect("semaphore never closed");
         let mut request = self.http.request(method.clone(), url).bearer_auth(&self.api_key);
@@ -369,9 +376,8 @@ impl Client {
             let rate_limited = status == StatusCode::TOO_MANY_REQUESTS;
             return Err(Retryable { reason: format!("{status}: {}", snippet(&body)), retry_after, rate_limited });
         }
-        let parsed: Result<Value, _> = serde_json::from_slice(&body);
         if status.is_success() {
-            return match parsed {
+            return match serde_json::from_slice::<T>(&body) {
                 Ok(value) => Ok(Ok(value)),
                 Err(e) => {
                     tracing::error!(source = %self.source, url = %shown, "malformed json from upstream: {e}");
@@ -379,7 +385,7 @@ impl Client {
                 }
             };
         }
-        let error = parsed.ok().map(|v| v["error"].clone()).unwrap_or(Value::Null);
+        let error = serde_json::from_slice::<Value>(&body).ok().map(|v| v["error"].clone()).unwrap_or(Value::Null);
         let text = |k: &str| error.get(k).and_then(Value::as_str).map(String::from);
         Ok(Err(ClientError::Api {
             url: shown.to_string(),

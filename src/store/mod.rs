@@ -60,7 +60,21 @@ pub enum Origin {
 #[derive(Debug, Clone)]
 pub enum Mutation {
     Upsert(Value),
+    /// An upsert already serialized, with the object's `created`: what a
+    /// backfill holds while its pages wait for the store, in a fraction of
+    /// the memory of the JSON tree (see [`Mutation::serialized`]).
+    UpsertText {
+        text: String,
+        created: Option<i64>,
+    },
     Delete,
+}
+
+impl Mutation {
+    /// An upsert of `data`, serialized now.
+    pub fn serialized(data: &Value) -> Result<Mutation, serde_json::Error> {
+        Ok(Mutation::UpsertText { text: serde_json::to_string(data)?, created: data.get("created").and_then(Value::as_i64) })
+    }
 }
 
 /// One object's new state (or deletion) for the mirror.

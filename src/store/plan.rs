@@ -73,15 +73,16 @@ pub fn prepare(batch: Batch) -> Result<Prepared, StoreError> {
     let mut writes = Vec::with_capacity(batch.writes.len());
     for write in batch.writes {
         let table = ident::mirror_table(&batch.source, &write.object)?;
-        let (text, created) = match &write.mutation {
+        let (text, created) = match write.mutation {
             Mutation::Upsert(data) => {
-                let text = serde_json::to_string(data).map_err(|e| StoreError::CorruptRow {
+                let text = serde_json::to_string(&data).map_err(|e| StoreError::CorruptRow {
                     table: table.clone(),
                     id: write.id.clone(),
                     source: e,
                 })?;
                 (Some(text), data.get("created").and_then(Value::as_i64))
             }
+            Mutation::UpsertText { text, created } => (Some(text), created),
             Mutation::Delete => (None, None),
         };
         // the JSON tree is dropped here, on the caller's task

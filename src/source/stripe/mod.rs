@@ -5,10 +5,12 @@
 //! - `checkpoint`: what each account remembers between runs
 //! - `sync`: the per-account state machine (backfill → catching up → live)
 //! - `follow`: resources without events, kept current by listing them
+//! - `raw`: backfill pages kept as text, parsed only as far as needed
 
 pub mod checkpoint;
 pub mod config;
 mod follow;
+mod raw;
 pub mod sync;
 
 use std::sync::Arc;

@@ -16,10 +16,12 @@ use futures::StreamExt;
 use futures::future::try_join_all;
 use futures::stream::FuturesUnordered;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::checkpoint::{Meta, MetaPhase, Range, ResourceCheckpoint};
 use super::is_list;
+use super::raw::{self, Head};
 use crate::source::http::{Client, ClientError, encode};
 use crate::source::{Phase, ScopeStatus, SourceStatus};
 use crate::store::mirror::{ListCursor, MirrorPage};
@@ -487,21 +489,42 @@ impl ScopeSync {
             query.push(format!("starting_after={}", encode(after)));
         }
         let path = job.page_path(resource.list_path(None).unwrap_or_default(), &query);
-        let page = self.shared.client.get(&path, self.account.as_deref()).await?;
-        let (mut items, has_more) = list_parts(page, &path)?;
+        let page = self.shared.client.get_raw(&path, self.account.as_deref()).await?;
+        let (items, has_more) = raw::list_parts(&page, &path)?;
+        drop(page);
         let has_more = has_more && resource.paged;
-        try_join_all(items.iter_mut().map(|item| self.complete_nested(item))).await?;
+        let objects = try_join_all(items.into_iter().map(|item| self.backfilled(item, &path))).await?;
         // an object without a creation time keeps the range whole
-        let created = |item: &Value| item["created"].as_i64().unwrap_or(range.lt - 1);
-        let more = match (items.first(), items.last()) {
-            (Some(first), Some(last)) if has_more => {
-                let dated = items.iter().all(|item| item["created"].is_i64());
-                text(last, "id").map(|id| More { last: id.to_string(), at: created(last), newest: created(first), dated })
+        let created = |head: &Head| head.created().unwrap_or(range.lt - 1);
+        let more = match (objects.first(), objects.last()) {
+            (Some((first, _)), Some((last, _))) if has_more => {
+                let dated = objects.iter().all(|(head, _)| head.created().is_some());
+                last.id().map(|id| More { last: id.to_string(), at: created(last), newest: created(first), dated })
             }
             _ => None,
         };
-        let writes = self.writes(items, resource, &path, &Origin::Backfill, generation)?;
+        let mut writes = Vec::with_capacity(objects.len());
+        for (head, mutation) in objects {
+            let id = head.id().ok_or_else(|| ClientError::Shape { url: path.clone(), reason: "object without id".into() })?;
+            writes.push(self.write(head.object().unwrap_or(resource.object), id, mutation, &Origin::Backfill, generation));
+        }
+        self.count_synced(writes.len());
         Ok((range, writes, more, permit))
+    }
+
+    /// One object of a backfill page, as the store will take it: its text
+    /// compacted, or, when a nested list of it is cut short, parsed,
+    /// completed and serialized again.
+    async fn backfilled(&self, item: Box<RawValue>, url: &str) -> Result<(Head, Mutation), SyncError> {
+        let shape = |e: serde_json::Error| ClientError::Shape { url: url.to_string(), reason: e.to_string() };
+        if raw::may_hold_truncated_list(item.get()) {
+            let mut object: Value = serde_json::from_str(item.get()).map_err(shape)?;
+            self.complete_nested(&mut object).await?;
+            return Ok((Head::of(&object), Mutation::serialized(&object).map_err(shape)?));
+        }
+        let head: Head = serde_json::from_str(item.get()).map_err(shape)?;
+        let created = head.created();
+        Ok((head, Mutation::UpsertText { text: raw::compact(item.get()).map_err(shape)?, created }))
     }
 
     /// The mirror writes of listed objects.
@@ -516,17 +539,29 @@ impl ScopeSync {
         let mut writes = Vec::with_capacity(items.len());
         for item in items {
             let id = text(&item, "id").ok_or_else(|| ClientError::Shape { url: url.to_string(), reason: "object without id".into() })?;
-            writes.push(Write {
-                object: text(&item, "object").unwrap_or(resource.object).to_string(),
-                id: id.to_string(),
-                account: self.account.clone(),
-                mutation: Mutation::Upsert(item),
-                origin: origin.clone(),
-                generation,
-            });
+            // held as text until the store takes it: pages waiting for a
+            // commit are most of what a backfill holds in memory
+            let mutation =
+                Mutation::serialized(&item).map_err(|e| ClientError::Shape { url: url.to_string(), reason: format!("{id}: {e}") })?;
+            writes.push(self.write(text(&item, "object").unwrap_or(resource.object), id, mutation, origin, generation));
         }
-        metrics::counter!("tributary_objects_synced_total", "source" => self.shared.name.clone()).increment(writes.len() as u64);
+        self.count_synced(writes.len());
         Ok(writes)
+    }
+
+    fn write(&self, object: &str, id: &str, mutation: Mutation, origin: &Origin, generation: i64) -> Write {
+        Write {
+            object: object.to_string(),
+            id: id.to_string(),
+            account: self.account.clone(),
+            mutation,
+            origin: origin.clone(),
+            generation,
+        }
+    }
+
+    fn count_synced(&self, objects: usize) {
+        metrics::counter!("tributary_objects_synced_total", "source" => self.shared.name.clone()).increment(objects as u64);
     }
 
     pub(super) fn skipped(&self, name: &str, reason: &str) {
