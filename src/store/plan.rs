@@ -380,6 +380,31 @@ mod tests {
         assert_eq!(table.rows_delta, 0);
     }
 
+    /// A write serialized by its source is stored as its text, with its
+    /// creation time, and compared with the mirror like any other.
+    #[test]
+    fn serialized_writes_keep_their_text_and_compare_as_json() {
+        let object = json!({"id": "c1", "object": "customer", "created": 7, "name": "Ada"});
+        let batch = Batch {
+            source: "stripe".into(),
+            writes: vec![
+                write("c1", Mutation::serialized(&object).unwrap(), Origin::Backfill),
+                write("c2", Mutation::UpsertText { text: "{\"id\":\"c2\"}".into(), created: Some(9) }, Origin::Backfill),
+            ],
+            ..Batch::default()
+        };
+        let prepared = prepare(batch).unwrap();
+        assert_eq!(prepared.writes[0].text.as_deref(), Some(r#"{"id":"c1","object":"customer","created":7,"name":"Ada"}"#));
+        assert_eq!((prepared.writes[0].created, prepared.writes[1].created), (Some(7), Some(9)));
+        // the mirror holds c1 in another key order: no change; c2 is new
+        let existing = HashMap::from([(
+            "stripe_customer".to_string(),
+            HashMap::from([("c1".to_string(), r#"{"name": "Ada", "created": 7, "object": "customer", "id": "c1"}"#.to_string())]),
+        )]);
+        let plan = plan(&prepared, &existing, &Fences::new()).unwrap();
+        assert_eq!(plan.changes.iter().map(|c| c.object_id.as_str()).collect::<Vec<_>>(), ["c2"]);
+    }
+
     #[test]
     fn same_json_in_another_key_order_is_no_change() {
         let batch = Batch {
