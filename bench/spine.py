@@ -13,11 +13,16 @@
 - latency: Stripe's live limit and latency (sim --rate-limit 100 --latency-ms
   300, one account, the core resources) with a budget of 100 requests/s: the request rate the
   backfill achieves (creation-time ranges paged concurrently), 429s and
-  objects/s.
+  objects/s; end to end (engine start to caught up, which includes the
+  request for the newest event before the backfill and the catch-up after
+  it, a round trip each) and over the backfill alone.
 - backfill_pg: the same into Postgres (a throwaway schema), then change-log
   read throughput with `changes_after` in pages of 1,000 (bench/changelog_read.rs).
 - lag: live mutations at 100/s, poll_interval_ms = 500: event created (sim
   clock) to change committed (engine clock), p50/p99/max in ms.
+- lookback: requests to /v1/events per minute while live at poll_interval_ms =
+  500 and 20 live changes/s, with lookback_secs = 30 and with 0: what the
+  lookback costs.
 - long_polls: 1,000 idle long polls (one per queue, wait_ms = 30000) held
   open on the engine (SQLite) while live traffic flows to another queue
   (each fan-out wakes every waiting poll, which pulls again and waits on):
@@ -104,11 +109,21 @@ class Run:
         the engine's own log (polling the API less often keeps the observer
         from competing with the engine)."""
         wait_for("live", lambda: self.sources()["phase"] == "live", every=0.25)
-        with open(os.path.join(self.dir, "engine.log")) as f:
-            stamps = [json.loads(l)["timestamp"] for l in f if '"caught_up"' in l]
+        return max(self.log_stamps(("caught_up",))["caught_up"]) - self.started
+
+    def log_stamps(self, kinds):
+        """When the engine logged each line of these kinds (unix seconds)."""
         from datetime import datetime
-        last = max(datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp() for s in stamps)
-        return last - self.started
+        stamps = {kind: [] for kind in kinds}
+        with open(os.path.join(self.dir, "engine.log")) as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if entry.get("kind") in stamps:
+                    stamps[entry["kind"]].append(datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00")).timestamp())
+        return stamps
 
     def proc_status(self, field):
         with open(f"/proc/{self.engine.pid}/status") as f:
@@ -179,8 +194,15 @@ def budget_run(binary, name, sim_args, budget, source_extra=""):
         requests = after["requests"] - before["requests"]
         objects = sum(run.sources()["objects"].values())
         achieved = requests / elapsed
+        # the backfill alone, from its start to its end in the engine's log,
+        # without the events requests that come before and after it
+        stamps = run.log_stamps(("backfill_started", "backfill_complete"))
+        backfill_seconds = max(stamps["backfill_complete"]) - min(stamps["backfill_started"])
+        backfill_requests = requests - sum(n for route, n in after["by_route"].items() if route.startswith("GET /v1/events"))
         return {"bench": name, "requests": requests, "seconds": round(elapsed, 2),
                 "achieved_per_sec": round(achieved, 2), "budget_per_sec": budget, "share_of_budget": round(achieved / budget, 3),
+                "backfill_seconds": round(backfill_seconds, 2),
+                "backfill_share_of_budget": round(backfill_requests / backfill_seconds / budget, 3),
                 "rate_limited_429": after["rate_limited"] - before["rate_limited"],
                 "objects": objects, "objects_per_sec": round(objects / elapsed)}
     finally:
@@ -218,6 +240,28 @@ def lag(binary, seconds=30):
                 "poll_interval_ms": 500, "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": lags[-1], "target_p99_ms": 600}
     finally:
         run.close()
+
+
+def lookback_cost(binary, seconds=30, mutations_per_sec=20):
+    """Requests to /v1/events per minute while live, with the lookback
+    (`lookback_secs = 30`) and without it, at poll_interval_ms = 500 and live
+    traffic."""
+    rates = {}
+    for lookback in (30, 0):
+        run = Run(binary, ["--scale", "1000", "--accounts", "0"], f"accounts = []\npoll_interval_ms = 500\nlookback_secs = {lookback}")
+        try:
+            run.start_engine()
+            run.wait_live()
+            post(f"{run.sim_url}/__sim/traffic", {"mutations_per_sec": mutations_per_sec})
+            before = get(f"{run.sim_url}/__sim/stats")["by_route"].get("GET /v1/events", 0)
+            time.sleep(seconds)
+            after = get(f"{run.sim_url}/__sim/stats")["by_route"].get("GET /v1/events", 0)
+            rates[lookback] = (after - before) * 60 / seconds
+        finally:
+            run.close()
+    return {"bench": "lookback_cost", "poll_interval_ms": 500, "mutations_per_sec": mutations_per_sec, "lookback_secs": 30,
+            "events_requests_per_min": round(rates[30], 1), "without_lookback_per_min": round(rates[0], 1),
+            "extra_requests_per_min": round(rates[30] - rates[0], 1)}
 
 
 def request(method, url, body=None, token=None):
@@ -282,7 +326,7 @@ def long_polls(binary, polls=1000):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("which", nargs="?", default="all", choices=["backfill", "backfill_pg", "catalogue", "catalogue_pg", "rate", "latency", "lag", "long_polls", "all"])
+    parser.add_argument("which", nargs="?", default="all", choices=["backfill", "backfill_pg", "catalogue", "catalogue_pg", "rate", "latency", "lag", "lookback", "long_polls", "all"])
     parser.add_argument("--bin", default=os.path.expanduser("~/.cache/tributary-target/release/tributary"))
     parser.add_argument("--reader", default=os.path.expanduser("~/.cache/tributary-target/release/examples/changelog_read"))
     args = parser.parse_args()
@@ -295,6 +339,7 @@ def main():
         "rate": lambda: rate(args.bin),
         "latency": lambda: latency(args.bin),
         "lag": lambda: lag(args.bin),
+        "lookback": lambda: lookback_cost(args.bin),
         "long_polls": lambda: long_polls(args.bin),
     }
     for name in (benches if args.which == "all" else [args.which]):

@@ -69,7 +69,9 @@ async fn killed_mid_backfill_resumes_without_refetching_completed_resources(back
 async fn expired_cursor_is_logged_and_rebackfilled(backend: Backend) {
     let dir = tempdir();
     let sim = Sim::start(dir.path(), &["--scale", "200", "--accounts", "1", "--event-retention-secs", "2"]).await;
-    let mut first = Engine::start_on(dir.path(), backend(dir.path()), &sim.url, "poll_interval_ms = 100\nevent_retention_secs = 2").await;
+    let mut first =
+        Engine::start_on(dir.path(), backend(dir.path()), &sim.url, "poll_interval_ms = 100\nevent_retention_secs = 2\nlookback_secs = 1")
+            .await;
     first.wait_live(Duration::from_secs(60)).await;
     let (status, created) = sim.call(Method::POST, "/v1/customers", &[("email", "gone-soon@example.com")]).await;
     assert_eq!(status, 200);

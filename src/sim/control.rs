@@ -91,7 +91,10 @@ async fn state(State(sim): State<Arc<Sim>>, Query(q): Query<StateQuery>) -> Resp
 
 async fn stats(State(sim): State<Arc<Sim>>) -> Response {
     let s = &sim.stats;
-    let mutations = json!(sim.world.lock().mutations);
+    let (mutations, (events_pending, events_dropped)) = {
+        let world = sim.world.lock();
+        (json!(world.mutations), world.hidden_events())
+    };
     json_response(
         200,
         &json!({
@@ -103,6 +106,9 @@ async fn stats(State(sim): State<Arc<Sim>>) -> Response {
             "executed_by_key": *s.executed_by_key.lock(),
             "by_route": *s.by_route.lock(),
             "mutations": mutations,
+            // events not shown in /v1/events yet, and never to be
+            "events_pending": events_pending,
+            "events_dropped": events_dropped,
         }),
     )
 }

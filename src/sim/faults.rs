@@ -62,6 +62,15 @@ pub struct Faults {
     /// carry the fields that version had.
     #[serde(default)]
     pub event_api_version: Option<String>,
+    /// New events show in `/v1/events` after a random delay up to this
+    /// (ms), so newer events are often listed before older ones, as
+    /// Stripe's eventually consistent list does.
+    #[serde(default)]
+    pub event_visibility_delay_ms: u64,
+    /// Share of new events that never show at all (the object still
+    /// changes): events missed for good.
+    #[serde(default)]
+    pub drop_events: f64,
 }
 
 #[derive(Default)]

@@ -81,6 +81,15 @@ pub struct SimArgs {
     /// How long events stay listed at /v1/events (Stripe: 30 days); seeded objects created within it have their creation events
     #[arg(long, default_value_t = 2_592_000)]
     pub event_retention_secs: u64,
+    /// Each new event shows in /v1/events after a random delay up to this many
+    /// milliseconds, so newer events are often listed before older ones (Stripe's
+    /// events list is eventually consistent)
+    #[arg(long, default_value_t = 0)]
+    pub event_visibility_delay_ms: u64,
+    /// Share of new events that never show in /v1/events, though their objects
+    /// change (0.0 to 1.0)
+    #[arg(long, default_value_t = 0.0)]
+    pub drop_events: f64,
 }
 
 impl SimArgs {
@@ -112,6 +121,8 @@ impl SimArgs {
             broken_event: false,
             restricted: Vec::new(),
             event_api_version: None,
+            event_visibility_delay_ms: self.event_visibility_delay_ms,
+            drop_events: self.drop_events,
         };
         let shifts = Shifts::seeded(self.seed, self.shifts, chrono::Utc::now().date_naive());
         let market = Market::seeded(self.seed, self.sellers);
@@ -150,7 +161,10 @@ impl Sim {
     }
 
     pub fn set_faults(&self, faults: Faults) {
-        self.world.lock().set_event_version(faults.event_api_version.clone());
+        let mut world = self.world.lock();
+        world.set_event_version(faults.event_api_version.clone());
+        world.set_event_visibility(faults.event_visibility_delay_ms, faults.drop_events);
+        drop(world);
         *self.limiter.write() = faults.rate_limit.and_then(NonZeroU32::new).map(|r| Arc::new(RateLimiter::direct(Quota::per_second(r))));
         *self.faults.write() = faults;
     }

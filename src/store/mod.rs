@@ -92,12 +92,17 @@ pub struct Write {
 }
 
 /// Delete rows of one object type and account not seen by the current
-/// backfill generation.
+/// backfill generation. A row is never moved to a lower generation, so one
+/// written through the engine after the backfill read it is kept.
 #[derive(Debug, Clone)]
 pub struct Sweep {
     pub object: String,
     pub account: Option<String>,
     pub below_generation: i64,
+    /// When set, only rows created before it (unix seconds), or without a
+    /// creation time, are swept: what was created after the backfill began,
+    /// it could not list; the events bring it (or its deletion).
+    pub created_before: Option<i64>,
 }
 
 /// Everything one source commits at once: mirror writes, their changes, and

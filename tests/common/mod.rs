@@ -452,12 +452,21 @@ pub async fn assert_converged(sim: &Sim, db: &Db) {
 /// The mirror holds exactly the upstream's objects of these types (all the
 /// upstream serves: `None`), in every account.
 pub async fn assert_converged_over(sim: &Sim, db: &Db, objects: Option<&[&str]>) {
+    let drift = divergence(sim, db, objects).await;
+    assert!(drift.is_empty(), "the mirror differs from the upstream in {} objects, first: {:?}", drift.len(), &drift[..drift.len().min(5)]);
+}
+
+/// Where the mirror differs from the upstream's objects of these types (all
+/// the upstream serves: `None`), in every account: one line per object
+/// missing, extra or different.
+pub async fn divergence(sim: &Sim, db: &Db, objects: Option<&[&str]>) -> Vec<String> {
     let mut mirror = mirror(db).await;
     if let Some(objects) = objects {
         mirror.retain(|object, _| objects.contains(&object.as_str()));
     }
     let mut scopes: Vec<Option<String>> = vec![None];
     scopes.extend(sim.accounts().await.into_iter().map(Some));
+    let mut drift = Vec::new();
     let mut expected_total = 0;
     for scope in &scopes {
         let truth = sim.truth(scope.as_deref()).await;
@@ -470,16 +479,20 @@ pub async fn assert_converged_over(sim: &Sim, db: &Db, objects: Option<&[&str]>)
             let theirs: BTreeMap<String, &Value> =
                 items.as_array().unwrap().iter().map(|o| (o["id"].as_str().unwrap().to_string(), o)).collect();
             expected_total += theirs.len();
-            let missing: Vec<&String> = theirs.keys().filter(|id| !mine.contains_key(id)).take(5).collect();
-            let extra: Vec<&&String> = mine.keys().filter(|id| !theirs.contains_key(**id)).take(5).collect();
-            assert!(missing.is_empty() && extra.is_empty(), "{object} in {scope:?}: missing {missing:?}, extra {extra:?}");
+            drift.extend(theirs.keys().filter(|id| !mine.contains_key(id)).map(|id| format!("{object} {id} in {scope:?}: missing")));
+            drift.extend(mine.keys().filter(|id| !theirs.contains_key(**id)).map(|id| format!("{object} {id} in {scope:?}: extra")));
             for (id, data) in &theirs {
-                assert_eq!(mine[id], *data, "{object} {id} differs from the upstream");
+                if mine.get(id).is_some_and(|mine| mine != data) {
+                    drift.push(format!("{object} {id}: differs from the upstream: {} against {}", mine[id], data));
+                }
             }
         }
     }
     let mirrored: usize = mirror.values().map(|t| t.len()).sum();
-    assert_eq!(mirrored, expected_total, "mirror holds rows the upstream does not");
+    if drift.is_empty() && mirrored != expected_total {
+        drift.push(format!("the mirror holds {mirrored} rows, the upstream {expected_total}"));
+    }
+    drift
 }
 
 /// Serve an upstream of the test's own on a loopback port; its base URL.

@@ -123,26 +123,30 @@ pub fn page_desc_by<'a, T>(
     anchor: Anchor,
     params: &ListParams,
     value: impl Fn(&'a T) -> &'a Value,
-    keep: impl Fn(&Value) -> bool,
+    keep: impl Fn(&'a T) -> bool,
 ) -> (Vec<&'a Value>, bool) {
     // rows are kept in creation order, so the `created` span is a run of
     // them: skip to it and stop past it instead of scanning every row
     let (from, to) = params.created.unwrap_or((i64::MIN, i64::MAX));
     let created = |v: &Value| v["created"].as_i64().unwrap_or_default();
     let limit = params.limit;
-    let kept = |v: &&'a Value| keep(v);
     let mut items: Vec<&Value> = match anchor {
         Anchor::Top | Anchor::After(_) => {
             let older = match anchor {
                 Anchor::After(seq) => rows.range(..seq),
                 _ => rows.range(..),
             };
-            let in_span = older.rev().map(|(_, v)| value(v)).skip_while(|v| created(v) > to).take_while(|v| created(v) >= from);
-            in_span.filter(kept).take(limit + 1).collect()
+            let in_span =
+                older.rev().map(|(_, row)| (row, value(row))).skip_while(|(_, v)| created(v) > to).take_while(|(_, v)| created(v) >= from);
+            in_span.filter(|(row, _)| keep(row)).map(|(_, v)| v).take(limit + 1).collect()
         }
         Anchor::Before(seq) => {
-            let newer = rows.range(seq + 1..).map(|(_, v)| value(v)).skip_while(|v| created(v) < from).take_while(|v| created(v) <= to);
-            let mut newer: Vec<&Value> = newer.filter(kept).take(limit + 1).collect();
+            let newer = rows
+                .range(seq + 1..)
+                .map(|(_, row)| (row, value(row)))
+                .skip_while(|(_, v)| created(v) < from)
+                .take_while(|(_, v)| created(v) <= to);
+            let mut newer: Vec<&Value> = newer.filter(|(row, _)| keep(row)).map(|(_, v)| v).take(limit + 1).collect();
             let has_more = newer.len() > limit;
             newer.truncate(limit);
             newer.reverse();

@@ -53,6 +53,9 @@ impl Table {
 
 struct Event {
     created_ms: i64,
+    /// When it shows in `/v1/events` (Stripe's list is eventually
+    /// consistent: an event may appear after newer ones); `i64::MAX`: never.
+    visible_ms: i64,
     value: Value,
 }
 
@@ -142,6 +145,10 @@ pub struct World {
     busy: HashSet<Busy>,
     /// The API version new events are rendered at; `None`: the pinned one.
     event_version: Option<String>,
+    /// New events show in the list after a random delay up to this (ms).
+    event_visibility_delay_ms: u64,
+    /// Share of new events that never show (the objects still change).
+    drop_events: f64,
     /// Live traffic's mutations per resource path (`/__sim/stats`).
     pub mutations: BTreeMap<&'static str, u64>,
     /// Creation time of the first seeded object.
@@ -203,6 +210,8 @@ impl World {
             idempotency: HashMap::new(),
             busy: HashSet::new(),
             event_version: None,
+            event_visibility_delay_ms: 0,
+            drop_events: 0.0,
             history_base,
         };
         world.scopes.insert(PLATFORM.to_string(), Account::default());
@@ -388,6 +397,13 @@ impl World {
         self.event_version = version;
     }
 
+    /// New events show after a random delay up to `delay_ms`, and a share
+    /// `drop` of them never do.
+    pub fn set_event_visibility(&mut self, delay_ms: u64, drop: f64) {
+        self.event_visibility_delay_ms = delay_ms;
+        self.drop_events = if drop.is_finite() { drop.clamp(0.0, 1.0) } else { 0.0 };
+    }
+
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.contains_key(scope)
     }
@@ -454,7 +470,7 @@ impl World {
                     return Err(ApiError::missing("id", parent_type, parent_id));
                 }
                 children = table.by_parent.get(parent_id).into_iter().flatten().filter_map(|s| Some((*s, table.rows.get(s)?))).collect();
-                page_desc_by(&children, anchor, &params, |v| *v, listed)
+                page_desc_by(&children, anchor, &params, |v| *v, |v| listed(v))
             }
             None => page_desc_by(&table.rows, anchor, &params, |v| v, listed),
         };
@@ -554,7 +570,8 @@ impl World {
             (_, Some(id)) => Anchor::Before(resolve(id, "ending_before")?),
             _ => Anchor::Top,
         };
-        let (items, has_more) = page_desc_by(&state.events, anchor, params, |e| &e.value, |_| true);
+        let now = now_ms();
+        let (items, has_more) = page_desc_by(&state.events, anchor, params, |e| &e.value, |e| e.visible_ms <= now);
         Ok(list_text("/v1/events", items.into_iter().map(shown_event).collect(), has_more))
     }
 
@@ -562,7 +579,19 @@ impl World {
     pub fn event(&self, scope: &str, id: &str) -> Result<Value, ApiError> {
         let state = self.scopes.get(scope).ok_or_else(|| ApiError::missing("id", "event", id))?;
         let seq = state.event_seq_of.get(id).ok_or_else(|| ApiError::missing("id", "event", id))?;
-        state.events.get(seq).map(|e| e.value.clone()).ok_or_else(|| ApiError::missing("id", "event", id))
+        let now = now_ms();
+        state.events.get(seq).filter(|e| e.visible_ms <= now).map(|e| e.value.clone()).ok_or_else(|| ApiError::missing("id", "event", id))
+    }
+
+    /// Events not shown in `/v1/events` yet, and those that never will be.
+    pub fn hidden_events(&self) -> (usize, usize) {
+        let now = now_ms();
+        let events = self.scopes.values().flat_map(|s| s.events.values());
+        events.fold((0, 0), |(pending, dropped), e| match e.visible_ms {
+            i64::MAX => (pending, dropped + 1),
+            at if at > now => (pending + 1, dropped),
+            _ => (pending, dropped),
+        })
     }
 
     /// Creation time (ms) of every retained event, for lag measurements.
@@ -611,11 +640,16 @@ impl World {
         if scope != PLATFORM {
             event["account"] = json!(scope);
         }
+        let visible_ms = match self.drop_events > 0.0 && self.rng.gen_bool(self.drop_events) {
+            true => i64::MAX,
+            false if self.event_visibility_delay_ms > 0 => created_ms + self.rng.gen_range(0..=self.event_visibility_delay_ms) as i64,
+            false => created_ms,
+        };
         let seq = self.next_event_seq;
         self.next_event_seq += 1;
         let state = self.scope_mut(scope);
         state.event_seq_of.insert(id, seq);
-        state.events.insert(seq, Event { created_ms, value: event });
+        state.events.insert(seq, Event { created_ms, visible_ms, value: event });
     }
 
     fn random_id_of(&mut self, scope: &str, object: &str) -> Option<String> {

@@ -26,6 +26,10 @@ pub struct Meta {
     pub phase: MetaPhase,
     /// Newest event before backfill began; catch-up starts after it.
     pub last_event_before_backfill: Option<String>,
+    /// Its creation time: events created at or before it are covered by the
+    /// backfill (the lookback does not apply them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event_before_backfill_created: Option<i64>,
     /// Newest event applied.
     pub cursor: Option<String>,
     /// While `cursor` is `None` (the upstream had no events yet): when the
@@ -95,6 +99,10 @@ impl FollowCheckpoint {
 /// 1,147 and 14 s; measured with `bench/spine.py latency`).
 pub const SPLIT_PAGES: i64 = 32;
 
+/// A range whose rest holds fewer pages' worth of creation time than this
+/// (at the density its last page showed) is not split.
+pub const MIN_SPLIT_PAGES: i64 = 2;
+
 /// Objects created in `[gte, lt)` (unix seconds), newest first, resuming
 /// after the object `after` when set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,22 +116,35 @@ pub struct Range {
 impl Range {
     /// After a page whose oldest object is `last` (created `at`; its
     /// newest was created `newest`) and more follow: the objects left are
-    /// those of `[gte, at]` after `last`. When `split` and the span allows
-    /// it, its older part becomes a range of its own, paged alongside:
-    /// halfway back, but no further than [`SPLIT_PAGES`] pages at the
-    /// density this page showed (a range that starts at the epoch would
-    /// otherwise halve empty decades first). Stripe's own sync engine
+    /// those of `[gte, at]` after `last`, returned as up to `parts` ranges
+    /// to page alongside. The first keeps the cursor and no more than
+    /// [`SPLIT_PAGES`] pages at the density this page showed, or half the
+    /// span when that is less; each further one, older, the same width, and
+    /// the last whatever is left (at least that width) (a range that starts at the epoch would
+    /// otherwise halve empty decades first). A rest of fewer than
+    /// [`MIN_SPLIT_PAGES`] pages is not split. Stripe's own sync engine
     /// subdivides this way, so the request budget, not the upstream's
     /// latency, bounds a backfill.
-    pub fn next(&self, last: &str, at: i64, newest: i64, split: bool) -> Vec<Range> {
+    pub fn next(&self, last: &str, at: i64, newest: i64, parts: usize) -> Vec<Range> {
         let lt = at.saturating_add(1).min(self.lt);
         let rest = Range { gte: self.gte, lt, after: Some(last.to_string()) };
-        if !split || lt - self.gte < 2 {
+        let per_page = newest.saturating_sub(at).max(1);
+        let span = lt - self.gte;
+        // a rest that holds less than MIN_SPLIT_PAGES pages at this density
+        // is paged on by its cursor: split, its older part would mostly
+        // cost a request that finds nothing
+        if parts < 2 || span < 2 || span / per_page < MIN_SPLIT_PAGES {
             return vec![rest];
         }
-        let per_page = newest.saturating_sub(at).max(1);
-        let mid = (self.gte + (lt - self.gte) / 2).max(lt.saturating_sub(per_page.saturating_mul(SPLIT_PAGES))).min(lt - 1);
-        vec![Range { gte: mid, ..rest }, Range { gte: self.gte, lt: mid, after: None }]
+        let width = per_page.saturating_mul(SPLIT_PAGES).min(span / 2).max(1);
+        let mut ranges = vec![Range { gte: lt - width, ..rest }];
+        let mut upper = lt - width;
+        while ranges.len() + 1 < parts && upper - self.gte >= 2 * width {
+            ranges.push(Range { gte: upper - width, lt: upper, after: None });
+            upper -= width;
+        }
+        ranges.push(Range { gte: self.gte, lt: upper, after: None });
+        ranges
     }
 }
 
@@ -174,23 +195,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_range_with_more_splits_off_its_older_half_and_covers_the_rest() {
+    fn a_range_with_more_splits_off_its_older_part_and_covers_the_rest() {
         let range = Range { gte: 0, lt: 1_000, after: None };
+        let cursor = |gte, lt| Range { gte, lt, after: Some("cus_9".into()) };
+        let fresh = |gte, lt| Range { gte, lt, after: None };
         // a page spanning seconds 600 to 900: sparse, so the split is halfway
-        let next = range.next("cus_9", 600, 900, true);
+        assert_eq!(range.next("cus_9", 600, 900, 2), [cursor(301, 601), fresh(0, 301)], "the cursor keeps second 600");
+        assert_eq!(range.next("cus_9", 600, 900, 1), [cursor(0, 601)]);
+        // a dense page (seconds 600 to 605): each range holds SPLIT_PAGES
+        // pages' worth (5 s a page), the last one what is left
+        let w = 5 * SPLIT_PAGES;
+        assert_eq!(range.next("cus_9", 600, 605, 2), [cursor(601 - w, 601), fresh(0, 601 - w)]);
+        let long = Range { gte: 0, lt: 10_000, after: None };
         assert_eq!(
-            next,
-            [Range { gte: 300, lt: 601, after: Some("cus_9".into()) }, Range { gte: 0, lt: 300, after: None }],
-            "the cursor keeps the newer half, second 600 included; the older half starts fresh"
+            long.next("cus_9", 9_000, 9_005, 4),
+            [cursor(9_001 - w, 9_001), fresh(9_001 - 2 * w, 9_001 - w), fresh(9_001 - 3 * w, 9_001 - 2 * w), fresh(0, 9_001 - 3 * w)]
         );
-        assert_eq!(range.next("cus_9", 600, 900, false), [Range { gte: 0, lt: 601, after: Some("cus_9".into()) }]);
-        // a dense page (seconds 600 to 605): the cursor keeps SPLIT_PAGES
-        // pages' worth (less than half: 601 - 5 x 32 = 441)
-        let from_epoch = Range { gte: 0, lt: 1_000, after: None };
-        assert_eq!(from_epoch.next("cus_9", 600, 605, true)[1], Range { gte: 0, lt: 601 - 5 * SPLIT_PAGES, after: None });
+        // fewer parts when the span runs out first: the last is never
+        // narrower than the others
+        assert_eq!(range.next("cus_9", 600, 605, 4), [cursor(601 - w, 601), fresh(601 - 2 * w, 601 - w), fresh(0, 601 - 2 * w)]);
+        assert_eq!(range.next("cus_9", 300, 305, 8), [cursor(151, 301), fresh(0, 151)]);
+        // what is left fits in less than MIN_SPLIT_PAGES pages: no split
+        let short = Range { gte: 595, lt: 1_000, after: None };
+        assert_eq!(short.next("cus_9", 600, 605, 4), [Range { gte: 595, lt: 601, after: Some("cus_9".into()) }]);
         // one second cannot be split: its objects page by cursor
         let second = Range { gte: 600, lt: 601, after: None };
-        assert_eq!(second.next("cus_8", 600, 600, true), [Range { gte: 600, lt: 601, after: Some("cus_8".into()) }]);
+        assert_eq!(second.next("cus_8", 600, 600, 4), [Range { gte: 600, lt: 601, after: Some("cus_8".into()) }]);
+        // however split, the ranges tile [gte, at] without gap or overlap
+        for parts in 1..6 {
+            let next = range.next("cus_9", 600, 603, parts);
+            assert!(next.windows(2).all(|w| w[0].gte == w[1].lt), "{next:?}");
+            assert_eq!((next[0].lt, next.last().unwrap().gte), (601, 0));
+        }
     }
 
     #[test]

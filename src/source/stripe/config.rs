@@ -52,6 +52,14 @@ pub struct StripeConfig {
     /// Pause between polls of `/v1/events` once live.
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
+    /// Each poll also reads the events created in this many seconds before
+    /// the newest one applied, and applies those it has not: Stripe's events
+    /// list is eventually consistent, so an event can show after newer ones.
+    /// The cursor stays at the newest event (the lag does not grow); while
+    /// the newest events are within the span, the same request reads both.
+    /// 0: only what is newer than the cursor.
+    #[serde(default = "default_lookback_secs")]
+    pub lookback_secs: u64,
     /// Resources without events that never change once created (balance
     /// transactions, …) are listed from the newest one seen
     /// (`created[gte]`) this often.
@@ -120,6 +128,9 @@ fn default_created_every_secs() -> u64 {
 fn default_relist_every_secs() -> u64 {
     3_600
 }
+fn default_lookback_secs() -> u64 {
+    30
+}
 fn default_event_retention_secs() -> u64 {
     2_592_000
 }
@@ -147,6 +158,7 @@ impl StripeConfig {
             api_version: default_api_version(),
             concurrency: default_concurrency(),
             poll_interval_ms: default_poll_interval_ms(),
+            lookback_secs: default_lookback_secs(),
             created_every_secs: default_created_every_secs(),
             relist_every_secs: default_relist_every_secs(),
             resources: None,
@@ -167,6 +179,12 @@ impl StripeConfig {
         }
         if self.poll_interval_ms == 0 {
             return invalid("poll_interval_ms must be above 0".into());
+        }
+        if self.lookback_secs >= self.event_retention_secs {
+            return invalid(format!(
+                "lookback_secs ({}) must be below event_retention_secs ({}): events older than the retention are gone",
+                self.lookback_secs, self.event_retention_secs
+            ));
         }
         if self.created_every_secs == 0 || self.relist_every_secs == 0 {
             return invalid("created_every_secs and relist_every_secs must be above 0".into());
@@ -279,6 +297,19 @@ mod tests {
             let error = with(&[bad]).validate().unwrap_err().to_string();
             assert!(error.contains(&format!("expand_children: '{bad}' is not a child list")), "{error}");
         }
+    }
+
+    #[test]
+    fn a_lookback_must_be_shorter_than_the_event_retention() {
+        let with = |lookback_secs, event_retention_secs| StripeConfig {
+            lookback_secs,
+            event_retention_secs,
+            ..StripeConfig::new("stripe", "http://127.0.0.1:9", "KEY")
+        };
+        with(30, 2_592_000).validate().unwrap();
+        with(0, 2).validate().unwrap();
+        let error = with(30, 30).validate().unwrap_err().to_string();
+        assert!(error.contains("lookback_secs (30) must be below event_retention_secs (30)"), "{error}");
     }
 
     #[test]

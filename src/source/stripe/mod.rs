@@ -10,6 +10,7 @@
 pub mod checkpoint;
 pub mod config;
 mod follow;
+mod lookback;
 mod raw;
 pub mod sync;
 
@@ -32,6 +33,7 @@ pub async fn run(config: StripeConfig, api_key: String, store: Arc<dyn Store>, s
         rate_limit_per_sec = options.rate_limit_per_sec, "requests pinned to Stripe-Version {}, at most {}/s{}", config.api_version,
         options.rate_limit_per_sec, if config.rate_limit_per_sec.is_none() { " (the default for this key's mode)" } else { "" });
     let client = Client::new(&options, api_key)?;
+    let page_slots = config.concurrency.saturating_add(sync::STORE_QUEUE_PAGES).max(1);
     let shared = Arc::new(Shared {
         name: config.name.clone(),
         api_version: config.api_version.clone(),
@@ -39,6 +41,7 @@ pub async fn run(config: StripeConfig, api_key: String, store: Arc<dyn Store>, s
         resources: config.resources(),
         expanded: config.expanded(),
         poll_interval: Duration::from_millis(config.poll_interval_ms),
+        lookback_secs: config.lookback_secs.min(i64::MAX as u64) as i64,
         created_every: Duration::from_secs(config.created_every_secs),
         relist_every: Duration::from_secs(config.relist_every_secs),
         event_retention: Duration::from_secs(config.event_retention_secs),
@@ -48,7 +51,9 @@ pub async fn run(config: StripeConfig, api_key: String, store: Arc<dyn Store>, s
         // as many pages as requests may be in flight, and one transaction's
         // worth fetched and waiting for the store (pages held in memory are
         // most of a backfill's footprint: about 1.3 MB each, measured)
-        pages: Arc::new(tokio::sync::Semaphore::new(config.concurrency.saturating_add(sync::STORE_QUEUE_PAGES).max(1))),
+        pages: Arc::new(tokio::sync::Semaphore::new(page_slots)),
+        page_slots,
+        ranged: Default::default(),
     });
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(ScopeSync::new(shared.clone(), None).run());

@@ -21,10 +21,6 @@ pub struct Head {
 }
 
 impl Head {
-    pub fn of(value: &Value) -> Head {
-        Head { id: value.get("id").cloned(), object: value.get("object").cloned(), created: value.get("created").cloned() }
-    }
-
     pub fn id(&self) -> Option<&str> {
         self.id.as_ref().and_then(Value::as_str)
     }

@@ -7,20 +7,22 @@
 //!  └──────────── cursor expired ◄───────────┘
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
 use futures::future::try_join_all;
-use futures::stream::FuturesUnordered;
-use serde_json::Value;
+use futures::stream::{FuturesOrdered, FuturesUnordered};
 use serde_json::value::RawValue;
+use serde_json::{Value, json};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::checkpoint::{Meta, MetaPhase, Range, ResourceCheckpoint};
 use super::is_list;
+use super::lookback::{self, Recent};
 use super::raw::{self, Head};
 use crate::source::http::{Client, ClientError, encode};
 use crate::source::{Phase, ScopeStatus, SourceStatus};
@@ -30,6 +32,10 @@ use crate::stripe_api::{Ending, Follow, MAX_PAGE, Resource};
 
 /// Creation-time ranges of one resource paged at once, at most.
 const MAX_RANGES: usize = 32;
+
+/// The most ranges one page's rest is split into (while the backfill ramps
+/// up, with requests to spare).
+const MAX_SPLIT: usize = 4;
 
 /// Objects committed in one backfill transaction at most (pages that wait
 /// for the store are committed together up to this).
@@ -41,7 +47,10 @@ pub const STORE_QUEUE_PAGES: usize = MAX_BATCH_WRITES / MAX_PAGE;
 
 /// A page of a range: the range, its writes, where it ended when more
 /// follow, and its place among the pages held in memory.
-type FetchedRange = (Range, Vec<Write>, Option<More>, OwnedSemaphorePermit);
+/// A page as fetched: its range, its objects as text (with what the
+/// backfill reads of each), its path, where it ended when more follow, and
+/// its place among the pages in flight.
+type FetchedPage = (Range, Vec<(Head, Box<RawValue>)>, String, Option<More>, OwnedSemaphorePermit);
 
 /// Where a page that has more ended: its oldest object and creation time,
 /// and its newest object's (the density of the range).
@@ -98,6 +107,8 @@ pub struct Shared {
     /// How often re-listed resources are listed.
     pub relist_every: Duration,
     pub event_retention: Duration,
+    /// Seconds of events each poll reads again (0: none).
+    pub lookback_secs: i64,
     pub client: Client,
     pub store: Arc<dyn Store>,
     pub status: Arc<SourceStatus>,
@@ -105,6 +116,27 @@ pub struct Shared {
     /// every scope and resource together: bounds what backfill holds in
     /// memory while the store is slower than the upstream.
     pub pages: Arc<tokio::sync::Semaphore>,
+    /// The permits `pages` was made with.
+    pub page_slots: usize,
+    /// Resources paging by creation-time ranges now, in every scope: each
+    /// splits into no more ranges than its share of `page_slots`.
+    pub ranged: AtomicUsize,
+}
+
+/// Counts a resource in [`Shared::ranged`] while it pages.
+struct Ranged<'a>(&'a AtomicUsize);
+
+impl<'a> Ranged<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Ranged(count)
+    }
+}
+
+impl Drop for Ranged<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 pub struct ScopeSync {
@@ -301,6 +333,7 @@ impl ScopeSync {
             generation,
             phase: MetaPhase::Backfilling,
             last_event_before_backfill: last_event.clone(),
+            last_event_before_backfill_created: events.first().and_then(|e| e["created"].as_i64()),
             cursor: last_event.clone(),
             polled_at_ms: Some(chrono::Utc::now().timestamp_millis()),
             backfill_started_at: Some(chrono::Utc::now().timestamp()),
@@ -324,7 +357,12 @@ impl ScopeSync {
         let sweeps = objects
             .into_iter()
             .filter(|o| !skipped.contains(o))
-            .map(|object| Sweep { object: object.to_string(), account: self.account.clone(), below_generation: meta.generation })
+            .map(|object| Sweep {
+                object: object.to_string(),
+                account: self.account.clone(),
+                below_generation: meta.generation,
+                created_before: meta.backfill_started_at,
+            })
             .collect();
         meta.phase = MetaPhase::CatchingUp;
         self.commit(vec![], sweeps, vec![self.meta_entry(meta)]).await?;
@@ -413,34 +451,66 @@ impl ScopeSync {
             .take()
             .unwrap_or_else(|| vec![Range { gte: 0, lt: chrono::Utc::now().timestamp() + 1, after: checkpoint.after.clone() }]);
         checkpoint.after = None;
+        let _ranged = Ranged::enter(&self.shared.ranged);
         let (pages_tx, mut pages_rx) = tokio::sync::mpsc::channel::<(Vec<Write>, ResourceCheckpoint, Option<OwnedSemaphorePermit>)>(8);
         let fetching = async move {
-            let mut pages: FuturesUnordered<_> = open.iter().map(|range| self.fetch_range(job, range.clone(), generation)).collect();
-            while let Some(page) = pages.next().await {
-                let (range, writes, more, permit) = match page {
-                    // a restricted key without this permission: the other
-                    // resources go on, this one is done without its objects
-                    Err(SyncError::Client(e)) if e.skips_resource() => {
-                        let skipped = ResourceCheckpoint { skipped: Some(e.to_string()), done: true, ranges: Some(vec![]), ..checkpoint };
-                        let _ = pages_tx.send((vec![], skipped, None)).await;
-                        return Ok(0);
+            let mut pages: FuturesUnordered<_> = open.iter().map(|range| self.fetch_page(job, range.clone())).collect();
+            // a page's nested lists are completed while the next pages of
+            // its range are fetched; pages go to the store in the order they
+            // were fetched, so each checkpoint covers every page before it
+            let mut completing = FuturesOrdered::new();
+            loop {
+                tokio::select! {
+                    Some(page) = pages.next() => {
+                        let (range, items, path, more, permit) = match page {
+                            // a restricted key without this permission: the
+                            // other resources go on, this one is done without
+                            // its objects (pages read before are kept)
+                            Err(SyncError::Client(e)) if e.skips_resource() => {
+                                while let Some(done) = completing.next().await {
+                                    let (writes, read, permit) = done?;
+                                    let _ = pages_tx.send((writes, read, Some(permit))).await;
+                                }
+                                let skipped =
+                                    ResourceCheckpoint { skipped: Some(e.to_string()), done: true, ranges: Some(vec![]), ..checkpoint };
+                                let _ = pages_tx.send((vec![], skipped, None)).await;
+                                return Ok(0);
+                            }
+                            other => other?,
+                        };
+                        open.retain(|r| *r != range);
+                        if let Some(More { last, at, newest, dated }) = more {
+                            // only a list that filters on `created`, of objects
+                            // that have one, can be split by it; and only up to
+                            // its share of the pages in flight: each range ends
+                            // on a short page, so more ranges cost requests and
+                            // gain nothing, while a resource with fewer would
+                            // wait behind the others' (as resources finish, the
+                            // rest get more)
+                            let share = self.shared.page_slots / self.shared.ranged.load(Ordering::Relaxed).max(1);
+                            let parts = match resource.created_filter && dated {
+                                true => share.min(MAX_RANGES).saturating_sub(open.len()).clamp(1, MAX_SPLIT),
+                                false => 1,
+                            };
+                            let next = range.next(&last, at, newest, parts);
+                            pages.extend(next.iter().map(|r| self.fetch_page(job, r.clone())));
+                            open.extend(next);
+                        }
+                        checkpoint.fetched += items.len() as u64;
+                        checkpoint.done = open.is_empty();
+                        checkpoint.ranges = Some(open.clone());
+                        let read = checkpoint.clone();
+                        completing.push_back(async move {
+                            self.page_writes(job, items, &path, generation).await.map(|writes| (writes, read, permit))
+                        });
                     }
-                    other => other?,
-                };
-                open.retain(|r| *r != range);
-                if let Some(More { last, at, newest, dated }) = more {
-                    // only a list that filters on `created`, of objects that
-                    // have one, can be split by it
-                    let split = resource.created_filter && dated && open.len() + 2 <= MAX_RANGES;
-                    let next = range.next(&last, at, newest, split);
-                    pages.extend(next.iter().map(|r| self.fetch_range(job, r.clone(), generation)));
-                    open.extend(next);
-                }
-                checkpoint.fetched += writes.len() as u64;
-                checkpoint.done = open.is_empty();
-                checkpoint.ranges = Some(open.clone());
-                if pages_tx.send((writes, checkpoint.clone(), Some(permit))).await.is_err() {
-                    break; // the commit failed: its error is the one returned
+                    Some(done) = completing.next() => {
+                        let (writes, read, permit) = done?;
+                        if pages_tx.send((writes, read, Some(permit))).await.is_err() {
+                            break; // the commit failed: its error is the one returned
+                        }
+                    }
+                    else => break,
                 }
             }
             Ok::<_, SyncError>(checkpoint.fetched)
@@ -474,9 +544,9 @@ impl ScopeSync {
         fetched
     }
 
-    /// Fetch the next page of `range`, complete its nested lists, and
-    /// return its writes with, when more follow, where the page ended.
-    async fn fetch_range(&self, job: &Job, range: Range, generation: i64) -> Result<FetchedRange, SyncError> {
+    /// Fetch the next page of `range`: its objects as text, each with what
+    /// the backfill reads of it, and, when more follow, where it ended.
+    async fn fetch_page(&self, job: &Job, range: Range) -> Result<FetchedPage, SyncError> {
         let permit = self.shared.pages.clone().acquire_owned().await.expect("the page semaphore is never closed");
         let resource = job.resource;
         // no include[]=total_count: since API version 2025-03-31.basil Stripe
@@ -493,36 +563,49 @@ impl ScopeSync {
         let (items, has_more) = raw::list_parts(&page, &path)?;
         drop(page);
         let has_more = has_more && resource.paged;
-        let objects = try_join_all(items.into_iter().map(|item| self.backfilled(item, &path))).await?;
+        let shape = |e: serde_json::Error| ClientError::Shape { url: path.clone(), reason: e.to_string() };
+        let items = items.into_iter().map(|item| Ok((serde_json::from_str::<Head>(item.get()).map_err(shape)?, item)));
+        let items: Vec<(Head, Box<RawValue>)> = items.collect::<Result<_, ClientError>>()?;
         // an object without a creation time keeps the range whole
         let created = |head: &Head| head.created().unwrap_or(range.lt - 1);
-        let more = match (objects.first(), objects.last()) {
+        let more = match (items.first(), items.last()) {
             (Some((first, _)), Some((last, _))) if has_more => {
-                let dated = objects.iter().all(|(head, _)| head.created().is_some());
+                let dated = items.iter().all(|(head, _)| head.created().is_some());
                 last.id().map(|id| More { last: id.to_string(), at: created(last), newest: created(first), dated })
             }
             _ => None,
         };
+        Ok((range, items, path, more, permit))
+    }
+
+    /// A fetched page's writes, its nested lists completed.
+    async fn page_writes(
+        &self,
+        job: &Job,
+        items: Vec<(Head, Box<RawValue>)>,
+        path: &str,
+        generation: i64,
+    ) -> Result<Vec<Write>, SyncError> {
+        let objects = try_join_all(items.into_iter().map(|(head, item)| self.backfilled(head, item, path))).await?;
         let mut writes = Vec::with_capacity(objects.len());
         for (head, mutation) in objects {
-            let id = head.id().ok_or_else(|| ClientError::Shape { url: path.clone(), reason: "object without id".into() })?;
-            writes.push(self.write(head.object().unwrap_or(resource.object), id, mutation, &Origin::Backfill, generation));
+            let id = head.id().ok_or_else(|| ClientError::Shape { url: path.to_string(), reason: "object without id".into() })?;
+            writes.push(self.write(head.object().unwrap_or(job.resource.object), id, mutation, &Origin::Backfill, generation));
         }
         self.count_synced(writes.len());
-        Ok((range, writes, more, permit))
+        Ok(writes)
     }
 
     /// One object of a backfill page, as the store will take it: its text
     /// compacted, or, when a nested list of it is cut short, parsed,
     /// completed and serialized again.
-    async fn backfilled(&self, item: Box<RawValue>, url: &str) -> Result<(Head, Mutation), SyncError> {
+    async fn backfilled(&self, head: Head, item: Box<RawValue>, url: &str) -> Result<(Head, Mutation), SyncError> {
         let shape = |e: serde_json::Error| ClientError::Shape { url: url.to_string(), reason: e.to_string() };
         if raw::may_hold_truncated_list(item.get()) {
             let mut object: Value = serde_json::from_str(item.get()).map_err(shape)?;
             self.complete_nested(&mut object).await?;
-            return Ok((Head::of(&object), Mutation::serialized(&object).map_err(shape)?));
+            return Ok((head, Mutation::serialized(&object).map_err(shape)?));
         }
-        let head: Head = serde_json::from_str(item.get()).map_err(shape)?;
         let created = head.created();
         Ok((head, Mutation::UpsertText { text: raw::compact(item.get()).map_err(shape)?, created }))
     }
@@ -659,7 +742,7 @@ impl ScopeSync {
         let resource = job.resource;
         // a parent without the field a filter needs has no children yet
         let Some(base) = resource.list_path(Some(parent)) else { return Ok((vec![], String::new())) };
-        if let Some(items) = embedded_children(parent, &base) {
+        if let Some((_, items)) = embedded_children(parent, &base) {
             return Ok((items, base));
         }
         let _permit = self.shared.pages.clone().acquire_owned().await.expect("the page semaphore is never closed");
@@ -781,7 +864,7 @@ impl ScopeSync {
         // an event rendered at another version does not have the pinned
         // version's shape: the object is read again at the pinned version
         let mut data = match text(event, "api_version").filter(|v| *v != self.shared.api_version) {
-            Some(version) => match self.refetch(snapshot, &holding, version).await? {
+            Some(version) => match self.refetch_at_pinned(snapshot, &holding, version).await? {
                 Some(fresh) => fresh,
                 // gone upstream since: its delete event follows
                 None => return Ok(vec![]),
@@ -790,17 +873,26 @@ impl ScopeSync {
         };
         self.complete_nested(&mut data).await?;
         let mut writes = Vec::new();
+        let child_origin = || Origin::Event { id: event_id.to_string(), kind: kind.to_string(), previous_attributes: None };
         for child in self.shared.resources.iter().filter(|r| r.follow == Follow::Parent && r.scope.parent == Some(object)) {
             let Some(path) = child.list_path(Some(&data)) else { continue };
-            for item in embedded_children(&data, &path).into_iter().flatten() {
+            let Some((field, items)) = embedded_children(&data, &path) else { continue };
+            let mut kept = HashSet::new();
+            for item in items {
                 if let (Some(child_object), Some(child_id)) = (text(&item, "object"), text(&item, "id")) {
                     let (child_object, child_id) = (child_object.to_string(), child_id.to_string());
-                    writes.push(write(
-                        &child_object,
-                        &child_id,
-                        Mutation::Upsert(item),
-                        Origin::Event { id: event_id.to_string(), kind: kind.to_string(), previous_attributes: None },
-                    ));
+                    kept.insert(child_id.clone());
+                    writes.push(write(&child_object, &child_id, Mutation::Upsert(item), child_origin()));
+                }
+            }
+            // a child the list held before this event (its previous
+            // attributes show it) and no longer holds is gone from the parent
+            let before = event["data"]["previous_attributes"][field.as_str()]["data"].as_array().into_iter().flatten();
+            for item in before {
+                if let (Some(child_object), Some(child_id)) = (text(item, "object"), text(item, "id"))
+                    && !kept.contains(child_id)
+                {
+                    writes.push(write(child_object, child_id, Mutation::Delete, child_origin()));
                 }
             }
         }
@@ -808,16 +900,20 @@ impl ScopeSync {
         Ok(writes)
     }
 
-    /// An object read at the pinned version, for an event rendered at
-    /// `version`; `None` when it is gone. Objects only reachable under a
-    /// parent keep the event's snapshot.
-    async fn refetch(&self, snapshot: &Value, holding: &[&Resource], version: &str) -> Result<Option<Value>, SyncError> {
-        let (object, id) = (text(snapshot, "object").unwrap_or_default(), text(snapshot, "id").unwrap_or_default());
+    async fn refetch_at_pinned(&self, snapshot: &Value, holding: &[&Resource], version: &str) -> Result<Option<Value>, SyncError> {
         if self.shared.versions_seen.lock().insert(version.to_string()) {
             tracing::warn!(kind = "event_version_differs", source = %self.shared.name, account = self.account_label(),
                 event_api_version = version, api_version = %self.shared.api_version,
                 "events rendered at {version} are read again at the pinned {} before they are stored", self.shared.api_version);
         }
+        self.refetch(snapshot, holding).await
+    }
+
+    /// An object read at the pinned version, for an event rendered at
+    /// `version`; `None` when it is gone. Objects only reachable under a
+    /// parent keep the event's snapshot.
+    async fn refetch(&self, snapshot: &Value, holding: &[&Resource]) -> Result<Option<Value>, SyncError> {
+        let (object, id) = (text(snapshot, "object").unwrap_or_default(), text(snapshot, "id").unwrap_or_default());
         let Some(resource) = holding.iter().find(|r| r.scope.parent.is_none()) else {
             tracing::debug!(source = %self.shared.name, object, id, "no top-level list to read it from; the event's snapshot is kept");
             return Ok(Some(snapshot.clone()));
@@ -846,21 +942,41 @@ impl ScopeSync {
     }
 
     /// Apply events in order, committing the cursor with each chunk. Without
-    /// a cursor, the poll time is committed instead.
-    async fn apply_events(&self, events: &[Value], meta: &mut Meta, started_ms: i64) -> Result<u64, SyncError> {
-        if events.is_empty() && meta.cursor.is_none() {
+    /// a cursor, the poll time is committed instead. `last` goes with the
+    /// last commit: the writes of objects read again, the cursor when it is
+    /// an event not applied now, and what the lookback remembers.
+    async fn apply_events(&self, events: &[Value], meta: &mut Meta, started_ms: i64, last: Last) -> Result<u64, SyncError> {
+        if events.is_empty() && meta.cursor.is_none() && last.cursor.is_none() {
             meta.polled_at_ms = Some(started_ms);
-            self.commit(vec![], vec![], vec![self.meta_entry(meta)]).await?;
+            let mut checkpoints = vec![self.meta_entry(meta)];
+            checkpoints.extend(last.recent.map(|r| r.checkpoint(&self.key)));
+            self.commit(last.writes, vec![], checkpoints).await?;
             return Ok(0);
         }
         let mut changes = 0;
-        for chunk in events.chunks(MAX_PAGE) {
-            let writes: Vec<Write> =
+        let chunks: Vec<&[Value]> = match events.is_empty() {
+            true => vec![&[]],
+            false => events.chunks(MAX_PAGE).collect(),
+        };
+        let count = chunks.len();
+        let mut last = Some(last);
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let mut writes: Vec<Write> =
                 try_join_all(chunk.iter().map(|e| self.event_writes(e, meta.generation))).await?.into_iter().flatten().collect();
             if let Some(newest) = chunk.last().and_then(|e| text(e, "id")) {
                 meta.cursor = Some(newest.to_string());
             }
-            changes += self.commit(writes, vec![], vec![self.meta_entry(meta)]).await?.changes;
+            let mut recent = None;
+            if i + 1 == count
+                && let Some(last) = last.take()
+            {
+                writes.extend(last.writes);
+                meta.cursor = last.cursor.or(meta.cursor.take());
+                recent = last.recent;
+            }
+            let mut checkpoints = vec![self.meta_entry(meta)];
+            checkpoints.extend(recent.map(|r| r.checkpoint(&self.key)));
+            changes += self.commit(writes, vec![], checkpoints).await?.changes;
         }
         self.status.set_cursor(meta.cursor.clone());
         Ok(changes)
@@ -874,11 +990,21 @@ impl ScopeSync {
         let started_ms = chrono::Utc::now().timestamp_millis();
         let events = self.new_events(meta).await?;
         let seen = events.len();
+        // every event read counts as applied for the lookback: the newest
+        // per object covers the ones before it
+        let mut recent: Recent = Self::parse(&self.checkpoints().await?, "recent")?;
+        recent.floor = meta.last_event_before_backfill_created.or(meta.backfill_started_at);
+        recent.remember(&events);
+        recent.prune(self.shared.lookback_secs);
         let newest = collapse(events);
         // the newest event overall is always kept, so the cursor ends on it
-        let changes = self.apply_events(&newest, meta, started_ms).await?;
+        let changes = self.apply_events(&newest, meta, started_ms, Last::default()).await?;
         meta.phase = MetaPhase::Live;
-        self.commit(vec![], vec![], vec![self.meta_entry(meta)]).await?;
+        let mut checkpoints = vec![self.meta_entry(meta)];
+        if self.shared.lookback_secs > 0 {
+            checkpoints.push(recent.checkpoint(&self.key));
+        }
+        self.commit(vec![], vec![], checkpoints).await?;
         self.status.set_phase(Phase::Live);
         self.status.finish_round(round, started);
         self.status.set_error(None);
@@ -889,11 +1015,17 @@ impl ScopeSync {
 
     async fn tail(&self, mut meta: Meta) -> Result<Infallible, SyncError> {
         self.status.set_phase(Phase::Live);
+        let lookback = self.shared.lookback_secs;
+        let mut recent: Recent = Self::parse(&self.checkpoints().await?, "recent")?;
         loop {
             let (round, started) = self.status.begin_round();
             let started_ms = chrono::Utc::now().timestamp_millis();
-            let events = self.new_events(&meta).await?;
-            self.apply_events(&events, &mut meta, started_ms).await?;
+            if lookback == 0 {
+                let events = self.new_events(&meta).await?;
+                self.apply_events(&events, &mut meta, started_ms, Last::default()).await?;
+            } else {
+                self.poll_with_lookback(&mut meta, &mut recent, started_ms).await?;
+            }
             self.status.finish_round(round, started);
             self.status.set_error(None);
             if let Some(lag) = self.shared.status.lag() {
@@ -905,6 +1037,121 @@ impl ScopeSync {
             self.status.pause(self.shared.poll_interval, early_gap).await;
         }
     }
+
+    /// One poll: the events of the lookback span (which hold the new ones
+    /// while the cursor is within it), or those after the cursor; each
+    /// applied once, late ones for objects already past them read again.
+    async fn poll_with_lookback(&self, meta: &mut Meta, recent: &mut Recent, started_ms: i64) -> Result<(), SyncError> {
+        let lookback = self.shared.lookback_secs;
+        let listed = match (recent.since(lookback), meta.cursor.as_deref()) {
+            (Some(since), Some(cursor)) => self.events_since(since, cursor).await?,
+            _ => None,
+        };
+        let events = match listed {
+            Some(events) => events,
+            // no event applied yet, or the cursor is older than the span
+            None => self.new_events(meta).await?,
+        };
+        let cursor = events.last().and_then(|e| text(e, "id")).map(String::from);
+        let mut next = recent.clone();
+        // a scope live before the lookback remembered anything: what came
+        // before its first events was applied already
+        if next.floor.is_none() && next.newest.is_none() {
+            next.floor = events.first().and_then(|e| e["created"].as_i64()).map(|at| at - 1);
+        }
+        let triage = next.triage(events);
+        next.prune(lookback);
+        if !triage.refetch.is_empty() {
+            tracing::info!(kind = "late_events", source = %self.shared.name, account = self.account_label(), count = triage.refetch.len(),
+                "{} events showed after their objects had moved on; reading those objects again", triage.refetch.len());
+        }
+        let read_at = chrono::Utc::now().timestamp() + lookback::CLOCK_MARGIN_SECS;
+        let writes = try_join_all(triage.refetch.iter().map(|e| self.reread(e, meta.generation))).await?.into_iter().flatten().collect();
+        for event in &triage.refetch {
+            next.read_at(event, read_at);
+        }
+        let changed = next != *recent;
+        let last = Last { writes, cursor, recent: changed.then(|| next.clone()) };
+        self.apply_events(&triage.apply, meta, started_ms, last).await?;
+        *recent = next;
+        Ok(())
+    }
+
+    /// Every event created at or after `since` (newest first as listed,
+    /// returned oldest first), or `None` when `cursor` is not among them
+    /// (it is older than the span: the events after it are read instead).
+    async fn events_since(&self, since: i64, cursor: &str) -> Result<Option<Vec<Value>>, SyncError> {
+        let mut events = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut path = format!("/v1/events?limit={MAX_PAGE}&created[gte]={since}");
+            if let Some(a) = &after {
+                path.push_str(&format!("&starting_after={}", encode(a)));
+            }
+            let page = self.shared.client.get(&path, self.account.as_deref()).await?;
+            let (page_events, has_more) = list_parts(page, &path)?;
+            after = page_events.last().and_then(|e| text(e, "id")).map(String::from);
+            events.extend(page_events);
+            if !has_more || after.is_none() {
+                break;
+            }
+        }
+        if !events.iter().any(|e| text(e, "id") == Some(cursor)) {
+            return Ok(None);
+        }
+        events.reverse();
+        Ok(Some(events))
+    }
+
+    /// The writes of an event's object read again at the pinned version,
+    /// recorded as that event's change only if it differs from the mirror;
+    /// none when it is gone (its delete event follows) or only reachable
+    /// under a parent (its next parent event brings it).
+    async fn reread(&self, event: &Value, generation: i64) -> Result<Vec<Write>, SyncError> {
+        let snapshot = &event["data"]["object"];
+        let (Some(object), Some(id)) = (text(snapshot, "object"), text(snapshot, "id")) else { return Ok(vec![]) };
+        let holding: Vec<&Resource> = self.shared.resources.iter().copied().filter(|r| r.holds(object) && r.follow.by_events()).collect();
+        // every resource that lists it was refused: not applied either
+        if holding.is_empty() || holding.iter().all(|r| jobs(&[*r]).iter().all(|j| self.status.skipped(&j.name()))) {
+            return Ok(vec![]);
+        }
+        let ends = holding.iter().any(|r| r.ending == Ending::Tombstone) && text(event, "type").is_some_and(|t| t.ends_with(".deleted"));
+        // a deletion is final: no later state to lose
+        if ends || snapshot["deleted"] == true {
+            return self.event_writes(event, generation).await;
+        }
+        if !holding.iter().any(|r| r.scope.parent.is_none()) {
+            return Ok(vec![]);
+        }
+        let Some(fresh) = self.refetch(snapshot, &holding).await? else {
+            // gone upstream: whatever its events say, it is not there
+            let origin = Origin::Event {
+                id: text(event, "id").unwrap_or_default().into(),
+                kind: text(event, "type").unwrap_or_default().into(),
+                previous_attributes: None,
+            };
+            return Ok(vec![Write {
+                object: object.into(),
+                id: id.into(),
+                account: self.account.clone(),
+                mutation: Mutation::Delete,
+                origin,
+                generation,
+            }]);
+        };
+        let mut event = event.clone();
+        event["data"]["object"] = fresh;
+        event["api_version"] = json!(self.shared.api_version);
+        self.event_writes(&event, generation).await
+    }
+}
+
+/// What goes with the last commit of a poll.
+#[derive(Default)]
+struct Last {
+    writes: Vec<Write>,
+    cursor: Option<String>,
+    recent: Option<Recent>,
 }
 
 /// One list walk of a resource: one of its passes (`prices` lists active
@@ -970,10 +1217,12 @@ fn waves(resources: &[&'static Resource]) -> Vec<Vec<&'static Resource>> {
 }
 
 /// The children a parent row embeds complete under the list's own path
-/// (`lines` of an invoice is `/v1/invoices/in_…/lines`).
-fn embedded_children(parent: &Value, list_path: &str) -> Option<Vec<Value>> {
+/// (`lines` of an invoice is `/v1/invoices/in_…/lines`), with the field
+/// that holds them.
+fn embedded_children(parent: &Value, list_path: &str) -> Option<(String, Vec<Value>)> {
     let Value::Object(fields) = parent else { return None };
-    fields.values().find(|v| is_list(v) && v["url"] == list_path && v["has_more"] == false).and_then(|v| v["data"].as_array().cloned())
+    let (field, list) = fields.iter().find(|(_, v)| is_list(v) && v["url"] == list_path && v["has_more"] == false)?;
+    Some((field.clone(), list["data"].as_array()?.clone()))
 }
 
 /// Keep only the newest event per object, in their original order.

@@ -10,8 +10,10 @@ use super::{PgStore, pg};
 use crate::store::plan::{self, NewChange, RowUpsert};
 use crate::store::{Applied, Batch, StoreError, timestamp};
 
+/// A replaced row keeps the higher generation: a write through the engine
+/// (generation 0) never undoes what the running backfill saw.
 const UPSERT_CONFLICT: &str = "ON CONFLICT (id) DO UPDATE SET account = excluded.account, data = excluded.data, created = excluded.created,
-     updated_at = excluded.updated_at, _generation = excluded._generation";
+     updated_at = excluded.updated_at, _generation = GREATEST(t._generation, excluded._generation)";
 
 impl PgStore {
     /// Commit a batch: its mirror rows, changes, checkpoints, ledger and
@@ -64,7 +66,7 @@ impl PgStore {
                 let created: Vec<Option<i64>> = rows.iter().map(|r| r.created).collect();
                 let generations: Vec<i64> = rows.iter().map(|r| r.generation).collect();
                 let sql = format!(
-                    "INSERT INTO {quoted} (id, account, data, created, updated_at, _generation)
+                    "INSERT INTO {quoted} AS t (id, account, data, created, updated_at, _generation)
                      SELECT u.id, u.account, u.data::jsonb, u.created, now(), u.generation
                      FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[]) AS u(id, account, data, created, generation)
                      {conflict}"
@@ -77,7 +79,7 @@ impl PgStore {
                 let generations: Vec<i64> = table_plan.touches.iter().map(|(_, g)| *g).collect();
                 let sql = format!(
                     "UPDATE {quoted} AS t SET _generation = u.generation FROM UNNEST($1::text[], $2::int8[]) AS u(id, generation)
-                     WHERE t.id = u.id AND t._generation <> u.generation"
+                     WHERE t.id = u.id AND t._generation < u.generation"
                 );
                 tx.execute(&sql, &[&ids, &generations]).await.map_err(pg)?;
             }
@@ -90,8 +92,12 @@ impl PgStore {
         for (table, sweep) in &prepared.sweeps {
             let rows = tx
                 .query(
-                    &format!("DELETE FROM {} WHERE account IS NOT DISTINCT FROM $1 AND _generation < $2 RETURNING id", self.t(table)),
-                    &[&sweep.account, &sweep.below_generation],
+                    &format!(
+                        "DELETE FROM {} WHERE account IS NOT DISTINCT FROM $1 AND _generation < $2
+                         AND (created IS NULL OR $3::int8 IS NULL OR created < $3) RETURNING id",
+                        self.t(table)
+                    ),
+                    &[&sweep.account, &sweep.below_generation, &sweep.created_before],
                 )
                 .await
                 .map_err(pg)?;

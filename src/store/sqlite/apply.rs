@@ -106,12 +106,12 @@ impl Writer {
                 let mut upsert = tx.prepare_cached(&format!(
                     "INSERT INTO {quoted} (id, account, data, created, updated_at, _generation) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                      ON CONFLICT (id) DO UPDATE SET account = excluded.account, data = excluded.data, created = excluded.created,
-                     updated_at = excluded.updated_at, _generation = excluded._generation"
+                     updated_at = excluded.updated_at, _generation = max(_generation, excluded._generation)"
                 ))?;
                 for row in &table_plan.upserts {
                     upsert.execute(params![row.id, row.account, row.text, row.created, committed_at, row.generation])?;
                 }
-                let mut touch = tx.prepare_cached(&format!("UPDATE {quoted} SET _generation = ?2 WHERE id = ?1 AND _generation <> ?2"))?;
+                let mut touch = tx.prepare_cached(&format!("UPDATE {quoted} SET _generation = ?2 WHERE id = ?1 AND _generation < ?2"))?;
                 for (id, generation) in &table_plan.touches {
                     touch.execute(params![id, generation])?;
                 }
@@ -125,8 +125,11 @@ impl Writer {
             for (table, sweep) in &batch.sweeps {
                 let quoted = quote(table);
                 let stale: Vec<String> = tx
-                    .prepare_cached(&format!("SELECT id FROM {quoted} WHERE account IS ?1 AND _generation < ?2 ORDER BY id"))?
-                    .query_map(params![sweep.account, sweep.below_generation], |r| r.get(0))?
+                    .prepare_cached(&format!(
+                        "SELECT id FROM {quoted} WHERE account IS ?1 AND _generation < ?2
+                     AND (created IS NULL OR ?3 IS NULL OR created < ?3) ORDER BY id"
+                    ))?
+                    .query_map(params![sweep.account, sweep.below_generation, sweep.created_before], |r| r.get(0))?
                     .collect::<Result<_, _>>()?;
                 let mut delete = tx.prepare_cached(&format!("DELETE FROM {quoted} WHERE id = ?1"))?;
                 for id in &stale {
