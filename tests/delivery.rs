@@ -64,30 +64,6 @@ fn nats_url() -> String {
     std::env::var("TRIBUTARY_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
-/// The Python receiver (standardwebhooks); returns its process and log.
-fn start_receiver(dir: &Path) -> (Proc, String, PathBuf) {
-    let port = free_port();
-    let out = dir.join("received.jsonl");
-    let mut cmd = Command::new("python3");
-    cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/webhook_receiver.py")).arg(port.to_string()).arg(WEBHOOK_SECRET).arg(&out);
-    (spawn(dir, "receiver", cmd), format!("http://127.0.0.1:{port}/hooks"), out)
-}
-
-fn webhook_toml(url: &str) -> String {
-    format!(
-        "[[sinks]]\nname = \"hooks\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret_env = \"TRIBUTARY_TEST_WEBHOOK_SECRET\"\nbatch_size = 200\n"
-    )
-}
-
-/// Envelopes the webhook receiver verified, in arrival order.
-fn received(out: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(out).unwrap_or_default();
-    let lines: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    let invalid: Vec<&Value> = lines.iter().filter(|v| v.get("invalid").is_some()).collect();
-    assert!(invalid.is_empty(), "signatures failed verification: {invalid:?}");
-    lines
-}
-
 /// Where the broker sinks of one test deliver: a Redis server, a NATS
 /// server and a Kafka broker, with every stream, subject and topic under the
 /// test's own `tag`.

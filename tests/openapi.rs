@@ -70,6 +70,9 @@ async fn every_route_answers_as_the_openapi_document_says() {
     assert_eq!(api.call(Method::GET, "/v1/sources/stripe/wait?timeout_ms=60000", None, &[], None).await.0, 200);
     assert_eq!(api.call(Method::GET, "/v1/sources/stripe/wait?timeout_ms=soon", None, &[], None).await.0, 400);
     assert_eq!(api.call(Method::GET, "/v1/sources/nope/wait", None, &[], None).await.0, 404);
+    assert_eq!(api.call(Method::POST, "/v1/sources/stripe/reconcile", None, &[], None).await.0, 401);
+    assert_eq!(api.call(Method::POST, "/v1/sources/nope/reconcile", admin, &[], None).await.0, 404);
+    assert_eq!(api.call(Method::POST, "/v1/sources/stripe/reconcile", admin, &[], None).await.0, 202);
 
     // apps: an in-house app of the platform, a public one the account grants
     let new_app = |kind: &str, account: Option<&str>| json!({"name": format!("{kind} app"), "kind": kind, "account": account});

@@ -31,9 +31,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use self::auth::Reader;
+use self::auth::{Admin, Reader};
 use self::extract::{Param, QueryParams};
-use self::views::{ErrorBody, ErrorDetail, Health, HealthStatus, SinkView, Sinks, SourceView, Sources, Waited};
+use self::views::{ErrorBody, ErrorDetail, Health, HealthStatus, ReconcileAsked, SinkView, Sinks, SourceView, Sources, Waited};
 use crate::delivery::SinkStatus;
 use crate::source::Registry;
 use crate::store::{Role, Store};
@@ -120,6 +120,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(metrics))
         .routes(routes!(sources))
         .routes(routes!(wait))
+        .routes(routes!(reconcile))
         .routes(routes!(sinks))
         .merge(queues::routes())
         .merge(writes::routes())
@@ -247,6 +248,38 @@ async fn wait(
             Err(ApiError::Timeout(format!("source '{name}' did not apply a new poll within {timeout_ms} ms (phase: {:?})", source.phase())))
         }
     }
+}
+
+/// Start a reconcile of every account of a stripe source now (one under
+/// way goes on). The instance that runs the source picks the request up,
+/// at once here or within 30 s on another; `/v1/sources` shows it running,
+/// and a `reconcile_complete` line ends it.
+#[utoipa::path(post, path = "/v1/sources/{name}/reconcile", security(("adminToken" = [])),
+    params(("name" = String, Path, description = "the source")),
+    responses(
+        (status = 202, description = "asked for; it runs in the background", body = ReconcileAsked),
+        (status = 404, description = "no such source", body = ErrorBody),
+        (status = 422, description = "the source's kind has no reconcile", body = ErrorBody),
+    ))]
+async fn reconcile(
+    _: Admin,
+    State(state): State<AppState>,
+    Param(name): Param<String>,
+) -> Result<(StatusCode, Json<ReconcileAsked>), ApiError> {
+    let source = state.registry.get(&name).ok_or_else(|| ApiError::NotFound(format!("no source named '{name}'")))?;
+    if source.kind != "stripe" {
+        return Err(ApiError::Unprocessable(format!("source '{name}' is a {} source; reconcile is for stripe sources", source.kind)));
+    }
+    let at = chrono::Utc::now().timestamp();
+    let batch = crate::store::Batch {
+        source: name.clone(),
+        checkpoints: vec![crate::store::Checkpoint::unordered("reconcile/requested", serde_json::json!({ "at": at }))],
+        ..Default::default()
+    };
+    state.store.apply(batch).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    source.ask_reconcile();
+    tracing::info!(kind = "reconcile_requested", source = %name, "reconcile asked for");
+    Ok((StatusCode::ACCEPTED, Json(ReconcileAsked { source: name, requested_at: crate::store::timestamp(chrono::Utc::now()) })))
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ async fn app_with(per_sec: u32, tokens: Tokens) -> (tempfile::TempDir, Router, A
     let store = crate::store::open(&crate::store::Options::url(&url)).await.unwrap();
     let registry = Arc::new(Registry::default());
     registry.add(crate::source::SourceStatus::new("stripe", "stripe"));
+    registry.add(crate::source::SourceStatus::new("shifts", "window"));
     let queues = Arc::new(queues::QueueApi::new(per_sec, 3, Duration::from_secs(86_400)));
     let config = crate::config::Config::parse("", "empty.toml").unwrap();
     let writes = Arc::new(crate::write::Writes::new(store.clone(), &config).unwrap());
@@ -173,6 +174,25 @@ async fn wait_times_out_while_no_account_is_known() {
 }
 
 const ADMIN: Option<&str> = Some("admin-secret");
+
+/// A reconcile asked for is recorded in the store, where the instance
+/// that runs the source finds it; only the admin token may ask, and only
+/// a stripe source has one.
+#[tokio::test]
+async fn a_reconcile_is_asked_for_by_the_admin_of_a_stripe_source() {
+    let (_dir, app, store) = app_and_store().await;
+    assert_eq!(send(&app, "POST", "/v1/sources/stripe/reconcile", None, None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(send(&app, "POST", "/v1/sources/nope/reconcile", ADMIN, None).await.0, StatusCode::NOT_FOUND);
+    let (status, body) = send(&app, "POST", "/v1/sources/shifts/reconcile", ADMIN, None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("window source"), "{body}");
+    assert!(store.checkpoints("shifts").await.unwrap().is_empty());
+    let (status, body) = send(&app, "POST", "/v1/sources/stripe/reconcile", ADMIN, None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["source"], "stripe");
+    let asked = store.checkpoints("stripe").await.unwrap()["reconcile/requested"]["at"].as_i64().unwrap();
+    assert!((asked - chrono::Utc::now().timestamp()).abs() <= 5, "{asked}");
+}
 
 /// Create an app over the API; returns (id, token).
 async fn new_app(app: &Router, kind: &str, account: Option<&str>) -> (String, String) {
@@ -323,6 +343,7 @@ fn fuzzed_bodies_and_paths_never_cause_a_panic_or_a_500() {
         prop::sample::select(vec![
             route("POST", "/v1/apps".into(), "/v1/apps", true, &["name", "kind", "account"]),
             route("GET", "/v1/apps".into(), "/v1/apps", true, &[]),
+            route("POST", format!("/v1/sources/{code}/reconcile"), "/v1/sources/{name}/reconcile", true, &[]),
             route("POST", format!("/v1/apps/{app_id}/grants"), "/v1/apps/{id}/grants", true, &["account"]),
             route("POST", "/v1/queues".into(), "/v1/queues", false, &["name"]),
             route("GET", "/v1/queues".into(), "/v1/queues", false, &[]),

@@ -107,6 +107,14 @@ pub struct SinkView {
     pub lag_ms: Option<u64>,
 }
 
+/// A reconcile asked for.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReconcileAsked {
+    pub source: String,
+    #[schema(format = DateTime)]
+    pub requested_at: String,
+}
+
 /// `/wait` answered: a poll that started after the call is applied.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Waited {

@@ -1,5 +1,5 @@
 //! The command line: `demo`, `run`, `sim`, `resources`, `status`, `check`,
-//! `apps`, `queue`. Errors end the process with exit code 1 and a one-line reason.
+//! `verify`, `apps`, `queue`. Errors end the process with exit code 1 and a one-line reason.
 
 pub mod apps;
 pub mod demo;
@@ -58,6 +58,27 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Compare the mirror with the upstream now, writing nothing.
+    ///
+    /// Lists every resource of each stripe source (the platform and every
+    /// connected account), compares each object with its mirror row and
+    /// prints per resource the objects checked, missing (upstream only),
+    /// extra (mirror only) and differing, with the first ids and the fields
+    /// that differ. Objects a running engine changes meanwhile are not
+    /// counted. Exits 1 when anything differs, 0 when nothing does.
+    Verify {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this source (default: every stripe source)
+        #[arg(long)]
+        source: Option<String>,
+        /// Only this resource, by its path (`customers`, `invoices`, …)
+        #[arg(long)]
+        resource: Option<String>,
+        /// Ids named per resource at most
+        #[arg(long, default_value_t = 10)]
+        limit_ids: usize,
+    },
 }
 
 /// Where the config comes from: a file, or (without one) the environment
@@ -92,6 +113,11 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(dispatch(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
+        // `verify` found drift: its report is the answer, not a failure
+        Err(e) if e.downcast_ref::<Drift>().is_some() => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             let reason = telemetry::error_chain(e.as_ref()).replace('\n', " ");
             tracing::error!(kind = "fatal", error = %reason, "tributary stopped");
@@ -134,7 +160,70 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             println!("config ok: {} source(s); database reachable", config.sources.len());
             Ok(())
         }
+        Command::Verify { config, source, resource, limit_ids } => verify(config, source, resource, limit_ids).await,
     }
+}
+
+/// What `verify` found differs (exit code 1).
+#[derive(Debug, thiserror::Error)]
+#[error("drift: {0}")]
+struct Drift(String);
+
+/// `tributary verify`: exit 1 on drift.
+async fn verify(config: ConfigArg, only: Option<String>, resource: Option<String>, limit_ids: usize) -> anyhow::Result<()> {
+    telemetry::init_logging("warn");
+    let config = config.load()?;
+    let store = crate::store::open(&config.database.options()).await?;
+    let chosen: Vec<&crate::config::SourceConfig> =
+        config.sources.iter().filter(|s| only.as_ref().is_none_or(|name| s.name() == name)).collect();
+    if let Some(name) = &only
+        && chosen.is_empty()
+    {
+        anyhow::bail!("no source named '{name}' in the config");
+    }
+    let (mut checked, mut drift, mut drifting) = (0u64, 0u64, 0usize);
+    for source in chosen {
+        let crate::config::SourceConfig::Stripe(stripe) = source else {
+            println!("{}: a {} source; verify compares stripe sources only", source.name(), source.kind());
+            continue;
+        };
+        if let Some(name) = &resource
+            && !stripe.resources().iter().any(|r| r.path == name)
+        {
+            anyhow::bail!("source '{}' does not mirror a resource '{name}'", stripe.name);
+        }
+        let print = |found: &crate::source::stripe::reconcile::ResourceDrift| {
+            let t = &found.tally;
+            println!(
+                "{:<12} {:<22} {:<40} checked {:>7}  missing {:>5}  extra {:>5}  differing {:>5}",
+                stripe.name,
+                found.account.as_deref().unwrap_or("platform"),
+                found.resource,
+                t.checked,
+                t.missing,
+                t.extra,
+                t.differed
+            );
+            for d in &found.sample {
+                let fields = if d.fields.is_empty() { String::new() } else { format!(": {}", d.fields.join(", ")) };
+                println!("    {:<8} {} {}{fields}", d.how, d.object, d.id);
+            }
+        };
+        let found = crate::source::stripe::verify(stripe, stripe.api_key()?, store.clone(), resource.as_deref(), limit_ids, print).await?;
+        for f in &found {
+            checked += f.tally.checked;
+            drift += f.tally.drift();
+            drifting += usize::from(f.tally.drift() > 0);
+        }
+    }
+    if drift > 0 {
+        return Err(Drift(format!(
+            "{drift} objects differ between the mirror and the upstream, in {drifting} resource(s) ({checked} checked)"
+        ))
+        .into());
+    }
+    println!("no drift: {checked} objects checked, the mirror matches the upstream");
+    Ok(())
 }
 
 /// The catalogue as a table: name, objects, parent, how it is followed.

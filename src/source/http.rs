@@ -223,6 +223,19 @@ pub fn check_upstream_path(what: &str, path_and_query: &str, prefix: &str) -> Re
 /// The share of a source's request budget background work may take.
 pub const BACKGROUND_SHARE: f64 = 0.2;
 
+/// A share of a source's request budget: work that waits here first (and
+/// then for the budget itself) takes at most this share, so live work
+/// keeps the rest.
+pub struct Share(DefaultDirectRateLimiter);
+
+impl Share {
+    /// `fraction` of `rate_limit_per_sec`, at least one request a second.
+    pub fn of(rate_limit_per_sec: u32, fraction: f64) -> Share {
+        let rate = ((rate_limit_per_sec as f64 * fraction) as u32).max(1);
+        Share(RateLimiter::direct(Quota::per_second(NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN)).allow_burst(NonZeroU32::MIN)))
+    }
+}
+
 pub struct Client {
     http: reqwest::Client,
     base_url: reqwest::Url,
@@ -231,7 +244,8 @@ pub struct Client {
     limiter: DefaultDirectRateLimiter,
     /// Background work (re-listing) also waits here first: it takes at most
     /// [`BACKGROUND_SHARE`] of the budget, the rest stays for live work.
-    background: DefaultDirectRateLimiter,
+    background: Share,
+    rate_limit_per_sec: u32,
     in_flight: Semaphore,
     max_backoff: Duration,
 }
@@ -249,8 +263,6 @@ impl Client {
         // spaced, so any one-second window sees at most 1.1x the rate
         let burst = NonZeroU32::new(config.rate_limit_per_sec / 10).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::per_second(rate).allow_burst(burst);
-        let background_rate = ((config.rate_limit_per_sec as f64 * BACKGROUND_SHARE) as u32).max(1);
-        let background = Quota::per_second(NonZeroU32::new(background_rate).unwrap_or(NonZeroU32::MIN)).allow_burst(NonZeroU32::MIN);
         let base_url = reqwest::Url::parse(&config.base_url)
             .map_err(|e| ClientError::Build(format!("base_url '{}' is not a URL: {e}", config.base_url)))?;
         Ok(Client {
@@ -259,7 +271,8 @@ impl Client {
             api_key,
             source: config.source.clone(),
             limiter: RateLimiter::direct(quota),
-            background: RateLimiter::direct(background),
+            background: Share::of(config.rate_limit_per_sec, BACKGROUND_SHARE),
+            rate_limit_per_sec: config.rate_limit_per_sec,
             in_flight: Semaphore::new(config.concurrency),
             max_backoff: Duration::from_millis(config.retry_max_backoff_ms),
         })
@@ -272,6 +285,11 @@ impl Client {
 
     pub fn max_backoff(&self) -> Duration {
         self.max_backoff
+    }
+
+    /// The request budget, per second.
+    pub fn rate_limit_per_sec(&self) -> u32 {
+        self.rate_limit_per_sec
     }
 
     /// GET a path (with query) as the platform or a connected account
@@ -287,7 +305,12 @@ impl Client {
 
     /// GET as background work: within [`BACKGROUND_SHARE`] of the budget.
     pub async fn get_background(&self, path: &str, account: Option<&str>) -> Result<Value, ClientError> {
-        self.background.until_ready().await;
+        self.get_within(&self.background, path, account).await
+    }
+
+    /// GET within `share` of the budget.
+    pub async fn get_within(&self, share: &Share, path: &str, account: Option<&str>) -> Result<Value, ClientError> {
+        share.0.until_ready().await;
         self.get(path, account).await
     }
 

@@ -91,6 +91,18 @@ struct ScopeState {
     /// Start of the newest poll whose events are all applied: everything the
     /// upstream had before this instant is in the mirror.
     fresh_as_of: Option<Instant>,
+    reconcile: Option<ReconcileView>,
+}
+
+/// A scope's reconcile as `/v1/sources` shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ReconcileView {
+    /// Whether one is under way.
+    pub running: bool,
+    /// When the next one is due (RFC 3339); null when only run on request.
+    pub next_at: Option<String>,
+    /// What the last complete one found and repaired.
+    pub last: Option<stripe::reconcile::Tally>,
 }
 
 /// One account's sync: phase, backfill progress, cursor, and the poll rounds
@@ -121,6 +133,7 @@ impl ScopeStatus {
                 resources: BTreeMap::new(),
                 follow: BTreeMap::new(),
                 fresh_as_of: None,
+                reconcile: None,
             }),
             rounds_started: AtomicU64::new(0),
             rounds_applied: watch::Sender::new(0),
@@ -132,6 +145,14 @@ impl ScopeStatus {
 
     pub fn set_phase(&self, phase: Phase) {
         self.state.write().phase = phase;
+    }
+
+    /// Whether a reconcile runs, when the next is due, the last one's tally
+    /// (kept when `None`).
+    pub fn set_reconcile(&self, running: bool, next_at: Option<i64>, last: Option<stripe::reconcile::Tally>) {
+        let mut state = self.state.write();
+        let last = last.or_else(|| state.reconcile.as_ref().and_then(|r| r.last));
+        state.reconcile = Some(ReconcileView { running, next_at: next_at.and_then(rfc3339), last });
     }
 
     /// Set or (with `None`, after a success) clear this scope's error; a
@@ -275,6 +296,7 @@ impl ScopeStatus {
             lag_ms: Self::lag_of(&state).map(|l| l.as_millis() as u64),
             backfill: state.resources.clone(),
             follow: Self::follow_of(&state),
+            reconcile: state.reconcile.clone(),
             last_error: self.last_error(),
         }
     }
@@ -314,6 +336,8 @@ pub struct ScopeView {
     pub backfill: BTreeMap<String, ResourceProgress>,
     /// Per resource: how it is kept current, and how current it is.
     pub follow: BTreeMap<String, FollowView>,
+    /// Its reconcile; null for kinds without one.
+    pub reconcile: Option<ReconcileView>,
     pub last_error: Option<String>,
 }
 
@@ -330,6 +354,8 @@ pub struct SourceStatus {
     last_error: RwLock<Option<String>>,
     /// A store error the source is stuck on (`/health`).
     pub store_health: crate::store::StoreHealth,
+    /// Counts reconciles asked for in this process.
+    reconcile_asked: watch::Sender<u64>,
 }
 
 impl SourceStatus {
@@ -342,6 +368,7 @@ impl SourceStatus {
             owner: std::sync::atomic::AtomicBool::new(false),
             last_error: RwLock::new(None),
             store_health: Default::default(),
+            reconcile_asked: watch::Sender::new(0),
         })
     }
 
@@ -364,6 +391,16 @@ impl SourceStatus {
         self.set_owner(false);
         self.scopes.write().clear();
         self.scopes_ready.send_replace(false);
+    }
+
+    /// Wake this process's scopes to look for a reconcile request.
+    pub fn ask_reconcile(&self) {
+        self.reconcile_asked.send_modify(|n| *n += 1);
+    }
+
+    /// Changes when a reconcile is asked for in this process.
+    pub fn reconcile_requests(&self) -> watch::Receiver<u64> {
+        self.reconcile_asked.subscribe()
     }
 
     /// Every scope has been added.

@@ -1,7 +1,11 @@
 //! Reads of the mirror tables in Stripe's shapes, for the Stripe-compatible
 //! path: one object by id, or a list page newest first (by `created`, then
 //! id, as Stripe lists) with Stripe's cursors. Both see only the rows of one
-//! account (`None`: the platform's, whose `account` is null).
+//! account (`None`: the platform's, whose `account` is null). Reconcile
+//! and `verify` read it by ids, and ask which objects changed since a point
+//! of the change log.
+
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
@@ -48,6 +52,33 @@ pub trait MirrorStore: Send + Sync {
         cursor: &ListCursor,
         limit: usize,
     ) -> Result<Option<MirrorPage>, super::StoreError>;
+    /// The objects of these ids that `account` can see, by id.
+    async fn mirror_objects(
+        &self,
+        source: &str,
+        object: &str,
+        account: Option<&str>,
+        ids: &[String],
+    ) -> Result<HashMap<String, Value>, super::StoreError>;
+    /// Every (id, created) of `account`'s rows of `object`, in no order.
+    async fn mirror_keys(&self, source: &str, object: &str, account: Option<&str>)
+    -> Result<Vec<(String, Option<i64>)>, super::StoreError>;
+    /// The sequence number of the newest change (0 before the first).
+    async fn change_head(&self) -> Result<i64, super::StoreError>;
+    /// (object, id) of every object of `source` with a change after
+    /// sequence number `after`.
+    async fn changed_after(&self, source: &str, after: i64) -> Result<HashSet<(String, String)>, super::StoreError>;
+}
+
+/// Every (id, created) of one table: parameter 1 the account.
+pub(crate) fn keys_sql(table: &str, d: &Dialect) -> String {
+    format!("SELECT id, created FROM {table} WHERE account {} {}", d.null_safe_eq, (d.param)(1))
+}
+
+/// What changed after a sequence number: parameters 1 the sequence
+/// number, 2 the source.
+pub(crate) fn changed_after_sql(changes: &str, d: &Dialect) -> String {
+    format!("SELECT DISTINCT object, object_id FROM {changes} WHERE id > {} AND source = {}", (d.param)(1), (d.param)(2))
 }
 
 /// How a backend writes what differs between the two: a placeholder and a

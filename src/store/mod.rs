@@ -55,6 +55,11 @@ pub enum Origin {
     /// (its fingerprint had expired or was unknown), a state the mirror
     /// already holds is emitted again as `op = "read"`.
     Poll { resend: bool },
+    /// A repair by reconcile: `type = "{object}.reconciled"`. Applied only
+    /// while the mirror still holds `expected` (the state it was compared
+    /// with; `None`: absent), so it never overwrites what the events tail
+    /// wrote since.
+    Reconcile { expected: Option<String> },
 }
 
 #[derive(Debug, Clone)]

@@ -134,6 +134,7 @@ impl NewChange {
             Origin::Event { id, kind, previous_attributes } => (kind.clone(), Some(id.clone()), previous_attributes.as_ref().or(previous)),
             Origin::Backfill if op == "delete" => (format!("{object}.deleted"), None, previous),
             Origin::Backfill => (format!("{object}.{op}"), None, previous),
+            Origin::Reconcile { .. } => (format!("{object}.reconciled"), None, previous),
             Origin::Write | Origin::Poll { .. } => {
                 let done = match op {
                     "insert" => "created",
@@ -256,8 +257,15 @@ pub fn plan(prepared: &Prepared, existing: &HashMap<String, HashMap<String, Stri
             slot.insert(existing.get(&write.table).and_then(|rows| rows.get(&write.id)).cloned());
             order.push(key);
         }
-        last.insert(key, write);
         let current = state.get(&key).cloned().flatten();
+        if let Origin::Reconcile { expected } = &write.origin
+            && !same_state(expected, &current)
+        {
+            // the mirror moved since reconcile compared it: the tail's
+            unchanged += 1;
+            continue;
+        }
+        last.insert(key, write);
         let account = write.account.as_deref();
         let Some(text) = &write.text else {
             if current.is_none() {
@@ -297,7 +305,8 @@ pub fn plan(prepared: &Prepared, existing: &HashMap<String, HashMap<String, Stri
     let mut tables: BTreeMap<String, TablePlan> = BTreeMap::new();
     for key @ (table, id) in order {
         let initial = existing.get(table).and_then(|rows| rows.get(id));
-        let write = last[&key];
+        // a key whose every write was refused (reconcile on a moved row)
+        let Some(&write) = last.get(&key) else { continue };
         let plan = tables.entry(table.to_string()).or_default();
         match (initial, &state[&key]) {
             (None, None) => {}
@@ -460,5 +469,40 @@ mod tests {
         let stale = plan(&prepare(batch).unwrap(), &HashMap::new(), &fences).unwrap();
         assert!(stale.changes.is_empty() && stale.tables.is_empty());
         assert!(stale.fences.is_empty(), "still fenced");
+    }
+
+    /// A repair applies only while the mirror holds the state reconcile
+    /// compared: a row the events tail changed (or deleted, or inserted)
+    /// since is left as the tail wrote it.
+    #[test]
+    fn a_repair_applies_only_to_the_state_it_was_compared_with() {
+        let reconcile = |expected: Option<&str>| Origin::Reconcile { expected: expected.map(String::from) };
+        let held = r#"{"id":"c1","name":"old"}"#;
+        let existing = HashMap::from([(
+            "stripe_customer".to_string(),
+            HashMap::from([("c1".to_string(), held.to_string()), ("c3".to_string(), r#"{"id":"c3"}"#.to_string())]),
+        )]);
+        let batch = Batch {
+            source: "stripe".into(),
+            writes: vec![
+                // compared with the state held (in another key order): applied
+                write("c1", Mutation::Upsert(json!({"id": "c1", "name": "new"})), reconcile(Some(r#"{"name":"old","id":"c1"}"#))),
+                // compared while absent, inserted since: left alone
+                write("c3", Mutation::Upsert(json!({"id": "c3", "n": 1})), reconcile(None)),
+                // compared with a state the mirror no longer holds: left alone
+                write("c2", Mutation::Delete, reconcile(Some(r#"{"id":"c2"}"#))),
+                // absent and compared absent: inserted
+                write("c4", Mutation::Upsert(json!({"id": "c4"})), reconcile(None)),
+            ],
+            ..Default::default()
+        };
+        let plan = plan(&prepare(batch).unwrap(), &existing, &Fences::new()).unwrap();
+        let done: Vec<(&str, &str, &str)> = plan.changes.iter().map(|c| (c.op, c.object_id.as_str(), c.kind.as_str())).collect();
+        assert_eq!(done, [("update", "c1", "customer.reconciled"), ("insert", "c4", "customer.reconciled")]);
+        assert_eq!(plan.changes[0].previous_attributes.as_deref(), Some(r#"{"name":"old"}"#));
+        assert_eq!(plan.unchanged, 2);
+        let table = &plan.tables["stripe_customer"];
+        assert_eq!(table.upserts.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(), ["c1", "c4"]);
+        assert!(table.deletes.is_empty() && table.touches.is_empty());
     }
 }

@@ -254,7 +254,8 @@ macro_rules! store_suite {
                 account_ids_and_types_are_data_not_sql, sink_cursors_and_dead_letters_commit_together,
                 purge_keeps_what_a_reader_has_not_passed, apps_are_found_by_token_hash_until_revoked,
                 queues_fan_out_pull_acknowledge_and_expire, idempotency_keys_follow_their_recovery_points,
-                ledger_commits_with_the_batch_and_resends_emit_reads, mirror_reads_page_like_stripe_within_one_account);
+                ledger_commits_with_the_batch_and_resends_emit_reads, mirror_reads_page_like_stripe_within_one_account,
+                reconcile_reads_rows_by_id_and_what_changed_since_a_point);
         }
     };
     (@tests $open:expr; $($name:ident),*) => {
@@ -308,6 +309,60 @@ pub async fn mirror_reads_page_like_stripe_within_one_account(store: Arc<dyn Sto
     assert_eq!(store.mirror_object("stripe", "customer", Some("acct_1"), "a1").await.unwrap().unwrap()["created"], 500);
     assert_eq!(store.mirror_object("stripe", "customer", None, "c1").await.unwrap().unwrap()["id"], "c1");
     assert_eq!(store.mirror_object("stripe", "invoice", None, "c1").await.unwrap(), None, "no such table");
+}
+
+/// What reconcile reads: rows by ids and every (id, created) within one
+/// account, the change log's head, and the objects changed after it; and
+/// a repair applies only to the state it was compared with.
+pub async fn reconcile_reads_rows_by_id_and_what_changed_since_a_point(store: Arc<dyn Store>) {
+    let customer = |id: &str, created: Option<i64>, account: Option<&str>| Write {
+        account: account.map(String::from),
+        ..write("customer", id, Mutation::Upsert(json!({"id": id, "created": created})), Origin::Backfill, 1)
+    };
+    assert_eq!(store.change_head().await.unwrap(), 0);
+    assert!(store.mirror_keys("stripe", "customer", None).await.unwrap().is_empty(), "no table yet");
+    assert!(store.mirror_objects("stripe", "customer", None, &["c1".into()]).await.unwrap().is_empty());
+    store
+        .apply(batch(vec![customer("c1", Some(100), None), customer("c2", None, None), customer("a1", Some(7), Some("acct_1"))]))
+        .await
+        .unwrap();
+    let mut keys = store.mirror_keys("stripe", "customer", None).await.unwrap();
+    keys.sort();
+    assert_eq!(keys, [("c1".to_string(), Some(100)), ("c2".to_string(), None)]);
+    let ids: Vec<String> = ["c1", "a1", "nope", "c2"].iter().map(|s| s.to_string()).collect();
+    let rows = store.mirror_objects("stripe", "customer", None, &ids).await.unwrap();
+    assert_eq!(rows.len(), 2, "another account's row and an unknown id are not read: {rows:?}");
+    assert_eq!(rows["c1"], json!({"id": "c1", "created": 100}));
+    let many: Vec<String> = (0..2_500).map(|i| format!("c{i}")).collect();
+    assert_eq!(store.mirror_objects("stripe", "customer", None, &many).await.unwrap().len(), 2, "more ids than one statement takes");
+
+    let head = store.change_head().await.unwrap();
+    assert!(head >= 3, "{head}");
+    assert!(store.changed_after("stripe", head).await.unwrap().is_empty());
+    let update = write("customer", "c2", Mutation::Upsert(json!({"id": "c2", "name": "new"})), event("evt_1", "customer.updated", None), 1);
+    let elsewhere = Batch { source: "other".into(), writes: vec![customer("c9", None, None)], ..Batch::default() };
+    store.apply(batch(vec![update])).await.unwrap();
+    store.apply(elsewhere).await.unwrap();
+    let changed = store.changed_after("stripe", head).await.unwrap();
+    assert_eq!(changed, [("customer".to_string(), "c2".to_string())].into(), "only this source's changes after the head");
+    assert_eq!(store.change_head().await.unwrap(), head + 2);
+
+    // a repair compared with c2's state before the update is not applied
+    let repair = |id: &str, expected: Value| {
+        write(
+            "customer",
+            id,
+            Mutation::Upsert(json!({"id": id, "fixed": true})),
+            Origin::Reconcile { expected: Some(expected.to_string()) },
+            0,
+        )
+    };
+    let applied =
+        store.apply(batch(vec![repair("c2", json!({"id": "c2", "created": null})), repair("c1", rows["c1"].clone())])).await.unwrap();
+    assert_eq!(applied, Applied { changes: 1, unchanged: 1 });
+    let last = store.changes_after(ChangeCursor::START, 100).await.unwrap().changes.pop().unwrap();
+    assert_eq!((last.object_id.as_str(), last.kind.as_str(), last.op.as_str()), ("c1", "customer.reconciled", "update"));
+    assert_eq!(store.mirror_object("stripe", "customer", None, "c2").await.unwrap().unwrap()["name"], "new");
 }
 
 pub async fn account_ids_and_types_are_data_not_sql(store: Arc<dyn Store>) {

@@ -495,6 +495,30 @@ pub async fn divergence(sim: &Sim, db: &Db, objects: Option<&[&str]>) -> Vec<Str
     drift
 }
 
+/// The Python receiver (standardwebhooks); returns its process and log.
+pub fn start_receiver(dir: &Path) -> (Proc, String, PathBuf) {
+    let port = free_port();
+    let out = dir.join("received.jsonl");
+    let mut cmd = Command::new("python3");
+    cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/webhook_receiver.py")).arg(port.to_string()).arg(WEBHOOK_SECRET).arg(&out);
+    (spawn(dir, "receiver", cmd), format!("http://127.0.0.1:{port}/hooks"), out)
+}
+
+pub fn webhook_toml(url: &str) -> String {
+    format!(
+        "[[sinks]]\nname = \"hooks\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret_env = \"TRIBUTARY_TEST_WEBHOOK_SECRET\"\nbatch_size = 200\n"
+    )
+}
+
+/// Envelopes the webhook receiver verified, in arrival order.
+pub fn received(out: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(out).unwrap_or_default();
+    let lines: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let invalid: Vec<&Value> = lines.iter().filter(|v| v.get("invalid").is_some()).collect();
+    assert!(invalid.is_empty(), "signatures failed verification: {invalid:?}");
+    lines
+}
+
 /// Serve an upstream of the test's own on a loopback port; its base URL.
 pub async fn serve_upstream(app: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");

@@ -72,6 +72,16 @@ pub struct StripeConfig {
     /// objects gone upstream are deleted from the mirror.
     #[serde(default = "default_relist_every_secs")]
     pub relist_every_secs: u64,
+    /// Every resource is listed again completely this often, compared with
+    /// the mirror, and what differs repaired as `{object}.reconciled`
+    /// changes: a missed event, however it was missed, is corrected within
+    /// this time. 0: never (`tributary verify` still compares on demand).
+    #[serde(default = "default_reconcile_every_secs")]
+    pub reconcile_every_secs: u64,
+    /// The share of the request budget a reconcile may take (live work
+    /// keeps the rest), above 0 and at most 1.
+    #[serde(default = "default_reconcile_budget_share")]
+    pub reconcile_budget_share: f64,
     /// Resources to mirror, by their path under `/v1` (`customers`,
     /// `checkout/sessions`, `customers/{id}/tax_ids`); default: every list
     /// Stripe serves that holds objects (`tributary resources` lists them).
@@ -128,6 +138,12 @@ fn default_created_every_secs() -> u64 {
 fn default_relist_every_secs() -> u64 {
     3_600
 }
+fn default_reconcile_every_secs() -> u64 {
+    86_400
+}
+fn default_reconcile_budget_share() -> f64 {
+    0.2
+}
 fn default_lookback_secs() -> u64 {
     30
 }
@@ -161,6 +177,8 @@ impl StripeConfig {
             lookback_secs: default_lookback_secs(),
             created_every_secs: default_created_every_secs(),
             relist_every_secs: default_relist_every_secs(),
+            reconcile_every_secs: default_reconcile_every_secs(),
+            reconcile_budget_share: default_reconcile_budget_share(),
             resources: None,
             expand_children: default_expand_children(),
             retry_max_backoff_ms: http::default_retry_max_backoff_ms(),
@@ -188,6 +206,9 @@ impl StripeConfig {
         }
         if self.created_every_secs == 0 || self.relist_every_secs == 0 {
             return invalid("created_every_secs and relist_every_secs must be above 0".into());
+        }
+        if !(self.reconcile_budget_share > 0.0 && self.reconcile_budget_share <= 1.0) {
+            return invalid(format!("reconcile_budget_share ({}) must be above 0 and at most 1", self.reconcile_budget_share));
         }
         match &self.accounts {
             Accounts::Keyword(k) if k == "all" => {}
@@ -310,6 +331,18 @@ mod tests {
         with(0, 2).validate().unwrap();
         let error = with(30, 30).validate().unwrap_err().to_string();
         assert!(error.contains("lookback_secs (30) must be below event_retention_secs (30)"), "{error}");
+    }
+
+    #[test]
+    fn a_reconcile_share_is_a_fraction_of_the_budget() {
+        let with =
+            |reconcile_budget_share| StripeConfig { reconcile_budget_share, ..StripeConfig::new("stripe", "http://127.0.0.1:9", "KEY") };
+        with(0.2).validate().unwrap();
+        with(1.0).validate().unwrap();
+        for bad in [0.0, -0.1, 1.5, f64::NAN] {
+            let error = with(bad).validate().unwrap_err().to_string();
+            assert!(error.contains("reconcile_budget_share"), "{error}");
+        }
     }
 
     #[test]

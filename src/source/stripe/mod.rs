@@ -5,6 +5,7 @@
 //! - `checkpoint`: what each account remembers between runs
 //! - `sync`: the per-account state machine (backfill → catching up → live)
 //! - `follow`: resources without events, kept current by listing them
+//! - `reconcile`: every resource listed again and compared with the mirror
 //! - `raw`: backfill pages kept as text, parsed only as far as needed
 
 pub mod checkpoint;
@@ -12,6 +13,7 @@ pub mod config;
 mod follow;
 mod lookback;
 mod raw;
+pub mod reconcile;
 pub mod sync;
 
 use std::sync::Arc;
@@ -32,29 +34,7 @@ pub async fn run(config: StripeConfig, api_key: String, store: Arc<dyn Store>, s
     tracing::info!(kind = "source_configured", source = %config.name, api_version = %config.api_version,
         rate_limit_per_sec = options.rate_limit_per_sec, "requests pinned to Stripe-Version {}, at most {}/s{}", config.api_version,
         options.rate_limit_per_sec, if config.rate_limit_per_sec.is_none() { " (the default for this key's mode)" } else { "" });
-    let client = Client::new(&options, api_key)?;
-    let page_slots = config.concurrency.saturating_add(sync::STORE_QUEUE_PAGES).max(1);
-    let shared = Arc::new(Shared {
-        name: config.name.clone(),
-        api_version: config.api_version.clone(),
-        versions_seen: Default::default(),
-        resources: config.resources(),
-        expanded: config.expanded(),
-        poll_interval: Duration::from_millis(config.poll_interval_ms),
-        lookback_secs: config.lookback_secs.min(i64::MAX as u64) as i64,
-        created_every: Duration::from_secs(config.created_every_secs),
-        relist_every: Duration::from_secs(config.relist_every_secs),
-        event_retention: Duration::from_secs(config.event_retention_secs),
-        client,
-        store,
-        status: status.clone(),
-        // as many pages as requests may be in flight, and one transaction's
-        // worth fetched and waiting for the store (pages held in memory are
-        // most of a backfill's footprint: about 1.3 MB each, measured)
-        pages: Arc::new(tokio::sync::Semaphore::new(page_slots)),
-        page_slots,
-        ranged: Default::default(),
-    });
+    let shared = shared(&config, api_key, store, status.clone())?;
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(ScopeSync::new(shared.clone(), None).run());
     let accounts = match &config.accounts {
@@ -67,6 +47,79 @@ pub async fn run(config: StripeConfig, api_key: String, store: Arc<dyn Store>, s
     status.set_scopes_ready();
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Compare the mirror with the upstream now, writing nothing: each
+/// resource (or only `resource`) of the platform and every connected
+/// account, in turn; `each` sees every resource's findings as they come.
+pub async fn verify(
+    config: &StripeConfig,
+    api_key: String,
+    store: Arc<dyn Store>,
+    resource: Option<&str>,
+    limit_ids: usize,
+    mut each: impl FnMut(&reconcile::ResourceDrift),
+) -> Result<Vec<reconcile::ResourceDrift>, sync::SyncError> {
+    let status = SourceStatus::new(&config.name, "stripe");
+    let shared = shared(config, api_key, store, status)?;
+    let resources: Vec<&'static crate::stripe_api::Resource> =
+        shared.resources.iter().copied().filter(|r| resource.is_none_or(|name| r.path == name)).collect();
+    let mut scopes = vec![None];
+    scopes.extend(
+        match &config.accounts {
+            Accounts::List(ids) => ids.clone(),
+            Accounts::Keyword(_) => list_accounts(&shared.client).await?,
+        }
+        .into_iter()
+        .map(Some),
+    );
+    let mut found = Vec::new();
+    for account in scopes {
+        let scope = ScopeSync::new(shared.clone(), account);
+        for &resource in &resources {
+            let drift = match scope.verify_resource(resource, limit_ids).await {
+                Err(sync::SyncError::Client(e)) if e.skips_resource() => {
+                    tracing::warn!(kind = "resource_skipped", source = %config.name, resource = resource.path, reason = %e,
+                        "the API key may not read this resource; not verified");
+                    continue;
+                }
+                other => other?,
+            };
+            each(&drift);
+            found.push(drift);
+        }
+    }
+    Ok(found)
+}
+
+/// What every scope of a source shares: its client, budget and store.
+fn shared(config: &StripeConfig, api_key: String, store: Arc<dyn Store>, status: Arc<SourceStatus>) -> Result<Arc<Shared>, ClientError> {
+    let options = config.client_options(&api_key);
+    let client = Client::new(&options, api_key)?;
+    let page_slots = config.concurrency.saturating_add(sync::STORE_QUEUE_PAGES).max(1);
+    Ok(Arc::new(Shared {
+        name: config.name.clone(),
+        api_version: config.api_version.clone(),
+        versions_seen: Default::default(),
+        resources: config.resources(),
+        expanded: config.expanded(),
+        poll_interval: Duration::from_millis(config.poll_interval_ms),
+        lookback_secs: config.lookback_secs.min(i64::MAX as u64) as i64,
+        reconcile_every: (config.reconcile_every_secs > 0).then(|| Duration::from_secs(config.reconcile_every_secs)),
+        reconcile_share: crate::source::http::Share::of(client.rate_limit_per_sec(), config.reconcile_budget_share),
+        created_every: Duration::from_secs(config.created_every_secs),
+        relist_every: Duration::from_secs(config.relist_every_secs),
+        event_retention: Duration::from_secs(config.event_retention_secs),
+        client,
+        store,
+        status,
+        // as many pages as requests may be in flight, and one transaction's
+        // worth fetched and waiting for the store (pages held in memory are
+        // most of a backfill's footprint: about 1.3 MB each, measured)
+        pages: Arc::new(tokio::sync::Semaphore::new(page_slots)),
+        page_slots,
+        ranged: Default::default(),
+    }))
 }
 
 async fn list_accounts_until_ok(shared: &Shared) -> Vec<String> {

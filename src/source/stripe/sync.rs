@@ -109,6 +109,10 @@ pub struct Shared {
     pub event_retention: Duration,
     /// Seconds of events each poll reads again (0: none).
     pub lookback_secs: i64,
+    /// How often a reconcile runs (`None`: only when asked).
+    pub reconcile_every: Option<Duration>,
+    /// The share of the budget reconcile takes.
+    pub reconcile_share: crate::source::http::Share,
     pub client: Client,
     pub store: Arc<dyn Store>,
     pub status: Arc<SourceStatus>,
@@ -154,6 +158,8 @@ pub(super) enum Lane {
     Live,
     /// Following resources by listing: a share of the budget only.
     Background,
+    /// Reconcile: its own share of the budget.
+    Reconcile,
 }
 
 /// Split a list response into its items and `has_more`.
@@ -279,9 +285,11 @@ impl ScopeSync {
         }
         // resources without events are followed by listing, alongside
         let follow = self.follow(meta.clone());
+        let reconcile = self.reconcile_forever(meta.backfill_started_at);
         tokio::select! {
             tailed = self.tail(meta) => tailed,
             followed = follow => followed,
+            reconciled = reconcile => reconciled,
         }
     }
 
@@ -771,6 +779,7 @@ impl ScopeSync {
         match lane {
             Lane::Live => self.shared.client.get(path, self.account.as_deref()).await,
             Lane::Background => self.shared.client.get_background(path, self.account.as_deref()).await,
+            Lane::Reconcile => self.shared.client.get_within(&self.shared.reconcile_share, path, self.account.as_deref()).await,
         }
     }
 
@@ -1200,7 +1209,7 @@ pub fn jobs(resources: &[&'static Resource]) -> Vec<Job> {
 
 /// Resources in the order backfill takes them: each wave after the waves
 /// that list its parents.
-fn waves(resources: &[&'static Resource]) -> Vec<Vec<&'static Resource>> {
+pub(super) fn waves(resources: &[&'static Resource]) -> Vec<Vec<&'static Resource>> {
     let mut pending: Vec<&'static Resource> = resources.to_vec();
     let mut waves = Vec::new();
     while !pending.is_empty() {
@@ -1219,7 +1228,7 @@ fn waves(resources: &[&'static Resource]) -> Vec<Vec<&'static Resource>> {
 /// The children a parent row embeds complete under the list's own path
 /// (`lines` of an invoice is `/v1/invoices/in_…/lines`), with the field
 /// that holds them.
-fn embedded_children(parent: &Value, list_path: &str) -> Option<(String, Vec<Value>)> {
+pub(super) fn embedded_children(parent: &Value, list_path: &str) -> Option<(String, Vec<Value>)> {
     let Value::Object(fields) = parent else { return None };
     let (field, list) = fields.iter().find(|(_, v)| is_list(v) && v["url"] == list_path && v["has_more"] == false)?;
     Some((field.clone(), list["data"].as_array()?.clone()))

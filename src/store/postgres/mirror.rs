@@ -1,5 +1,7 @@
 //! Mirror reads on Postgres.
 
+use std::collections::{HashMap, HashSet};
+
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
 
@@ -58,5 +60,39 @@ impl MirrorStore for PgStore {
         let rows = client.query(&mirror::list_sql(&table, cursor, &POSTGRES), &params).await.map_err(pg)?;
         let rows = rows.into_iter().map(|r| parse(&table, r.get(0))).collect::<Result<_, _>>()?;
         Ok(Some(mirror::page(rows, cursor, limit)))
+    }
+
+    async fn mirror_objects(
+        &self,
+        source: &str,
+        object: &str,
+        account: Option<&str>,
+        ids: &[String],
+    ) -> Result<HashMap<String, Value>, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let Some(table) = self.mirror_table_of(&client, source, object).await? else { return Ok(HashMap::new()) };
+        let sql = format!("SELECT id, {} FROM {table} WHERE account {} $1 AND id = ANY($2)", POSTGRES.data_text, POSTGRES.null_safe_eq);
+        let rows = client.query(&sql, &[&account, &ids]).await.map_err(pg)?;
+        rows.into_iter().map(|r| Ok((r.get::<_, String>(0), parse(&table, r.get(1))?))).collect()
+    }
+
+    async fn mirror_keys(&self, source: &str, object: &str, account: Option<&str>) -> Result<Vec<(String, Option<i64>)>, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let Some(table) = self.mirror_table_of(&client, source, object).await? else { return Ok(vec![]) };
+        let rows = client.query(&mirror::keys_sql(&table, &POSTGRES), &[&account]).await.map_err(pg)?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn change_head(&self) -> Result<i64, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let sql = format!("SELECT coalesce(max(id), 0) FROM {}", self.t("tributary_changes"));
+        Ok(client.query_one(&sql, &[]).await.map_err(pg)?.get(0))
+    }
+
+    async fn changed_after(&self, source: &str, after: i64) -> Result<HashSet<(String, String)>, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let rows =
+            client.query(&mirror::changed_after_sql(&self.t("tributary_changes"), &POSTGRES), &[&after, &source]).await.map_err(pg)?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 }

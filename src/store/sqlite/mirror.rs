@@ -1,6 +1,8 @@
 //! Mirror reads on SQLite, on the reader connection.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::{HashMap, HashSet};
+
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::Value;
 
 use super::{SqliteStore, parse_json};
@@ -9,6 +11,12 @@ use crate::store::ident::quote;
 use crate::store::mirror::{self, Dialect, ListCursor, MirrorPage, MirrorStore};
 
 const SQLITE: Dialect = Dialect { param: |n| format!("?{n}"), null_safe_eq: "IS", data_text: "data" };
+
+/// Rows of one table by ids: parameters 1 the account, 2.. the ids.
+fn objects_sql(table: &str, ids: usize, d: &Dialect) -> String {
+    let list: Vec<String> = (0..ids).map(|i| (d.param)(i + 2)).collect();
+    format!("SELECT id, {} FROM {table} WHERE account {} {} AND id IN ({})", d.data_text, d.null_safe_eq, (d.param)(1), list.join(", "))
+}
 
 /// The quoted mirror table of `source`'s `object`, if it has been created.
 fn table(conn: &Connection, source: &str, object: &str) -> Result<Option<String>, StoreError> {
@@ -63,6 +71,58 @@ impl MirrorStore for SqliteStore {
                 .map(|text| parse_json(&table, "(list)", Some(text)).map(Option::unwrap_or_default))
                 .collect::<Result<_, _>>()?;
             Ok(Some(mirror::page(rows, &cursor, limit)))
+        })
+        .await
+    }
+
+    async fn mirror_objects(
+        &self,
+        source: &str,
+        object: &str,
+        account: Option<&str>,
+        ids: &[String],
+    ) -> Result<HashMap<String, Value>, StoreError> {
+        let (source, object, account, ids) = (source.to_string(), object.to_string(), account.map(String::from), ids.to_vec());
+        self.read(move |conn| {
+            let mut out = HashMap::new();
+            let Some(table) = table(conn, &source, &object)? else { return Ok(out) };
+            // SQLite takes at most 32,766 parameters
+            for chunk in ids.chunks(1_000) {
+                let mut stmt = conn.prepare(&objects_sql(&table, chunk.len(), &SQLITE))?;
+                let values = std::iter::once(account.clone()).chain(chunk.iter().map(|id| Some(id.clone())));
+                let rows = stmt.query_map(params_from_iter(values), |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+                for row in rows {
+                    let (id, text) = row?;
+                    let data = parse_json(&table, &id, Some(text))?.unwrap_or_default();
+                    out.insert(id, data);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn mirror_keys(&self, source: &str, object: &str, account: Option<&str>) -> Result<Vec<(String, Option<i64>)>, StoreError> {
+        let (source, object, account) = (source.to_string(), object.to_string(), account.map(String::from));
+        self.read(move |conn| {
+            let Some(table) = table(conn, &source, &object)? else { return Ok(vec![]) };
+            let mut stmt = conn.prepare(&mirror::keys_sql(&table, &SQLITE))?;
+            let rows = stmt.query_map(params![account], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn change_head(&self) -> Result<i64, StoreError> {
+        self.read(|conn| Ok(conn.query_row("SELECT coalesce(max(id), 0) FROM tributary_changes", [], |r| r.get(0))?)).await
+    }
+
+    async fn changed_after(&self, source: &str, after: i64) -> Result<HashSet<(String, String)>, StoreError> {
+        let source = source.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare(&mirror::changed_after_sql("tributary_changes", &SQLITE))?;
+            let rows = stmt.query_map(params![after, source], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
     }
