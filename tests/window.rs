@@ -275,3 +275,41 @@ async fn shifts_reach_kafka_as_avro_that_an_independent_decoder_reads() {
         assert_eq!(previous, change.previous_value());
     }
 }
+
+/// `tributary verify` compares a window source over its window: a mirror
+/// behind the upstream is drift (exit 1, the shifts named), and after a
+/// run there is none (exit 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_compares_the_window_with_the_mirror() {
+    let dir = tempdir();
+    let sim = Sim::start(dir.path(), &["--shifts", "200"]).await;
+    let body = window_source("shifts", &sim, "").replace("sleep_period_secs = 1", "sleep_period_secs = 3600");
+    let engine = Engine::start_configured(dir.path(), Db::sqlite(dir.path()), &body).await;
+    engine.barrier("shifts").await;
+    let verify = || {
+        let config = engine.config.to_str().unwrap();
+        tributary(&["verify", "--config", config, "--source", "shifts", "--limit-ids", "1000"], &[("WINDOW_API_KEY", "shifts-token")])
+    };
+    let (code, out, err) = verify();
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("no drift"), "{out}");
+
+    // the upstream moves on while the source sleeps
+    let before = window_truth(&sim).await;
+    sim.set_traffic(40.0).await;
+    wait_until("shifts in the window changed", Duration::from_secs(30), || async { window_truth(&sim).await != before }).await;
+    sim.set_traffic(0.0).await;
+    let after = window_truth(&sim).await;
+    let mut moved: Vec<&String> = after.keys().filter(|id| before.get(*id) != after.get(*id)).collect();
+    moved.extend(before.keys().filter(|id| !after.contains_key(*id)));
+    let (code, out, err) = verify();
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.starts_with(&format!("drift: {} objects differ", moved.len())), "{moved:?}\n{out}\n{err}");
+    for id in &moved {
+        assert!(out.contains(&format!("shift {id}")), "{id} not named\n{out}");
+    }
+
+    engine.barrier("shifts").await;
+    let (code, out, err) = verify();
+    assert_eq!(code, 0, "after a run\n{out}\n{err}");
+}

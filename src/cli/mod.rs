@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::sim::{self, SimArgs};
+use crate::source::drift::ResourceDrift;
 use crate::telemetry;
 
 #[derive(Debug, Parser)]
@@ -61,15 +62,16 @@ enum Command {
     /// Compare the mirror with the upstream now, writing nothing.
     ///
     /// Lists every resource of each stripe source (the platform and every
-    /// connected account), compares each object with its mirror row and
-    /// prints per resource the objects checked, missing (upstream only),
-    /// extra (mirror only) and differing, with the first ids and the fields
-    /// that differ. Objects a running engine changes meanwhile are not
-    /// counted. Exits 1 when anything differs, 0 when nothing does.
+    /// connected account), or the window of each window source, compares
+    /// each object with its mirror row and prints per resource the objects
+    /// checked, missing (upstream only), extra (mirror only) and differing,
+    /// with the first ids and the fields that differ. Objects a running
+    /// engine changes meanwhile are not counted. Exits 1 when anything
+    /// differs, 0 when nothing does.
     Verify {
         #[command(flatten)]
         config: ConfigArg,
-        /// Only this source (default: every stripe source)
+        /// Only this source (default: every stripe and window source)
         #[arg(long)]
         source: Option<String>,
         /// Only this resource, by its path (`customers`, `invoices`, …)
@@ -164,6 +166,24 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
     }
 }
 
+/// One resource's findings, and the first objects that differ.
+fn print_drift(source: &str, found: &ResourceDrift) {
+    let t = &found.tally;
+    println!(
+        "{source:<12} {:<22} {:<40} checked {:>7}  missing {:>5}  extra {:>5}  differing {:>5}",
+        found.account.as_deref().unwrap_or("platform"),
+        found.resource,
+        t.checked,
+        t.missing,
+        t.extra,
+        t.differed
+    );
+    for d in &found.sample {
+        let fields = if d.fields.is_empty() { String::new() } else { format!(": {}", d.fields.join(", ")) };
+        println!("    {:<8} {} {}{fields}", d.how, d.object, d.id);
+    }
+}
+
 /// What `verify` found differs (exit code 1).
 #[derive(Debug, thiserror::Error)]
 #[error("drift: {0}")]
@@ -182,38 +202,32 @@ async fn verify(config: ConfigArg, only: Option<String>, resource: Option<String
         anyhow::bail!("no source named '{name}' in the config");
     }
     let (mut checked, mut drift, mut drifting) = (0u64, 0u64, 0usize);
+    let mut tally = |found: &ResourceDrift| {
+        checked += found.tally.checked;
+        drift += found.tally.drift();
+        drifting += usize::from(found.tally.drift() > 0);
+    };
     for source in chosen {
-        let crate::config::SourceConfig::Stripe(stripe) = source else {
-            println!("{}: a {} source; verify compares stripe sources only", source.name(), source.kind());
-            continue;
-        };
-        if let Some(name) = &resource
-            && !stripe.resources().iter().any(|r| r.path == name)
-        {
-            anyhow::bail!("source '{}' does not mirror a resource '{name}'", stripe.name);
-        }
-        let print = |found: &crate::source::stripe::reconcile::ResourceDrift| {
-            let t = &found.tally;
-            println!(
-                "{:<12} {:<22} {:<40} checked {:>7}  missing {:>5}  extra {:>5}  differing {:>5}",
-                stripe.name,
-                found.account.as_deref().unwrap_or("platform"),
-                found.resource,
-                t.checked,
-                t.missing,
-                t.extra,
-                t.differed
-            );
-            for d in &found.sample {
-                let fields = if d.fields.is_empty() { String::new() } else { format!(": {}", d.fields.join(", ")) };
-                println!("    {:<8} {} {}{fields}", d.how, d.object, d.id);
+        let name = source.name().to_string();
+        match source {
+            crate::config::SourceConfig::Stripe(stripe) => {
+                if let Some(wanted) = &resource
+                    && !stripe.resources().iter().any(|r| r.path == wanted)
+                {
+                    anyhow::bail!("source '{name}' does not mirror a resource '{wanted}'");
+                }
+                let print = |found: &ResourceDrift| print_drift(&name, found);
+                let found =
+                    crate::source::stripe::verify(stripe, stripe.api_key()?, store.clone(), resource.as_deref(), limit_ids, print).await?;
+                found.iter().for_each(&mut tally);
             }
-        };
-        let found = crate::source::stripe::verify(stripe, stripe.api_key()?, store.clone(), resource.as_deref(), limit_ids, print).await?;
-        for f in &found {
-            checked += f.tally.checked;
-            drift += f.tally.drift();
-            drifting += usize::from(f.tally.drift() > 0);
+            crate::config::SourceConfig::Window(window) => {
+                let runner = crate::source::window::Runner::new(window.clone(), window.api_key()?, store.clone()).await?;
+                let found = runner.verify(chrono::Utc::now(), limit_ids).await?;
+                print_drift(&name, &found);
+                tally(&found);
+            }
+            other => println!("{name}: a {} source; verify compares stripe and window sources", other.kind()),
         }
     }
     if drift > 0 {

@@ -7,6 +7,7 @@
 //! - `event_queue`: an upstream pull queue, acknowledged batch by batch
 //! - `http`: the request budget and retry policy every kind shares
 
+pub mod drift;
 pub mod event_queue;
 pub mod http;
 pub mod stripe;
@@ -102,7 +103,7 @@ pub struct ReconcileView {
     /// When the next one is due (RFC 3339); null when only run on request.
     pub next_at: Option<String>,
     /// What the last complete one found and repaired.
-    pub last: Option<stripe::reconcile::Tally>,
+    pub last: Option<drift::Tally>,
 }
 
 /// One account's sync: phase, backfill progress, cursor, and the poll rounds
@@ -149,7 +150,7 @@ impl ScopeStatus {
 
     /// Whether a reconcile runs, when the next is due, the last one's tally
     /// (kept when `None`).
-    pub fn set_reconcile(&self, running: bool, next_at: Option<i64>, last: Option<stripe::reconcile::Tally>) {
+    pub fn set_reconcile(&self, running: bool, next_at: Option<i64>, last: Option<drift::Tally>) {
         let mut state = self.state.write();
         let last = last.or_else(|| state.reconcile.as_ref().and_then(|r| r.last));
         state.reconcile = Some(ReconcileView { running, next_at: next_at.and_then(rfc3339), last });

@@ -52,12 +52,13 @@ pub struct StripeConfig {
     /// Pause between polls of `/v1/events` once live.
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
-    /// Each poll also reads the events created in this many seconds before
-    /// the newest one applied, and applies those it has not: Stripe's events
+    /// Polls also read the events created in this many seconds before the
+    /// newest one applied, and apply those they have not: Stripe's events
     /// list is eventually consistent, so an event can show after newer ones.
-    /// The cursor stays at the newest event (the lag does not grow); while
-    /// the newest events are within the span, the same request reads both.
-    /// 0: only what is newer than the cursor.
+    /// Each poll reads the last 3 s of it (with the new events, in one
+    /// request), and the whole span three times per span. The cursor stays
+    /// at the newest event (the lag does not grow). 0: only what is newer
+    /// than the cursor.
     #[serde(default = "default_lookback_secs")]
     pub lookback_secs: u64,
     /// Resources without events that never change once created (balance

@@ -4,6 +4,12 @@
 //! applies those not applied yet. What was applied within that span is
 //! remembered here, committed with the cursor, so a restart keeps it.
 //!
+//! Reading the whole span on every poll costs a page per hundred events
+//! in it, each poll: at 30 events a second and a 30 s span, nine pages
+//! twice a second. So most polls read the last [`NEAR_SECS`] (where nearly
+//! every late event shows, in the same request as the new ones), and the
+//! whole span is read [`SWEEPS_PER_SPAN`] times per span.
+//!
 //! An event that shows late for an object already at or past its second
 //! (Stripe's `created` has one-second resolution, so order within a second
 //! is unknown) is not applied as a snapshot, which could be older than the
@@ -19,6 +25,12 @@ use crate::store::Checkpoint;
 /// Added to this host's clock for when an object was read again: the
 /// upstream's clock may be ahead of ours.
 pub const CLOCK_MARGIN_SECS: i64 = 2;
+
+/// The span most polls read again, in seconds.
+pub const NEAR_SECS: i64 = 3;
+
+/// How often the whole span is read per its length: every 10 s for 30 s.
+pub const SWEEPS_PER_SPAN: u64 = 3;
 
 /// Checkpoint key `{scope}/recent`: the events applied within the lookback
 /// span and the objects read again.

@@ -58,8 +58,8 @@ pub async fn verify(
     store: Arc<dyn Store>,
     resource: Option<&str>,
     limit_ids: usize,
-    mut each: impl FnMut(&reconcile::ResourceDrift),
-) -> Result<Vec<reconcile::ResourceDrift>, sync::SyncError> {
+    mut each: impl FnMut(&crate::source::drift::ResourceDrift),
+) -> Result<Vec<crate::source::drift::ResourceDrift>, sync::SyncError> {
     let status = SourceStatus::new(&config.name, "stripe");
     let shared = shared(config, api_key, store, status)?;
     let resources: Vec<&'static crate::stripe_api::Resource> =
@@ -171,9 +171,11 @@ pub fn is_list(value: &Value) -> bool {
 /// (invoice lines, subscription items), so the stored object is complete.
 /// If the parent is gone upstream (404), the object is kept as given: its
 /// delete event follows. A list's url is upstream data: only a path under
-/// `/v1/` is followed, so the API key never goes anywhere else.
-pub async fn complete_nested(client: &Client, account: Option<&str>, object: &mut Value) -> Result<(), ClientError> {
-    let Value::Object(fields) = object else { return Ok(()) };
+/// `/v1/` is followed, so the API key never goes anywhere else. Answers the
+/// requests it made.
+pub async fn complete_nested(client: &Client, account: Option<&str>, object: &mut Value) -> Result<u64, ClientError> {
+    let mut requests = 0;
+    let Value::Object(fields) = object else { return Ok(requests) };
     let owner = format!(
         "{} {}",
         fields.get("object").and_then(Value::as_str).unwrap_or("object"),
@@ -193,11 +195,12 @@ pub async fn complete_nested(client: &Client, account: Option<&str>, object: &mu
             let separator = if url.contains('?') { '&' } else { '?' };
             let path =
                 format!("{url}{separator}limit={}&starting_after={}", crate::stripe_api::MAX_PAGE, crate::source::http::encode(&last));
+            requests += 1;
             let page = match client.get(&path, account).await {
                 Ok(page) => page,
                 Err(e) if e.is_not_found() => {
                     tracing::debug!(url = %path, "parent of a nested list is gone upstream");
-                    return Ok(());
+                    return Ok(requests);
                 }
                 Err(e) => return Err(e),
             };
@@ -212,5 +215,5 @@ pub async fn complete_nested(client: &Client, account: Option<&str>, object: &mu
             }
         }
     }
-    Ok(())
+    Ok(requests)
 }

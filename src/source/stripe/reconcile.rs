@@ -32,8 +32,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::sync::{Job, Lane, ScopeSync, SyncError, jobs, list_parts, text};
+use crate::source::drift::{Drifted, ResourceDrift, Tally, differing_fields};
 use crate::source::http::{ClientError, encode};
-use crate::store::{Checkpoint, Mutation, Origin, Write, previous_attributes};
+use crate::store::{Checkpoint, Mutation, Origin, Write};
 use crate::stripe_api::{Ending, MAX_PAGE, Resource};
 
 /// Upstream clocks and ours may differ by this much: objects created this
@@ -45,62 +46,6 @@ const TAIL_SETTLE: Duration = Duration::from_secs(30);
 const VERIFY_SETTLE: Duration = Duration::from_secs(2);
 /// Parents whose children are compared together.
 const PARENTS_PER_STEP: usize = 100;
-
-/// What a reconcile (or a verify) found and did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Tally {
-    /// Objects the upstream listed.
-    pub checked: u64,
-    /// Listed, but not in the mirror.
-    pub missing: u64,
-    /// In the mirror, but no longer listed.
-    pub extra: u64,
-    /// In both, with different contents.
-    pub differed: u64,
-    /// Changes recorded by the repairs.
-    pub repaired: u64,
-    /// Found different but changed by the events tail meanwhile: left to it.
-    pub left_to_tail: u64,
-    /// Upstream requests made.
-    pub requests: u64,
-}
-
-impl Tally {
-    pub fn drift(&self) -> u64 {
-        self.missing + self.extra + self.differed
-    }
-
-    fn add(&mut self, other: &Tally) {
-        self.checked += other.checked;
-        self.missing += other.missing;
-        self.extra += other.extra;
-        self.differed += other.differed;
-        self.repaired += other.repaired;
-        self.left_to_tail += other.left_to_tail;
-        self.requests += other.requests;
-    }
-}
-
-/// One object that differs, as `verify` names it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Drifted {
-    pub object: String,
-    pub id: String,
-    /// `missing`, `extra` or `differs`.
-    pub how: &'static str,
-    /// The top-level fields that differ.
-    pub fields: Vec<String>,
-}
-
-/// What `verify` found in one resource of one scope.
-#[derive(Debug, Clone, Serialize)]
-pub struct ResourceDrift {
-    pub resource: String,
-    pub account: Option<String>,
-    pub tally: Tally,
-    /// The first objects that differ (at most `--limit-ids`).
-    pub sample: Vec<Drifted>,
-}
 
 /// Repair what differs, or only report it.
 #[derive(Debug, Clone, Copy)]
@@ -371,7 +316,7 @@ impl ScopeSync {
             pass.tally.requests += 1;
             let (mut items, has_more) = list_parts(page, &path)?;
             for item in items.iter_mut() {
-                self.complete_nested(item).await?;
+                pass.tally.requests += self.complete_nested(item).await?;
             }
             after = items.last().and_then(|i| text(i, "id")).map(String::from);
             let lowest = items.iter().filter_map(|i| i["created"].as_i64()).min();
@@ -539,10 +484,7 @@ impl ScopeSync {
             let (how, fields) = match (&candidate.listed, &candidate.held) {
                 (Some(_), None) => ("missing", vec![]),
                 (None, _) => ("extra", vec![]),
-                (Some(listed), Some(held)) => {
-                    let fields = previous_attributes(held, listed).and_then(|p| p.as_object().map(|o| o.keys().cloned().collect()));
-                    ("differs", fields.unwrap_or_default())
-                }
+                (Some(listed), Some(held)) => ("differs", differing_fields(held, listed)),
             };
             match how {
                 "missing" => pass.tally.missing += 1,

@@ -784,8 +784,8 @@ impl ScopeSync {
     }
 
     /// Complete every truncated nested list of `object` (see
-    /// [`super::complete_nested`]).
-    pub(super) async fn complete_nested(&self, object: &mut Value) -> Result<(), SyncError> {
+    /// [`super::complete_nested`]); answers the requests it made.
+    pub(super) async fn complete_nested(&self, object: &mut Value) -> Result<u64, SyncError> {
         Ok(super::complete_nested(&self.shared.client, self.account.as_deref(), object).await?)
     }
 
@@ -1026,6 +1026,8 @@ impl ScopeSync {
         self.status.set_phase(Phase::Live);
         let lookback = self.shared.lookback_secs;
         let mut recent: Recent = Self::parse(&self.checkpoints().await?, "recent")?;
+        // the whole span is read on the first poll, then every third of it
+        let mut swept: Option<std::time::Instant> = None;
         loop {
             let (round, started) = self.status.begin_round();
             let started_ms = chrono::Utc::now().timestamp_millis();
@@ -1033,7 +1035,13 @@ impl ScopeSync {
                 let events = self.new_events(&meta).await?;
                 self.apply_events(&events, &mut meta, started_ms, Last::default()).await?;
             } else {
-                self.poll_with_lookback(&mut meta, &mut recent, started_ms).await?;
+                let sweep_every = Duration::from_secs((lookback as u64 / lookback::SWEEPS_PER_SPAN).max(1));
+                let sweep = swept.is_none_or(|at| at.elapsed() >= sweep_every);
+                let span = if sweep { lookback } else { lookback.min(lookback::NEAR_SECS) };
+                self.poll_with_lookback(&mut meta, &mut recent, span, started_ms).await?;
+                if sweep {
+                    swept = Some(std::time::Instant::now());
+                }
             }
             self.status.finish_round(round, started);
             self.status.set_error(None);
@@ -1047,12 +1055,12 @@ impl ScopeSync {
         }
     }
 
-    /// One poll: the events of the lookback span (which hold the new ones
-    /// while the cursor is within it), or those after the cursor; each
+    /// One poll: the events of the last `span` seconds (which hold the new
+    /// ones while the cursor is within it), or those after the cursor; each
     /// applied once, late ones for objects already past them read again.
-    async fn poll_with_lookback(&self, meta: &mut Meta, recent: &mut Recent, started_ms: i64) -> Result<(), SyncError> {
+    async fn poll_with_lookback(&self, meta: &mut Meta, recent: &mut Recent, span: i64, started_ms: i64) -> Result<(), SyncError> {
         let lookback = self.shared.lookback_secs;
-        let listed = match (recent.since(lookback), meta.cursor.as_deref()) {
+        let listed = match (recent.since(span), meta.cursor.as_deref()) {
             (Some(since), Some(cursor)) => self.events_since(since, cursor).await?,
             _ => None,
         };

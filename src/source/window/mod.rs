@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 
 pub use config::WindowConfig;
 
+use crate::source::drift::{Drifted, ResourceDrift, Tally, differing_fields};
 use crate::source::http::{Client, ClientError};
 use crate::source::{Phase, ScopeStatus, SourceStatus};
 use crate::store::ledger::{LedgerEntry, LedgerOp};
@@ -138,8 +139,9 @@ impl Runner {
         }
     }
 
-    /// One run at `now`: fetch the window, decide, commit.
-    pub async fn run_once(&self, now: DateTime<Utc>) -> Result<Report, WindowError> {
+    /// The window around `now`: its first and last day, and its items
+    /// (every one checked before any is used).
+    async fn fetch(&self, now: DateTime<Utc>) -> Result<(String, String, Vec<Item>), WindowError> {
         let today = now.with_timezone(&self.tz).date_naive();
         let from = today.checked_sub_days(Days::new(self.config.days_prior.into())).unwrap_or(today);
         let to = today.checked_add_days(Days::new(self.config.days_ahead.into())).unwrap_or(today);
@@ -148,8 +150,62 @@ impl Runner {
         let joiner = if c.path.contains('?') { '&' } else { '?' };
         let path = format!("{}{joiner}{}={from}&{}={to}", c.path, c.start_param, c.end_param);
         let body = self.client.get(&path, None).await?;
-        // every item is checked before anything is applied
         let items = self.items(body, &path)?;
+        Ok((from, to, items))
+    }
+
+    /// Compare the mirror with the window around `now`, writing nothing:
+    /// items it lists that the mirror lacks or holds otherwise and, with
+    /// `delete_vanished`, rows of its days that it no longer lists.
+    pub async fn verify(&self, now: DateTime<Utc>, limit_ids: usize) -> Result<ResourceDrift, WindowError> {
+        let c = &self.config;
+        let (from, to, items) = self.fetch(now).await?;
+        let ids: Vec<String> = items.iter().map(|i| i.key.clone()).collect();
+        let held = self.store.mirror_objects(&c.name, &c.object, None, &ids).await?;
+        let mut tally = Tally { checked: items.len() as u64, requests: 1, ..Tally::default() };
+        let mut sample = Vec::new();
+        let mut note = |how: &'static str, id: &str, fields: Vec<String>| {
+            if sample.len() < limit_ids {
+                sample.push(Drifted { object: c.object.clone(), id: id.to_string(), how, fields });
+            }
+        };
+        for item in &items {
+            match held.get(&item.key) {
+                None => {
+                    tally.missing += 1;
+                    note("missing", &item.key, vec![]);
+                }
+                Some(row) if *row != item.data => {
+                    tally.differed += 1;
+                    note("differs", &item.key, differing_fields(row, &item.data));
+                }
+                Some(_) => {}
+            }
+        }
+        if c.delete_vanished {
+            let listed: HashSet<&str> = ids.iter().map(String::as_str).collect();
+            let mut vanished: Vec<String> = self
+                .store
+                .ledger_range(&c.name, &from, &to)
+                .await?
+                .into_iter()
+                .map(|e| e.key)
+                .filter(|k| !listed.contains(k.as_str()))
+                .collect();
+            vanished.sort();
+            let rows = self.store.mirror_objects(&c.name, &c.object, None, &vanished).await?;
+            for key in vanished.iter().filter(|k| rows.contains_key(*k)) {
+                tally.extra += 1;
+                note("extra", key, vec![]);
+            }
+        }
+        Ok(ResourceDrift { resource: c.object.clone(), account: None, tally, sample })
+    }
+
+    /// One run at `now`: fetch the window, decide, commit.
+    pub async fn run_once(&self, now: DateTime<Utc>) -> Result<Report, WindowError> {
+        let c = &self.config;
+        let (from, to, items) = self.fetch(now).await?;
         let ledger: HashMap<String, LedgerEntry> =
             self.store.ledger_range(&c.name, &from, &to).await?.into_iter().map(|e| (e.key.clone(), e)).collect();
         let seen_at = now.timestamp();
