@@ -118,8 +118,8 @@ impl Range {
     /// newest was created `newest`) and more follow: the objects left are
     /// those of `[gte, at]` after `last`, returned as up to `parts` ranges
     /// to page alongside. The first keeps the cursor and no more than
-    /// [`SPLIT_PAGES`] pages at the density this page showed, or half the
-    /// span when that is less; each further one, older, the same width, and
+    /// [`SPLIT_PAGES`] pages at the density this page showed, or the span
+    /// divided by `parts` when that is less; each further one, older, the same width, and
     /// the last whatever is left (at least that width) (a range that starts at the epoch would
     /// otherwise halve empty decades first). A rest of fewer than
     /// [`MIN_SPLIT_PAGES`] pages is not split. Stripe's own sync engine
@@ -136,7 +136,7 @@ impl Range {
         if parts < 2 || span < 2 || span / per_page < MIN_SPLIT_PAGES {
             return vec![rest];
         }
-        let width = per_page.saturating_mul(SPLIT_PAGES).min(span / 2).max(1);
+        let width = per_page.saturating_mul(SPLIT_PAGES).min(span / parts as i64).max(1);
         let mut ranges = vec![Range { gte: lt - width, ..rest }];
         let mut upper = lt - width;
         while ranges.len() + 1 < parts && upper - self.gte >= 2 * width {
@@ -211,10 +211,12 @@ mod tests {
             long.next("cus_9", 9_000, 9_005, 4),
             [cursor(9_001 - w, 9_001), fresh(9_001 - 2 * w, 9_001 - w), fresh(9_001 - 3 * w, 9_001 - 2 * w), fresh(0, 9_001 - 3 * w)]
         );
-        // fewer parts when the span runs out first: the last is never
-        // narrower than the others
-        assert_eq!(range.next("cus_9", 600, 605, 4), [cursor(601 - w, 601), fresh(601 - 2 * w, 601 - w), fresh(0, 601 - 2 * w)]);
-        assert_eq!(range.next("cus_9", 300, 305, 8), [cursor(151, 301), fresh(0, 151)]);
+        // a rest of fewer than SPLIT_PAGES pages per part is split evenly
+        // into the parts (each round trip then reads as much as it can); the
+        // last is never narrower than the others
+        assert_eq!(range.next("cus_9", 600, 605, 4), [cursor(451, 601), fresh(301, 451), fresh(151, 301), fresh(0, 151)]);
+        let eighths: Vec<Range> = (1..7).map(|i| fresh(301 - 37 * (i + 1), 301 - 37 * i)).collect();
+        assert_eq!(range.next("cus_9", 300, 305, 8), [vec![cursor(264, 301)], eighths, vec![fresh(0, 42)]].concat());
         // what is left fits in less than MIN_SPLIT_PAGES pages: no split
         let short = Range { gte: 595, lt: 1_000, after: None };
         assert_eq!(short.next("cus_9", 600, 605, 4), [Range { gte: 595, lt: 601, after: Some("cus_9".into()) }]);
