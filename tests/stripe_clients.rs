@@ -89,7 +89,9 @@ async fn official_stripe_python_library_meets_nested_lists_events_and_errors() {
 async fn official_stripe_clients_write_and_read_through_tributary() {
     let dir = tempdir();
     let sim = Sim::start(dir.path(), &["--scale", "60", "--accounts", "0", "--mutations-per-sec", "0"]).await;
-    let engine = Engine::start(dir.path(), &sim.url, "accounts = []\npoll_interval_ms = 200").await;
+    // the core resources, a list whose path has two segments, and a child list
+    let resources = core_resources().replace(']', ", \"checkout/sessions\", \"customers/{id}/tax_ids\"]");
+    let engine = Engine::start(dir.path(), &sim.url, &format!("accounts = []\npoll_interval_ms = 200\n{resources}")).await;
     engine.wait_live(Duration::from_secs(60)).await;
     let config = engine.config.display().to_string();
     let (code, stdout, stderr) =

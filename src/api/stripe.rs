@@ -17,7 +17,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use serde_json::{Map, Value};
@@ -31,6 +31,7 @@ use super::writes::{AccountHeader, MissingKey, WriteErrors, account, write};
 use super::{ApiError, AppState};
 use crate::store::mirror::ListCursor;
 use crate::store::queues::App;
+use crate::stripe_api::Target;
 use crate::write::WriteError;
 
 /// Stripe's default and largest list page.
@@ -41,7 +42,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
         .routes(routes!(retrieve, update, remove))
-        .route("/stripe/{source}/{*rest}", any(unrecognized))
+        .route("/stripe/{source}/{*rest}", any(deeper))
 }
 
 /// A write's key on the Stripe-compatible path: optional, as with Stripe.
@@ -163,20 +164,15 @@ fn stripe<T>(extracted: Result<T, ApiError>) -> Result<T, StripeError> {
     extracted.map_err(StripeError::from)
 }
 
-/// The object type of a resource the source mirrors (`customers` →
-/// `customer`).
-fn object_of(state: &AppState, source: &str, resource: &str) -> Result<&'static str, StripeError> {
+/// What a path under `/v1/` names among the resources the source mirrors
+/// (`customers`, `customers/cus_1`, `checkout/sessions/cs_1`,
+/// `customers/cus_1/tax_ids/txi_1`).
+fn target_of(state: &AppState, source: &str, path: &str) -> Result<Target, StripeError> {
     let unrecognized = || {
-        StripeError::invalid(
-            StatusCode::NOT_FOUND,
-            format!("Unrecognized request URL: /v1/{resource} is not mirrored by source '{source}'"),
-        )
+        StripeError::invalid(StatusCode::NOT_FOUND, format!("Unrecognized request URL: /v1/{path} is not mirrored by source '{source}'"))
     };
     let resources = state.writes.resources(source).map_err(|_| unrecognized())?;
-    if !resources.iter().any(|r| r.path == resource) {
-        return Err(unrecognized());
-    }
-    crate::stripe_api::by_path(resource).map(|r| r.object).ok_or_else(unrecognized)
+    crate::stripe_api::resolve(resources.iter().copied(), path).ok_or_else(unrecognized)
 }
 
 /// Stripe-compatible create, through the atomic phases; answers what the
@@ -235,12 +231,41 @@ async fn retrieve(
     State(state): State<AppState>,
     path: Result<Param<(String, String, String)>, ApiError>,
     headers: HeaderMap,
+    query: Result<QueryParams<Vec<(String, String)>>, ApiError>,
 ) -> Result<Json<Value>, StripeError> {
-    let (app, Param((source, resource, id))) = (stripe(app)?, stripe(path)?);
-    let object = object_of(&state, &source, &resource)?;
+    // `checkout/sessions` is a list: its query pages it
+    let (app, Param((source, resource, id)), QueryParams(query)) = (stripe(app)?, stripe(path)?, stripe(query)?);
+    read(app, state, headers, source, &format!("{resource}/{id}"), query).await
+}
+
+/// A read under `/stripe/{source}/v1/`: one object (its query is not
+/// used), or a list page.
+async fn read(
+    app: App,
+    state: AppState,
+    headers: HeaderMap,
+    source: String,
+    path: &str,
+    query: Vec<(String, String)>,
+) -> Result<Json<Value>, StripeError> {
+    let target = target_of(&state, &source, path)?;
+    let object = target.resource.object;
     let account = account(&app, &headers, &state).await?;
-    let found = state.store.mirror_object(&source, object, account.as_deref(), &id).await.map_err(|e| ApiError::Internal(e.to_string()))?;
-    found.map(Json).ok_or_else(|| StripeError::missing(object, &id, "id"))
+    let Some(id) = &target.id else {
+        if let Some(parent) = &target.parent {
+            return Err(StripeError::invalid(
+                StatusCode::BAD_REQUEST,
+                format!("the {object} list of {parent} is not answered from the mirror (it holds no parent index); ask the upstream"),
+            ));
+        }
+        let list = list_page(&state, &source, object, account.as_deref(), query).await?;
+        let body = StripeList { url: format!("/v1/{path}"), ..list };
+        return Ok(Json(serde_json::to_value(body).map_err(|e| ApiError::Internal(e.to_string()))?));
+    };
+    let found = state.store.mirror_object(&source, object, account.as_deref(), id).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    // a child is found under its own parent only (a field of it names the parent)
+    let under_parent = |o: &Value| target.parent.as_ref().is_none_or(|p| o.as_object().is_some_and(|f| f.values().any(|v| v == p)));
+    found.filter(under_parent).map(Json).ok_or_else(|| StripeError::missing(object, id, "id"))
 }
 
 /// Stripe-compatible list, answered from the mirror in Stripe's shape
@@ -258,10 +283,19 @@ async fn list(
     path: Result<Param<(String, String)>, ApiError>,
     headers: HeaderMap,
     query: Result<QueryParams<Vec<(String, String)>>, ApiError>,
-) -> Result<Json<StripeList>, StripeError> {
+) -> Result<Json<Value>, StripeError> {
     let (app, Param((source, resource)), QueryParams(query)) = (stripe(app)?, stripe(path)?, stripe(query)?);
-    let object = object_of(&state, &source, &resource)?;
-    let account = account(&app, &headers, &state).await?;
+    read(app, state, headers, source, &resource, query).await
+}
+
+/// A list page from the mirror, newest first, with Stripe's cursors.
+async fn list_page(
+    state: &AppState,
+    source: &str,
+    object: &'static str,
+    account: Option<&str>,
+    query: Vec<(String, String)>,
+) -> Result<StripeList, StripeError> {
     let bad = |message: String| StripeError::invalid(StatusCode::BAD_REQUEST, message);
     let (mut limit, mut cursor) = (DEFAULT_LIMIT, ListCursor::Start);
     for (name, value) in query {
@@ -285,11 +319,7 @@ async fn list(
             }
         }
     }
-    let page = state
-        .store
-        .mirror_list(&source, object, account.as_deref(), &cursor, limit)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let page = state.store.mirror_list(source, object, account, &cursor, limit).await.map_err(|e| ApiError::Internal(e.to_string()))?;
     let Some(page) = page else {
         // only a cursor's object can be missing
         return Err(match &cursor {
@@ -298,10 +328,47 @@ async fn list(
             ListCursor::Start => ApiError::Internal("the mirror gave no first page".into()).into(),
         });
     };
-    Ok(Json(StripeList { object: "list", data: page.data, has_more: page.has_more, url: format!("/v1/{resource}") }))
+    Ok(StripeList { object: "list", data: page.data, has_more: page.has_more, url: String::new() })
 }
 
-/// What Stripe answers for a URL it does not serve.
-async fn unrecognized(method: Method, uri: Uri) -> StripeError {
-    StripeError::invalid(StatusCode::NOT_FOUND, format!("Unrecognized request URL ({method}: {}): not served by this mirror", uri.path()))
+/// A path deeper than the documented routes (`checkout/sessions/cs_1`,
+/// `customers/cus_1/tax_ids`, `customers/cus_1/tax_ids/txi_1`): reads
+/// and writes resolved against the catalogue like theirs; anything else
+/// is what Stripe answers for a URL it does not serve.
+async fn deeper(
+    app: Result<App, ApiError>,
+    State(state): State<AppState>,
+    Param((source, rest)): Param<(String, String)>,
+    method: Method,
+    headers: HeaderMap,
+    query: Result<QueryParams<Vec<(String, String)>>, ApiError>,
+    params: Result<Params, ApiError>,
+) -> Response {
+    let unrecognized = || {
+        StripeError::invalid(
+            StatusCode::NOT_FOUND,
+            format!("Unrecognized request URL ({method}: /stripe/{source}/{rest}): not served by this mirror"),
+        )
+    };
+    let Some(path) = rest.strip_prefix("v1/").filter(|p| !p.is_empty()) else { return unrecognized().into_response() };
+    let path = path.to_string();
+    let app = match stripe(app) {
+        Ok(app) => app,
+        Err(e) => return e.into_response(),
+    };
+    let answer = match method {
+        Method::GET => match stripe(query) {
+            Ok(QueryParams(query)) => read(app, state, headers, source, &path, query).await.map(IntoResponse::into_response),
+            Err(e) => Err(e),
+        },
+        Method::POST | Method::DELETE => {
+            let verb = if method == Method::POST { "POST" } else { "DELETE" };
+            match stripe(params) {
+                Ok(Params(params)) => write(app, state, headers, (source, path), verb, params, MissingKey::Generate).await,
+                Err(e) => Err(e),
+            }
+        }
+        _ => Err(unrecognized()),
+    };
+    answer.unwrap_or_else(IntoResponse::into_response)
 }

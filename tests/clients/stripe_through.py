@@ -49,6 +49,26 @@ try:
 except stripe.InvalidRequestError as e:
     assert e.http_status == 404 and e.code == "resource_missing", (e.http_status, e.code)
 
+# deeper paths: a child list's writes and reads under its parent, and a
+# list whose path has two segments
+owner, other = client.v1.customers.list(params={"limit": 2}).data
+tax_id = client.v1.customers.tax_ids.create(owner.id, params={"type": "eu_vat", "value": "DE123456789"})
+assert tax_id.id.startswith("txi_") and tax_id.customer == owner.id, tax_id
+again = client.v1.customers.tax_ids.retrieve(owner.id, tax_id.id)
+assert again.id == tax_id.id and again.value == "DE123456789", again
+try:
+    client.v1.customers.tax_ids.retrieve(other.id, tax_id.id)
+    raise AssertionError("a tax id was found under another customer")
+except stripe.InvalidRequestError as e:
+    assert e.http_status == 404 and e.code == "resource_missing", (e.http_status, e.code)
+removed = client.v1.customers.tax_ids.delete(owner.id, tax_id.id)
+assert removed.deleted is True and removed.id == tax_id.id, removed
+sessions = client.v1.checkout.sessions.list(params={"limit": 2})
+assert sessions.object == "list" and len(sessions.data) == 2, sessions
+assert sessions.data[0].created >= sessions.data[1].created
+session = client.v1.checkout.sessions.retrieve(sessions.data[1].id)
+assert session.id == sessions.data[1].id and session.object == "checkout.session", session
+
 # a wrong token is Stripe's authentication error
 try:
     stripe.StripeClient("trb_wrong", base_addresses={"api": base}, max_network_retries=0).v1.customers.retrieve(created.id)
