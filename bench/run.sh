@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the release binaries and run the benchmarks (JSON lines on stdout):
-#   bash bench/run.sh [backfill|backfill_pg|catalogue|catalogue_pg|rate|latency|lag|lookback|reconcile|reconcile_lag|long_polls|delivery|queues|writes|window|all]
+#   bash bench/run.sh [backfill|backfill_pg|catalogue|catalogue_pg|rate|latency|latency_100k|lag|lookback|reconcile|reconcile_lag|long_polls|delivery|queues|writes|window|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tributary-target}"

@@ -145,7 +145,15 @@ impl ScopeSync {
             self.status.set_reconcile(state.started_at.is_some(), due, state.finished_at.map(|_| state.tally));
             let asked_since = requested.is_some_and(|at| at > state.started_at.or(state.finished_at).unwrap_or(i64::MIN));
             if state.started_at.is_some() || asked_since || due.is_some_and(|due| due <= unix_now()) {
-                self.reconcile(state).await?;
+                // a failing reconcile waits and resumes from its checkpoint;
+                // the tail beside it goes on
+                if let Err(error) = self.reconcile(state).await {
+                    let pause = self.shared.client.max_backoff();
+                    tracing::error!(kind = "reconcile_error", source = %self.shared.name, account = self.account_label(), error = %error,
+                        error_kind = error.kind(), retry_in_ms = pause.as_millis() as u64, "reconcile stopped; resuming from its checkpoint");
+                    self.status.set_reconcile(true, None, None);
+                    tokio::time::sleep(pause).await;
+                }
                 continue;
             }
             // asked here, or on another instance (seen at the next look)
