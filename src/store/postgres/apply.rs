@@ -8,7 +8,10 @@ use tokio_postgres::types::ToSql;
 use super::notify::channel;
 use super::{PgStore, pg};
 use crate::store::plan::{self, NewChange, RowUpsert};
-use crate::store::{Applied, Batch, StoreError, timestamp};
+use crate::store::{Applied, Batch, ErrorKind, StoreError, timestamp};
+
+/// Attempts of a batch refused by a key a concurrent batch took first.
+const MAX_ATTEMPTS: u32 = 5;
 
 /// A replaced row keeps the higher generation: a write through the engine
 /// (generation 0) never undoes what the running backfill saw.
@@ -23,6 +26,23 @@ impl PgStore {
         for (table, object) in prepared.tables() {
             self.ensure_table(&prepared.source, &object, &table).await?;
         }
+        // two batches that insert one new object at once (the same child
+        // listed under two parents) both plan an insert; the second is
+        // refused by the key, and planned again against the first's row
+        let mut attempt = 0;
+        loop {
+            match self.apply_prepared(&prepared).await {
+                Err(e) if e.kind() == ErrorKind::UniqueViolation && attempt < MAX_ATTEMPTS => {
+                    attempt += 1;
+                    tracing::debug!(source = %prepared.source, attempt, error = %e, "a concurrent batch inserted the same object; planning again");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One attempt at a prepared batch, in one transaction.
+    async fn apply_prepared(&self, prepared: &plan::Prepared) -> Result<Applied, StoreError> {
         let mut client = self.pool.get().await.map_err(pg)?;
         let tx = client.transaction().await.map_err(pg)?;
         // the lock, then the rows and fences the plan needs: sent together
@@ -38,16 +58,16 @@ impl PgStore {
                 Ok::<_, StoreError>((table.to_string(), rows.iter().map(|r| (r.get(0), r.get(1))).collect::<HashMap<String, String>>()))
             }
         });
-        let stripes = self.stripe_lock(&tx, &prepared).await?;
+        let stripes = self.stripe_lock(&tx, prepared).await?;
         let lock = async {
             if let Some((statement, keys)) = &stripes {
                 tx.execute(statement, &[keys]).await.map_err(pg)?;
             }
             Ok::<_, StoreError>(())
         };
-        let ((), existing, fences) = futures::try_join!(lock, futures::future::try_join_all(reads), self.fences(&tx, &prepared, &now))?;
+        let ((), existing, fences) = futures::try_join!(lock, futures::future::try_join_all(reads), self.fences(&tx, prepared, &now))?;
         let existing: HashMap<String, HashMap<String, String>> = existing.into_iter().collect();
-        let plan = plan::plan(&prepared, &existing, &fences)?;
+        let plan = plan::plan(prepared, &existing, &fences)?;
         let mut applied = Applied { changes: plan.changes.len() as u64, unchanged: plan.unchanged };
         let mut row_deltas: BTreeMap<String, i64> = BTreeMap::new();
         for (table, table_plan) in &plan.tables {
