@@ -58,8 +58,10 @@ impl PgStore {
     /// A write's last phase and a source's batch may touch the same object
     /// at once; each must plan against the other's committed row. Objects
     /// fall into `STRIPES` advisory locks: a write takes its object's stripe
-    /// alone, a source's batch shares the stripes of its objects (batches
-    /// never conflict with each other), always in ascending order.
+    /// alone, a source's batch shares the stripes of its objects, always in
+    /// ascending order. Two batches may still insert one new object at
+    /// once; the second is refused by the key and planned again
+    /// (`apply_batch`).
     ///
     /// Returns the lock's statement, prepared, and its keys: executing a
     /// prepared statement is sent on its first poll, so pipelined after it
