@@ -21,7 +21,8 @@ example() {
 }
 example delivery "${DELIVERY_CHANGES:-500000}" services
 example queues "${QUEUE_CHANGES:-50000}"
-example window "${SHIFTS:-50000}" services
+WHENIWORK_API_KEY=bench WHENIWORK_EMAIL=bench@example.com WHENIWORK_PASSWORD=bench \
+    example window "${SHIFTS:-50000}" services
 example writes "${WRITES:-1000}"
 exec python3 bench/spine.py "$which" --bin "$CARGO_TARGET_DIR/release/tributary" \
     --reader "$CARGO_TARGET_DIR/release/examples/changelog_read"

@@ -5,6 +5,10 @@
 //! after 1% of the shifts were edited. `fetch_ms` is one plain GET and parse
 //! of the same window, the share of a run the upstream and HTTP take.
 //!
+//! The source is the WhenIWork preset (login, a window read a week at a
+//! time, side-loads), so it reads WHENIWORK_API_KEY, WHENIWORK_EMAIL and
+//! WHENIWORK_PASSWORD (bench/run.sh sets them).
+//!
 //!     window [SHIFTS] [sqlite|postgres|all]   (Redis from TRIBUTARY_TEST_REDIS)
 
 #[path = "common.rs"]
@@ -20,8 +24,6 @@ use tributary::sim::{Sim, SimArgs};
 use tributary::source::window::Runner;
 use tributary::store;
 
-const KEY_ENV: &str = "TRIBUTARY_BENCH_WINDOW_KEY";
-
 async fn start_sim(shifts: usize) -> anyhow::Result<(String, Arc<Sim>)> {
     let args = SimArgs { listen: "127.0.0.1:0".parse()?, scale: 10, accounts: 0, shifts, ..SimArgs::defaults() };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
@@ -35,11 +37,11 @@ async fn runner(name: &str, sim: &str, dedupe: Option<&str>, store: Arc<dyn stor
     let dedupe = dedupe.map(|url| format!("dedupe_url = \"{url}\"\n")).unwrap_or_default();
     // the window covers every shift the sim seeded
     let text = format!(
-        "[[sources]]\nname = \"{name}\"\nkind = \"window\"\nbase_url = \"{sim}\"\napi_key_env = \"{KEY_ENV}\"\ndays_prior = {SEED_DAYS_BEFORE}\ndays_ahead = {SEED_DAYS_AFTER}\nrate_limit_per_sec = 1000\n{dedupe}"
+        "[[sources]]\nname = \"{name}\"\npreset = \"wheniwork\"\nbase_url = \"{sim}\"\ndays_prior = {SEED_DAYS_BEFORE}\ndays_ahead = {SEED_DAYS_AFTER}\nrate_limit_per_sec = 1000\n{dedupe}[sources.auth]\nurl = \"{sim}/login\"\n"
     );
     let config = Config::parse(&text, "bench.toml")?;
     let Some(SourceConfig::Window(window)) = config.sources.into_iter().next() else { anyhow::bail!("a window source") };
-    Ok(Runner::new(window, "bench".into(), store).await?)
+    Ok(Runner::new(window, store).await?)
 }
 
 #[tokio::main]
@@ -52,9 +54,12 @@ async fn main() -> anyhow::Result<()> {
     let today = chrono::Utc::now().date_naive();
     let window =
         format!("start={}&end={}", today - chrono::Duration::days(SEED_DAYS_BEFORE), today + chrono::Duration::days(SEED_DAYS_AFTER));
+    let http = reqwest::Client::new();
+    let login = json!({"email": "bench@example.com", "password": "bench"});
+    let token: serde_json::Value = http.post(format!("{sim_url}/login")).header("W-Key", "bench").json(&login).send().await?.json().await?;
+    let token = token["token"].as_str().unwrap_or_default().to_string();
     let started = Instant::now();
-    let body: serde_json::Value =
-        reqwest::Client::new().get(format!("{sim_url}/v2/shifts?{window}")).bearer_auth("b").send().await?.json().await?;
+    let body: serde_json::Value = http.get(format!("{sim_url}/2/shifts?{window}")).header("W-Token", token).send().await?.json().await?;
     let fetch_ms = started.elapsed().as_millis();
     let in_window = body["shifts"].as_array().map_or(0, Vec::len);
 
@@ -80,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
                         "run_ms": (seconds * 1000.0).round(),
                         "items_per_sec": (report.fetched as f64 / seconds).round(),
                         "fetched": report.fetched, "new": report.new, "changed": report.changed, "skipped": report.skipped,
-                        "changes": report.changes,
+                        "changes": report.changes, "requests": report.requests,
                     }),
                 );
             }

@@ -262,14 +262,27 @@ impl SourceConfig {
         }
     }
 
-    /// The upstream credential, from the env var `api_key_env` names.
-    pub fn api_key(&self) -> Result<String, ConfigError> {
+    /// Every secret the source names is in the environment.
+    pub fn check_env(&self) -> Result<(), ConfigError> {
         match self {
-            SourceConfig::Stripe(c) => c.api_key(),
-            SourceConfig::Window(c) => c.api_key(),
-            SourceConfig::EventQueue(c) => c.api_key(),
+            SourceConfig::Stripe(c) => c.api_key().map(drop),
+            SourceConfig::Window(c) => c.check_env(),
+            SourceConfig::EventQueue(c) => c.api_key().map(drop),
         }
     }
+}
+
+/// Merge each source's `preset` under its own fields; true if any had one.
+fn apply_presets(table: &mut toml::Table) -> Result<bool, ConfigError> {
+    let Some(toml::Value::Array(sources)) = table.get_mut("sources") else { return Ok(false) };
+    let mut any = false;
+    for (index, source) in sources.iter_mut().enumerate() {
+        let Some(source) = source.as_table_mut().filter(|s| s.contains_key("preset")) else { continue };
+        let name = source.get("name").and_then(|n| n.as_str()).map(|n| format!("'{n}'")).unwrap_or_else(|| format!("#{}", index + 1));
+        crate::source::declarative::preset::apply(source).map_err(|e| ConfigError::Invalid(format!("source {name}: {e}")))?;
+        any = true;
+    }
+    Ok(any)
 }
 
 impl Config {
@@ -295,12 +308,14 @@ impl Config {
         };
         let mut table: toml::Table = toml::from_str(text).map_err(parse_error)?;
         let applied = overrides::apply(&mut table, vars)?;
-        let config: Config = if applied.is_empty() {
+        let presets = apply_presets(&mut table)?;
+        let config: Config = if applied.is_empty() && !presets {
             // straight from the text, so errors name their line
             toml::from_str(text).map_err(parse_error)?
         } else {
+            let with: Vec<String> = applied.iter().cloned().chain(presets.then(|| "its presets".to_string())).collect();
             Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
-                path: format!("{path} with {}", applied.join(", ")),
+                path: format!("{path} with {}", with.join(", ")),
                 line: 0,
                 message: e.message().trim().to_string(),
             })?
@@ -358,7 +373,7 @@ impl Config {
     /// Check that every secret the config names is present in the environment.
     pub fn check_env(&self) -> Result<(), ConfigError> {
         for source in &self.sources {
-            source.api_key()?;
+            source.check_env()?;
         }
         for sink in &self.sinks {
             if let SinkKind::Webhook(webhook) = &sink.kind {

@@ -62,17 +62,19 @@ impl Engine {
         for source in config.sources {
             let status = SourceStatus::new(source.name(), source.kind());
             registry.add(status.clone());
-            let api_key = source.api_key()?;
+            source.check_env()?;
             match source {
                 SourceConfig::Stripe(c) => {
+                    let api_key = c.api_key()?;
                     let run = move |store, status| stripe::run(c.clone(), api_key.clone(), store, status);
                     tasks.spawn(supervise(store.clone(), status, run));
                 }
                 SourceConfig::Window(c) => {
-                    let run = move |store, status| window::run(c.clone(), api_key.clone(), store, status);
+                    let run = move |store, status| window::run(c.clone(), store, status);
                     tasks.spawn(supervise(store.clone(), status, run));
                 }
                 SourceConfig::EventQueue(c) => {
+                    let api_key = c.api_key()?;
                     let run = move |store, status| event_queue::run(c.clone(), api_key.clone(), store, status);
                     tasks.spawn(supervise(store.clone(), status, run));
                 }

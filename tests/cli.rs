@@ -175,3 +175,72 @@ fn a_fatal_error_says_its_cause_once() {
     assert_eq!(code, 1);
     assert_eq!(stderr.matches("Address already in use").count(), 1, "{stderr}");
 }
+
+/// Every field of the declarative HTTP layer refuses a wrong value at
+/// `check`: exit 1, one line that names the field.
+#[test]
+fn check_names_the_declarative_field_that_is_wrong() {
+    let dir = tempdir();
+    let base = "[database]\nurl = \"sqlite://DB\"\n[[sources]]\nname = \"wiw\"\npreset = \"wheniwork\"\n";
+    let secrets = [("WHENIWORK_API_KEY", "k"), ("WHENIWORK_EMAIL", "e@example.com"), ("WHENIWORK_PASSWORD", "p")];
+    let good = config_file(dir.path(), base);
+    let (code, stdout, stderr) = tributary(&["check", "--config", &good], &secrets);
+    assert_eq!(code, 0, "the preset alone is a good config: {stderr}");
+    assert!(stdout.contains("config ok"), "{stdout}");
+    let (code, _, stderr) = tributary(&["check", "--config", &good], &secrets[..2]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("WHENIWORK_PASSWORD") && stderr.contains("sources.wiw.auth.body_env.password"), "{stderr}");
+
+    let cases = [
+        ("time_format = \"iso\"", "unknown time format 'iso'"),
+        ("time_format = \"%Y-%Q\"", "not a valid strftime pattern"),
+        ("param_format = \"yesterday\"", "unknown time format 'yesterday'"),
+        ("items_path = \"data items\"", "'data items' is not a path"),
+        ("id_path = \"a..b\"", "'a..b' is not a path"),
+        ("time_path = \"\"", "'' is not a path"),
+        ("deleted_ids_path = \"x/y\"", "'x/y' is not a path"),
+        ("sideloads = { user = \"users[0]\" }", "'users[0]' is not a path"),
+        ("sideloads = { \"bad object\" = \"users\" }", "object 'bad object'"),
+        ("preset = \"whenwork\"", "unknown preset 'whenwork'"),
+        ("kind = \"stripe\"", "is for kind = \"window\""),
+        ("auth = { kind = \"bearer\" }", "token_env"),
+        ("auth = { kind = \"header\", token_env = \"T\" }", "name"),
+        ("auth = { kind = \"header\", name = \"bad header\", token_env = \"T\" }", "sources.wiw.auth.name"),
+        ("auth = { kind = \"basic\", username_env = \"U\" }", "password_env"),
+        ("auth = { kind = \"query\", token_env = \"T\" }", "name"),
+        ("auth = { kind = \"oauth2_client_credentials\", token_url = \"https://x/token\", client_id_env = \"I\" }", "client_secret_env"),
+        (
+            "auth = { kind = \"oauth2_refresh_token\", token_url = \"https://x/token\", client_id_env = \"I\", client_secret_env = \"S\" }",
+            "refresh_token_env",
+        ),
+        (
+            "auth = { kind = \"oauth2_client_credentials\", token_url = \"not a url\", client_id_env = \"I\", client_secret_env = \"S\" }",
+            "sources.wiw.auth.token_url",
+        ),
+        ("auth = { kind = \"password\" }", "unknown variant `password`"),
+        ("auth = { url = \"ftp://x/login\" }", "sources.wiw.auth.url"),
+        ("auth = { lifetime_secs = 0 }", "sources.wiw.auth.lifetime_secs"),
+        ("auth = { token_path = \"$$\" }", "'$$' is not a path"),
+        ("paginator = { kind = \"pages\" }", "unknown variant `pages`"),
+        ("paginator = { kind = \"offset\", limit = 0 }", "sources.wiw.paginator.limit"),
+        ("paginator = { kind = \"cursor\" }", "cursor_path"),
+        ("paginator = { kind = \"next_url\", next_path = \"links next\" }", "'links next' is not a path"),
+        ("headers = { \"W-UserId\" = \"a\\nb\" }", "sources.wiw.headers.W-UserId"),
+        ("start_param = \"end\"", "start_param and end_param"),
+    ];
+    for (line, expected) in cases {
+        let text = if line.starts_with("auth = {") && !line.contains("kind") {
+            // a field of the preset's auth table, set again
+            format!("{base}[sources.auth]\n{}\n", line.trim_start_matches("auth = { ").trim_end_matches(" }"))
+        } else if line.starts_with("preset") {
+            base.replace("preset = \"wheniwork\"", line)
+        } else {
+            format!("{base}{line}\n")
+        };
+        let path = config_file(dir.path(), &text);
+        let (code, _, stderr) = tributary(&["check", "--config", &path], &secrets);
+        assert_eq!(code, 1, "accepted: {line}");
+        assert!(stderr.starts_with("error: ") && stderr.trim_end().lines().count() == 1, "{line}: not one line: {stderr}");
+        assert!(stderr.contains(expected), "{line}: '{expected}' not in: {stderr}");
+    }
+}

@@ -46,7 +46,7 @@ async fn statsd_receives_the_counters_gauges_and_timings_of_metrics() {
     let body = format!(
         "[metrics]\nstatsd = \"{statsd}\"\nstatsd_interval_ms = 200\n\
          [[sources]]\nname = \"stripe\"\nkind = \"stripe\"\nbase_url = \"{sim}\"\naccounts = []\n{core}\n\
-         [[sources]]\nname = \"shifts\"\nkind = \"window\"\nbase_url = \"{sim}\"\nsleep_period_secs = 3600\n\
+         [[sources]]\nname = \"shifts\"\npreset = \"wheniwork\"\nbase_url = \"{sim}\"\nsleep_period_secs = 3600\nauth = {{ url = \"{sim}/login\" }}\n\
          [[sinks]]\nname = \"streams\"\nkind = \"redis\"\nurl = \"{redis}\"\nstream = \"{tag}:{{source}}:{{object}}\"\n\
          [[sinks]]\nname = \"hooks\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{down}/hook\"\nsecret_env = \"TRIBUTARY_TEST_WEBHOOK_SECRET\"\nretry_max_backoff_ms = 200\n",
         sim = sim.url,

@@ -111,3 +111,17 @@ async fn every_curl_line_of_the_readme_runs_as_printed() {
     assert!(events.iter().any(|e| e["type"] == "customer.created"), "{pulled}");
     drop(engine);
 }
+
+/// Every TOML example of the README parses and validates as a config (the
+/// secrets it names are not needed for that).
+#[test]
+fn every_toml_example_of_the_readme_is_a_valid_config() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("README.md");
+    let blocks: Vec<&str> = readme.split("```toml").skip(1).filter_map(|rest| rest.split("```").next()).collect();
+    assert!(blocks.len() >= 5, "{}", blocks.len());
+    for block in blocks {
+        if let Err(e) = tributary::config::Config::parse(block, "README.md") {
+            panic!("a README example does not parse: {e}\n{block}");
+        }
+    }
+}

@@ -1,7 +1,11 @@
-//! The `window` source against the simulator's shifts API, end to end: the
-//! mirror follows live traffic run after run, unchanged shifts publish
-//! nothing, fingerprints in Redis survive a restart, expired fingerprints
-//! re-emit, and bad answers fail a whole run without applying half of it.
+//! The `window` source with the WhenIWork preset against the simulator's
+//! WhenIWork shifts API, end to end: the mirror follows live traffic run
+//! after run (a window split into weekly requests, side-loaded users,
+//! locations, positions and sites in their own tables, deletions from
+//! `deleted_ids`), an expired token is renewed by logging in again, a short
+//! answer deletes nothing, unchanged shifts publish nothing, fingerprints
+//! in Redis survive a restart, expired fingerprints re-emit, and bad
+//! answers fail a whole run without applying half of it.
 
 mod common;
 
@@ -15,25 +19,39 @@ use serde_json::Value;
 const DAYS_PRIOR: u64 = 3;
 const DAYS_AHEAD: u64 = 10;
 
-/// A window source named `name` on the sim, run every second.
+/// A WhenIWork source named `name` on the sim, run every second; `extra`
+/// lines go in the source's table.
 fn window_source(name: &str, sim: &Sim, extra: &str) -> String {
     format!(
-        "[[sources]]\nname = \"{name}\"\nkind = \"window\"\nbase_url = \"{}\"\nsleep_period_secs = 1\ndays_prior = {DAYS_PRIOR}\ndays_ahead = {DAYS_AHEAD}\n{extra}\n",
-        sim.url
+        "[[sources]]\nname = \"{name}\"\npreset = \"wheniwork\"\nbase_url = \"{url}\"\nsleep_period_secs = 1\ndays_prior = {DAYS_PRIOR}\ndays_ahead = {DAYS_AHEAD}\n{extra}\n[sources.auth]\nurl = \"{url}/login\"\n",
+        url = sim.url
     )
+}
+
+/// The sim's answer for the window the source asks for today.
+async fn window_answer(sim: &Sim) -> Value {
+    let today = Utc::now().date_naive();
+    let from = today.checked_sub_days(Days::new(DAYS_PRIOR)).unwrap();
+    let to = today.checked_add_days(Days::new(DAYS_AHEAD)).unwrap();
+    get_json(&format!("{}/__sim/shifts?start={from}&end={to}", sim.url)).await.expect("sim shifts")
+}
+
+/// Objects of a list in an answer by id (WhenIWork's ids are numbers).
+fn by_id(list: &Value) -> BTreeMap<String, Value> {
+    list.as_array().unwrap().iter().map(|s| (s["id"].as_u64().unwrap().to_string(), s.clone())).collect()
 }
 
 /// The sim's shifts in the window the source asks for today.
 async fn window_truth(sim: &Sim) -> BTreeMap<String, Value> {
-    let today = Utc::now().date_naive();
-    let from = today.checked_sub_days(Days::new(DAYS_PRIOR)).unwrap();
-    let to = today.checked_add_days(Days::new(DAYS_AHEAD)).unwrap();
-    let body = get_json(&format!("{}/__sim/shifts?start={from}&end={to}", sim.url)).await.expect("sim shifts");
-    body["shifts"].as_array().unwrap().iter().map(|s| (s["id"].as_str().unwrap().to_string(), s.clone())).collect()
+    by_id(&window_answer(sim).await["shifts"])
+}
+
+async fn rows(db: &Db, source: &str, object: &str) -> BTreeMap<String, Value> {
+    mirror_of(db, source).await.remove(object).unwrap_or_default().into_iter().map(|(id, (_, data))| (id, data)).collect()
 }
 
 async fn shift_rows(db: &Db, source: &str) -> BTreeMap<String, Value> {
-    mirror_of(db, source).await.remove("shift").unwrap_or_default().into_iter().map(|(id, (_, data))| (id, data)).collect()
+    rows(db, source, "shift").await
 }
 
 async fn assert_mirror_is_the_window(sim: &Sim, db: &Db, source: &str) {
@@ -69,7 +87,7 @@ async fn window_mirror_follows_live_traffic_and_unchanged_shifts_publish_nothing
     engine.barrier("shifts").await;
     assert_mirror_is_the_window(&sim, &engine.db, "shifts").await;
     engine.wait_caught_up(&["kafka"]).await;
-    let changes = engine.changes().await;
+    let changes: Vec<_> = engine.changes().await.into_iter().filter(|c| c.object == "shift").collect();
     let ops: std::collections::BTreeSet<&str> = changes.iter().map(|c| c.op.as_str()).collect();
     assert_eq!(ops, ["delete", "insert", "update"].into(), "live traffic creates, edits and deletes shifts in the window");
     let topic = format!("{tag}.shifts.shift");
@@ -86,7 +104,7 @@ async fn window_mirror_follows_live_traffic_and_unchanged_shifts_publish_nothing
     engine.barrier("shifts").await;
     engine.barrier("shifts").await;
     engine.wait_caught_up(&["kafka"]).await;
-    assert_eq!(engine.changes().await.len(), changes.len(), "unchanged shifts recorded changes");
+    assert_eq!(engine.changes().await.iter().filter(|c| c.object == "shift").count(), changes.len(), "unchanged shifts recorded changes");
     let again = tokio::task::spawn_blocking(move || kafka_messages(&topic).len()).await.unwrap();
     assert_eq!(again, published, "unchanged shifts were published");
     let last = engine.proc.log_kinds("window_sync").pop().expect("a window_sync line");
@@ -200,7 +218,7 @@ async fn bad_window_answers_are_retried_and_never_half_applied() {
     wait_until("two failed runs", Duration::from_secs(30), || async { engine.proc.log_kinds("window_sync_failed").len() >= 2 }).await;
     let failed = engine.proc.log_kinds("window_sync_failed").remove(0);
     let error = failed["error"].as_str().unwrap();
-    assert!(error.contains("/v2/shifts") && error.contains("item 0") && error.contains("no 'id'"), "{error}");
+    assert!(error.contains("/2/shifts") && error.contains("item 0") && error.contains("no 'id'"), "{error}");
     assert_eq!(engine.changes().await.len(), before, "a failed run applied part of its window");
     let status = engine.sources().await;
     assert!(status["sources"][0]["last_error"].as_str().is_some_and(|e| e.contains("no 'id'")), "{status}");
@@ -245,7 +263,7 @@ async fn shifts_reach_kafka_as_avro_that_an_independent_decoder_reads() {
     let tag = format!("ta{}", rand::random::<u32>());
     let body = format!(
         "{}\n[[sinks]]\nname = \"kafka\"\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"{tag}.{{source}}.{{object}}\"\nformat = \"avro\"\nschema_registry_url = \"{registry_url}\"\n",
-        window_source("shifts", &sim, ""),
+        window_source("shifts", &sim, "sideloads = {}"),
         kafka_brokers()
     );
     let engine = Engine::start_configured(dir.path(), Db::sqlite(dir.path()), &body).await;
@@ -288,7 +306,7 @@ async fn verify_compares_the_window_with_the_mirror() {
     engine.barrier("shifts").await;
     let verify = || {
         let config = engine.config.to_str().unwrap();
-        tributary(&["verify", "--config", config, "--source", "shifts", "--limit-ids", "1000"], &[("WINDOW_API_KEY", "shifts-token")])
+        tributary(&["verify", "--config", config, "--source", "shifts", "--limit-ids", "1000"], WHENIWORK_ENV)
     };
     let (code, out, err) = verify();
     assert_eq!(code, 0, "{out}\n{err}");
@@ -312,4 +330,65 @@ async fn verify_compares_the_window_with_the_mirror() {
     engine.barrier("shifts").await;
     let (code, out, err) = verify();
     assert_eq!(code, 0, "after a run\n{out}\n{err}");
+}
+
+/// The WhenIWork preset as the reference note describes the API: a token
+/// that expires is renewed by logging in again (no run fails for it), the
+/// window is read a week at a time, and the users, locations, positions and
+/// sites the answers side-load are mirrored in their own tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wheniwork_logs_in_again_splits_the_window_and_mirrors_side_loads() {
+    let dir = tempdir();
+    let sim = Sim::start(dir.path(), &["--shifts", "300", "--token-ttl-secs", "2"]).await;
+    let engine = Engine::start_configured(dir.path(), Db::sqlite(dir.path()), &window_source("wiw", &sim, "")).await;
+    engine.barrier("wiw").await;
+    let first = engine.proc.log_kinds("window_sync").remove(0);
+    // 14 days a week at a time
+    assert_eq!(first["requests"], 2, "{first}");
+    assert_mirror_is_the_window(&sim, &engine.db, "wiw").await;
+
+    // the token expires while live edits go on: the source logs in again
+    sim.set_traffic(20.0).await;
+    wait_until("three logins", Duration::from_secs(30), || async { sim.stats().await["logins"].as_u64() >= Some(3) }).await;
+    sim.set_traffic(0.0).await;
+    engine.barrier("wiw").await;
+    assert_mirror_is_the_window(&sim, &engine.db, "wiw").await;
+    assert!(engine.proc.log_kinds("window_sync_failed").is_empty(), "an expired token failed a run");
+    assert!(!engine.proc.log_kinds("token_refused").is_empty(), "the expired token was refused and renewed");
+
+    // side-loads: every object the window's answer side-loads, as it is now
+    let answer = window_answer(&sim).await;
+    for (object, list) in [("user", "users"), ("location", "locations"), ("position", "positions"), ("site", "sites")] {
+        let mirrored = rows(&engine.db, "wiw", object).await;
+        let truth = by_id(&answer[list]);
+        assert!(!truth.is_empty(), "the answer side-loads {list}");
+        for (id, value) in &truth {
+            assert_eq!(mirrored.get(id), Some(value), "{object} {id}");
+        }
+    }
+    let changes = engine.changes().await;
+    assert!(changes.iter().any(|c| c.object == "user" && c.op == "insert"), "side-loaded users have their own changes");
+}
+
+/// With the preset, deletions come from `deleted_ids` only: an answer cut
+/// short (here by `limit`) deletes no shift it leaves out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_answer_deletes_nothing() {
+    let dir = tempdir();
+    let sim = Sim::start(dir.path(), &["--shifts", "300"]).await;
+    let full = Engine::start_configured(dir.path(), Db::sqlite(dir.path()), &window_source("wiw", &sim, "")).await;
+    full.barrier("wiw").await;
+    let before = shift_rows(&full.db, "wiw").await;
+    assert!(before.len() > 20, "{}", before.len());
+    drop(full);
+
+    let short =
+        Engine::start_configured(dir.path(), Db::sqlite(dir.path()), &window_source("wiw", &sim, "query = { limit = \"5\" }")).await;
+    short.barrier("wiw").await;
+    short.barrier("wiw").await;
+    let run = short.proc.log_kinds("window_sync").pop().unwrap();
+    assert_eq!(run["fetched"], 10, "two requests of five shifts: {run}");
+    assert_eq!(run["deleted"], 0, "{run}");
+    assert_eq!(shift_rows(&short.db, "wiw").await, before, "the rows the short answer left out are kept");
+    assert!(short.changes().await.iter().all(|c| c.op != "delete"));
 }

@@ -45,9 +45,17 @@ pub struct DemoArgs {
 /// engine reads the simulator's key from the environment like any engine.
 #[allow(unsafe_code)]
 pub fn prepare_env(_args: &DemoArgs) {
-    if std::env::var_os(KEY_ENV).is_none() {
-        // SAFETY: called from `main` before any other thread exists
-        unsafe { std::env::set_var(KEY_ENV, "sk_test_tributary_demo") };
+    // the WhenIWork preset's login reads a developer key, an email and a password
+    for (var, value) in [
+        (KEY_ENV, "sk_test_tributary_demo"),
+        ("WHENIWORK_API_KEY", "demo-developer-key"),
+        ("WHENIWORK_EMAIL", "manager@example.com"),
+        ("WHENIWORK_PASSWORD", "demo"),
+    ] {
+        if std::env::var_os(var).is_none() {
+            // SAFETY: called from `main` before any other thread exists
+            unsafe { std::env::set_var(var, value) };
+        }
     }
 }
 
@@ -101,7 +109,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The simulator's three APIs as sources: Stripe, the shifts window API and
+/// The simulator's three APIs as sources: Stripe, WhenIWork's shifts (its preset) and
 /// the marketplace's event queue. Like any config it takes `TRIBUTARY_…`
 /// overrides from the environment.
 fn demo_config(args: &DemoArgs, sim: SocketAddr) -> anyhow::Result<Config> {
@@ -109,7 +117,7 @@ fn demo_config(args: &DemoArgs, sim: SocketAddr) -> anyhow::Result<Config> {
     let text = format!(
         "[database]\nurl = {db}\n[api]\nlisten = {listen}\n\
          [[sources]]\nname = \"stripe\"\nkind = \"stripe\"\nbase_url = \"http://{sim}\"\napi_key_env = \"{KEY_ENV}\"\nrate_limit_per_sec = 5000\n\
-         [[sources]]\nname = \"shifts\"\nkind = \"window\"\nbase_url = \"http://{sim}\"\napi_key_env = \"{KEY_ENV}\"\n\
+         [[sources]]\nname = \"shifts\"\npreset = \"wheniwork\"\nbase_url = \"http://{sim}\"\nauth = {{ url = \"http://{sim}/login\" }}\n\
          sleep_period_secs = 5\ndays_prior = 14\ndays_ahead = 28\n\
          [[sources]]\nname = \"market\"\nkind = \"event_queue\"\nbase_url = \"http://{sim}\"\napi_key_env = \"{KEY_ENV}\"\n\
          event_types = {types}\npoll_interval_secs = 2\n",
@@ -174,7 +182,7 @@ async fn show_progress(
     println!("\nbackfill complete; tailing events live. Try:");
     println!("  sqlite3 {db} \"select id, json_extract(data, '$.email') from stripe_customer limit 5\"");
     println!("  sqlite3 {db} \"select id, op, type, object_id from tributary_changes order by id desc limit 5\"");
-    println!("  sqlite3 {db} \"select id, json_extract(data, '$.start'), json_extract(data, '$.notes') from shifts_shift limit 5\"");
+    println!("  sqlite3 {db} \"select id, json_extract(data, '$.start_time'), json_extract(data, '$.notes') from shifts_shift limit 5\"");
     println!("  sqlite3 {db} \"select id, account, json_extract(data, '$.status') from market_order limit 5\"");
     println!("  curl -s http://{api}/v1/sources");
     println!("  curl -s 'http://{api}/v1/sources/stripe/wait?timeout_ms=5000'");

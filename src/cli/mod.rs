@@ -222,7 +222,7 @@ async fn verify(config: ConfigArg, only: Option<String>, resource: Option<String
                 found.iter().for_each(&mut tally);
             }
             crate::config::SourceConfig::Window(window) => {
-                let runner = crate::source::window::Runner::new(window.clone(), window.api_key()?, store.clone()).await?;
+                let runner = crate::source::window::Runner::new(window.clone(), store.clone()).await?;
                 let found = runner.verify(chrono::Utc::now(), limit_ids).await?;
                 print_drift(&name, &found);
                 tally(&found);

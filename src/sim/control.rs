@@ -13,8 +13,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Sim;
-use super::faults::{Faults, error_response, json_response, text_response};
-use super::shifts::routes::{WindowQuery, window};
+use super::faults::{Faults, json_response};
+use super::shifts::routes::WindowQuery;
 use super::stripe::world::PLATFORM;
 
 pub fn routes() -> Router<Arc<Sim>> {
@@ -32,9 +32,9 @@ pub fn routes() -> Router<Arc<Sim>> {
 /// `GET /__sim/shifts?start=…&end=…`: the same window, as ground truth
 /// (no auth, no faults).
 async fn shifts_truth(State(sim): State<Arc<Sim>>, Query(q): Query<WindowQuery>) -> Response {
-    match window(&sim, &q, false) {
-        Ok(body) => text_response(200, body),
-        Err(e) => error_response(&e),
+    match q.ask() {
+        Ok(ask) => json_response(200, &sim.shifts.lock().window_json(&ask, false)),
+        Err(message) => json_response(400, &json!({"error": message})),
     }
 }
 
@@ -109,6 +109,8 @@ async fn stats(State(sim): State<Arc<Sim>>) -> Response {
             // events not shown in /v1/events yet, and never to be
             "events_pending": events_pending,
             "events_dropped": events_dropped,
+            // tokens the shifts API's /login issued
+            "logins": sim.shifts.lock().logins,
         }),
     )
 }

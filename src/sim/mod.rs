@@ -2,7 +2,7 @@
 //! traffic and fault injection, so the whole system runs on one machine.
 //!
 //! - `stripe`: Stripe's API, every served resource shaped by Stripe's own examples
-//! - `shifts`: a shift-planning API queried by date window
+//! - `shifts`: WhenIWork's shifts API (login, expiring tokens, RFC 2822 times, side-loads)
 //! - `market`: a marketplace's seller events in pull queues with acknowledgement
 //! - `faults`: what every upstream shares (latency, auth, rate limit, 500s, counts)
 //! - `control`: the `/__sim` routes (ground truth, traffic, faults)
@@ -72,6 +72,9 @@ pub struct SimArgs {
     /// Shifts in the window API, spread from 2 weeks before today to 4 weeks after
     #[arg(long, default_value_t = 500)]
     pub shifts: usize,
+    /// Lifetime of a token from the shifts API's /login, in seconds
+    #[arg(long, default_value_t = 604_800)]
+    pub token_ttl_secs: u64,
     /// Sellers of the marketplace whose order and product events feed the event queues
     #[arg(long, default_value_t = 3)]
     pub sellers: usize,
@@ -124,7 +127,8 @@ impl SimArgs {
             event_visibility_delay_ms: self.event_visibility_delay_ms,
             drop_events: self.drop_events,
         };
-        let shifts = Shifts::seeded(self.seed, self.shifts, chrono::Utc::now().date_naive());
+        let mut shifts = Shifts::seeded(self.seed, self.shifts, chrono::Utc::now().date_naive());
+        shifts.token_ttl = Duration::from_secs(self.token_ttl_secs);
         let market = Market::seeded(self.seed, self.sellers);
         Sim::new(world, shifts, market, faults, self.mutations_per_sec, self.seed)
     }
@@ -186,7 +190,8 @@ impl Sim {
 pub fn router(sim: Arc<Sim>) -> Router {
     Router::new()
         .route("/v1/{*path}", any(stripe::routes::stripe_api))
-        .route("/v2/shifts", get(shifts::routes::shifts))
+        .route("/login", post(shifts::routes::login))
+        .route("/2/shifts", get(shifts::routes::shifts))
         .route("/integration/v1/queues", get(market::routes::list_queues).post(market::routes::create_queue))
         .route("/integration/v1/queues/{code}/subscriptions", post(market::routes::subscribe))
         .route("/integration/v1/queues/{code}/events/pull", post(market::routes::pull))

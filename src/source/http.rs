@@ -69,6 +69,14 @@ impl ClientError {
         self.is_forbidden() || (self.is_not_found() && !self.is_resource_missing())
     }
 
+    /// The upstream's status, for a final answer.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
     pub fn is_not_found(&self) -> bool {
         matches!(self, ClientError::Api { status: 404, .. })
     }
@@ -236,10 +244,69 @@ impl Share {
     }
 }
 
+/// How a source's requests prove who they are: a static key, or a token
+/// that is fetched, cached and renewed ([`crate::source::declarative::auth`]).
+#[async_trait::async_trait]
+pub trait Authorize: Send + Sync {
+    /// `request` with credentials added, and the generation of those
+    /// credentials (a later 401 names the token it refused).
+    async fn authorize(&self, request: reqwest::RequestBuilder) -> Result<(reqwest::RequestBuilder, u64), ClientError>;
+
+    /// The upstream refused (401) the credentials of `generation`: forget
+    /// them. True when the request is worth sending once more with new ones.
+    async fn refused(&self, _generation: u64) -> bool {
+        false
+    }
+}
+
+/// A static API key sent as a bearer token (Stripe's secret key).
+pub struct BearerKey(pub String);
+
+#[async_trait::async_trait]
+impl Authorize for BearerKey {
+    async fn authorize(&self, request: reqwest::RequestBuilder) -> Result<(reqwest::RequestBuilder, u64), ClientError> {
+        Ok((request.bearer_auth(&self.0), 0))
+    }
+}
+
+/// No credentials (a token endpoint, whose request carries its own).
+pub struct Anonymous;
+
+#[async_trait::async_trait]
+impl Authorize for Anonymous {
+    async fn authorize(&self, request: reqwest::RequestBuilder) -> Result<(reqwest::RequestBuilder, u64), ClientError> {
+        Ok((request, 0))
+    }
+}
+
+/// What a request carries besides its URL.
+#[derive(Default, Clone, Copy)]
+pub struct Extra<'a> {
+    /// Headers of this request only (`Stripe-Account`, `W-Key`).
+    pub headers: &'a [(&'a str, &'a str)],
+    pub body: Body<'a>,
+    /// User and password of HTTP basic auth (an OAuth client's).
+    pub basic: Option<(&'a str, &'a str)>,
+}
+
+#[derive(Default, Clone, Copy)]
+pub enum Body<'a> {
+    #[default]
+    None,
+    Json(&'a Value),
+    Form(&'a [(&'a str, &'a str)]),
+}
+
+/// An answer: its JSON and the `Link` header's `rel="next"` URL, if any.
+pub struct Answer<T> {
+    pub body: T,
+    pub link_next: Option<String>,
+}
+
 pub struct Client {
     http: reqwest::Client,
     base_url: reqwest::Url,
-    api_key: String,
+    auth: std::sync::Arc<dyn Authorize>,
     source: String,
     limiter: DefaultDirectRateLimiter,
     /// Background work (re-listing) also waits here first: it takes at most
@@ -251,7 +318,12 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client that sends `api_key` as a bearer token.
     pub fn new(config: &ClientOptions, api_key: String) -> Result<Self, ClientError> {
+        Client::with_auth(config, std::sync::Arc::new(BearerKey(api_key)))
+    }
+
+    pub fn with_auth(config: &ClientOptions, auth: std::sync::Arc<dyn Authorize>) -> Result<Self, ClientError> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.request_timeout_ms))
             .user_agent(concat!("tributary/", env!("CARGO_PKG_VERSION")))
@@ -268,7 +340,7 @@ impl Client {
         Ok(Client {
             http,
             base_url,
-            api_key,
+            auth,
             source: config.source.clone(),
             limiter: RateLimiter::direct(quota),
             background: Share::of(config.rate_limit_per_sec, BACKGROUND_SHARE),
@@ -292,15 +364,20 @@ impl Client {
         self.rate_limit_per_sec
     }
 
+    /// The URL every path is joined onto.
+    pub fn base_url(&self) -> &reqwest::Url {
+        &self.base_url
+    }
+
     /// GET a path (with query) as the platform or a connected account
     /// (Stripe's `Stripe-Account` header).
     pub async fn get(&self, path: &str, account: Option<&str>) -> Result<Value, ClientError> {
-        self.send(reqwest::Method::GET, path, account.map(|a| ("Stripe-Account", a)), None).await
+        Ok(self.request(reqwest::Method::GET, path, Extra { headers: &stripe_account(&account), ..Extra::default() }).await?.body)
     }
 
     /// [`Client::get`], the answer checked to be JSON but kept as text.
     pub async fn get_raw(&self, path: &str, account: Option<&str>) -> Result<Box<RawValue>, ClientError> {
-        self.send(reqwest::Method::GET, path, account.map(|a| ("Stripe-Account", a)), None).await
+        Ok(self.request(reqwest::Method::GET, path, Extra { headers: &stripe_account(&account), ..Extra::default() }).await?.body)
     }
 
     /// GET as background work: within [`BACKGROUND_SHARE`] of the budget.
@@ -316,31 +393,36 @@ impl Client {
 
     /// POST a JSON body to a path.
     pub async fn post_json(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
-        self.send(reqwest::Method::POST, path, None, Some(body)).await
+        Ok(self.request(reqwest::Method::POST, path, Extra { body: Body::Json(body), ..Extra::default() }).await?.body)
     }
 
     /// Send one request until it gets a final answer. What the shared
     /// policy calls retryable ([`crate::retry::retryable`]: the upstream's
     /// `Stripe-Should-Retry`, else 409, 429 and 5xx), network errors and
     /// malformed JSON are retried with capped exponential backoff and jitter
-    /// (honouring `Retry-After`); other answers are final.
-    async fn send<T: DeserializeOwned>(
+    /// (honouring `Retry-After`); other answers are final. A 401 is sent
+    /// once more when the credentials could be renewed (an expired token).
+    pub async fn request<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
-        header: Option<(&str, &str)>,
-        body: Option<&Value>,
-    ) -> Result<T, ClientError> {
+        extra: Extra<'_>,
+    ) -> Result<Answer<T>, ClientError> {
         let url = join(&self.base_url, path)?;
         let shown = format!("{method} {url}");
         let mut attempt: u32 = 0;
+        let mut renewed = false;
         loop {
-            match self.attempt(&method, url.clone(), &shown, header, body).await {
-                Ok(Ok(value)) => {
+            match self.attempt(&method, url.clone(), &shown, extra).await {
+                Ok((Ok(answer), _)) => {
                     metrics::counter!("tributary_pages_fetched_total", "source" => self.source.clone()).increment(1);
-                    return Ok(value);
+                    return Ok(answer);
                 }
-                Ok(Err(final_error)) => return Err(final_error),
+                Ok((Err(e), generation)) if e.status() == Some(401) && !renewed && self.auth.refused(generation).await => {
+                    renewed = true;
+                    tracing::info!(source = %self.source, url = %shown, "credentials refused (401); renewed them, sending again");
+                }
+                Ok((Err(final_error), _)) => return Err(final_error),
                 Err(retry) => {
                     attempt += 1;
                     if retry.rate_limited {
@@ -356,40 +438,50 @@ impl Client {
         }
     }
 
+    /// One try: a final answer (with the generation of the credentials it
+    /// carried), or a failure worth retrying.
     async fn attempt<T: DeserializeOwned>(
         &self,
         method: &reqwest::Method,
         url: reqwest::Url,
         shown: &str,
-        header: Option<(&str, &str)>,
-        body: Option<&Value>,
-    ) -> Result<Result<T, ClientError>, Retryable> {
+        extra: Extra<'_>,
+    ) -> Result<(Result<Answer<T>, ClientError>, u64), Retryable> {
         self.limiter.until_ready().await;
         let _permit = self.in_flight.acquire().await.expect("semaphore never closed");
-        let mut request = self.http.request(method.clone(), url).bearer_auth(&self.api_key);
-        if let Some((name, value)) = header {
-            request = request.header(name, value);
+        let mut request = self.http.request(method.clone(), url);
+        for (name, value) in extra.headers {
+            request = request.header(*name, *value);
         }
-        if let Some(body) = body {
-            request = request.json(body);
+        if let Some((user, password)) = extra.basic {
+            request = request.basic_auth(user, Some(password));
         }
+        request = match extra.body {
+            Body::None => request,
+            Body::Json(body) => request.json(body),
+            Body::Form(fields) => request.form(fields),
+        };
+        // the token endpoint's own client has retried what was worth it
+        let (request, generation) = match self.auth.authorize(request).await {
+            Ok(authorized) => authorized,
+            Err(e) => return Ok((Err(e), 0)),
+        };
         let response = match request.send().await {
             Ok(response) => response,
             // a request that cannot even be built fails the same way every time
             Err(e) if e.is_builder() => {
-                return Ok(Err(ClientError::Request { url: shown.to_string(), reason: crate::telemetry::error_chain(&e) }));
+                return Ok((Err(ClientError::Request { url: shown.to_string(), reason: crate::telemetry::error_chain(&e) }), generation));
             }
             Err(e) => return Err(Retryable { reason: crate::telemetry::error_chain(&e), retry_after: None, rate_limited: false }),
         };
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
+        let header = |name: reqwest::header::HeaderName| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let retry_after = header(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.trim().parse::<f64>().ok())
             .filter(|s| s.is_finite() && *s >= 0.0)
             .map(|s| Duration::from_secs_f64(s.min(300.0)));
-        let should_retry = response.headers().get("stripe-should-retry").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let should_retry = header(reqwest::header::HeaderName::from_static("stripe-should-retry"));
+        let link_next = header(reqwest::header::LINK).and_then(|link| link_next(&link));
         let body = response.bytes().await.map_err(|e| Retryable {
             reason: format!("reading body: {e}"),
             retry_after: None,
@@ -401,23 +493,59 @@ impl Client {
         }
         if status.is_success() {
             return match serde_json::from_slice::<T>(&body) {
-                Ok(value) => Ok(Ok(value)),
+                Ok(body) => Ok((Ok(Answer { body, link_next }), generation)),
                 Err(e) => {
                     tracing::error!(source = %self.source, url = %shown, "malformed json from upstream: {e}");
                     Err(Retryable { reason: format!("malformed json: {e}"), retry_after: None, rate_limited: false })
                 }
             };
         }
-        let error = serde_json::from_slice::<Value>(&body).ok().map(|v| v["error"].clone()).unwrap_or(Value::Null);
-        let text = |k: &str| error.get(k).and_then(Value::as_str).map(String::from);
-        Ok(Err(ClientError::Api {
-            url: shown.to_string(),
-            status: status.as_u16(),
-            kind: text("type").unwrap_or_else(|| "unknown_error".into()),
-            code: text("code"),
-            message: text("message").unwrap_or_else(|| snippet(&body)),
-        }))
+        Ok((Err(api_error(shown, status.as_u16(), &body)), generation))
     }
+}
+
+/// The `Stripe-Account` header of a connected account's request.
+fn stripe_account<'a>(account: &Option<&'a str>) -> Vec<(&'static str, &'a str)> {
+    account.map(|a| ("Stripe-Account", a)).into_iter().collect()
+}
+
+/// A final error answer, read the ways APIs write one: Stripe's
+/// `{"error":{"type","code","message"}}`, WhenIWork's `{"error":"…","code":1000}`,
+/// Tiki's `{"errors":["…"]}`, else the start of the body.
+fn api_error(url: &str, status: u16, body: &[u8]) -> ClientError {
+    let answer = serde_json::from_slice::<Value>(body).unwrap_or(Value::Null);
+    let error = &answer["error"];
+    let text = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    let message = text(&error["message"])
+        .or_else(|| text(error))
+        .or_else(|| answer["errors"].as_array().map(|list| list.iter().filter_map(text).collect::<Vec<_>>().join("; ")))
+        .or_else(|| text(&answer["message"]))
+        .unwrap_or_else(|| snippet(body));
+    ClientError::Api {
+        url: url.to_string(),
+        status,
+        kind: text(&error["type"]).unwrap_or_else(|| "unknown_error".into()),
+        code: text(&error["code"]).or_else(|| text(&answer["code"])),
+        message,
+    }
+}
+
+/// The URL of `rel="next"` in a `Link` header (RFC 8288), as GitHub sends it:
+/// `<https://api.github.com/…?page=2>; rel="next", <…>; rel="last"`.
+pub fn link_next(header: &str) -> Option<String> {
+    header.split(',').find_map(|part| {
+        let (target, params) = part.trim().split_once(';')?;
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        let next = params.split(';').any(|p| {
+            let p = p.trim();
+            p.strip_prefix("rel=").is_some_and(|rel| rel.trim_matches('"').split_whitespace().any(|r| r.eq_ignore_ascii_case("next")))
+        });
+        next.then(|| target.to_string())
+    })
 }
 
 fn snippet(body: &[u8]) -> String {
@@ -460,6 +588,33 @@ mod tests {
             let refused = join(&base("https://api.stripe.com"), hostile);
             assert!(matches!(refused, Err(ClientError::Refused { .. })), "{hostile:?} was not refused: {refused:?}");
         }
+    }
+
+    #[test]
+    fn the_next_link_is_read_from_a_link_header() {
+        let github = r#"<https://api.github.com/repositories/1/issues?page=2>; rel="next", <https://api.github.com/repositories/1/issues?page=9>; rel="last""#;
+        assert_eq!(link_next(github).as_deref(), Some("https://api.github.com/repositories/1/issues?page=2"));
+        assert_eq!(link_next(r#"<https://x/a?page=1>; rel="prev first""#), None);
+        assert_eq!(link_next(r#"<https://x/a?page=3>; rel="last next""#).as_deref(), Some("https://x/a?page=3"));
+        assert_eq!(link_next("garbage"), None);
+    }
+
+    #[test]
+    fn error_answers_are_read_in_each_api_shape() {
+        let read = |body: &str| match api_error("GET /x", 401, body.as_bytes()) {
+            ClientError::Api { message, code, .. } => (message, code),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            read(r#"{"error":{"type":"invalid_request_error","code":"resource_missing","message":"No such customer"}}"#),
+            ("No such customer".into(), Some("resource_missing".into()))
+        );
+        assert_eq!(
+            read(r#"{"error":"User login required for this resource.","code":1000}"#),
+            ("User login required for this resource.".into(), Some("1000".into()))
+        );
+        assert_eq!(read(r#"{"errors":["token expired","try again"]}"#), ("token expired; try again".into(), None));
+        assert_eq!(read("<html>gateway</html>"), ("<html>gateway</html>".into(), None));
     }
 
     #[test]

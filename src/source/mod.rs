@@ -6,7 +6,10 @@
 //! - `window`: an API queried by date window, polled for what changed
 //! - `event_queue`: an upstream pull queue, acknowledged batch by batch
 //! - `http`: the request budget and retry policy every kind shares
+//! - `declarative`: auth, paginators and selectors declared as data, which
+//!   the `window` and `event_queue` kinds stand on
 
+pub mod declarative;
 pub mod drift;
 pub mod event_queue;
 pub mod http;

@@ -347,6 +347,7 @@ impl Engine {
             .arg(&config)
             .env("STRIPE_API_KEY", API_KEY)
             .env("WINDOW_API_KEY", "shifts-token")
+            .envs(WHENIWORK_ENV.iter().copied())
             .env("EVENT_QUEUE_API_KEY", "market-token")
             .env("TRIBUTARY_TEST_WEBHOOK_SECRET", WEBHOOK_SECRET)
             .env("TRIBUTARY_ADMIN_TOKEN", ADMIN_TOKEN)
@@ -409,6 +410,10 @@ impl Engine {
 
 /// Mirror rows: object type → id → (account, data).
 pub type Mirror = BTreeMap<String, BTreeMap<String, (Option<String>, Value)>>;
+
+/// The secrets the WhenIWork preset's login reads.
+pub const WHENIWORK_ENV: &[(&str, &str)] =
+    &[("WHENIWORK_API_KEY", "test-developer-key"), ("WHENIWORK_EMAIL", "manager@example.com"), ("WHENIWORK_PASSWORD", "test")];
 
 pub async fn mirror(db: &Db) -> Mirror {
     mirror_of(db, "stripe").await

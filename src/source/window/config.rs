@@ -1,8 +1,11 @@
 //! Configuration of a `window` source, validated without I/O.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 use crate::config::error::ConfigError;
+use crate::source::declarative::{self, AuthConfig, Paginator, Path, TimeFormat};
 use crate::source::http::{self, ClientOptions};
 use crate::store::ident;
 
@@ -13,30 +16,68 @@ pub struct WindowConfig {
     pub name: String,
     /// Base URL of the API.
     pub base_url: String,
-    /// Environment variable holding the bearer token (never the token itself).
+    /// Environment variable holding a bearer token (never the token
+    /// itself); used when there is no `auth`.
     #[serde(default = "default_api_key_env")]
     pub api_key_env: String,
-    /// Path of the window query; `start` and `end` are added as days.
+    /// How requests authenticate (bearer, header, basic, query, login,
+    /// OAuth2); absent: a bearer token from `api_key_env`.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// Headers sent with every request (not secrets: those go in `auth`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Path of the window query.
     #[serde(default = "default_path")]
     pub path: String,
-    /// Query parameter names of the window's first and last day.
+    /// Query parameters sent with every window request
+    /// (`{ unpublished = "true" }`).
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// Query parameter names of the window's start and end.
     #[serde(default = "default_start_param")]
     pub start_param: String,
     #[serde(default = "default_end_param")]
     pub end_param: String,
-    /// Field of the response holding the item list (`{"shifts":[…]}`).
-    #[serde(default = "default_items_field")]
-    pub items_field: String,
+    /// How the start and end are written: `date` (the first and last day)
+    /// or a time format (`rfc3339`, …: the first and last second).
+    #[serde(default = "default_param_format")]
+    pub param_format: TimeFormat,
+    /// Longest span one request asks for, in days: a longer window is read
+    /// in several requests (0: one request).
+    #[serde(default)]
+    pub max_span_days: u32,
+    /// How the answer is paged (`none`: one answer holds the window).
+    #[serde(default)]
+    pub paginator: Paginator,
+    /// Path in the answer of the item list (`shifts`, `data.items`, `$`).
+    #[serde(default = "default_items_path", alias = "items_field")]
+    pub items_path: Path,
     /// Object type of the items: the mirror table is `{name}_{object}`.
     #[serde(default = "default_object")]
     pub object: String,
-    /// Field of an item holding its id (a string or a number).
-    #[serde(default = "default_id_field")]
-    pub id_field: String,
-    /// Field of an item holding the time that places it on a day (RFC 3339
-    /// or `YYYY-MM-DD`).
-    #[serde(default = "default_time_field")]
-    pub time_field: String,
+    /// Path in an item of its id (a string or a number).
+    #[serde(default = "default_id_path", alias = "id_field")]
+    pub id_path: Path,
+    /// Path in an item of the time that places it on a day.
+    #[serde(default = "default_time_path", alias = "time_field")]
+    pub time_path: Path,
+    /// How that time is written (`rfc3339`, `rfc2822`, `unix_s`, `unix_ms`,
+    /// `date` or a strftime pattern); absent: RFC 3339 or `YYYY-MM-DD`.
+    #[serde(default)]
+    pub time_format: Option<TimeFormat>,
+    /// Related objects the answer side-loads, each mirrored in its own
+    /// table: object type to path (`{ user = "users" }`). They are
+    /// upserted as they come and never deleted.
+    #[serde(default)]
+    pub sideloads: BTreeMap<String, Path>,
+    /// Path in a side-loaded object of its id.
+    #[serde(default = "default_id_path")]
+    pub sideload_id_path: Path,
+    /// Path in the answer of the ids of items deleted within the window
+    /// (WhenIWork's `deleted_ids` with `deleted=true`): deleted here too.
+    #[serde(default)]
+    pub deleted_ids_path: Option<Path>,
     /// Pause between runs, counted from the end of the previous run.
     #[serde(default = "default_sleep_period_secs")]
     pub sleep_period_secs: u64,
@@ -50,7 +91,7 @@ pub struct WindowConfig {
     #[serde(default = "default_timezone")]
     pub timezone: String,
     /// Delete mirror rows of items that vanished from a window that still
-    /// covers their day.
+    /// covers their day (every page and span of the window read first).
     #[serde(default = "crate::config::default_true")]
     pub delete_vanished: bool,
     /// Keep fingerprints in Redis (`redis://…`) instead of the store.
@@ -83,17 +124,20 @@ fn default_start_param() -> String {
 fn default_end_param() -> String {
     "end".into()
 }
-fn default_items_field() -> String {
-    "shifts".into()
+fn default_items_path() -> Path {
+    Path::field("shifts")
+}
+fn default_param_format() -> TimeFormat {
+    TimeFormat::Date
 }
 fn default_object() -> String {
     "shift".into()
 }
-fn default_id_field() -> String {
-    "id".into()
+fn default_id_path() -> Path {
+    Path::field("id")
 }
-fn default_time_field() -> String {
-    "start".into()
+fn default_time_path() -> Path {
+    Path::field("start")
 }
 fn default_sleep_period_secs() -> u64 {
     300
@@ -116,16 +160,34 @@ fn default_request_timeout_ms() -> u64 {
 
 impl WindowConfig {
     pub fn client_options(&self) -> ClientOptions {
-        ClientOptions::sequential(&self.name, &self.base_url, self.rate_limit_per_sec, self.request_timeout_ms, self.retry_max_backoff_ms)
+        let options = ClientOptions::sequential(
+            &self.name,
+            &self.base_url,
+            self.rate_limit_per_sec,
+            self.request_timeout_ms,
+            self.retry_max_backoff_ms,
+        );
+        ClientOptions { headers: self.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(), ..options }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |msg: String| Err(ConfigError::Invalid(format!("source '{}': {msg}", self.name)));
+        if let Err(reason) = declarative::validate(&self.name, &self.auth, &self.paginator, &self.headers) {
+            return invalid(reason);
+        }
         if let Err(reason) = self.client_options().validate() {
             return invalid(reason);
         }
-        if let Err(e) = ident::mirror_table(&self.name, &self.object) {
-            return invalid(format!("object: {e}"));
+        for object in std::iter::once(&self.object).chain(self.sideloads.keys()) {
+            if let Err(e) = ident::mirror_table(&self.name, object) {
+                return invalid(format!("object '{object}': {e}"));
+            }
+        }
+        if self.sideloads.contains_key(&self.object) {
+            return invalid(format!("sideloads: '{}' is the items' own object type", self.object));
+        }
+        if self.start_param.is_empty() || self.end_param.is_empty() || self.start_param == self.end_param {
+            return invalid("start_param and end_param must be two different names".into());
         }
         if !self.path.starts_with('/') {
             return invalid(format!("path '{}' must start with /", self.path));
@@ -148,7 +210,8 @@ impl WindowConfig {
         self.timezone.parse().map_err(|_| format!("timezone '{}' is not an IANA time zone (e.g. UTC, Europe/Amsterdam)", self.timezone))
     }
 
-    pub fn api_key(&self) -> Result<String, ConfigError> {
-        crate::config::error::secret(&self.api_key_env, &format!("sources.{}.api_key_env", self.name))
+    /// Every secret the source needs is in the environment.
+    pub fn check_env(&self) -> Result<(), ConfigError> {
+        declarative::check_auth(&self.name, &self.auth, &self.api_key_env)
     }
 }

@@ -11,16 +11,18 @@
 pub mod config;
 pub mod dedupe;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Days, NaiveDate, Utc};
+use chrono::{DateTime, Days, NaiveDate, TimeZone, Utc};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 pub use config::WindowConfig;
 
+use crate::source::declarative::paginate::with_param;
+use crate::source::declarative::{self, TimeFormat};
 use crate::source::drift::{Drifted, ResourceDrift, Tally, differing_fields};
 use crate::source::http::{Client, ClientError};
 use crate::source::{Phase, ScopeStatus, SourceStatus};
@@ -53,6 +55,20 @@ struct Item {
     data: Value,
 }
 
+/// What one read of the window holds.
+#[derive(Default)]
+struct Window {
+    /// Its first and last day (`YYYY-MM-DD`).
+    from: String,
+    to: String,
+    items: Vec<Item>,
+    /// Side-loaded objects by object type, then id.
+    sideloads: BTreeMap<String, BTreeMap<String, Value>>,
+    /// Ids the answer says were deleted.
+    deleted: HashSet<String>,
+    requests: u64,
+}
+
 /// What one run did (the `window_sync` log line).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Report {
@@ -63,6 +79,10 @@ pub struct Report {
     pub expired: u64,
     pub deleted: u64,
     pub skipped: u64,
+    /// Side-loaded objects read (stored when new or changed).
+    pub sideloaded: u64,
+    /// Requests the run made (spans and pages).
+    pub requests: u64,
     /// Change log entries written.
     pub changes: u64,
 }
@@ -77,8 +97,8 @@ pub struct Runner {
 }
 
 /// Run a window source until the task is dropped.
-pub async fn run(config: WindowConfig, api_key: String, store: Arc<dyn Store>, status: Arc<SourceStatus>) -> Result<(), WindowError> {
-    let runner = Runner::new(config, api_key, store).await?;
+pub async fn run(config: WindowConfig, store: Arc<dyn Store>, status: Arc<SourceStatus>) -> Result<(), WindowError> {
+    let runner = Runner::new(config, store).await?;
     let scope = status.add_scope(None);
     status.set_scopes_ready();
     runner.run(&status, &scope).await;
@@ -87,9 +107,9 @@ pub async fn run(config: WindowConfig, api_key: String, store: Arc<dyn Store>, s
 
 impl Runner {
     /// Connect to the upstream and, with `dedupe_url`, to Redis.
-    pub async fn new(config: WindowConfig, api_key: String, store: Arc<dyn Store>) -> Result<Runner, WindowError> {
+    pub async fn new(config: WindowConfig, store: Arc<dyn Store>) -> Result<Runner, WindowError> {
         let tz = config.timezone().map_err(WindowError::Config)?;
-        let client = Client::new(&config.client_options(), api_key)?;
+        let client = declarative::client(&config.client_options(), &config.auth, &config.api_key_env, store.clone(), "window")?;
         let dedupe = Dedupe::connect(config.dedupe_url.as_deref(), &config.name).await?;
         Ok(Runner { config, tz, client, dedupe, store })
     }
@@ -109,8 +129,8 @@ impl Runner {
                     status.set_error(None);
                     let duration_ms = started.elapsed().as_millis() as u64;
                     tracing::info!(kind = "window_sync", source = %name, fetched = report.fetched, new = report.new, changed = report.changed,
-                        expired = report.expired, deleted = report.deleted, skipped = report.skipped, changes = report.changes, duration_ms,
-                        "window synced");
+                        expired = report.expired, deleted = report.deleted, skipped = report.skipped, sideloaded = report.sideloaded,
+                        requests = report.requests, changes = report.changes, duration_ms, "window synced");
                     metrics::counter!("tributary_sync_runs_total", "source" => name.clone()).increment(1);
                     metrics::counter!("tributary_items_fetched_total", "source" => name.clone()).increment(report.fetched);
                     metrics::counter!("tributary_items_changed_total", "source" => name.clone()).increment(report.changes);
@@ -139,19 +159,75 @@ impl Runner {
         }
     }
 
-    /// The window around `now`: its first and last day, and its items
-    /// (every one checked before any is used).
-    async fn fetch(&self, now: DateTime<Utc>) -> Result<(String, String, Vec<Item>), WindowError> {
-        let today = now.with_timezone(&self.tz).date_naive();
-        let from = today.checked_sub_days(Days::new(self.config.days_prior.into())).unwrap_or(today);
-        let to = today.checked_add_days(Days::new(self.config.days_ahead.into())).unwrap_or(today);
-        let (from, to) = (day_text(from), day_text(to));
+    /// The window around `now`: its first and last day, its items (every
+    /// one checked before any is used), side-loaded objects and deleted
+    /// ids, every span and page read.
+    async fn fetch(&self, now: DateTime<Utc>) -> Result<Window, WindowError> {
         let c = &self.config;
-        let joiner = if c.path.contains('?') { '&' } else { '?' };
-        let path = format!("{}{joiner}{}={from}&{}={to}", c.path, c.start_param, c.end_param);
-        let body = self.client.get(&path, None).await?;
-        let items = self.items(body, &path)?;
-        Ok((from, to, items))
+        let today = now.with_timezone(&self.tz).date_naive();
+        let from = today.checked_sub_days(Days::new(c.days_prior.into())).unwrap_or(today);
+        let to = today.checked_add_days(Days::new(c.days_ahead.into())).unwrap_or(today);
+        let mut window = Window { from: day_text(from), to: day_text(to), ..Window::default() };
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for (first, last) in spans(from, to, c.max_span_days) {
+            let path = self.window_path(first, last)?;
+            let requests = declarative::each_page(&self.client, &c.paginator, &path, |url, answer| {
+                let items = self.page_items(answer, url)?;
+                let count = items.len();
+                for item in items {
+                    // a later page or span that lists an item again wins
+                    match index.get(&item.key) {
+                        Some(&at) => window.items[at] = item,
+                        None => {
+                            index.insert(item.key.clone(), window.items.len());
+                            window.items.push(item);
+                        }
+                    }
+                }
+                for (object, path) in &c.sideloads {
+                    let Some(Value::Array(list)) = path.take(answer) else { continue };
+                    let objects = window.sideloads.entry(object.clone()).or_default();
+                    for (i, value) in list.into_iter().enumerate() {
+                        let Some(id) = c.sideload_id_path.text(&value) else {
+                            let reason = format!("side-loaded {object} {i}: no '{}' (a non-empty string or a number)", c.sideload_id_path);
+                            return Err(WindowError::Item { url: url.to_string(), index: i, reason });
+                        };
+                        objects.insert(id, value);
+                    }
+                }
+                if let Some(path) = &c.deleted_ids_path
+                    && let Some(ids) = path.get(answer)
+                {
+                    let Some(ids) = ids.as_array() else {
+                        return Err(ClientError::Shape { url: url.to_string(), reason: format!("'{path}' is not a list of ids") }.into());
+                    };
+                    window.deleted.extend(ids.iter().filter_map(declarative::select::id_text));
+                }
+                Ok::<_, WindowError>(count)
+            })
+            .await?;
+            window.requests += requests;
+        }
+        Ok(window)
+    }
+
+    /// The request of the days `first..=last`, written as `param_format` says.
+    fn window_path(&self, first: NaiveDate, last: NaiveDate) -> Result<String, WindowError> {
+        let c = &self.config;
+        let at = |day: NaiveDate, end: bool| {
+            let time = match end && !c.param_format.is_date() {
+                true => day.and_hms_opt(23, 59, 59),
+                false => day.and_hms_opt(0, 0, 0),
+            };
+            let local = time.and_then(|t| self.tz.from_local_datetime(&t).earliest());
+            local.map(|t| c.param_format.format(t)).ok_or_else(|| WindowError::Config(format!("day {day} has no such time in {}", self.tz)))
+        };
+        let mut path = c.path.clone();
+        for (name, value) in &c.query {
+            path = with_param(&path, name, value);
+        }
+        path = with_param(&path, &c.start_param, &at(first, false)?);
+        Ok(with_param(&path, &c.end_param, &at(last, true)?))
     }
 
     /// Compare the mirror with the window around `now`, writing nothing:
@@ -159,10 +235,10 @@ impl Runner {
     /// `delete_vanished`, rows of its days that it no longer lists.
     pub async fn verify(&self, now: DateTime<Utc>, limit_ids: usize) -> Result<ResourceDrift, WindowError> {
         let c = &self.config;
-        let (from, to, items) = self.fetch(now).await?;
+        let Window { from, to, items, requests, .. } = self.fetch(now).await?;
         let ids: Vec<String> = items.iter().map(|i| i.key.clone()).collect();
         let held = self.store.mirror_objects(&c.name, &c.object, None, &ids).await?;
-        let mut tally = Tally { checked: items.len() as u64, requests: 1, ..Tally::default() };
+        let mut tally = Tally { checked: items.len() as u64, requests, ..Tally::default() };
         let mut sample = Vec::new();
         let mut note = |how: &'static str, id: &str, fields: Vec<String>| {
             if sample.len() < limit_ids {
@@ -205,7 +281,7 @@ impl Runner {
     /// One run at `now`: fetch the window, decide, commit.
     pub async fn run_once(&self, now: DateTime<Utc>) -> Result<Report, WindowError> {
         let c = &self.config;
-        let (from, to, items) = self.fetch(now).await?;
+        let Window { from, to, items, sideloads, deleted, requests } = self.fetch(now).await?;
         let ledger: HashMap<String, LedgerEntry> =
             self.store.ledger_range(&c.name, &from, &to).await?.into_iter().map(|e| (e.key.clone(), e)).collect();
         let seen_at = now.timestamp();
@@ -213,17 +289,25 @@ impl Runner {
         let live = self.dedupe.fingerprints(&keys, &ledger, seen_at.saturating_sub(c.expire_secs as i64)).await?;
         let fetched: HashSet<String> = keys.iter().map(|k| k.to_string()).collect();
 
-        let mut report = Report { fetched: items.len() as u64, ..Report::default() };
-        // (mirror write, ledger entry) pairs, committed together
-        let mut pending: Vec<(Option<Write>, LedgerOp)> = Vec::new();
+        let mut report = Report { fetched: items.len() as u64, requests, ..Report::default() };
+        // mirror writes and ledger entries, committed together
+        let mut pending: Vec<(Option<Write>, Option<LedgerOp>)> = Vec::new();
         let mut emitted = Vec::new();
+        let write = |object: &str, id: &str, mutation, resend| Write {
+            object: object.to_string(),
+            id: id.to_string(),
+            account: None,
+            mutation,
+            origin: Origin::Poll { resend },
+            generation: 0,
+        };
         for (item, live) in items.into_iter().zip(live) {
             let known = ledger.get(&item.key);
             if live.as_deref() == Some(item.fingerprint.as_str()) {
                 report.skipped += 1;
                 if let Some(entry) = known.filter(|e| e.day != item.day) {
                     // moved to another day of the window: only the ledger follows
-                    pending.push((None, LedgerOp::Put(LedgerEntry { day: item.day, ..entry.clone() })));
+                    pending.push((None, Some(LedgerOp::Put(LedgerEntry { day: item.day, ..entry.clone() }))));
                 }
                 continue;
             }
@@ -238,77 +322,98 @@ impl Runner {
                 day: item.day,
                 seen_at,
             };
-            let write = Write {
-                object: c.object.clone(),
-                id: item.key.clone(),
-                account: None,
-                mutation: Mutation::Upsert(item.data),
-                origin: Origin::Poll { resend: live.is_none() },
-                generation: 0,
-            };
+            pending.push((Some(write(&c.object, &item.key, Mutation::Upsert(item.data), live.is_none())), Some(LedgerOp::Put(entry))));
             emitted.push((item.key, item.fingerprint));
-            pending.push((Some(write), LedgerOp::Put(entry)));
         }
-        let mut forgotten = Vec::new();
-        if c.delete_vanished {
-            let mut vanished: Vec<&String> = ledger.keys().filter(|k| !fetched.contains(*k)).collect();
-            vanished.sort();
-            for key in vanished {
-                report.deleted += 1;
-                let write = Write {
-                    object: c.object.clone(),
-                    id: key.clone(),
-                    account: None,
-                    mutation: Mutation::Delete,
-                    origin: Origin::Poll { resend: false },
-                    generation: 0,
-                };
-                pending.push((Some(write), LedgerOp::Remove(key.clone())));
-                forgotten.push(key.clone());
+        // gone: items of the window not listed now that the answer says were
+        // deleted or, with `delete_vanished`, that it no longer lists
+        let mut gone: Vec<String> =
+            ledger.keys().filter(|k| !fetched.contains(*k) && (c.delete_vanished || deleted.contains(*k))).cloned().collect();
+        gone.sort();
+        for key in &gone {
+            report.deleted += 1;
+            pending.push((Some(write(&c.object, key, Mutation::Delete, false)), Some(LedgerOp::Remove(key.clone()))));
+        }
+        // side-loaded objects: upserted as they come (the store records no
+        // change for one it holds as it is), never deleted
+        for (object, objects) in sideloads {
+            report.sideloaded += objects.len() as u64;
+            for (id, data) in objects {
+                pending.push((Some(write(&object, &id, Mutation::Upsert(data), false)), None));
             }
         }
         while !pending.is_empty() {
             let rest = pending.split_off(pending.len().min(CHUNK));
-            let (writes, ops): (Vec<Option<Write>>, Vec<LedgerOp>) = std::mem::replace(&mut pending, rest).into_iter().unzip();
-            let batch = Batch { source: c.name.clone(), writes: writes.into_iter().flatten().collect(), ledger: ops, ..Batch::default() };
+            let (writes, ops): (Vec<Option<Write>>, Vec<Option<LedgerOp>>) = std::mem::replace(&mut pending, rest).into_iter().unzip();
+            let batch = Batch {
+                source: c.name.clone(),
+                writes: writes.into_iter().flatten().collect(),
+                ledger: ops.into_iter().flatten().collect(),
+                ..Batch::default()
+            };
             report.changes += self.store.apply(batch).await?.changes;
         }
+        let forgotten = gone;
         self.dedupe.remember(&emitted, &forgotten, c.expire_secs).await?;
         Ok(report)
     }
 
-    /// The response's items, each with an id, a day and a fingerprint; the
-    /// first bad item fails the whole run.
-    fn items(&self, body: Value, path: &str) -> Result<Vec<Item>, WindowError> {
+    /// A page's items (taken out of its answer), each with an id, a day
+    /// and a fingerprint; the first bad item fails the whole run.
+    fn page_items(&self, answer: &mut Value, url: &str) -> Result<Vec<Item>, WindowError> {
         let c = &self.config;
-        let Value::Object(mut fields) = body else {
-            return Err(ClientError::Shape { url: path.to_string(), reason: format!("expected an object with '{}'", c.items_field) }.into());
+        let list = match c.items_path.take(answer) {
+            Some(Value::Array(list)) => list,
+            Some(_) => return Err(ClientError::Shape { url: url.to_string(), reason: format!("'{}' is not a list", c.items_path) }.into()),
+            None => {
+                return Err(
+                    ClientError::Shape { url: url.to_string(), reason: format!("no '{}' list in the response", c.items_path) }.into()
+                );
+            }
         };
-        let Some(Value::Array(list)) = fields.remove(&c.items_field) else {
-            return Err(ClientError::Shape { url: path.to_string(), reason: format!("no '{}' list in the response", c.items_field) }.into());
-        };
-        let mut seen = HashSet::with_capacity(list.len());
         let mut items = Vec::with_capacity(list.len());
         for (index, data) in list.into_iter().enumerate() {
-            let bad = |reason: String| WindowError::Item { url: path.to_string(), index, reason };
-            let key = match data.get(&c.id_field) {
-                Some(Value::String(s)) if !s.is_empty() => s.clone(),
-                Some(Value::Number(n)) => n.to_string(),
-                _ => return Err(bad(format!("no '{}' (a non-empty string or a number)", c.id_field))),
+            let bad = |reason: String| WindowError::Item { url: url.to_string(), index, reason };
+            let Some(key) = c.id_path.text(&data) else {
+                return Err(bad(format!("no '{}' (a non-empty string or a number)", c.id_path)));
             };
-            let day = match data.get(&c.time_field).and_then(Value::as_str).and_then(|t| item_day(t, self.tz)) {
-                Some(day) => day_text(day),
-                None => return Err(bad(format!("item '{key}': '{}' is not a time (RFC 3339 or YYYY-MM-DD)", c.time_field))),
+            let Some(day) = c.time_path.get(&data).and_then(|t| self.item_day(t)) else {
+                let format = match &c.time_format {
+                    Some(TimeFormat::Pattern(p)) => format!("'{p}'"),
+                    Some(f) => format!("{f:?}").to_lowercase(),
+                    None => "RFC 3339 or YYYY-MM-DD".into(),
+                };
+                return Err(bad(format!("item '{key}': '{}' is not a time ({format})", c.time_path)));
             };
-            if !seen.insert(key.clone()) {
-                tracing::warn!(source = %c.name, item = %key, "the window lists an item twice; the later one counts");
-                items.retain(|i: &Item| i.key != key);
-            }
             let fingerprint = fingerprint(&data);
-            items.push(Item { key, day, fingerprint, data });
+            items.push(Item { key, day: day_text(day), fingerprint, data });
         }
         Ok(items)
     }
+
+    /// The day an item's time falls on in the source's time zone.
+    fn item_day(&self, time: &Value) -> Option<NaiveDate> {
+        match &self.config.time_format {
+            Some(format) => format.parse(time, self.tz).map(|at| at.with_timezone(&self.tz).date_naive()),
+            None => item_day(time.as_str()?, self.tz),
+        }
+    }
+}
+
+/// The days `from..=to` in spans of at most `max_days` (0: one span).
+fn spans(from: NaiveDate, to: NaiveDate, max_days: u32) -> Vec<(NaiveDate, NaiveDate)> {
+    if max_days == 0 {
+        return vec![(from, to)];
+    }
+    let mut spans = Vec::new();
+    let mut first = from;
+    while first <= to {
+        let last = first.checked_add_days(Days::new(u64::from(max_days) - 1)).unwrap_or(to).min(to);
+        spans.push((first, last));
+        let Some(next) = last.succ_opt() else { break };
+        first = next;
+    }
+    spans
 }
 
 /// The day an item's time falls on in `tz`.
@@ -341,6 +446,16 @@ mod tests {
         assert_eq!(item_day(late, amsterdam), NaiveDate::from_ymd_opt(2026, 11, 23));
         assert_eq!(item_day("2026-11-22", amsterdam), NaiveDate::from_ymd_opt(2026, 11, 22));
         assert_eq!(item_day("yesterday", amsterdam), None);
+    }
+
+    #[test]
+    fn a_window_is_split_into_spans_of_at_most_max_days() {
+        let day = |d: u32| NaiveDate::from_ymd_opt(2026, 12, d).unwrap();
+        assert_eq!(spans(day(1), day(10), 0), vec![(day(1), day(10))]);
+        assert_eq!(spans(day(1), day(10), 4), vec![(day(1), day(4)), (day(5), day(8)), (day(9), day(10))]);
+        assert_eq!(spans(day(1), day(1), 7), vec![(day(1), day(1))]);
+        assert_eq!(spans(day(1), day(7), 7), vec![(day(1), day(7))]);
+        assert_eq!(spans(day(1), day(7), 1).len(), 7);
     }
 
     #[test]
