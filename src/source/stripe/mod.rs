@@ -118,6 +118,7 @@ fn shared(config: &StripeConfig, api_key: String, store: Arc<dyn Store>, status:
         // most of a backfill's footprint: about 1.3 MB each, measured)
         pages: Arc::new(tokio::sync::Semaphore::new(page_slots)),
         page_slots,
+        walks: tokio::sync::Semaphore::new(sync::CHILD_WALKS),
         ranged: Default::default(),
     }))
 }

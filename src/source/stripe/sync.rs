@@ -45,6 +45,15 @@ const MAX_BATCH_WRITES: usize = 1_000;
 /// transaction's worth.
 pub const STORE_QUEUE_PAGES: usize = MAX_BATCH_WRITES / MAX_PAGE;
 
+/// Pages of parents whose children are read and committed at once, for
+/// every child list of every scope. A page's child lists give back their
+/// page permits once read, and wait for the store holding what they read:
+/// unbounded, the full catalogue's 200 walks (50 child lists, 4 scopes)
+/// each held a page of parents' children while Postgres committed four
+/// batches at a time (peak RSS 268 MB). Eight pages of parents keep up to
+/// 800 child requests to be sent, far more than the budget lets out.
+pub const CHILD_WALKS: usize = 8;
+
 /// A page of a range: the range, its writes, where it ended when more
 /// follow, and its place among the pages held in memory.
 /// A page as fetched: its range, its objects as text (with what the
@@ -122,6 +131,9 @@ pub struct Shared {
     pub pages: Arc<tokio::sync::Semaphore>,
     /// The permits `pages` was made with.
     pub page_slots: usize,
+    /// Pages of parents whose child lists are read or committed now, in
+    /// every scope ([`CHILD_WALKS`]).
+    pub walks: tokio::sync::Semaphore,
     /// Resources paging by creation-time ranges now, in every scope: each
     /// splits into no more ranges than its share of `page_slots`.
     pub ranged: AtomicUsize,
@@ -667,6 +679,8 @@ impl ScopeSync {
         let name = job.name();
         let mut expanded = job.resource.expandable_from().filter(|_| self.shared.expanded.contains(&job.resource));
         loop {
+            // from reading a page of parents to committing their children
+            let _walk = self.shared.walks.acquire().await.expect("the walk semaphore is never closed");
             let page = match self.parents_page(job, checkpoint.parent_after.as_deref(), expanded).await {
                 Ok(Some(page)) => page,
                 // the upstream will not expand this list: read it per parent

@@ -41,6 +41,8 @@ pub struct PgStore {
     config: tokio_postgres::Config,
     /// Mirror tables known to exist in this process.
     known_tables: parking_lot::Mutex<HashSet<String>>,
+    /// Batches applied at once (see [`apply::CONCURRENT_BATCHES`]).
+    batches: tokio::sync::Semaphore,
     /// Bumped on every commit with changes, here or (via NOTIFY) elsewhere.
     commits: Arc<watch::Sender<u64>>,
     /// Bumped on every fan-out that added queue events, here or elsewhere.
@@ -124,6 +126,7 @@ impl PgStore {
             schema: options.schema.clone(),
             config,
             known_tables: Default::default(),
+            batches: tokio::sync::Semaphore::new(apply::CONCURRENT_BATCHES),
             commits,
             queue_events,
             _listener: AbortOnDrop(listener),
