@@ -6,6 +6,7 @@
 //! meaning of `read`, `insert`, `update`, `delete` and "no change" lives here.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -35,8 +36,10 @@ pub struct PreparedWrite {
     pub object: String,
     pub id: String,
     pub account: Option<String>,
-    /// Serialized new state; `None` for a delete.
-    pub text: Option<String>,
+    /// Serialized new state; `None` for a delete. Shared, not copied, by
+    /// the change that records it and the row that stores it: a batch's
+    /// rows are most of a backfill's memory.
+    pub text: Option<Arc<str>>,
     pub created: Option<i64>,
     pub origin: Origin,
     pub generation: i64,
@@ -80,9 +83,9 @@ pub fn prepare(batch: Batch) -> Result<Prepared, StoreError> {
                     id: write.id.clone(),
                     source: e,
                 })?;
-                (Some(text), data.get("created").and_then(Value::as_i64))
+                (Some(Arc::from(text)), data.get("created").and_then(Value::as_i64))
             }
-            Mutation::UpsertText { text, created } => (Some(text), created),
+            Mutation::UpsertText { text, created } => (Some(Arc::from(text)), created),
             Mutation::Delete => (None, None),
         };
         // the JSON tree is dropped here, on the caller's task
@@ -115,7 +118,7 @@ pub struct NewChange {
     pub account: Option<String>,
     pub op: &'static str,
     pub kind: String,
-    pub data: Option<String>,
+    pub data: Option<Arc<str>>,
     pub previous_attributes: Option<String>,
     pub upstream_event_id: Option<String>,
 }
@@ -127,7 +130,7 @@ impl NewChange {
         account: Option<&str>,
         op: &'static str,
         origin: &Origin,
-        data: Option<&str>,
+        data: Option<&Arc<str>>,
         previous: Option<&Value>,
     ) -> Self {
         let (kind, upstream_event_id, previous) = match origin {
@@ -151,7 +154,7 @@ impl NewChange {
             account: account.map(String::from),
             op,
             kind,
-            data: data.map(String::from),
+            data: data.cloned(),
             previous_attributes: previous.map(Value::to_string),
             upstream_event_id,
         }
@@ -167,7 +170,7 @@ impl NewChange {
 pub struct RowUpsert {
     pub id: String,
     pub account: Option<String>,
-    pub text: String,
+    pub text: Arc<str>,
     pub created: Option<i64>,
     pub generation: i64,
 }
@@ -209,7 +212,7 @@ pub enum Fence {
 pub type Fences = HashMap<String, HashMap<String, Option<String>>>;
 
 /// Is `text` (a write's new state, `None` for a delete) the fenced state?
-fn same_state(fenced: &Option<String>, text: &Option<String>) -> bool {
+fn same_state(fenced: Option<&str>, text: Option<&str>) -> bool {
     match (fenced, text) {
         (None, None) => true,
         (Some(a), Some(b)) => a == b || serde_json::from_str::<Value>(a).ok() == serde_json::from_str::<Value>(b).ok(),
@@ -226,24 +229,24 @@ fn resends(origin: &Origin) -> bool {
 /// id → serialized data). Rows absent from `existing` do not exist.
 pub fn plan(prepared: &Prepared, existing: &HashMap<String, HashMap<String, String>>, fences: &Fences) -> Result<Plan, StoreError> {
     // the state each row is in after the writes so far: (text, last write)
-    let mut state: HashMap<(&str, &str), Option<String>> = HashMap::new();
+    let mut state: HashMap<(&str, &str), Option<Arc<str>>> = HashMap::new();
     let mut last: HashMap<(&str, &str), &PreparedWrite> = HashMap::new();
     let mut order: Vec<(&str, &str)> = Vec::new();
     let mut changes = Vec::new();
     let mut unchanged = 0;
     // fences as the writes so far leave them; `Some(None)`: lifted
-    let mut fenced: HashMap<(&str, &str), Option<Option<String>>> = HashMap::new();
+    let mut fenced: HashMap<(&str, &str), Option<Option<Arc<str>>>> = HashMap::new();
     for write in &prepared.writes {
         let key = (write.table.as_str(), write.id.as_str());
         let fence = match fenced.get(&key) {
             Some(fence) => fence.clone(),
-            None => fences.get(&write.table).and_then(|ids| ids.get(&write.id)).cloned(),
+            None => fences.get(&write.table).and_then(|ids| ids.get(&write.id)).map(|f| f.as_deref().map(Arc::from)),
         };
         match (&write.origin, fence) {
             (Origin::Write, _) => {
                 fenced.insert(key, Some(write.text.clone()));
             }
-            (_, Some(state)) if same_state(&state, &write.text) => {
+            (_, Some(state)) if same_state(state.as_deref(), write.text.as_deref()) => {
                 // the echo of the write: from here on events apply again
                 fenced.insert(key, None);
             }
@@ -254,12 +257,12 @@ pub fn plan(prepared: &Prepared, existing: &HashMap<String, HashMap<String, Stri
             (_, None) => {}
         }
         if let std::collections::hash_map::Entry::Vacant(slot) = state.entry(key) {
-            slot.insert(existing.get(&write.table).and_then(|rows| rows.get(&write.id)).cloned());
+            slot.insert(existing.get(&write.table).and_then(|rows| rows.get(&write.id)).map(|row| Arc::from(row.as_str())));
             order.push(key);
         }
         let current = state.get(&key).cloned().flatten();
         if let Origin::Reconcile { expected } = &write.origin
-            && !same_state(expected, &current)
+            && !same_state(expected.as_deref(), current.as_deref())
         {
             // the mirror moved since reconcile compared it: the tail's
             unchanged += 1;
@@ -279,7 +282,7 @@ pub fn plan(prepared: &Prepared, existing: &HashMap<String, HashMap<String, Stri
         // (the fields that changed, whether the mirror holds this state already)
         let (previous, same) = match &current {
             None => (None, false),
-            Some(old) if old == text => (None, true),
+            Some(old) if **old == **text => (None, true),
             Some(old) => {
                 let corrupt = |e| StoreError::CorruptRow { table: write.table.clone(), id: write.id.clone(), source: e };
                 // a different text may still be the same JSON (key order, jsonb)
@@ -314,7 +317,7 @@ pub fn plan(prepared: &Prepared, existing: &HashMap<String, HashMap<String, Stri
                 plan.deletes.push(id.to_string());
                 plan.rows_delta -= 1;
             }
-            (Some(old), Some(new)) if old == new => plan.touches.push((id.to_string(), write.generation)),
+            (Some(old), Some(new)) if old.as_str() == &**new => plan.touches.push((id.to_string(), write.generation)),
             (initial, Some(new)) => {
                 plan.upserts.push(RowUpsert {
                     id: id.to_string(),
@@ -335,13 +338,16 @@ pub fn plan(prepared: &Prepared, existing: &HashMap<String, HashMap<String, Stri
         let object = notice.kind.split('.').next().unwrap_or("notice");
         let id = notice.payload["id"].as_str().unwrap_or_default();
         let account = notice.payload["account"].as_str();
-        let mut change = NewChange::new(object, id, account, "insert", &Origin::Write, Some(&notice.payload.to_string()), None);
+        let payload: Arc<str> = Arc::from(notice.payload.to_string());
+        let mut change = NewChange::new(object, id, account, "insert", &Origin::Write, Some(&payload), None);
         change.kind = notice.kind.clone();
         changes.push(change);
     }
     let mut fences: Vec<(String, String, Fence)> = fenced
         .into_iter()
-        .map(|((table, id), fence)| (table.to_string(), id.to_string(), fence.map_or(Fence::Clear, Fence::Set)))
+        .map(|((table, id), fence)| {
+            (table.to_string(), id.to_string(), fence.map_or(Fence::Clear, |f| Fence::Set(f.as_deref().map(String::from))))
+        })
         .collect();
     fences.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
     Ok(Plan { changes, tables, unchanged, fences })
@@ -384,7 +390,7 @@ mod tests {
         assert_eq!(plan.unchanged, 1);
         let table = &plan.tables["stripe_customer"];
         assert_eq!(table.upserts.len(), 1);
-        assert_eq!(table.upserts[0].text, "{\"id\":\"c1\",\"n\":2}");
+        assert_eq!(&*table.upserts[0].text, "{\"id\":\"c1\",\"n\":2}");
         assert_eq!(table.deletes, ["c2"]);
         assert_eq!(table.rows_delta, 0);
     }

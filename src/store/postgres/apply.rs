@@ -116,7 +116,7 @@ impl PgStore {
                 for rows in by_bytes(&rows, |r| r.text.len()) {
                     let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
                     let accounts: Vec<Option<&str>> = rows.iter().map(|r| r.account.as_deref()).collect();
-                    let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
+                    let texts: Vec<&str> = rows.iter().map(|r| &*r.text).collect();
                     let created: Vec<Option<i64>> = rows.iter().map(|r| r.created).collect();
                     let generations: Vec<i64> = rows.iter().map(|r| r.generation).collect();
                     let sql = format!(
@@ -167,7 +167,7 @@ impl PgStore {
         // the rest is independent: sent together (pipelined)
         let fences = self.save_fences(&tx, &plan.fences);
         let change_log = async {
-            let size = |c: &NewChange| c.data.as_ref().map_or(0, String::len) + c.previous_attributes.as_ref().map_or(0, String::len);
+            let size = |c: &NewChange| c.data.as_ref().map_or(0, |d| d.len()) + c.previous_attributes.as_ref().map_or(0, String::len);
             // in order: each statement's changes take the next ids
             for changes in by_bytes(&changes, size) {
                 let column = |f: fn(&NewChange) -> Option<&str>| changes.iter().map(f).collect::<Vec<Option<&str>>>();

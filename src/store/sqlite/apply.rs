@@ -109,7 +109,7 @@ impl Writer {
                      updated_at = excluded.updated_at, _generation = max(_generation, excluded._generation)"
                 ))?;
                 for row in &table_plan.upserts {
-                    upsert.execute(params![row.id, row.account, row.text, row.created, committed_at, row.generation])?;
+                    upsert.execute(params![row.id, row.account, &*row.text, row.created, committed_at, row.generation])?;
                 }
                 let mut touch = tx.prepare_cached(&format!("UPDATE {quoted} SET _generation = ?2 WHERE id = ?1 AND _generation < ?2"))?;
                 for (id, generation) in &table_plan.touches {
@@ -151,7 +151,7 @@ impl Writer {
                     c.account,
                     c.op,
                     c.kind,
-                    c.data,
+                    c.data.as_deref(),
                     c.previous_attributes,
                     c.upstream_event_id,
                     committed_at
