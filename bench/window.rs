@@ -10,6 +10,9 @@
 //! WHENIWORK_PASSWORD (bench/run.sh sets them).
 //!
 //!     window [SHIFTS] [sqlite|postgres|all]   (Redis from TRIBUTARY_TEST_REDIS)
+//!
+//! WINDOW_BENCH_EXTRA adds lines to the source's table (`max_span_days = 0`,
+//! `sideloads = {}`: one request, no side-loads).
 
 #[path = "common.rs"]
 mod common;
@@ -34,7 +37,8 @@ async fn start_sim(shifts: usize) -> anyhow::Result<(String, Arc<Sim>)> {
 }
 
 async fn runner(name: &str, sim: &str, dedupe: Option<&str>, store: Arc<dyn store::Store>) -> anyhow::Result<Runner> {
-    let dedupe = dedupe.map(|url| format!("dedupe_url = \"{url}\"\n")).unwrap_or_default();
+    let mut dedupe = dedupe.map(|url| format!("dedupe_url = \"{url}\"\n")).unwrap_or_default();
+    dedupe.push_str(&std::env::var("WINDOW_BENCH_EXTRA").map(|extra| format!("{extra}\n")).unwrap_or_default());
     // the window covers every shift the sim seeded
     let text = format!(
         "[[sources]]\nname = \"{name}\"\npreset = \"wheniwork\"\nbase_url = \"{sim}\"\ndays_prior = {SEED_DAYS_BEFORE}\ndays_ahead = {SEED_DAYS_AFTER}\nrate_limit_per_sec = 1000\n{dedupe}[sources.auth]\nurl = \"{sim}/login\"\n"

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Sim;
-use super::faults::{Faults, json_response};
+use super::faults::{Faults, json_response, text_response};
 use super::shifts::routes::WindowQuery;
 use super::stripe::world::PLATFORM;
 
@@ -33,7 +33,10 @@ pub fn routes() -> Router<Arc<Sim>> {
 /// (no auth, no faults).
 async fn shifts_truth(State(sim): State<Arc<Sim>>, Query(q): Query<WindowQuery>) -> Response {
     match q.ask() {
-        Ok(ask) => json_response(200, &sim.shifts.lock().window_json(&ask, false)),
+        Ok(ask) => {
+            let body = sim.shifts.lock().window_json(&ask, false);
+            text_response(200, body)
+        }
         Err(message) => json_response(400, &json!({"error": message})),
     }
 }

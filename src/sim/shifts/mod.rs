@@ -48,6 +48,8 @@ pub struct Shift {
     pub acknowledged: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Its JSON, rendered at every change: a window answer is mostly these.
+    text: String,
 }
 
 #[derive(Debug, Clone)]
@@ -205,8 +207,10 @@ impl Shifts {
             acknowledged: false,
             created_at: now,
             updated_at: now,
+            text: String::new(),
         };
-        self.by_id.insert(id, shift);
+        let text = shift.json().to_string();
+        self.by_id.insert(id, Shift { text, ..shift });
         id
     }
 
@@ -264,6 +268,7 @@ impl Shifts {
             _ => shift.notes = format!("{} (rev {})", NOTES[rng.gen_range(1..NOTES.len())], rng.gen_range(0..1_000_000)),
         }
         shift.updated_at = now;
+        shift.text = shift.json().to_string();
     }
 
     /// A new token for a login.
@@ -284,7 +289,7 @@ impl Shifts {
     /// The answer to a window query: the shifts starting in it, the objects
     /// they reference side-loaded, and with `deleted` the ids of shifts
     /// deleted in it; with `broken`, led by a shift without an id (a fault).
-    pub fn window_json(&self, ask: &WindowAsk, broken: bool) -> Value {
+    pub fn window_json(&self, ask: &WindowAsk, broken: bool) -> String {
         let in_window = |at: &DateTime<Utc>| *at >= ask.start && *at <= ask.end;
         let mut shifts: Vec<&Shift> = self.by_id.values().filter(|s| in_window(&s.start)).collect();
         shifts.sort_by_key(|s| (s.start, s.id));
@@ -294,27 +299,35 @@ impl Shifts {
         let users: BTreeSet<u64> = shifts.iter().map(|s| s.user_id).collect();
         let locations: BTreeSet<u64> = shifts.iter().map(|s| s.location_id).collect();
         let positions: BTreeSet<u64> = shifts.iter().map(|s| s.position_id).collect();
-        let mut list: Vec<Value> = shifts.iter().map(|s| s.json()).collect();
-        if broken {
-            let mut bad = list.first().cloned().unwrap_or_else(|| json!({"start_time": rfc2822(ask.start)}));
+        let mut list: Vec<&str> = shifts.iter().map(|s| s.text.as_str()).collect();
+        let bad = broken.then(|| {
+            let mut bad = shifts.first().map(|s| s.json()).unwrap_or_else(|| json!({"start_time": rfc2822(ask.start)}));
             if let Some(fields) = bad.as_object_mut() {
                 fields.remove("id");
             }
+            bad.to_string()
+        });
+        if let Some(bad) = &bad {
             list.insert(0, bad);
         }
-        let mut answer = json!({
-            "start": rfc2822(ask.start),
-            "end": rfc2822(ask.end),
-            "shifts": list,
+        let mut rest = json!({
             "users": users.iter().filter_map(|id| self.users.get(id)).map(User::json).collect::<Vec<_>>(),
             "locations": locations.iter().map(|id| location_json(*id)).collect::<Vec<_>>(),
             "positions": positions.iter().map(|id| position_json(*id)).collect::<Vec<_>>(),
             "sites": locations.iter().map(|id| site_json(site_of(*id))).collect::<Vec<_>>(),
         });
         if ask.deleted {
-            answer["deleted_ids"] = self.deleted.iter().filter(|(_, start)| in_window(start)).map(|(id, _)| json!(id)).collect();
+            rest["deleted_ids"] = self.deleted.iter().filter(|(_, start)| in_window(start)).map(|(id, _)| json!(id)).collect();
         }
-        answer
+        // the envelope around the shifts' own texts; `rest` is an object
+        let rest = rest.to_string();
+        format!(
+            r#"{{"start":{},"end":{},"shifts":[{}],{}"#,
+            json!(rfc2822(ask.start)),
+            json!(rfc2822(ask.end)),
+            list.join(","),
+            rest.strip_prefix('{').unwrap_or(&rest)
+        )
     }
 }
 
@@ -354,9 +367,10 @@ mod tests {
     fn windows_hold_the_shifts_starting_in_them_in_wheniworks_shape() {
         let today = NaiveDate::from_ymd_opt(2026, 11, 22).unwrap();
         let shifts = Shifts::seeded(7, 500, today);
-        let all = shifts.window_json(&ask(today - Duration::days(100), today + Duration::days(100)), false);
+        let answer = |shifts: &Shifts, ask: &WindowAsk, broken| serde_json::from_str::<Value>(&shifts.window_json(ask, broken)).unwrap();
+        let all = answer(&shifts, &ask(today - Duration::days(100), today + Duration::days(100)), false);
         assert_eq!(all["shifts"].as_array().unwrap().len(), 500);
-        let one = shifts.window_json(&ask(today, today), false);
+        let one = answer(&shifts, &ask(today, today), false);
         let list = one["shifts"].as_array().unwrap();
         assert!(!list.is_empty() && list.len() < 100, "{}", list.len());
         for shift in list {
@@ -369,11 +383,11 @@ mod tests {
         }
         assert_eq!(one["deleted_ids"], json!([]));
         let again = Shifts::seeded(7, 500, today);
-        assert_eq!(again.window_json(&ask(today, today), false), one, "the same seed gives the same shifts");
-        let broken = shifts.window_json(&ask(today, today), true);
+        assert_eq!(answer(&again, &ask(today, today), false), one, "the same seed gives the same shifts");
+        let broken = answer(&shifts, &ask(today, today), true);
         assert_eq!(broken["shifts"].as_array().unwrap().len(), list.len() + 1);
         assert!(broken["shifts"][0].get("id").is_none());
-        let short = shifts.window_json(&WindowAsk { limit: Some(2), ..ask(today, today) }, false);
+        let short = answer(&shifts, &WindowAsk { limit: Some(2), ..ask(today, today) }, false);
         assert_eq!(short["shifts"].as_array().unwrap().len(), 2);
     }
 
@@ -382,13 +396,14 @@ mod tests {
         let today = NaiveDate::from_ymd_opt(2026, 11, 22).unwrap();
         let mut shifts = Shifts::seeded(7, 200, today);
         let wide = ask(today - Duration::days(100), today + Duration::days(100));
-        let victim = shifts.window_json(&wide, false)["shifts"][0]["id"].as_u64().unwrap();
+        let answer = |shifts: &Shifts, ask: &WindowAsk| serde_json::from_str::<Value>(&shifts.window_json(ask, false)).unwrap();
+        let victim = answer(&shifts, &wide)["shifts"][0]["id"].as_u64().unwrap();
         let start = shifts.by_id.remove(&victim).unwrap().start;
         shifts.deleted.insert(victim, start);
-        let after = shifts.window_json(&wide, false);
+        let after = answer(&shifts, &wide);
         assert_eq!(after["deleted_ids"], json!([victim]));
         assert!(after["shifts"].as_array().unwrap().iter().all(|s| s["id"] != victim));
-        let without = shifts.window_json(&WindowAsk { deleted: false, ..wide }, false);
+        let without = answer(&shifts, &WindowAsk { deleted: false, ..wide });
         assert!(without.get("deleted_ids").is_none());
     }
 

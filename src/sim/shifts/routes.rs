@@ -80,7 +80,10 @@ pub async fn shifts(State(sim): State<Arc<Sim>>, headers: HeaderMap, Query(q): Q
         return error(401, 1000, "User login required for this resource.");
     }
     match q.ask() {
-        Ok(ask) => answer(&sim, &faults, 200, sim.shifts.lock().window_json(&ask, faults.broken_shift).to_string()),
+        Ok(ask) => {
+            let body = sim.shifts.lock().window_json(&ask, faults.broken_shift);
+            answer(&sim, &faults, 200, body)
+        }
         Err(message) => error(400, 1200, &message),
     }
 }
