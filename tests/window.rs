@@ -392,3 +392,139 @@ async fn a_short_answer_deletes_nothing() {
     assert_eq!(shift_rows(&short.db, "wiw").await, before, "the rows the short answer left out are kept");
     assert!(short.changes().await.iter().all(|c| c.op != "delete"));
 }
+
+/// What the test's own OAuth2 API saw.
+#[derive(Default)]
+struct OAuthApi {
+    /// The refresh token it takes now (each refresh rotates it).
+    refresh: String,
+    /// Access tokens it issued, and when each expires.
+    issued: Vec<(String, std::time::Instant)>,
+    /// Grants asked for: (grant_type, client id as sent, refresh token sent).
+    grants: Vec<(String, String, Option<String>)>,
+    refused_grants: u64,
+    refused_requests: u64,
+}
+
+/// An API of the test's own behind OAuth2: `POST /oauth/token` answers
+/// `refresh_token` grants (rotating the refresh token: the old one is
+/// refused from then on) and `client_credentials` grants (tokens that live
+/// two seconds), and `GET /items` lists one item of today for a valid
+/// access token, else 401.
+async fn oauth_api(state: std::sync::Arc<parking_lot::Mutex<OAuthApi>>) -> String {
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+    type Shared = std::sync::Arc<parking_lot::Mutex<OAuthApi>>;
+    async fn token(
+        State(api): State<Shared>,
+        headers: HeaderMap,
+        form: axum::extract::Form<BTreeMap<String, String>>,
+    ) -> axum::response::Response {
+        use base64::Engine as _;
+        let basic = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Basic "))
+            .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+            .and_then(|v| String::from_utf8(v).ok());
+        let client = match (basic, form.get("client_id"), form.get("client_secret")) {
+            (Some(basic), None, None) => basic,
+            (None, Some(id), Some(secret)) => format!("{id}:{secret}"),
+            _ => return (StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({"error": "invalid_client"}))).into_response(),
+        };
+        let mut api = api.lock();
+        let grant = form.get("grant_type").cloned().unwrap_or_default();
+        api.grants.push((grant.clone(), client.clone(), form.get("refresh_token").cloned()));
+        let n = api.issued.len();
+        let (lifetime, rotated) = match grant.as_str() {
+            "refresh_token" if client == "app:app-secret" && form.get("refresh_token") == Some(&api.refresh) => {
+                (3600, Some(format!("rt_{}", n + 1)))
+            }
+            "client_credentials" if client == "app:app-secret" => (2, None),
+            _ => {
+                api.refused_grants += 1;
+                return (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({"error": "invalid_grant"}))).into_response();
+            }
+        };
+        let access = format!("at_{n}");
+        api.issued.push((access.clone(), std::time::Instant::now() + Duration::from_secs(lifetime)));
+        let mut answer = serde_json::json!({"access_token": access, "expires_in": lifetime, "token_type": "bearer"});
+        if let Some(rotated) = rotated {
+            api.refresh = rotated.clone();
+            answer["refresh_token"] = rotated.into();
+        }
+        axum::Json(answer).into_response()
+    }
+    async fn items(State(api): State<Shared>, headers: HeaderMap) -> axum::response::Response {
+        let token = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or_default();
+        let mut api = api.lock();
+        if !api.issued.iter().any(|(t, expires)| t == token && *expires > std::time::Instant::now()) {
+            api.refused_requests += 1;
+            return (StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({"error": "token expired"}))).into_response();
+        }
+        let today = Utc::now().date_naive().to_string();
+        axum::Json(serde_json::json!({"items": [{"id": 1, "day": today}]})).into_response()
+    }
+    state.lock().refresh = "rt_0".into();
+    let app =
+        axum::Router::new().route("/oauth/token", axum::routing::post(token)).route("/items", axum::routing::get(items)).with_state(state);
+    serve_upstream(app).await
+}
+
+/// A window source with OAuth2: a refresh token that rotates is stored the
+/// moment it arrives, so a restarted engine (whose env var still holds the
+/// first, now refused, token) refreshes with the newest; client credentials
+/// sent in the form get tokens renewed before they expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth2_refresh_tokens_rotate_across_a_restart_and_client_tokens_are_renewed() {
+    let state = std::sync::Arc::new(parking_lot::Mutex::new(OAuthApi::default()));
+    let base = oauth_api(state.clone()).await;
+    let dir = tempdir();
+    let source = |name: &str, auth: &str| {
+        format!(
+            "[[sources]]\nname = \"{name}\"\nkind = \"window\"\nbase_url = \"{base}\"\npath = \"/items\"\nitems_path = \"items\"\n\
+             time_path = \"day\"\ntime_format = \"date\"\nsleep_period_secs = 1\ndays_prior = 1\ndays_ahead = 1\nauth = {auth}\n"
+        )
+    };
+    let seller = source(
+        "seller",
+        &format!(
+            "{{ kind = \"oauth2_refresh_token\", token_url = \"{base}/oauth/token\", client_id_env = \"TEST_OAUTH_CLIENT_ID\", \
+                   client_secret_env = \"TEST_OAUTH_CLIENT_SECRET\", refresh_token_env = \"TEST_OAUTH_REFRESH_TOKEN\" }}"
+        ),
+    );
+    let app = source(
+        "app",
+        &format!(
+            "{{ kind = \"oauth2_client_credentials\", token_url = \"{base}/oauth/token\", client_id_env = \"TEST_OAUTH_CLIENT_ID\", \
+                   client_secret_env = \"TEST_OAUTH_CLIENT_SECRET\", client_auth = \"form\" }}"
+        ),
+    );
+    let mut first = Engine::start_configured(dir.path(), Db::sqlite(dir.path()), &format!("{seller}\n{app}")).await;
+    first.barrier("seller").await;
+    assert_eq!(shift_rows(&first.db, "seller").await.len(), 1, "the item is mirrored");
+    let refreshed = state.lock().refresh.clone();
+    assert_eq!(refreshed, "rt_1", "one refresh, rotated");
+    let stored = first.db.store().await.checkpoints("seller").await.unwrap();
+    assert_eq!(stored["auth/window"]["refresh_token"], "rt_1", "the rotated token is in the store: {stored:?}");
+
+    // client credentials: tokens of two seconds, renewed before they expire
+    wait_until("three client tokens", Duration::from_secs(20), || async {
+        state.lock().grants.iter().filter(|(grant, _, _)| grant == "client_credentials").count() >= 3
+    })
+    .await;
+    first.proc.kill();
+
+    // the env var still says rt_0, which the API now refuses
+    let second = first.restart(dir.path()).await;
+    second.barrier("seller").await;
+    second.barrier("app").await;
+    let api = state.lock();
+    let refreshes: Vec<Option<&str>> =
+        api.grants.iter().filter(|(grant, _, _)| grant == "refresh_token").map(|(_, _, token)| token.as_deref()).collect();
+    assert_eq!(refreshes, [Some("rt_0"), Some("rt_1")], "the restart refreshed with the stored, rotated token");
+    assert_eq!(api.refused_grants, 0, "no grant was refused");
+    assert!(api.grants.iter().all(|(_, client, _)| client == "app:app-secret"), "client id and secret sent as configured");
+    assert_eq!(api.refused_requests, 0, "no request carried an expired token");
+}

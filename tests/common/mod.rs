@@ -348,6 +348,7 @@ impl Engine {
             .env("STRIPE_API_KEY", API_KEY)
             .env("WINDOW_API_KEY", "shifts-token")
             .envs(WHENIWORK_ENV.iter().copied())
+            .envs(OAUTH_ENV.iter().copied())
             .env("EVENT_QUEUE_API_KEY", "market-token")
             .env("TRIBUTARY_TEST_WEBHOOK_SECRET", WEBHOOK_SECRET)
             .env("TRIBUTARY_ADMIN_TOKEN", ADMIN_TOKEN)
@@ -414,6 +415,10 @@ pub type Mirror = BTreeMap<String, BTreeMap<String, (Option<String>, Value)>>;
 /// The secrets the WhenIWork preset's login reads.
 pub const WHENIWORK_ENV: &[(&str, &str)] =
     &[("WHENIWORK_API_KEY", "test-developer-key"), ("WHENIWORK_EMAIL", "manager@example.com"), ("WHENIWORK_PASSWORD", "test")];
+
+/// An OAuth2 client and its first refresh token, for a test's own token endpoint.
+pub const OAUTH_ENV: &[(&str, &str)] =
+    &[("TEST_OAUTH_CLIENT_ID", "app"), ("TEST_OAUTH_CLIENT_SECRET", "app-secret"), ("TEST_OAUTH_REFRESH_TOKEN", "rt_0")];
 
 pub async fn mirror(db: &Db) -> Mirror {
     mirror_of(db, "stripe").await
