@@ -267,7 +267,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Stripe(c) => c.api_key().map(drop),
             SourceConfig::Window(c) => c.check_env(),
-            SourceConfig::EventQueue(c) => c.api_key().map(drop),
+            SourceConfig::EventQueue(c) => c.check_env(),
         }
     }
 }

@@ -74,8 +74,7 @@ impl Engine {
                     tasks.spawn(supervise(store.clone(), status, run));
                 }
                 SourceConfig::EventQueue(c) => {
-                    let api_key = c.api_key()?;
-                    let run = move |store, status| event_queue::run(c.clone(), api_key.clone(), store, status);
+                    let run = move |store, status| event_queue::run(c.clone(), store, status);
                     tasks.spawn(supervise(store.clone(), status, run));
                 }
             }

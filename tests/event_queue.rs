@@ -142,7 +142,7 @@ async fn a_bad_event_is_reported_and_its_batch_neither_applied_nor_acknowledged(
             .proc
             .log_kinds("source_error")
             .iter()
-            .filter(|l| l["error"].as_str().is_some_and(|e| e.contains("payload has no id")))
+            .filter(|l| l["error"].as_str().is_some_and(|e| e.contains("no object id at 'payload.id'")))
             .count()
             >= 2
     })
@@ -151,7 +151,7 @@ async fn a_bad_event_is_reported_and_its_batch_neither_applied_nor_acknowledged(
         .proc
         .log_kinds("source_error")
         .into_iter()
-        .find(|l| l["error"].as_str().is_some_and(|e| e.contains("payload has no id")))
+        .find(|l| l["error"].as_str().is_some_and(|e| e.contains("no object id at 'payload.id'")))
         .unwrap();
     let error = error["error"].as_str().unwrap();
     assert!(error.contains("events/pull") && error.contains("event 0 (oev_") && error.contains("not acknowledged"), "{error}");

@@ -1,8 +1,11 @@
 //! Configuration of an `event_queue` source, validated without I/O.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 use crate::config::error::ConfigError;
+use crate::source::declarative::{self, AuthConfig, Path, TimeFormat};
 use crate::source::http::{self, ClientOptions};
 
 /// Events one pull asks for at most (the upstream's own limit).
@@ -15,9 +18,43 @@ pub struct EventQueueConfig {
     pub name: String,
     /// Base URL of the platform.
     pub base_url: String,
-    /// Environment variable holding the bearer token (never the token itself).
+    /// Environment variable holding a bearer token (never the token
+    /// itself); used when there is no `auth`.
     #[serde(default = "default_api_key_env")]
     pub api_key_env: String,
+    /// How requests authenticate (bearer, header, basic, query, login,
+    /// OAuth2); absent: a bearer token from `api_key_env`.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// Headers sent with every request (not secrets: those go in `auth`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Path in the queue list's answer of the queues (`$`: the answer is a
+    /// bare array, as Tiki's is).
+    #[serde(default = "default_queues_path")]
+    pub queues_path: Path,
+    /// Paths into each pulled event: its id, type, account (seller) and
+    /// creation time.
+    #[serde(default = "default_event_id_path")]
+    pub event_id_path: Path,
+    #[serde(default = "default_event_type_path")]
+    pub event_type_path: Path,
+    #[serde(default = "default_account_path")]
+    pub account_path: Path,
+    #[serde(default = "default_created_at_path")]
+    pub created_at_path: Path,
+    /// How the creation time is written (`rfc3339`; Tiki: `unix_ms`).
+    #[serde(default = "default_created_at_format")]
+    pub created_at_format: TimeFormat,
+    /// Path in an event of the id of the object it is about.
+    #[serde(default = "default_object_id_path")]
+    pub object_id_path: Path,
+    /// Per event type (a type, or a prefix ending in `*`): the object type
+    /// it is about and where its id sits, where they differ from the
+    /// payload's `object` (else the type's first word) and `object_id_path`
+    /// (`{ "ORDER_*" = { object = "order", id_path = "payload.order_code" } }`).
+    #[serde(default)]
+    pub objects: BTreeMap<String, ObjectRule>,
     /// Path before `/queues` (`{path_prefix}/queues/{code}/events/pull`).
     #[serde(default = "default_path_prefix")]
     pub path_prefix: String,
@@ -51,6 +88,40 @@ pub struct EventQueueConfig {
     pub request_timeout_ms: u64,
 }
 
+/// The object an event type is about.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectRule {
+    /// The object type (its mirror table is `{name}_{object}`).
+    #[serde(default)]
+    pub object: Option<String>,
+    /// Path in the event of the object's id.
+    #[serde(default)]
+    pub id_path: Option<Path>,
+}
+
+fn default_queues_path() -> Path {
+    Path::field("queues")
+}
+fn default_event_id_path() -> Path {
+    Path::field("id")
+}
+fn default_event_type_path() -> Path {
+    Path::field("type")
+}
+fn default_account_path() -> Path {
+    Path::field("account")
+}
+fn default_created_at_path() -> Path {
+    Path::field("created_at")
+}
+fn default_created_at_format() -> TimeFormat {
+    TimeFormat::Rfc3339
+}
+fn default_object_id_path() -> Path {
+    "payload.id".parse().unwrap_or_else(|_| Path::field("id"))
+}
+
 fn default_api_key_env() -> String {
     "EVENT_QUEUE_API_KEY".into()
 }
@@ -69,7 +140,24 @@ fn default_retention_days() -> u64 {
 
 impl EventQueueConfig {
     pub fn client_options(&self) -> ClientOptions {
-        ClientOptions::sequential(&self.name, &self.base_url, self.rate_limit_per_sec, self.request_timeout_ms, self.retry_max_backoff_ms)
+        let options = ClientOptions::sequential(
+            &self.name,
+            &self.base_url,
+            self.rate_limit_per_sec,
+            self.request_timeout_ms,
+            self.retry_max_backoff_ms,
+        );
+        ClientOptions { headers: self.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(), ..options }
+    }
+
+    /// The rule of an event type: the exact type first, else the longest
+    /// matching prefix (`ORDER_*`).
+    pub fn rule(&self, kind: &str) -> Option<&ObjectRule> {
+        if let Some(rule) = self.objects.get(kind) {
+            return Some(rule);
+        }
+        let prefixed = self.objects.iter().filter_map(|(pattern, rule)| Some((pattern.strip_suffix('*')?, rule)));
+        prefixed.filter(|(prefix, _)| kind.starts_with(prefix)).max_by_key(|(prefix, _)| prefix.len()).map(|(_, rule)| rule)
     }
 
     /// The upstream queue's name.
@@ -79,8 +167,21 @@ impl EventQueueConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |msg: String| Err(ConfigError::Invalid(format!("source '{}': {msg}", self.name)));
+        if let Err(reason) = declarative::validate(&self.name, &self.auth, &declarative::Paginator::None, &self.headers) {
+            return invalid(reason);
+        }
         if let Err(reason) = self.client_options().validate() {
             return invalid(reason);
+        }
+        for (pattern, rule) in &self.objects {
+            if pattern.is_empty() || pattern.trim_end_matches('*').contains('*') {
+                return invalid(format!("objects: '{pattern}' is not an event type or a prefix ending in *"));
+            }
+            if let Some(object) = &rule.object
+                && let Err(e) = crate::store::ident::mirror_table(&self.name, object)
+            {
+                return invalid(format!("objects.{pattern}.object '{object}': {e}"));
+            }
         }
         if !self.path_prefix.starts_with('/') {
             return invalid(format!("path_prefix '{}' must start with /", self.path_prefix));
@@ -97,7 +198,8 @@ impl EventQueueConfig {
         Ok(())
     }
 
-    pub fn api_key(&self) -> Result<String, ConfigError> {
-        crate::config::error::secret(&self.api_key_env, &format!("sources.{}.api_key_env", self.name))
+    /// Every secret the source needs is in the environment.
+    pub fn check_env(&self) -> Result<(), ConfigError> {
+        declarative::check_auth(&self.name, &self.auth, &self.api_key_env)
     }
 }

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 
 pub use config::EventQueueConfig;
 
+use crate::source::declarative;
 use crate::source::http::{Client, ClientError, encode};
 use crate::source::{Phase, ScopeStatus, SourceStatus};
 use crate::store::ledger::{LedgerEntry, LedgerOp};
@@ -63,13 +64,8 @@ struct Runner {
 }
 
 /// Run an event queue source until the task is dropped.
-pub async fn run(
-    config: EventQueueConfig,
-    api_key: String,
-    store: Arc<dyn Store>,
-    status: Arc<SourceStatus>,
-) -> Result<(), QueueSourceError> {
-    let client = Client::new(&config.client_options(), api_key)?;
+pub async fn run(config: EventQueueConfig, store: Arc<dyn Store>, status: Arc<SourceStatus>) -> Result<(), QueueSourceError> {
+    let client = declarative::client(&config.client_options(), &config.auth, &config.api_key_env, store.clone(), "queue")?;
     let scope = status.add_scope(None);
     status.set_scopes_ready();
     let runner = Runner { config, client, store };
@@ -83,8 +79,12 @@ impl Runner {
     async fn setup(&self) -> Result<String, QueueSourceError> {
         let c = &self.config;
         let queues_path = format!("{}/queues", c.path_prefix);
-        let listed = self.client.get(&queues_path, None).await?;
-        let listed = listed["queues"].as_array().cloned().unwrap_or_default();
+        let answer = self.client.get(&queues_path, None).await?;
+        // a list the answer does not hold would create a queue at every start
+        let Some(Value::Array(listed)) = c.queues_path.get(&answer).cloned() else {
+            let reason = format!("no list of queues at '{}' in the answer (a bare array is '$')", c.queues_path);
+            return Err(ClientError::Shape { url: format!("GET {queues_path}"), reason }.into());
+        };
         let saved = self.store.checkpoints(&c.name).await?.remove(QUEUE_KEY).unwrap_or(Value::Null);
         let exists = |code: &str| listed.iter().any(|q| q["code"] == code);
         let (code, mut subscribed) = match saved["code"].as_str() {
@@ -148,7 +148,7 @@ impl Runner {
                 }
                 Err(e) => return Err(e.into()),
             };
-            let (events, next_ack) = parse_page(page, &path, &c.name)?;
+            let (events, next_ack) = parse_page(page, &path, c)?;
             let pulled = events.len();
             let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
             let known: HashSet<String> = self.store.ledger_known(&c.name, &ids).await?.into_iter().collect();
@@ -213,8 +213,9 @@ impl Runner {
     }
 }
 
-/// A pull's events, each checked, and the ack id of the batch.
-pub fn parse_page(page: Value, url: &str, source: &str) -> Result<(Vec<Event>, Option<String>), QueueSourceError> {
+/// A pull's events, each checked, and the ack id of the batch. Each
+/// event's fields are read at the paths the config names.
+pub fn parse_page(page: Value, url: &str, config: &EventQueueConfig) -> Result<(Vec<Event>, Option<String>), QueueSourceError> {
     let shape = |reason: &str| ClientError::Shape { url: url.to_string(), reason: reason.to_string() };
     let Value::Object(mut fields) = page else { return Err(shape("expected an object with events").into()) };
     let next_ack = match fields.remove("ack_id") {
@@ -222,38 +223,47 @@ pub fn parse_page(page: Value, url: &str, source: &str) -> Result<(Vec<Event>, O
         None | Some(Value::Null) => None,
         Some(_) => return Err(shape("ack_id is not a string").into()),
     };
-    let Some(Value::Array(list)) = fields.remove("events") else { return Err(shape("no events list").into()) };
+    // Tiki's clients allow `events: null` for none
+    let list = match fields.remove("events") {
+        Some(Value::Array(list)) => list,
+        Some(Value::Null) => vec![],
+        _ => return Err(shape("no events list").into()),
+    };
     if !list.is_empty() && next_ack.is_none() {
         return Err(shape("events without an ack_id").into());
     }
+    let tz = chrono_tz::UTC;
     let today = chrono::Utc::now().date_naive().format("%Y-%m-%d").to_string();
     let mut events = Vec::with_capacity(list.len());
-    for (index, mut raw) in list.into_iter().enumerate() {
-        let id = raw["id"].as_str().filter(|id| !id.is_empty()).map(String::from);
+    for (index, raw) in list.into_iter().enumerate() {
+        let id = config.event_id_path.text(&raw);
         let bad = |reason: &str| QueueSourceError::Event { url: url.to_string(), index, id: id.clone(), reason: reason.to_string() };
-        let Some(event_id) = id.clone() else { return Err(bad("no id")) };
-        let Some(kind) = raw["type"].as_str().filter(|t| !t.is_empty()).map(String::from) else { return Err(bad("no type")) };
-        let payload = raw["payload"].take();
+        let Some(event_id) = id.clone() else { return Err(bad(&format!("no id at '{}'", config.event_id_path))) };
+        let Some(kind) = config.event_type_path.text(&raw) else { return Err(bad(&format!("no type at '{}'", config.event_type_path))) };
+        let rule = config.rule(&kind);
+        let id_path = rule.and_then(|r| r.id_path.as_ref()).unwrap_or(&config.object_id_path);
+        let Some(object_id) = id_path.text(&raw) else {
+            return Err(bad(&format!("no object id at '{id_path}' (a non-empty string or a number)")));
+        };
+        let payload = raw.get("payload").cloned().unwrap_or(Value::Null);
         if !payload.is_object() {
             return Err(bad("payload is not an object"));
         }
-        let object_id = match &payload["id"] {
-            Value::String(s) if !s.is_empty() => s.clone(),
-            Value::Number(n) => n.to_string(),
-            _ => return Err(bad("payload has no id")),
+        let object = match rule.and_then(|r| r.object.clone()) {
+            Some(object) => object,
+            None => payload["object"].as_str().map(String::from).unwrap_or_else(|| kind.split('.').next().unwrap_or_default().to_string()),
         };
-        let object = payload["object"].as_str().map(String::from).unwrap_or_else(|| kind.split('.').next().unwrap_or_default().to_string());
-        if let Err(e) = ident::mirror_table(source, &object) {
+        if let Err(e) = ident::mirror_table(&config.name, &object) {
             return Err(bad(&format!("object type: {e}")));
         }
-        let day = raw["created_at"].as_str().and_then(|t| t.get(..10)).filter(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok());
+        let created = config.created_at_path.get(&raw).and_then(|t| config.created_at_format.parse(t, tz));
         events.push(Event {
             id: event_id,
-            account: raw["account"].as_str().map(String::from),
+            account: config.account_path.text(&raw),
             kind,
             object,
             object_id,
-            day: day.map_or_else(|| today.clone(), String::from),
+            day: created.map_or_else(|| today.clone(), |at| at.with_timezone(&chrono::Utc).format("%Y-%m-%d").to_string()),
             payload,
         });
     }
@@ -268,32 +278,76 @@ mod tests {
         json!({"events": events, "ack_id": "ack_1"})
     }
 
+    fn config(extra: &str) -> EventQueueConfig {
+        let text = format!("name = \"market\"\nbase_url = \"http://127.0.0.1:1\"\nevent_types = [\"order.created\"]\n{extra}");
+        let config: EventQueueConfig = toml::from_str(&text).unwrap();
+        config.validate().unwrap();
+        config
+    }
+
     #[test]
     fn events_become_objects_of_their_payload() {
         let good = page(json!([{"id": "oev_1", "account": "seller_001", "type": "order.created", "created_at": "2026-11-22T10:00:00Z",
             "payload": {"id": "ord_1", "object": "order", "total": 5}}]));
-        let (events, ack) = parse_page(good, "u", "market").unwrap();
+        let (events, ack) = parse_page(good, "u", &config("")).unwrap();
         assert_eq!(ack.as_deref(), Some("ack_1"));
         assert_eq!((events[0].object.as_str(), events[0].object_id.as_str(), events[0].day.as_str()), ("order", "ord_1", "2026-11-22"));
+        assert_eq!(events[0].account.as_deref(), Some("seller_001"));
         let untyped = page(json!([{"id": "oev_2", "type": "product.price_updated", "payload": {"id": 7}}]));
-        let (events, _) = parse_page(untyped, "u", "market").unwrap();
+        let (events, _) = parse_page(untyped, "u", &config("")).unwrap();
         assert_eq!((events[0].object.as_str(), events[0].object_id.as_str()), ("product", "7"));
+    }
+
+    /// Tiki's events as its reference note shows them: the seller in `sid`,
+    /// `created_at` in epoch milliseconds, payloads without an id (an
+    /// order's code, a product's id), `events: null` for none.
+    #[test]
+    fn tiki_shaped_events_are_read_at_their_paths() {
+        let tiki = config(
+            "account_path = \"sid\"\ncreated_at_format = \"unix_ms\"\n\
+             [objects]\n\"ORDER_*\" = { object = \"order\", id_path = \"payload.order_code\" }\n\
+             \"PRODUCT_*\" = { object = \"product\", id_path = \"payload.product_id\" }\n",
+        );
+        let events = page(json!([
+            {"id": "11795810-aa", "sid": "7433F68", "created_at": 1740401636695_i64, "type": "ORDER_CREATED_SUCCESSFULLY", "version": "v1",
+             "payload": {"order_code": "510916693"}},
+            {"id": "11795811-bb", "sid": "7433F68", "created_at": "1740401636695", "type": "PRODUCT_INVENTORY_UPDATED", "version": "v2",
+             "payload": {"product_id": 42, "quantity_from": 1, "quantity_to": 0}},
+        ]));
+        let (events, _) = parse_page(events, "u", &tiki).unwrap();
+        let seen: Vec<(&str, &str, Option<&str>, &str)> =
+            events.iter().map(|e| (e.object.as_str(), e.object_id.as_str(), e.account.as_deref(), e.day.as_str())).collect();
+        assert_eq!(seen, [("order", "510916693", Some("7433F68"), "2025-02-24"), ("product", "42", Some("7433F68"), "2025-02-24")]);
+        assert_eq!(parse_page(json!({"events": null, "ack_id": null}), "u", &tiki).unwrap(), (vec![], None));
+        let error = parse_page(page(json!([{"id": "e1", "type": "ORDER_STATUS_UPDATED", "payload": {"status": "picking"}}])), "u", &tiki)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("no object id at 'payload.order_code'"), "{error}");
+        assert_eq!(tiki.rule("ORDER_STATUS_UPDATED").and_then(|r| r.object.as_deref()), Some("order"));
+        assert!(tiki.rule("SELLER_UPDATED").is_none());
     }
 
     #[test]
     fn bad_events_fail_the_batch_with_a_clear_error() {
         for (events, expected) in [
-            (json!([{"type": "order.created", "payload": {"id": "ord_1"}}]), "event 0: no id"),
-            (json!([{"id": "oev_1", "payload": {"id": "ord_1"}}]), "event 0 (oev_1): no type"),
-            (json!([{"id": "oev_1", "type": "order.created", "payload": "x"}]), "payload is not an object"),
-            (json!([{"id": "oev_1", "type": "order.created", "payload": {"total": 1}}]), "payload has no id"),
+            (json!([{"type": "order.created", "payload": {"id": "ord_1"}}]), "event 0: no id at 'id'"),
+            (json!([{"id": "oev_1", "payload": {"id": "ord_1"}}]), "event 0 (oev_1): no type at 'type'"),
+            (json!([{"id": "oev_1", "type": "order.created", "payload": "x"}]), "no object id"),
+            (json!([{"id": "oev_1", "type": "order.created", "payload": {"total": 1}}]), "no object id at 'payload.id'"),
             (json!([{"id": "oev_1", "type": "order.created", "payload": {"id": "o", "object": "x\"; DROP"}}]), "object type"),
         ] {
-            let error = parse_page(page(events), "POST /pull", "market").unwrap_err().to_string();
+            let error = parse_page(page(events), "POST /pull", &config("")).unwrap_err().to_string();
             assert!(error.contains(expected) && error.contains("POST /pull"), "{error}");
         }
-        assert!(parse_page(json!({"events": [{"id": "oev_1"}]}), "u", "m").is_err(), "events without an ack id");
-        assert!(parse_page(json!([]), "u", "m").is_err());
-        assert_eq!(parse_page(json!({"events": [], "ack_id": null}), "u", "m").unwrap(), (vec![], None));
+        assert!(parse_page(json!({"events": [{"id": "oev_1"}]}), "u", &config("")).is_err(), "events without an ack id");
+        assert!(parse_page(json!([]), "u", &config("")).is_err());
+        assert_eq!(parse_page(json!({"events": [], "ack_id": null}), "u", &config("")).unwrap(), (vec![], None));
+    }
+
+    #[test]
+    fn an_object_rule_must_be_a_type_or_a_prefix() {
+        let text = "name = \"m\"\nbase_url = \"http://x\"\nevent_types = [\"a\"]\n[objects]\n\"A*B\" = { object = \"a\" }\n";
+        let config: EventQueueConfig = toml::from_str(text).unwrap();
+        assert!(config.validate().unwrap_err().to_string().contains("'A*B' is not an event type or a prefix ending in *"));
     }
 }
