@@ -258,6 +258,8 @@ pub struct Auth {
     generation: AtomicU64,
 }
 
+// one per source (or seller): its size does not matter
+#[allow(clippy::large_enum_variant)]
 enum How {
     Static { header: reqwest::header::HeaderName, value: String },
     Basic { username: String, password: String },

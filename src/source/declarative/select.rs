@@ -173,14 +173,14 @@ impl TimeFormat {
     pub fn parse(&self, value: &Value, tz: chrono_tz::Tz) -> Option<DateTime<FixedOffset>> {
         let text = match value {
             Value::String(s) => s.trim(),
-            Value::Number(n) => return self.from_number(n.as_f64()?),
+            Value::Number(n) => return self.at_number(n.as_f64()?),
             _ => return None,
         };
         let local = |naive: NaiveDateTime| tz.from_local_datetime(&naive).earliest().map(|at| at.fixed_offset());
         match self {
             TimeFormat::Rfc3339 => DateTime::parse_from_rfc3339(text).ok(),
             TimeFormat::Rfc2822 => DateTime::parse_from_rfc2822(text).ok().or_else(|| DateTime::parse_from_rfc2822(&pad_hour(text)).ok()),
-            TimeFormat::UnixS | TimeFormat::UnixMs => self.from_number(text.parse::<f64>().ok()?),
+            TimeFormat::UnixS | TimeFormat::UnixMs => self.at_number(text.parse::<f64>().ok()?),
             TimeFormat::Date => local(NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?.and_hms_opt(0, 0, 0)?),
             TimeFormat::Pattern(pattern) => DateTime::parse_from_str(text, pattern)
                 .ok()
@@ -189,7 +189,7 @@ impl TimeFormat {
         }
     }
 
-    fn from_number(&self, n: f64) -> Option<DateTime<FixedOffset>> {
+    fn at_number(&self, n: f64) -> Option<DateTime<FixedOffset>> {
         if !n.is_finite() {
             return None;
         }

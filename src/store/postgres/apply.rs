@@ -31,7 +31,7 @@ const STATEMENT_BYTES: usize = 512 * 1024;
 
 /// `rows` in runs of at most [`STATEMENT_BYTES`] (by `size`), in order; a
 /// larger row is a run of its own.
-fn by_bytes<'a, T>(rows: &'a [T], size: impl Fn(&T) -> usize) -> Vec<&'a [T]> {
+fn by_bytes<T>(rows: &[T], size: impl Fn(&T) -> usize) -> Vec<&[T]> {
     let mut runs = Vec::new();
     let (mut start, mut bytes) = (0, 0);
     for (i, row) in rows.iter().enumerate() {
