@@ -26,6 +26,8 @@ fn every_command_has_help() {
         vec!["apps", "--help"],
         vec!["apps", "create", "--help"],
         vec!["queue", "pull", "--help"],
+        vec!["parked", "--help"],
+        vec!["verify", "--help"],
     ] {
         let (code, stdout, _) = tributary(&command, &[]);
         assert_eq!(code, 0, "{command:?}");

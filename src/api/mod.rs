@@ -173,6 +173,7 @@ async fn sources(_: Reader, State(state): State<AppState>) -> Result<Json<Source
     let mut out = Vec::new();
     for source in state.registry.all() {
         let objects = state.store.object_counts(&source.name).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+        let parked_events = state.store.parked_count(&source.name).await.map_err(|e| ApiError::Internal(e.to_string()))?;
         let accounts: Vec<_> = source.scopes().iter().map(|s| s.snapshot()).collect();
         let cursor = accounts.iter().find(|s| s.account.is_none()).and_then(|s| s.cursor.clone());
         out.push(SourceView {
@@ -185,6 +186,7 @@ async fn sources(_: Reader, State(state): State<AppState>) -> Result<Json<Source
             objects,
             accounts,
             last_error: source.last_error(),
+            parked_events,
         });
     }
     Ok(Json(Sources { sources: out }))

@@ -87,6 +87,9 @@ pub struct SourceView {
     /// The platform and every connected account.
     pub accounts: Vec<ScopeView>,
     pub last_error: Option<String>,
+    /// Upstream events the source could not store, parked with their
+    /// reason and body (`tributary parked`) while the rest flowed on.
+    pub parked_events: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -81,6 +81,16 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         limit_ids: usize,
     },
+    /// List the upstream events a source parked because it could not store
+    /// them (one JSON object per line: key, event_id, event_type, reason,
+    /// body, parked_at), oldest first
+    Parked {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The source
+        #[arg(long)]
+        source: String,
+    },
 }
 
 /// Where the config comes from: a file, or (without one) the environment
@@ -163,6 +173,17 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Verify { config, source, resource, limit_ids } => verify(config, source, resource, limit_ids).await,
+        Command::Parked { config, source } => {
+            let config = config.load()?;
+            if !config.sources.iter().any(|s| s.name() == source) {
+                anyhow::bail!("no source named '{source}' in the config");
+            }
+            let store = crate::store::open(&config.database.options()).await?;
+            for parked in store.parked(&source).await? {
+                println!("{}", serde_json::to_string(&parked)?);
+            }
+            Ok(())
+        }
     }
 }
 

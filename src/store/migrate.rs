@@ -26,8 +26,9 @@ macro_rules! migrations {
     };
 }
 
-pub const SQLITE: &[Migration] = migrations!("sqlite": 1 => "0001_initial", 2 => "0002_checkpoint_positions");
-pub const POSTGRES: &[Migration] = migrations!("postgres": 1 => "0001_initial", 2 => "0002_checkpoint_positions");
+pub const SQLITE: &[Migration] = migrations!("sqlite": 1 => "0001_initial", 2 => "0002_checkpoint_positions", 3 => "0003_parked_events");
+pub const POSTGRES: &[Migration] =
+    migrations!("postgres": 1 => "0001_initial", 2 => "0002_checkpoint_positions", 3 => "0003_parked_events");
 
 /// The version table, the same on both backends.
 pub const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS tributary_schema_version (
@@ -73,6 +74,8 @@ mod tests {
         ("sqlite", "0002_checkpoint_positions", "d9d8dd597715ce7d3c58ed622631cb5a926fb441c91eb81d1c3d48820a028c7e"),
         ("postgres", "0001_initial", "d1914b6022c4856ff3c86d010c0472e870f5eae1e2e3999fa733bd7b9a659f51"),
         ("postgres", "0002_checkpoint_positions", "83db2d0a8d03828730d2420bc77d0fb504ef3feab9c17d904f5a8d204d5d66f1"),
+        ("sqlite", "0003_parked_events", "fa0c4b79c89172e3bba9835377eefae5276cc36a365056d0a1330577f8366fbe"),
+        ("postgres", "0003_parked_events", "fa0c4b79c89172e3bba9835377eefae5276cc36a365056d0a1330577f8366fbe"),
     ];
 
     #[test]

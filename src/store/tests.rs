@@ -271,7 +271,7 @@ macro_rules! store_suite {
                 purge_keeps_what_a_reader_has_not_passed, apps_are_found_by_token_hash_until_revoked,
                 queues_fan_out_pull_acknowledge_and_expire, idempotency_keys_follow_their_recovery_points,
                 ledger_commits_with_the_batch_and_resends_emit_reads, mirror_reads_page_like_stripe_within_one_account,
-                reconcile_reads_rows_by_id_and_what_changed_since_a_point);
+                reconcile_reads_rows_by_id_and_what_changed_since_a_point, parked_events_commit_with_their_batch_once);
         }
     };
     (@tests $open:expr; $($name:ident),*) => {
@@ -787,4 +787,41 @@ async fn postgres_errors_keep_their_sqlstate() {
     assert_eq!(crate::store::postgres::pg(duplicate).kind(), ErrorKind::UniqueViolation);
     let missing = client.execute("SELECT * FROM no_such_table_here", &[]).await.unwrap_err();
     assert_eq!(crate::store::postgres::pg(missing).kind(), ErrorKind::Other);
+}
+
+/// Parked events commit with the batch that parks them (with its
+/// checkpoint, say the ack id), once per key however often they come.
+pub async fn parked_events_commit_with_their_batch_once(store: Arc<dyn Store>) {
+    use ledger::{LedgerOp, Parked};
+    let parked = |key: &str, reason: &str| Parked {
+        key: key.into(),
+        event_id: Some(key.into()),
+        event_type: Some("ORDER_STATUS_UPDATED".into()),
+        reason: reason.into(),
+        body: format!("{{\"id\":\"{key}\"}}"),
+        parked_at: "2026-12-02T10:00:00Z".into(),
+    };
+    let ack = |value: &str| Checkpoint { key: "ack_id".into(), value: json!(value), position: None };
+    let first = Batch {
+        checkpoints: vec![ack("a1")],
+        ledger: vec![LedgerOp::Park(parked("e1", "no object id")), LedgerOp::Park(parked("e2", "no object id"))],
+        ..batch(vec![])
+    };
+    store.apply(first).await.unwrap();
+    // the same event again (a batch handed out again): parked once, as it first was
+    let again = Batch { checkpoints: vec![ack("a2")], ledger: vec![LedgerOp::Park(parked("e2", "another reason"))], ..batch(vec![]) };
+    store.apply(again).await.unwrap();
+    // a failed batch parks nothing
+    let hostile = write("x\"; DROP TABLE t; --", "o", Mutation::Delete, Origin::Backfill, 0);
+    let failed = Batch { ledger: vec![LedgerOp::Park(parked("e3", "r"))], ..batch(vec![hostile]) };
+    assert!(store.apply(failed).await.is_err());
+    let list = store.parked("stripe").await.unwrap();
+    assert_eq!(
+        list.iter().map(|p| (p.key.as_str(), p.reason.as_str())).collect::<Vec<_>>(),
+        [("e1", "no object id"), ("e2", "no object id")]
+    );
+    assert_eq!(list[0], parked("e1", "no object id"), "kept as parked");
+    assert_eq!(store.parked_count("stripe").await.unwrap(), 2);
+    assert_eq!(store.parked_count("other").await.unwrap(), 0, "per source");
+    assert_eq!(store.checkpoints("stripe").await.unwrap()["ack_id"], json!("a2"));
 }

@@ -23,7 +23,7 @@ pub use config::EventQueueConfig;
 use crate::source::declarative;
 use crate::source::http::{Client, ClientError, encode};
 use crate::source::{Phase, ScopeStatus, SourceStatus};
-use crate::store::ledger::{LedgerEntry, LedgerOp};
+use crate::store::ledger::{LedgerEntry, LedgerOp, Parked};
 use crate::store::{Batch, Checkpoint, Mutation, Origin, Store, StoreError, Write, ident};
 
 /// Checkpoint keys: the ack id of the last batch committed, and the queue
@@ -39,8 +39,8 @@ pub enum QueueSourceError {
     Client(#[from] ClientError),
     #[error("store: {0}")]
     Store(#[from] StoreError),
-    /// An event the source cannot store; its batch is not acknowledged.
-    #[error("{url}: event {index}{}: {reason}; the batch is not acknowledged", id.as_ref().map(|id| format!(" ({id})")).unwrap_or_default())]
+    /// Why an event cannot be stored (it is parked, the queue flows on).
+    #[error("{url}: event {index}{}: {reason}", id.as_ref().map(|id| format!(" ({id})")).unwrap_or_default())]
     Event { url: String, index: usize, id: Option<String>, reason: String },
 }
 
@@ -148,8 +148,21 @@ impl Runner {
                 }
                 Err(e) => return Err(e.into()),
             };
-            let (events, next_ack) = parse_page(page, &path, c)?;
-            let pulled = events.len();
+            let (pulled_events, next_ack) = parse_page(page, &path, c)?;
+            let pulled = pulled_events.len();
+            let mut events = Vec::with_capacity(pulled);
+            let mut parked = Vec::new();
+            for item in pulled_events {
+                match item {
+                    Pulled::Event(event) => events.push(event),
+                    Pulled::Parked(p) => {
+                        tracing::warn!(kind = "event_parked", source = %c.name, event_id = p.event_id.as_deref().unwrap_or(""),
+                            event_type = p.event_type.as_deref().unwrap_or(""), reason = %p.reason,
+                            "an event cannot be stored; it is parked with its body, and the queue goes on");
+                        parked.push(p);
+                    }
+                }
+            }
             let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
             let known: HashSet<String> = self.store.ledger_known(&c.name, &ids).await?.into_iter().collect();
             let seen_at = chrono::Utc::now().timestamp();
@@ -158,6 +171,8 @@ impl Runner {
                 checkpoints: vec![Checkpoint::unordered(ACK_KEY, next_ack.clone().map_or(Value::Null, Value::String))],
                 ..Batch::default()
             };
+            let parked_count = parked.len();
+            batch.ledger.extend(parked.into_iter().map(LedgerOp::Park));
             let mut fresh = HashSet::new();
             for event in events {
                 // known from an earlier commit, or twice in this batch
@@ -175,7 +190,7 @@ impl Runner {
                     generation: 0,
                 });
             }
-            let duplicates = pulled - fresh.len();
+            let duplicates = pulled - fresh.len() - parked_count;
             let applied = self.store.apply(batch).await?;
             status.store_health.ok();
             ack = next_ack;
@@ -185,9 +200,10 @@ impl Runner {
             metrics::counter!("tributary_sync_runs_total", "source" => c.name.clone()).increment(1);
             metrics::counter!("tributary_items_fetched_total", "source" => c.name.clone()).increment(pulled as u64);
             metrics::counter!("tributary_items_changed_total", "source" => c.name.clone()).increment(applied.changes);
+            metrics::counter!("tributary_events_parked_total", "source" => c.name.clone()).increment(parked_count as u64);
             if pulled > 0 {
-                tracing::info!(kind = "queue_batch", source = %c.name, events = pulled, duplicates, changes = applied.changes,
-                    "stored a batch; it is acknowledged with the next pull");
+                tracing::info!(kind = "queue_batch", source = %c.name, events = pulled, duplicates, parked = parked_count,
+                    changes = applied.changes, "stored a batch; it is acknowledged with the next pull");
             }
             if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
                 self.prune().await;
@@ -213,9 +229,17 @@ impl Runner {
     }
 }
 
-/// A pull's events, each checked, and the ack id of the batch. Each
-/// event's fields are read at the paths the config names.
-pub fn parse_page(page: Value, url: &str, config: &EventQueueConfig) -> Result<(Vec<Event>, Option<String>), QueueSourceError> {
+/// One pulled event: checked and ready to store, or parked with why not.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pulled {
+    Event(Event),
+    Parked(Parked),
+}
+
+/// A pull's events, each checked or parked, and the ack id of the batch.
+/// Each event's fields are read at the paths the config names. Only an
+/// answer that is no batch at all (no events list, no ack id) is an error.
+pub fn parse_page(page: Value, url: &str, config: &EventQueueConfig) -> Result<(Vec<Pulled>, Option<String>), QueueSourceError> {
     let shape = |reason: &str| ClientError::Shape { url: url.to_string(), reason: reason.to_string() };
     let Value::Object(mut fields) = page else { return Err(shape("expected an object with events").into()) };
     let next_ack = match fields.remove("ack_id") {
@@ -232,42 +256,61 @@ pub fn parse_page(page: Value, url: &str, config: &EventQueueConfig) -> Result<(
     if !list.is_empty() && next_ack.is_none() {
         return Err(shape("events without an ack_id").into());
     }
-    let tz = chrono_tz::UTC;
-    let today = chrono::Utc::now().date_naive().format("%Y-%m-%d").to_string();
-    let mut events = Vec::with_capacity(list.len());
-    for (index, raw) in list.into_iter().enumerate() {
-        let id = config.event_id_path.text(&raw);
-        let bad = |reason: &str| QueueSourceError::Event { url: url.to_string(), index, id: id.clone(), reason: reason.to_string() };
-        let Some(event_id) = id.clone() else { return Err(bad(&format!("no id at '{}'", config.event_id_path))) };
-        let Some(kind) = config.event_type_path.text(&raw) else { return Err(bad(&format!("no type at '{}'", config.event_type_path))) };
-        let rule = config.rule(&kind);
-        let id_path = rule.and_then(|r| r.id_path.as_ref()).unwrap_or(&config.object_id_path);
-        let Some(object_id) = id_path.text(&raw) else {
-            return Err(bad(&format!("no object id at '{id_path}' (a non-empty string or a number)")));
-        };
-        let payload = raw.get("payload").cloned().unwrap_or(Value::Null);
-        if !payload.is_object() {
-            return Err(bad("payload is not an object"));
-        }
-        let object = match rule.and_then(|r| r.object.clone()) {
-            Some(object) => object,
-            None => payload["object"].as_str().map(String::from).unwrap_or_else(|| kind.split('.').next().unwrap_or_default().to_string()),
-        };
-        if let Err(e) = ident::mirror_table(&config.name, &object) {
-            return Err(bad(&format!("object type: {e}")));
-        }
-        let created = config.created_at_path.get(&raw).and_then(|t| config.created_at_format.parse(t, tz));
-        events.push(Event {
-            id: event_id,
-            account: config.account_path.text(&raw),
-            kind,
-            object,
-            object_id,
-            day: created.map_or_else(|| today.clone(), |at| at.with_timezone(&chrono::Utc).format("%Y-%m-%d").to_string()),
-            payload,
-        });
+    let now = chrono::Utc::now();
+    let pulled = list
+        .into_iter()
+        .enumerate()
+        .map(|(index, raw)| match parse_event(&raw, config, now) {
+            Ok(event) => Pulled::Event(event),
+            Err(reason) => {
+                let event_id = config.event_id_path.text(&raw);
+                let body = raw.to_string();
+                let key = event_id.clone().unwrap_or_else(|| format!("sha256:{}", crate::ids::sha256_hex(&body)));
+                let reason = QueueSourceError::Event { url: url.to_string(), index, id: event_id.clone(), reason }.to_string();
+                Pulled::Parked(Parked {
+                    key,
+                    event_id,
+                    event_type: config.event_type_path.text(&raw),
+                    reason,
+                    body,
+                    parked_at: crate::store::timestamp(now),
+                })
+            }
+        })
+        .collect();
+    Ok((pulled, next_ack))
+}
+
+/// One event read at the config's paths, or why it cannot be stored.
+fn parse_event(raw: &Value, config: &EventQueueConfig, now: chrono::DateTime<chrono::Utc>) -> Result<Event, String> {
+    let Some(id) = config.event_id_path.text(raw) else { return Err(format!("no id at '{}'", config.event_id_path)) };
+    let Some(kind) = config.event_type_path.text(raw) else { return Err(format!("no type at '{}'", config.event_type_path)) };
+    let rule = config.rule(&kind);
+    let id_path = rule.and_then(|r| r.id_path.as_ref()).unwrap_or(&config.object_id_path);
+    let Some(object_id) = id_path.text(raw) else {
+        return Err(format!("no object id at '{id_path}' (a non-empty string or a number)"));
+    };
+    let payload = raw.get("payload").cloned().unwrap_or(Value::Null);
+    if !payload.is_object() {
+        return Err("payload is not an object".into());
     }
-    Ok((events, next_ack))
+    let object = match rule.and_then(|r| r.object.clone()) {
+        Some(object) => object,
+        None => payload["object"].as_str().map(String::from).unwrap_or_else(|| kind.split('.').next().unwrap_or_default().to_string()),
+    };
+    if let Err(e) = ident::mirror_table(&config.name, &object) {
+        return Err(format!("object type: {e}"));
+    }
+    let created = config.created_at_path.get(raw).and_then(|t| config.created_at_format.parse(t, chrono_tz::UTC));
+    Ok(Event {
+        id,
+        account: config.account_path.text(raw),
+        kind,
+        object,
+        object_id,
+        day: created.map_or(now, |at| at.with_timezone(&chrono::Utc)).format("%Y-%m-%d").to_string(),
+        payload,
+    })
 }
 
 #[cfg(test)]
@@ -285,16 +328,21 @@ mod tests {
         config
     }
 
+    fn stored(pulled: Vec<Pulled>) -> Vec<Event> {
+        pulled.into_iter().map(|p| if let Pulled::Event(e) = p { e } else { panic!("parked: {p:?}") }).collect()
+    }
+
     #[test]
     fn events_become_objects_of_their_payload() {
         let good = page(json!([{"id": "oev_1", "account": "seller_001", "type": "order.created", "created_at": "2026-11-22T10:00:00Z",
             "payload": {"id": "ord_1", "object": "order", "total": 5}}]));
-        let (events, ack) = parse_page(good, "u", &config("")).unwrap();
+        let (pulled, ack) = parse_page(good, "u", &config("")).unwrap();
+        let events = stored(pulled);
         assert_eq!(ack.as_deref(), Some("ack_1"));
         assert_eq!((events[0].object.as_str(), events[0].object_id.as_str(), events[0].day.as_str()), ("order", "ord_1", "2026-11-22"));
         assert_eq!(events[0].account.as_deref(), Some("seller_001"));
         let untyped = page(json!([{"id": "oev_2", "type": "product.price_updated", "payload": {"id": 7}}]));
-        let (events, _) = parse_page(untyped, "u", &config("")).unwrap();
+        let events = stored(parse_page(untyped, "u", &config("")).unwrap().0);
         assert_eq!((events[0].object.as_str(), events[0].object_id.as_str()), ("product", "7"));
     }
 
@@ -308,36 +356,43 @@ mod tests {
              [objects]\n\"ORDER_*\" = { object = \"order\", id_path = \"payload.order_code\" }\n\
              \"PRODUCT_*\" = { object = \"product\", id_path = \"payload.product_id\" }\n",
         );
-        let events = page(json!([
+        let page_of_two = page(json!([
             {"id": "11795810-aa", "sid": "7433F68", "created_at": 1740401636695_i64, "type": "ORDER_CREATED_SUCCESSFULLY", "version": "v1",
              "payload": {"order_code": "510916693"}},
             {"id": "11795811-bb", "sid": "7433F68", "created_at": "1740401636695", "type": "PRODUCT_INVENTORY_UPDATED", "version": "v2",
              "payload": {"product_id": 42, "quantity_from": 1, "quantity_to": 0}},
         ]));
-        let (events, _) = parse_page(events, "u", &tiki).unwrap();
+        let events = stored(parse_page(page_of_two, "u", &tiki).unwrap().0);
         let seen: Vec<(&str, &str, Option<&str>, &str)> =
             events.iter().map(|e| (e.object.as_str(), e.object_id.as_str(), e.account.as_deref(), e.day.as_str())).collect();
         assert_eq!(seen, [("order", "510916693", Some("7433F68"), "2025-02-24"), ("product", "42", Some("7433F68"), "2025-02-24")]);
         assert_eq!(parse_page(json!({"events": null, "ack_id": null}), "u", &tiki).unwrap(), (vec![], None));
-        let error = parse_page(page(json!([{"id": "e1", "type": "ORDER_STATUS_UPDATED", "payload": {"status": "picking"}}])), "u", &tiki)
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("no object id at 'payload.order_code'"), "{error}");
         assert_eq!(tiki.rule("ORDER_STATUS_UPDATED").and_then(|r| r.object.as_deref()), Some("order"));
         assert!(tiki.rule("SELLER_UPDATED").is_none());
     }
 
+    /// An event that cannot be stored is parked with its reason and body;
+    /// the events beside it are not held up.
     #[test]
-    fn bad_events_fail_the_batch_with_a_clear_error() {
-        for (events, expected) in [
-            (json!([{"type": "order.created", "payload": {"id": "ord_1"}}]), "event 0: no id at 'id'"),
-            (json!([{"id": "oev_1", "payload": {"id": "ord_1"}}]), "event 0 (oev_1): no type at 'type'"),
-            (json!([{"id": "oev_1", "type": "order.created", "payload": "x"}]), "no object id"),
-            (json!([{"id": "oev_1", "type": "order.created", "payload": {"total": 1}}]), "no object id at 'payload.id'"),
-            (json!([{"id": "oev_1", "type": "order.created", "payload": {"id": "o", "object": "x\"; DROP"}}]), "object type"),
+    fn bad_events_are_parked_with_their_reason_and_body() {
+        for (bad, key, expected) in [
+            (json!({"type": "order.created", "payload": {"id": "ord_1"}}), None, "event 0: no id at 'id'"),
+            (json!({"id": "oev_1", "payload": {"id": "ord_1"}}), Some("oev_1"), "event 0 (oev_1): no type at 'type'"),
+            (json!({"id": "oev_1", "type": "order.created", "payload": "x"}), Some("oev_1"), "no object id"),
+            (json!({"id": "oev_1", "type": "order.created", "payload": {"total": 1}}), Some("oev_1"), "no object id at 'payload.id'"),
+            (json!({"id": "oev_1", "type": "order.created", "payload": {"id": "o", "object": "x\"; DROP"}}), Some("oev_1"), "object type"),
         ] {
-            let error = parse_page(page(events), "POST /pull", &config("")).unwrap_err().to_string();
-            assert!(error.contains(expected) && error.contains("POST /pull"), "{error}");
+            let good = json!({"id": "oev_9", "type": "order.created", "payload": {"id": "ord_9"}});
+            let (pulled, ack) = parse_page(page(json!([bad.clone(), good])), "POST /pull", &config("")).unwrap();
+            assert_eq!(ack.as_deref(), Some("ack_1"));
+            let Pulled::Parked(parked) = &pulled[0] else { panic!("not parked: {bad}") };
+            assert!(parked.reason.contains(expected) && parked.reason.contains("POST /pull"), "{}", parked.reason);
+            assert_eq!(serde_json::from_str::<Value>(&parked.body).unwrap(), bad, "the body as it came");
+            match key {
+                Some(key) => assert_eq!(parked.key, key),
+                None => assert!(parked.key.starts_with("sha256:") && parked.key.len() == 71, "{}", parked.key),
+            }
+            assert!(matches!(&pulled[1], Pulled::Event(e) if e.id == "oev_9"), "the next event is not held up");
         }
         assert!(parse_page(json!({"events": [{"id": "oev_1"}]}), "u", &config("")).is_err(), "events without an ack id");
         assert!(parse_page(json!([]), "u", &config("")).is_err());

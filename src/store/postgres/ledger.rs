@@ -5,7 +5,7 @@ use deadpool_postgres::Transaction;
 
 use super::{PgStore, pg};
 use crate::store::StoreError;
-use crate::store::ledger::{LedgerEntry, LedgerOp, LedgerStore};
+use crate::store::ledger::{LedgerEntry, LedgerOp, LedgerStore, Parked};
 
 impl PgStore {
     /// A batch's ledger operations, inside its transaction.
@@ -16,6 +16,28 @@ impl PgStore {
             let sql = format!("DELETE FROM {} WHERE source = $1 AND key = ANY($2)", self.t("tributary_ledger"));
             let statement = tx.prepare_cached(&sql).await.map_err(pg)?;
             tx.execute(&statement, &[&source, &removes]).await.map_err(pg)?;
+        }
+        let parked: Vec<&Parked> = ops.iter().filter_map(|op| if let LedgerOp::Park(p) = op { Some(p) } else { None }).collect();
+        if !parked.is_empty() {
+            let column = |f: fn(&Parked) -> Option<&str>| parked.iter().map(|p| f(p)).collect::<Vec<Option<&str>>>();
+            let sql = format!(
+                "INSERT INTO {} (source, key, event_id, event_type, reason, body, parked_at)
+                 SELECT $1::text, u.key, u.event_id, u.event_type, u.reason, u.body, u.parked_at
+                 FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) AS u(key, event_id, event_type, reason, body, parked_at)
+                 ON CONFLICT (source, key) DO NOTHING",
+                self.t("tributary_parked")
+            );
+            let statement = tx.prepare_cached(&sql).await.map_err(pg)?;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+                &source,
+                &column(|p| Some(&p.key)),
+                &column(|p| p.event_id.as_deref()),
+                &column(|p| p.event_type.as_deref()),
+                &column(|p| Some(&p.reason)),
+                &column(|p| Some(&p.body)),
+                &column(|p| Some(&p.parked_at)),
+            ];
+            tx.execute(&statement, &params).await.map_err(pg)?;
         }
         if puts.is_empty() {
             return Ok(());
@@ -65,5 +87,31 @@ impl LedgerStore for PgStore {
         let client = self.pool.get().await.map_err(pg)?;
         let sql = format!("DELETE FROM {} WHERE source = $1 AND day < $2", self.t("tributary_ledger"));
         client.execute(&sql, &[&source, &before_day]).await.map_err(pg)
+    }
+
+    async fn parked(&self, source: &str) -> Result<Vec<Parked>, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let sql = format!(
+            "SELECT key, event_id, event_type, reason, body, parked_at FROM {} WHERE source = $1 ORDER BY parked_at, key",
+            self.t("tributary_parked")
+        );
+        let rows = client.query(&sql, &[&source]).await.map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| Parked {
+                key: r.get(0),
+                event_id: r.get(1),
+                event_type: r.get(2),
+                reason: r.get(3),
+                body: r.get(4),
+                parked_at: r.get(5),
+            })
+            .collect())
+    }
+
+    async fn parked_count(&self, source: &str) -> Result<u64, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let sql = format!("SELECT count(*) FROM {} WHERE source = $1", self.t("tributary_parked"));
+        Ok(client.query_one(&sql, &[&source]).await.map_err(pg)?.get::<_, i64>(0) as u64)
     }
 }
