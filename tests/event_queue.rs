@@ -173,3 +173,21 @@ async fn a_bad_event_is_parked_and_the_queue_flows_on() {
     assert_eq!(stored.len(), expected.len(), "each event once");
     assert_eq!(stored.into_iter().collect::<HashSet<_>>(), expected);
 }
+
+/// A source that has forgotten what it made (a new database on the same
+/// upstream, thrice) finds its queue by name and lists its subscriptions
+/// before making any: one queue, each subscription once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_database_reuses_the_queue_and_its_subscriptions() {
+    let sim_dir = tempdir();
+    let sim = Sim::start(sim_dir.path(), &["--sellers", "2"]).await;
+    for _ in 0..3 {
+        let dir = tempdir();
+        let engine = Engine::start_configured(dir.path(), Db::sqlite(dir.path()), &market_source(&sim, "poll_interval_secs = 1")).await;
+        engine.wait_live(Duration::from_secs(30)).await;
+        let queues = market(&sim).await["queues"].as_object().cloned().unwrap_or_default();
+        assert_eq!(queues.len(), 1, "one upstream queue: {queues:?}");
+        let (_, queue) = queues.into_iter().next().unwrap();
+        assert_eq!(queue["subscriptions"], 4, "each event type subscribed once: {queue}");
+    }
+}

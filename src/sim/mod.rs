@@ -193,7 +193,7 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/login", post(shifts::routes::login))
         .route("/2/shifts", get(shifts::routes::shifts))
         .route("/integration/v1/queues", get(market::routes::list_queues).post(market::routes::create_queue))
-        .route("/integration/v1/queues/{code}/subscriptions", post(market::routes::subscribe))
+        .route("/integration/v1/queues/{code}/subscriptions", post(market::routes::subscribe).get(market::routes::list_subscriptions))
         .route("/integration/v1/queues/{code}/events/pull", post(market::routes::pull))
         .merge(control::routes())
         .with_state(sim)

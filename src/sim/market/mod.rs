@@ -2,7 +2,7 @@
 //! and each change is an event pushed into the integrator's pull queues.
 //!
 //! - `POST /integration/v1/queues {"name"}` → `{"code","name","status"}`; `GET` lists them
-//! - `POST /integration/v1/queues/{code}/subscriptions {"event_type","account"?}`
+//! - `POST /integration/v1/queues/{code}/subscriptions {"event_type","account"?}`; `GET` lists them
 //! - `POST /integration/v1/queues/{code}/events/pull {"ack_id"?,"limit"?}` →
 //!   `{"events":[{"id","account","type","created_at","payload"}],"ack_id"}`
 //!
@@ -35,6 +35,7 @@ struct Event {
 }
 
 struct Subscription {
+    code: String,
     event_type: String,
     /// `None`: every seller.
     account: Option<String>,
@@ -235,8 +236,16 @@ impl Market {
         let sub_code = self.id("sub");
         let queue = self.queues.get_mut(code).ok_or_else(|| queue_missing(code))?;
         let response = json!({"code": sub_code, "event_type": body.event_type, "account": body.account, "active": true});
-        queue.subscriptions.push(Subscription { event_type: body.event_type, account: body.account });
+        queue.subscriptions.push(Subscription { code: sub_code, event_type: body.event_type, account: body.account });
         Ok(response)
+    }
+
+    /// A queue's subscriptions, as a bare array.
+    pub fn list_subscriptions(&self, code: &str) -> Result<Value, ApiError> {
+        let queue = self.queues.get(code).ok_or_else(|| queue_missing(code))?;
+        let list =
+            queue.subscriptions.iter().map(|s| json!({"code": s.code, "event_type": s.event_type, "account": s.account, "active": true}));
+        Ok(Value::Array(list.collect()))
     }
 
     /// A pull: acknowledge the batch named by `ack_id` (unless `lose_ack`),
@@ -300,7 +309,8 @@ impl Market {
             .iter()
             .map(|(code, q)| {
                 let in_flight = q.in_flight.as_ref().map_or(0, |(_, end)| end - q.acked);
-                (code.clone(), json!({"queued": q.log.len(), "acked": q.acked, "in_flight": in_flight}))
+                let subscriptions = q.subscriptions.len();
+                (code.clone(), json!({"queued": q.log.len(), "acked": q.acked, "in_flight": in_flight, "subscriptions": subscriptions}))
             })
             .collect();
         Value::Object(queues)

@@ -68,3 +68,12 @@ pub async fn pull(State(sim): State<Arc<Sim>>, Path(code): Path<String>, headers
     let result = body.and_then(|body| sim.market.lock().pull(&code, body, lose_ack, faults.broken_event));
     market_answer(&sim, &faults, result)
 }
+
+pub async fn list_subscriptions(State(sim): State<Arc<Sim>>, Path(code): Path<String>, headers: HeaderMap) -> Response {
+    let faults = match gate(&sim, "GET /integration/v1/queues/{code}/subscriptions".into(), &headers, Auth::Bearer).await {
+        Ok(faults) => faults,
+        Err(response) => return response,
+    };
+    let result = sim.market.lock().list_subscriptions(&code).map(|v| v.to_string());
+    market_answer(&sim, &faults, result)
+}

@@ -33,6 +33,14 @@ pub struct EventQueueConfig {
     /// bare array, as Tiki's is).
     #[serde(default = "default_queues_path")]
     pub queues_path: Path,
+    /// Path in the subscription list's answer
+    /// (`GET {path_prefix}/queues/{code}/subscriptions`) of the
+    /// subscriptions: they are listed before any is made, so none is made
+    /// twice (each read as `event_type` and the account at `account_path`).
+    /// An API without the list (404, 405) falls back to what the source
+    /// remembers having made.
+    #[serde(default = "default_subscriptions_path")]
+    pub subscriptions_path: Path,
     /// Paths into each pulled event: its id, type, account (seller) and
     /// creation time.
     #[serde(default = "default_event_id_path")]
@@ -102,6 +110,9 @@ pub struct ObjectRule {
 
 fn default_queues_path() -> Path {
     Path::field("queues")
+}
+fn default_subscriptions_path() -> Path {
+    Path::field("$")
 }
 fn default_event_id_path() -> Path {
     Path::field("id")

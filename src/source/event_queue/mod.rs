@@ -102,6 +102,25 @@ impl Runner {
                 }
             },
         };
+        // what the upstream holds already, whoever made it (a database
+        // restored from a backup, another instance)
+        let listed = self.client.get(&format!("{queues_path}/{}/subscriptions", encode(&code)), None).await;
+        match listed {
+            Ok(answer) => {
+                let list = c.subscriptions_path.get(&answer).and_then(Value::as_array).cloned().unwrap_or_default();
+                for subscription in list {
+                    let Some(event_type) = subscription.get("event_type").and_then(Value::as_str) else { continue };
+                    let pair = json!([event_type, c.account_path.text(&subscription)]);
+                    if !subscribed.contains(&pair) {
+                        subscribed.push(pair);
+                    }
+                }
+            }
+            Err(e) if matches!(e.status(), Some(404 | 405)) => {
+                tracing::info!(source = %c.name, error = %e, "the upstream does not list subscriptions; relying on the ones this source made");
+            }
+            Err(e) => return Err(e.into()),
+        }
         let accounts: Vec<Option<&str>> =
             if c.accounts.is_empty() { vec![None] } else { c.accounts.iter().map(|a| Some(a.as_str())).collect() };
         for event_type in &c.event_types {
