@@ -396,8 +396,9 @@ async fn a_short_answer_deletes_nothing() {
 /// What the test's own OAuth2 API saw.
 #[derive(Default)]
 struct OAuthApi {
-    /// The refresh token it takes now (each refresh rotates it).
+    /// The refresh token it takes now (each refresh rotates it: `rt_1`, `rt_2`, …).
     refresh: String,
+    rotations: u64,
     /// Access tokens it issued, and when each expires.
     issued: Vec<(String, std::time::Instant)>,
     /// Grants asked for: (grant_type, client id as sent, refresh token sent).
@@ -409,7 +410,7 @@ struct OAuthApi {
 /// An API of the test's own behind OAuth2: `POST /oauth/token` answers
 /// `refresh_token` grants (rotating the refresh token: the old one is
 /// refused from then on) and `client_credentials` grants (tokens that live
-/// two seconds), and `GET /items` lists one item of today for a valid
+/// three seconds), and `GET /items` lists one item of today for a valid
 /// access token, else 401.
 async fn oauth_api(state: std::sync::Arc<parking_lot::Mutex<OAuthApi>>) -> String {
     use axum::extract::State;
@@ -439,9 +440,10 @@ async fn oauth_api(state: std::sync::Arc<parking_lot::Mutex<OAuthApi>>) -> Strin
         let n = api.issued.len();
         let (lifetime, rotated) = match grant.as_str() {
             "refresh_token" if client == "app:app-secret" && form.get("refresh_token") == Some(&api.refresh) => {
-                (3600, Some(format!("rt_{}", n + 1)))
+                api.rotations += 1;
+                (3600, Some(format!("rt_{}", api.rotations)))
             }
-            "client_credentials" if client == "app:app-secret" => (2, None),
+            "client_credentials" if client == "app:app-secret" => (3, None),
             _ => {
                 api.refused_grants += 1;
                 return (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({"error": "invalid_grant"}))).into_response();
@@ -509,7 +511,7 @@ async fn oauth2_refresh_tokens_rotate_across_a_restart_and_client_tokens_are_ren
     let stored = first.db.store().await.checkpoints("seller").await.unwrap();
     assert_eq!(stored["auth/window"]["refresh_token"], "rt_1", "the rotated token is in the store: {stored:?}");
 
-    // client credentials: tokens of two seconds, renewed before they expire
+    // client credentials: tokens of three seconds, renewed 0.3 s before they expire
     wait_until("three client tokens", Duration::from_secs(20), || async {
         state.lock().grants.iter().filter(|(grant, _, _)| grant == "client_credentials").count() >= 3
     })
