@@ -132,6 +132,12 @@ impl ClientOptions {
         }
     }
 
+    /// With `headers` sent on every request as well.
+    pub fn with_headers(mut self, headers: &std::collections::BTreeMap<String, String>) -> Self {
+        self.headers.extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self
+    }
+
     /// The checks every source kind shares: its name, URL and limits.
     pub fn validate(&self) -> Result<(), String> {
         crate::store::ident::source_name(&self.source).map_err(|e| e.to_string())?;

@@ -317,6 +317,9 @@ impl Auth {
             reqwest::header::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| ClientError::Build(format!("'{name}' is not a header name")))
         };
+        let oauth_client = |id_env: &str, secret_env: &str, auth: ClientAuth| -> Result<OAuthClient, ClientError> {
+            Ok(OAuthClient { id: env(id_env, "client_id_env")?, secret: env(secret_env, "client_secret_env")?, auth })
+        };
         let fetched = |url: &str, fetch: Fetch, token_header: &Option<String>| -> Result<How, ClientError> {
             let (client, path) = token_client(url, options)?;
             Ok(How::Fetched { fetch, client, path, token_header: token_header.clone() })
@@ -351,19 +354,11 @@ impl Auth {
                 fetched(&l.url, fetch, &l.token_header)?
             }
             AuthConfig::Oauth2ClientCredentials(c) => {
-                let client = OAuthClient {
-                    id: env(&c.client_id_env, "client_id_env")?,
-                    secret: env(&c.client_secret_env, "client_secret_env")?,
-                    auth: c.client_auth,
-                };
+                let client = oauth_client(&c.client_id_env, &c.client_secret_env, c.client_auth)?;
                 fetched(&c.token_url, Fetch::ClientCredentials { client, scope: c.scope.clone() }, &c.token_header)?
             }
             AuthConfig::Oauth2RefreshToken(r) => {
-                let client = OAuthClient {
-                    id: env(&r.client_id_env, "client_id_env")?,
-                    secret: env(&r.client_secret_env, "client_secret_env")?,
-                    auth: r.client_auth,
-                };
+                let client = oauth_client(&r.client_id_env, &r.client_secret_env, r.client_auth)?;
                 let from_env = env(&r.refresh_token_env, "refresh_token_env")?;
                 let fetch = Fetch::Refresh { client, from_env, store, key: format!("auth/{key}") };
                 fetched(&r.token_url, fetch, &r.token_header)?

@@ -160,14 +160,8 @@ fn default_request_timeout_ms() -> u64 {
 
 impl WindowConfig {
     pub fn client_options(&self) -> ClientOptions {
-        let options = ClientOptions::sequential(
-            &self.name,
-            &self.base_url,
-            self.rate_limit_per_sec,
-            self.request_timeout_ms,
-            self.retry_max_backoff_ms,
-        );
-        ClientOptions { headers: self.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(), ..options }
+        ClientOptions::sequential(&self.name, &self.base_url, self.rate_limit_per_sec, self.request_timeout_ms, self.retry_max_backoff_ms)
+            .with_headers(&self.headers)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
