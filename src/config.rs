@@ -243,6 +243,8 @@ pub enum SourceConfig {
     Window(WindowConfig),
     /// An upstream pull queue with acknowledgement (`…/events/pull`).
     EventQueue(EventQueueConfig),
+    /// Any JSON list API declared as data (resources, parents, cursors).
+    Rest(crate::source::rest::RestConfig),
 }
 
 impl SourceConfig {
@@ -251,6 +253,7 @@ impl SourceConfig {
             SourceConfig::Stripe(c) => &c.name,
             SourceConfig::Window(c) => &c.name,
             SourceConfig::EventQueue(c) => &c.name,
+            SourceConfig::Rest(c) => &c.name,
         }
     }
 
@@ -259,6 +262,7 @@ impl SourceConfig {
             SourceConfig::Stripe(_) => "stripe",
             SourceConfig::Window(_) => "window",
             SourceConfig::EventQueue(_) => "event_queue",
+            SourceConfig::Rest(_) => "rest",
         }
     }
 
@@ -268,6 +272,7 @@ impl SourceConfig {
             SourceConfig::Stripe(c) => c.api_key().map(drop),
             SourceConfig::Window(c) => c.check_env(),
             SourceConfig::EventQueue(c) => c.check_env(),
+            SourceConfig::Rest(c) => c.check_env(),
         }
     }
 }
@@ -358,6 +363,7 @@ impl Config {
                 SourceConfig::Stripe(c) => c.validate()?,
                 SourceConfig::Window(c) => c.validate()?,
                 SourceConfig::EventQueue(c) => c.validate()?,
+                SourceConfig::Rest(c) => c.validate()?,
             }
         }
         let mut sinks = HashSet::new();

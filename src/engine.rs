@@ -77,6 +77,10 @@ impl Engine {
                     let run = move |store, status| event_queue::run(c.clone(), store, status);
                     tasks.spawn(supervise(store.clone(), status, run));
                 }
+                SourceConfig::Rest(c) => {
+                    let run = move |store, status| crate::source::rest::run(c.clone(), store, status);
+                    tasks.spawn(supervise(store.clone(), status, run));
+                }
             }
         }
         let mut sinks = Vec::new();

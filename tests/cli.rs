@@ -178,6 +178,16 @@ fn a_fatal_error_says_its_cause_once() {
     assert_eq!(stderr.matches("Address already in use").count(), 1, "{stderr}");
 }
 
+/// `check` of the config at `path` exits 1 with one line holding
+/// `expected`; returns that line.
+fn assert_check_refuses(path: &str, env: &[(&str, &str)], line: &str, expected: &str) -> String {
+    let (code, _, stderr) = tributary(&["check", "--config", path], env);
+    assert_eq!(code, 1, "accepted: {line}");
+    assert!(stderr.starts_with("error: ") && stderr.trim_end().lines().count() == 1, "{line}: not one line: {stderr}");
+    assert!(stderr.contains(expected), "{line}: '{expected}' not in: {stderr}");
+    stderr
+}
+
 /// Every field of the declarative HTTP layer refuses a wrong value at
 /// `check`: exit 1, one line that names the field.
 #[test]
@@ -239,10 +249,94 @@ fn check_names_the_declarative_field_that_is_wrong() {
         } else {
             format!("{base}{line}\n")
         };
-        let path = config_file(dir.path(), &text);
-        let (code, _, stderr) = tributary(&["check", "--config", &path], &secrets);
-        assert_eq!(code, 1, "accepted: {line}");
-        assert!(stderr.starts_with("error: ") && stderr.trim_end().lines().count() == 1, "{line}: not one line: {stderr}");
-        assert!(stderr.contains(expected), "{line}: '{expected}' not in: {stderr}");
+        assert_check_refuses(&config_file(dir.path(), &text), &secrets, line, expected);
+    }
+}
+
+/// The Tiki preset's own fields refuse a wrong value at `check` the same
+/// way: one line naming the field (a seller's token fields laid over
+/// `seller_auth`, enrichment, acknowledgement, paths).
+#[test]
+fn check_names_the_event_queue_field_that_is_wrong() {
+    let dir = tempdir();
+    let base = "[database]\nurl = \"sqlite://DB\"\n[[sources]]\nname = \"tiki\"\npreset = \"tiki\"\n";
+    let seller = "[sources.sellers.969BEA7515A1A27FF4F456C782653F854E6B5D2D]\nrefresh_token_env = \"SELLER_A\"\n";
+    let secrets = [("TIKI_CLIENT_ID", "i"), ("TIKI_CLIENT_SECRET", "s"), ("SELLER_A", "rt")];
+    let good = config_file(dir.path(), &format!("{base}{seller}"));
+    let (code, stdout, stderr) = tributary(&["check", "--config", &good], &secrets);
+    assert_eq!(code, 0, "the preset and a seller are a good config: {stderr}");
+    assert!(stdout.contains("config ok"), "{stdout}");
+    let (code, _, stderr) = tributary(&["check", "--config", &good], &secrets[..2]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("SELLER_A") && stderr.contains("sources.tiki.sellers.969BEA7515A1A27FF4F456C782653F854E6B5D2D"), "{stderr}");
+
+    let cases = [
+        ("sellers = { S1 = { } }", "sources.tiki.sellers.S1", "refresh_token_env"),
+        ("sellers = { S1 = { refresh_token_env = \"\" } }", "", "sources.tiki.sellers.S1.refresh_token_env"),
+        ("sellers = { S1 = { refresh_token_env = \"X\", token_url = \"nope\" } }", "", "sources.tiki.sellers.S1.token_url"),
+        ("accounts = [\"a\"]", "sellers", "accounts and sellers"),
+        ("ack_path = \"queues/{code}/ack\"", "sellers", "ack_path 'queues/{code}/ack' must start with /"),
+        ("fetch_attempts = 0", "sellers", "fetch_attempts must be at least 1"),
+        (
+            "objects = { \"ORDER_*\" = { fetch = \"/orders\" } }",
+            "sellers",
+            "objects.ORDER_*.fetch '/orders' must start with / and hold {id}",
+        ),
+        ("objects = { \"ORDER_*\" = { fetch_path = \"a b\" } }", "sellers", "'a b' is not a path"),
+        ("account_path = \"s id\"", "sellers", "'s id' is not a path"),
+        ("created_at_format = \"epoch\"", "sellers", "unknown time format 'epoch'"),
+        ("batch_size = 0", "sellers", "batch_size must be 1 to 500"),
+        ("seller_auth = { kind = \"header\", name = \"X-Token\" }", "sellers", "token_env"),
+    ];
+    for (line, with_seller, expected) in cases {
+        let text = if with_seller == "sellers" { format!("{base}{line}\n{seller}") } else { format!("{base}{line}\n") };
+        let stderr =
+            assert_check_refuses(&config_file(dir.path(), &text), &[("X", "x"), secrets[0], secrets[1], secrets[2]], line, expected);
+        if with_seller.starts_with("sources.") {
+            assert!(stderr.contains(with_seller), "{line}: '{with_seller}' not in: {stderr}");
+        }
+    }
+}
+
+/// A `rest` source's fields refuse a wrong value at `check` the same way.
+#[test]
+fn check_names_the_rest_field_that_is_wrong() {
+    let dir = tempdir();
+    let base = "[database]\nurl = \"sqlite://DB\"\n[[sources]]\nname = \"gh\"\nkind = \"rest\"\nbase_url = \"https://api.example.com\"\n\
+                auth = { kind = \"bearer\", token_env = \"GH\" }\n";
+    let repo = "[[sources.resources]]\nname = \"repo\"\npath = \"/orgs/acme/repos\"\n";
+    let issue = "[[sources.resources]]\nname = \"issue\"\npath = \"/repos/{owner}/{repo}/issues\"\nparent = \"repo\"\n\
+                 params = { owner = \"owner.login\", repo = \"name\" }\n";
+    let secrets = [("GH", "t")];
+    let good = config_file(dir.path(), &format!("{base}{repo}{issue}"));
+    let (code, stdout, stderr) = tributary(&["check", "--config", &good], &secrets);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("config ok"), "{stdout}");
+    let (code, _, stderr) = tributary(&["check", "--config", &good], &[]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("GH") && stderr.contains("sources.gh.auth.token_env"), "{stderr}");
+
+    let cases = [
+        (format!("{base}resources = []\n"), "resources must declare at least one list"),
+        (format!("{base}{issue}{repo}"), "resources.issue.parent 'repo' must name a resource declared before it"),
+        (format!("{base}{repo}{repo}"), "resources.repo: declared twice"),
+        (format!("{base}{repo}{}", issue.replace(", repo = \"name\"", "")), "resources.issue.params must name each placeholder"),
+        (format!("{base}{repo}path2 = 1\n"), "unknown field `path2`"),
+        (format!("{base}{}", repo.replace("/orgs", "orgs")), "resources.repo.path 'orgs/acme/repos' must start with /"),
+        (format!("{base}{}", repo.replace("\"repo\"", "\"bad name\"")), "resources.bad name"),
+        (format!("{base}{repo}id_path = \"a b\"\n"), "'a b' is not a path"),
+        (format!("{base}{repo}paginator = {{ kind = \"cursor\" }}\n"), "cursor_path"),
+        (
+            format!("{base}{repo}incremental = {{ param = \"since\", field = \"updated_at\", format = \"iso\" }}\n"),
+            "unknown time format 'iso'",
+        ),
+        (
+            format!("{base}{repo}incremental = {{ param = \"\", field = \"updated_at\" }}\n"),
+            "resources.repo.incremental.param must not be empty",
+        ),
+        (format!("{base}full_refresh_every_secs = 0\n{repo}"), "full_refresh_every_secs must be above 0"),
+    ];
+    for (text, expected) in cases {
+        assert_check_refuses(&config_file(dir.path(), &text), &secrets, &text, expected);
     }
 }

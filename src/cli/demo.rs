@@ -45,14 +45,25 @@ pub struct DemoArgs {
 /// engine reads the simulator's key from the environment like any engine.
 #[allow(unsafe_code)]
 pub fn prepare_env(_args: &DemoArgs) {
-    // the WhenIWork preset's login reads a developer key, an email and a password
-    for (var, value) in [
+    // the WhenIWork preset's login reads a developer key, an email and a
+    // password; the Tiki preset an app's client id and secret, and each
+    // seller's refresh token (the simulator's sellers authorized the app)
+    let mut vars: Vec<(String, String)> = [
         (KEY_ENV, "sk_test_tributary_demo"),
         ("WHENIWORK_API_KEY", "demo-developer-key"),
         ("WHENIWORK_EMAIL", "manager@example.com"),
         ("WHENIWORK_PASSWORD", "demo"),
-    ] {
-        if std::env::var_os(var).is_none() {
+        ("TIKI_CLIENT_ID", "tributary-demo"),
+        ("TIKI_CLIENT_SECRET", "demo-secret"),
+    ]
+    .iter()
+    .map(|(var, value)| (var.to_string(), value.to_string()))
+    .collect();
+    for (n, (_, refresh_token)) in demo_sellers().into_iter().enumerate() {
+        vars.push((seller_env(n), refresh_token));
+    }
+    for (var, value) in vars {
+        if std::env::var_os(&var).is_none() {
             // SAFETY: called from `main` before any other thread exists
             unsafe { std::env::set_var(var, value) };
         }
@@ -109,8 +120,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The simulator's three APIs as sources: Stripe, WhenIWork's shifts (its preset) and
-/// the marketplace's event queue. Like any config it takes `TRIBUTARY_…`
+/// The simulated marketplace's sellers: each one's `sid` and the refresh
+/// token its authorization of the app handed out.
+fn demo_sellers() -> Vec<(String, String)> {
+    let defaults = SimArgs::defaults();
+    crate::sim::Market::seeded(defaults.seed, defaults.sellers).oauth.authorized
+}
+
+/// The env var holding the demo seller `n`'s refresh token.
+fn seller_env(n: usize) -> String {
+    format!("TRIBUTARY_DEMO_TIKI_SELLER_{}", n + 1)
+}
+
+/// The simulator's three APIs as sources: Stripe, WhenIWork's shifts and
+/// Tiki's event queues (their presets). Like any config it takes `TRIBUTARY_…`
 /// overrides from the environment.
 fn demo_config(args: &DemoArgs, sim: SocketAddr) -> anyhow::Result<Config> {
     let quoted = |text: &str| toml::Value::String(text.to_string()).to_string();
@@ -119,11 +142,16 @@ fn demo_config(args: &DemoArgs, sim: SocketAddr) -> anyhow::Result<Config> {
          [[sources]]\nname = \"stripe\"\nkind = \"stripe\"\nbase_url = \"http://{sim}\"\napi_key_env = \"{KEY_ENV}\"\nrate_limit_per_sec = 5000\n\
          [[sources]]\nname = \"shifts\"\npreset = \"wheniwork\"\nbase_url = \"http://{sim}\"\nauth = {{ url = \"http://{sim}/login\" }}\n\
          sleep_period_secs = 5\ndays_prior = 14\ndays_ahead = 28\n\
-         [[sources]]\nname = \"market\"\nkind = \"event_queue\"\nbase_url = \"http://{sim}\"\napi_key_env = \"{KEY_ENV}\"\n\
-         event_types = {types}\npoll_interval_secs = 2\n",
+         [[sources]]\nname = \"market\"\npreset = \"tiki\"\nbase_url = \"http://{sim}\"\npoll_interval_secs = 2\n\
+         auth = {{ token_url = \"http://{sim}/sc/oauth2/token\" }}\nseller_auth = {{ token_url = \"http://{sim}/sc/oauth2/token\" }}\n\
+         {sellers}",
         db = quoted(&format!("sqlite://{}", args.db)),
         listen = quoted(&args.listen.to_string()),
-        types = toml::Value::Array(crate::sim::market::EVENT_TYPES.iter().map(|t| toml::Value::String(t.to_string())).collect()),
+        sellers = demo_sellers()
+            .iter()
+            .enumerate()
+            .map(|(n, (sid, _))| format!("sellers.{} = {{ refresh_token_env = \"{}\" }}\n", quoted(sid), seller_env(n)))
+            .collect::<String>(),
     );
     Ok(Config::parse_with(&text, "demo config", std::env::vars())?)
 }
@@ -183,7 +211,9 @@ async fn show_progress(
     println!("  sqlite3 {db} \"select id, json_extract(data, '$.email') from stripe_customer limit 5\"");
     println!("  sqlite3 {db} \"select id, op, type, object_id from tributary_changes order by id desc limit 5\"");
     println!("  sqlite3 {db} \"select id, json_extract(data, '$.start_time'), json_extract(data, '$.notes') from shifts_shift limit 5\"");
-    println!("  sqlite3 {db} \"select id, account, json_extract(data, '$.status') from market_order limit 5\"");
+    println!(
+        "  sqlite3 {db} \"select id, account, json_extract(data, '$.status'), json_extract(data, '$.invoice.grand_total') from market_order limit 5\""
+    );
     println!("  curl -s http://{api}/v1/sources");
     println!("  curl -s 'http://{api}/v1/sources/stripe/wait?timeout_ms=5000'");
     println!("  tributary queue pull {queue} --api http://{api} --token {token} --follow");

@@ -83,13 +83,19 @@ enum Command {
     },
     /// List the upstream events a source parked because it could not store
     /// them (one JSON object per line: key, event_id, event_type, reason,
-    /// body, parked_at), oldest first
+    /// body, parked_at), oldest first; with --redrive, store them again
     Parked {
         #[command(flatten)]
         config: ConfigArg,
         /// The source
         #[arg(long)]
         source: String,
+        /// Store the parked events again with the config as it is now (each
+        /// read at its paths, its object fetched again): one JSON line per
+        /// event with its outcome (stored, already_stored, parked and why).
+        /// Safe beside a running engine; exits 1 if any stays parked
+        #[arg(long)]
+        redrive: bool,
     },
 }
 
@@ -173,12 +179,29 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Verify { config, source, resource, limit_ids } => verify(config, source, resource, limit_ids).await,
-        Command::Parked { config, source } => {
+        Command::Parked { config, source, redrive } => {
             let config = config.load()?;
-            if !config.sources.iter().any(|s| s.name() == source) {
+            let Some(found) = config.sources.iter().find(|s| s.name() == source) else {
                 anyhow::bail!("no source named '{source}' in the config");
-            }
+            };
             let store = crate::store::open(&config.database.options()).await?;
+            if redrive {
+                let crate::config::SourceConfig::EventQueue(queue) = found else {
+                    anyhow::bail!("source '{source}' is not an event_queue source: it parks nothing");
+                };
+                queue.check_env()?;
+                let runner = crate::source::event_queue::Runner::new(queue.clone(), store)?;
+                let report = runner.redrive().await?;
+                for line in &report {
+                    println!("{}", serde_json::to_string(line)?);
+                }
+                let still = report.iter().filter(|r| r.outcome == "parked").count();
+                eprintln!("redrove {} parked event(s): {} stored again, {still} still parked", report.len(), report.len() - still);
+                if still > 0 {
+                    anyhow::bail!("{still} event(s) still parked (each line says why)");
+                }
+                return Ok(());
+            }
             for parked in store.parked(&source).await? {
                 println!("{}", serde_json::to_string(&parked)?);
             }

@@ -20,6 +20,7 @@ use super::stripe::world::PLATFORM;
 pub fn routes() -> Router<Arc<Sim>> {
     Router::new()
         .route("/__sim/market", get(market))
+        .route("/__sim/tracker", get(tracker))
         .route("/__sim/shifts", get(shifts_truth))
         .route("/__sim/generate", post(generate))
         .route("/__sim/state", get(state))
@@ -51,6 +52,11 @@ async fn market(State(sim): State<Arc<Sim>>) -> Response {
     json_response(200, &truth)
 }
 
+/// `GET /__sim/tracker`: every repository and issue of the tracker.
+async fn tracker(State(sim): State<Arc<Sim>>) -> Response {
+    json_response(200, &sim.tracker.lock().truth())
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GenerateBody {
@@ -58,9 +64,11 @@ struct GenerateBody {
     market_events: usize,
     #[serde(default)]
     shift_edits: usize,
+    #[serde(default)]
+    issue_edits: usize,
 }
 
-/// `POST /__sim/generate {"market_events"?, "shift_edits"?}`: make that many
+/// `POST /__sim/generate {"market_events"?, "shift_edits"?, "issue_edits"?}`: make that many
 /// changes at once.
 async fn generate(
     State(sim): State<Arc<Sim>>,
@@ -77,7 +85,13 @@ async fn generate(
         }
     }
     sim.shifts.lock().edit_some(body.shift_edits);
-    json_response(200, &json!({"market_events": body.market_events, "shift_edits": body.shift_edits}))
+    {
+        let mut tracker = sim.tracker.lock();
+        for _ in 0..body.issue_edits {
+            tracker.random_mutation();
+        }
+    }
+    json_response(200, &json!({"market_events": body.market_events, "shift_edits": body.shift_edits, "issue_edits": body.issue_edits}))
 }
 
 #[derive(Deserialize)]

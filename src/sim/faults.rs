@@ -50,9 +50,13 @@ pub struct Faults {
     /// Window answers carry one shift without an id.
     #[serde(default)]
     pub broken_shift: bool,
-    /// Event queue batches lead with an event whose payload has no id.
+    /// Event queue batches lead with an event whose payload has no order
+    /// code or product id.
     #[serde(default)]
     pub broken_event: bool,
+    /// The marketplace's order lookups answer 503 (maintenance).
+    #[serde(default)]
+    pub fail_order_lookups: bool,
     /// Resources (`charges`, …) a restricted key (`rk_test_…`) may not
     /// read: answered 403, as Stripe answers a key without the permission.
     #[serde(default)]
@@ -114,29 +118,53 @@ pub fn route_key(method: &Method, path: &str) -> String {
     key
 }
 
-/// What a request must present: Stripe's `sk_test_…` key, or any bearer token.
+/// Whose API a route is: what a request must present, and the shape of
+/// the errors the gate answers (Stripe's envelope, WhenIWork's
+/// `{"error","code"}`, Tiki's `{"errors":[…]}`).
 #[derive(Clone, Copy, PartialEq)]
 pub enum Auth {
+    /// Stripe's `sk_test_…` key.
     StripeKey,
-    Bearer,
-    /// The route checks its own credentials (WhenIWork's tokens).
-    None,
+    /// The route checks its own tokens (WhenIWork's from `/login`).
+    WhenIWork,
+    /// The route checks its own tokens (Tiki's OAuth2 ones).
+    Tiki,
+    /// The route checks its bearer token (GitHub's `{"message"}` errors).
+    GitHub,
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+/// An error the gate answers, in the shape of the route's API.
+fn gate_error(auth: Auth, error: ApiError) -> Response {
+    match auth {
+        Auth::StripeKey => error_response(&error),
+        Auth::WhenIWork => json_response(error.status, &serde_json::json!({"error": error.message, "code": error.status})),
+        Auth::Tiki => json_response(error.status, &serde_json::json!({"errors": [error.message]})),
+        Auth::GitHub => json_response(error.status, &serde_json::json!({"message": error.message})),
+    }
+}
+
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
 }
 
 /// The API key a request presents, as Stripe takes it: a bearer token, or
 /// the user name of HTTP basic auth (`curl -u sk_test_…:`).
 pub fn stripe_key(headers: &HeaderMap) -> Option<String> {
-    use base64::Engine;
     if let Some(token) = bearer(headers) {
         return Some(token.to_string());
     }
+    basic(headers).map(|(user, _)| user)
+}
+
+/// HTTP basic auth's user and password (empty when there is no colon).
+pub fn basic(headers: &HeaderMap) -> Option<(String, String)> {
+    use base64::Engine;
     let encoded = headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Basic ")?;
     let decoded = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?).ok()?;
-    Some(decoded.split_once(':').map_or(decoded.as_str(), |(user, _)| user).to_string())
+    Some(match decoded.split_once(':') {
+        Some((user, password)) => (user.to_string(), password.to_string()),
+        None => (decoded, String::new()),
+    })
 }
 
 /// Count the request, then apply what every route shares: latency, auth,
@@ -152,44 +180,40 @@ pub async fn gate(sim: &Sim, route: String, headers: &HeaderMap, auth: Auth) -> 
         Auth::StripeKey => {
             stripe_key(headers).is_some_and(|k| ["sk_test_", "rk_test_"].iter().any(|p| k.starts_with(p) && k.len() > p.len()))
         }
-        Auth::Bearer => bearer(headers).is_some_and(|k| !k.trim().is_empty()),
-        Auth::None => true,
+        Auth::WhenIWork | Auth::Tiki | Auth::GitHub => true,
     };
     if !key_ok || faults.unauthorized {
         let message = match auth {
             Auth::StripeKey => "Invalid API Key provided. Use `Authorization: Bearer sk_test_...`",
-            Auth::Bearer | Auth::None => "missing or invalid bearer token",
+            Auth::WhenIWork | Auth::Tiki | Auth::GitHub => "missing or invalid token",
         };
-        return Err(error_response(&ApiError {
-            status: 401,
-            kind: "invalid_request_error",
-            code: None,
-            param: None,
-            message: message.into(),
-        }));
+        return Err(gate_error(
+            auth,
+            ApiError { status: 401, kind: "invalid_request_error", code: None, param: None, message: message.into() },
+        ));
     }
     let limiter = sim.limiter.read().clone();
     if limiter.is_some_and(|l| l.check().is_err()) {
         sim.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
-        let mut response = error_response(&ApiError {
-            status: 429,
-            kind: "rate_limit_error",
-            code: Some("rate_limit"),
-            param: None,
-            message: "Too many requests hit the API too quickly.".into(),
-        });
+        let mut response = gate_error(
+            auth,
+            ApiError {
+                status: 429,
+                kind: "rate_limit_error",
+                code: Some("rate_limit"),
+                param: None,
+                message: "Too many requests hit the API too quickly.".into(),
+            },
+        );
         response.headers_mut().insert(header::RETRY_AFTER, "1".parse().expect("static header"));
         return Err(response);
     }
     if sim.roll(faults.fail_rate) {
         sim.stats.failed.fetch_add(1, Ordering::Relaxed);
-        return Err(error_response(&ApiError {
-            status: 500,
-            kind: "api_error",
-            code: None,
-            param: None,
-            message: "An unknown error occurred (injected).".into(),
-        }));
+        return Err(gate_error(
+            auth,
+            ApiError { status: 500, kind: "api_error", code: None, param: None, message: "An unknown error occurred (injected).".into() },
+        ));
     }
     Ok(faults)
 }

@@ -14,6 +14,7 @@ pub mod faults;
 pub mod market;
 pub mod shifts;
 pub mod stripe;
+pub mod tracker;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -72,12 +73,16 @@ pub struct SimArgs {
     /// Shifts in the window API, spread from 2 weeks before today to 4 weeks after
     #[arg(long, default_value_t = 500)]
     pub shifts: usize,
-    /// Lifetime of a token from the shifts API's /login, in seconds
+    /// Lifetime of an access token (the shifts API's /login, the marketplace's
+    /// /sc/oauth2/token), in seconds
     #[arg(long, default_value_t = 604_800)]
     pub token_ttl_secs: u64,
     /// Sellers of the marketplace whose order and product events feed the event queues
     #[arg(long, default_value_t = 3)]
     pub sellers: usize,
+    /// Issues in the issue tracker (GitHub-shaped lists for the rest kind), over 3 repositories
+    #[arg(long, default_value_t = 300)]
+    pub issues: usize,
     /// Share of event queue acknowledgements dropped, so batches come again (0.0 to 1.0)
     #[arg(long, default_value_t = 0.0)]
     pub lose_acks: f64,
@@ -122,6 +127,7 @@ impl SimArgs {
             lose_acks: self.lose_acks,
             broken_shift: false,
             broken_event: false,
+            fail_order_lookups: false,
             restricted: Vec::new(),
             event_api_version: None,
             event_visibility_delay_ms: self.event_visibility_delay_ms,
@@ -129,8 +135,10 @@ impl SimArgs {
         };
         let mut shifts = Shifts::seeded(self.seed, self.shifts, chrono::Utc::now().date_naive());
         shifts.token_ttl = Duration::from_secs(self.token_ttl_secs);
-        let market = Market::seeded(self.seed, self.sellers);
-        Sim::new(world, shifts, market, faults, self.mutations_per_sec, self.seed)
+        let mut market = Market::seeded(self.seed, self.sellers);
+        market.oauth.ttl = Duration::from_secs(self.token_ttl_secs);
+        let tracker = tracker::Tracker::seeded(self.seed, self.issues);
+        Sim::new(world, shifts, market, tracker, faults, self.mutations_per_sec, self.seed)
     }
 }
 
@@ -140,6 +148,8 @@ pub struct Sim {
     pub shifts: Mutex<Shifts>,
     /// The marketplace behind the event queues.
     pub market: Mutex<Market>,
+    /// The issue tracker behind the `rest` kind's lists.
+    pub tracker: Mutex<tracker::Tracker>,
     pub(crate) faults: RwLock<Faults>,
     pub(crate) limiter: RwLock<Option<Arc<DefaultDirectRateLimiter>>>,
     pub(crate) stats: Stats,
@@ -149,11 +159,20 @@ pub struct Sim {
 }
 
 impl Sim {
-    pub fn new(world: World, shifts: Shifts, market: Market, faults: Faults, mutations_per_sec: f64, seed: u64) -> Arc<Self> {
+    pub fn new(
+        world: World,
+        shifts: Shifts,
+        market: Market,
+        tracker: tracker::Tracker,
+        faults: Faults,
+        mutations_per_sec: f64,
+        seed: u64,
+    ) -> Arc<Self> {
         let sim = Sim {
             world: Mutex::new(world),
             shifts: Mutex::new(shifts),
             market: Mutex::new(market),
+            tracker: Mutex::new(tracker),
             faults: RwLock::new(Faults::default()),
             limiter: RwLock::new(None),
             stats: Stats::default(),
@@ -183,6 +202,7 @@ impl Sim {
         self.world.lock().random_mutation();
         self.shifts.lock().random_mutation();
         self.market.lock().random_event();
+        self.tracker.lock().random_mutation();
     }
 }
 
@@ -195,6 +215,11 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/integration/v1/queues", get(market::routes::list_queues).post(market::routes::create_queue))
         .route("/integration/v1/queues/{code}/subscriptions", post(market::routes::subscribe).get(market::routes::list_subscriptions))
         .route("/integration/v1/queues/{code}/events/pull", post(market::routes::pull))
+        .route("/integration/v1/queues/{code}/events/ack", post(market::routes::ack))
+        .route("/integration/v2/orders/{code}", get(market::routes::order))
+        .route("/sc/oauth2/token", post(market::routes::token))
+        .route("/orgs/{org}/repos", get(tracker::routes::repos))
+        .route("/repos/{owner}/{repo}/issues", get(tracker::routes::issues))
         .merge(control::routes())
         .with_state(sim)
 }

@@ -32,6 +32,9 @@ pub enum ClientError {
     /// fails the same way.
     #[error("{url}: cannot send: {reason}")]
     Request { url: String, reason: String },
+    /// A request given a number of tries that failed every one of them.
+    #[error("{url}: gave up after {attempts} tries: {reason}")]
+    Exhausted { url: String, attempts: u32, reason: String },
 }
 
 impl ClientError {
@@ -43,6 +46,7 @@ impl ClientError {
             ClientError::Build(_) => "client_build",
             ClientError::Refused { .. } => "url_refused",
             ClientError::Request { .. } => "request_invalid",
+            ClientError::Exhausted { .. } => "retries_exhausted",
         }
     }
 
@@ -293,6 +297,8 @@ pub struct Extra<'a> {
     pub body: Body<'a>,
     /// User and password of HTTP basic auth (an OAuth client's).
     pub basic: Option<(&'a str, &'a str)>,
+    /// Tries at most (absent: until a final answer).
+    pub attempts: Option<u32>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -431,6 +437,9 @@ impl Client {
                 Ok((Err(final_error), _)) => return Err(final_error),
                 Err(retry) => {
                     attempt += 1;
+                    if extra.attempts.is_some_and(|most| attempt >= most) {
+                        return Err(ClientError::Exhausted { url: shown, attempts: attempt, reason: retry.reason });
+                    }
                     if retry.rate_limited {
                         metrics::counter!("tributary_upstream_rate_limited_total", "source" => self.source.clone()).increment(1);
                     } else {

@@ -13,6 +13,7 @@ pub mod declarative;
 pub mod drift;
 pub mod event_queue;
 pub mod http;
+pub mod rest;
 pub mod stripe;
 pub mod window;
 
@@ -29,6 +30,60 @@ use tokio::sync::{Notify, watch};
 /// window and event queue kinds use it, the stripe kind its
 /// `poll_interval_ms` when that is shorter.
 pub const EARLY_POLL_GAP: Duration = Duration::from_secs(1);
+
+/// The rounds of a polled source (`window`, `rest`), until it stops: each
+/// `round` does one run, logs its own figures and answers the pause before
+/// the next (counted from the end of the run; `/wait` cuts it short). A
+/// failed run is logged as `{kind}_failed` and retried with backoff; one
+/// that no retry can cure (`permanent` names its client error) stops the
+/// source until a restart.
+pub async fn poll_rounds<E, Fut>(
+    status: &SourceStatus,
+    scope: &ScopeStatus,
+    name: &str,
+    kind: &str,
+    max_backoff: Duration,
+    permanent: fn(&E) -> Option<&http::ClientError>,
+    mut round: impl FnMut() -> Fut,
+) where
+    E: std::error::Error + 'static,
+    Fut: std::future::Future<Output = Result<Duration, E>>,
+{
+    let name = name.to_string();
+    let mut failures = 0;
+    loop {
+        let (id, started) = scope.begin_round();
+        let pause = match round().await {
+            Ok(pause) => {
+                failures = 0;
+                status.store_health.ok();
+                scope.set_phase(Phase::Live);
+                scope.finish_round(id, started);
+                status.set_error(None);
+                metrics::counter!("tributary_sync_runs_total", "source" => name.clone()).increment(1);
+                metrics::histogram!("tributary_sync_run_seconds", "source" => name.clone()).record(started.elapsed().as_secs_f64());
+                pause
+            }
+            Err(ref e) if let Some(client) = permanent(e) => {
+                tracing::error!(kind = "source_stopped", source = %name, error = %e, error_kind = client.kind(),
+                    "the source stopped; it will not be retried until restart");
+                status.set_error(Some(format!("stopped: {e}")));
+                return;
+            }
+            Err(e) => {
+                failures += 1;
+                status.store_health.failed_if_store(&e);
+                let pause = crate::retry::backoff(failures, max_backoff);
+                tracing::error!(kind = %format!("{kind}_failed"), source = %name, error = %e, retry_in_ms = pause.as_millis() as u64,
+                    "a run failed; retrying");
+                metrics::counter!("tributary_sync_failures_total", "source" => name.clone()).increment(1);
+                status.set_error(Some(e.to_string()));
+                pause
+            }
+        };
+        scope.pause(pause, EARLY_POLL_GAP).await;
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]

@@ -26,6 +26,8 @@ pub enum LedgerOp {
     Remove(String),
     /// Park an event the source cannot store (kept once per key).
     Park(Parked),
+    /// Take a parked event out (it was stored after all).
+    Unpark(String),
 }
 
 /// An upstream event parked with why it could not be stored.

@@ -824,4 +824,8 @@ pub async fn parked_events_commit_with_their_batch_once(store: Arc<dyn Store>) {
     assert_eq!(store.parked_count("stripe").await.unwrap(), 2);
     assert_eq!(store.parked_count("other").await.unwrap(), 0, "per source");
     assert_eq!(store.checkpoints("stripe").await.unwrap()["ack_id"], json!("a2"));
+    // a redriven event leaves the table with the batch that stores it
+    let unpark = Batch { ledger: vec![LedgerOp::Unpark("e1".into()), LedgerOp::Unpark("e9".into())], ..batch(vec![]) };
+    store.apply(unpark).await.unwrap();
+    assert_eq!(store.parked("stripe").await.unwrap().iter().map(|p| p.key.as_str()).collect::<Vec<_>>(), ["e2"]);
 }

@@ -106,7 +106,7 @@ impl Writes {
                     upstreams.insert(c.name.clone(), upstream);
                 }
                 // read-only upstreams: writes to them answer 404
-                SourceConfig::Window(_) | SourceConfig::EventQueue(_) => {}
+                SourceConfig::Window(_) | SourceConfig::EventQueue(_) | SourceConfig::Rest(_) => {}
             }
         }
         let grace = Duration::from_secs(config.writes.completer_grace_secs);

@@ -270,6 +270,8 @@ pub struct Engine {
     pub api: String,
     pub db: Db,
     pub config: PathBuf,
+    /// Env vars of this engine beyond the ones every engine gets.
+    pub env: Vec<(String, String)>,
 }
 
 /// The resources most tests mirror (unless their config names others):
@@ -321,10 +323,15 @@ impl Engine {
     /// Start an engine whose config is `body` (sources, sinks) after the
     /// database and API tables.
     pub async fn start_configured(dir: &Path, db: Db, body: &str) -> Engine {
+        Self::start_configured_env(dir, db, body, Vec::new()).await
+    }
+
+    /// [`Engine::start_configured`] with env vars of its own (a restart keeps them).
+    pub async fn start_configured_env(dir: &Path, db: Db, body: &str, env: Vec<(String, String)>) -> Engine {
         let port = free_port();
         let config = dir.join(format!("tributary-{port}.toml"));
         std::fs::write(&config, format!("{}[api]\nlisten = \"127.0.0.1:{port}\"\n{body}\n", db.toml())).unwrap();
-        Self::start_with(dir, config, db, port).await
+        Self::start_env(dir, config, db, port, env).await
     }
 
     /// `GET /v1/sources/{source}/wait`: answers once a run of the source that
@@ -337,10 +344,14 @@ impl Engine {
     /// Start another engine process on the same config (after a kill).
     pub async fn restart(&self, dir: &Path) -> Engine {
         let port: u16 = self.api.rsplit(':').next().unwrap().parse().unwrap();
-        Self::start_with(dir, self.config.clone(), self.db.clone(), port).await
+        Self::start_env(dir, self.config.clone(), self.db.clone(), port, self.env.clone()).await
     }
 
     async fn start_with(dir: &Path, config: PathBuf, db: Db, port: u16) -> Engine {
+        Self::start_env(dir, config, db, port, Vec::new()).await
+    }
+
+    async fn start_env(dir: &Path, config: PathBuf, db: Db, port: u16, env: Vec<(String, String)>) -> Engine {
         let mut cmd = Command::new(bin());
         cmd.arg("run")
             .arg("--config")
@@ -353,13 +364,14 @@ impl Engine {
             .env("TRIBUTARY_TEST_WEBHOOK_SECRET", WEBHOOK_SECRET)
             .env("TRIBUTARY_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("STRIPE_RESTRICTED_KEY", RESTRICTED_KEY)
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
         let proc = Proc::spawn(cmd, dir.join(format!("engine-{n}.log")));
         let api = format!("http://127.0.0.1:{port}");
         let health = format!("{api}/health");
         wait_until("engine api", Duration::from_secs(30), || async { get_json(&health).await.is_some() }).await;
-        Engine { proc, api, db, config }
+        Engine { proc, api, db, config, env }
     }
 
     pub async fn sinks_json(&self) -> Value {

@@ -388,7 +388,7 @@ impl Auth {
         let (value, lifetime) = match fetch {
             Fetch::Login { headers, body, token_path, expires_in_path, lifetime } => {
                 let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-                let extra = Extra { headers: &headers, body: Body::Json(body), basic: None };
+                let extra = Extra { headers: &headers, body: Body::Json(body), ..Extra::default() };
                 let answer: Value = client.request(reqwest::Method::POST, path, extra).await?.body;
                 let token = token_path.text(&answer).ok_or_else(|| shape(format!("no token at '{token_path}' in the login answer")))?;
                 let expires_in = expires_in_path.as_ref().and_then(|p| p.get(&answer)).and_then(Value::as_f64);
@@ -448,7 +448,7 @@ impl Auth {
                 None
             }
         };
-        let extra = Extra { headers: &[], body: Body::Form(&form), basic };
+        let extra = Extra { body: Body::Form(&form), basic, ..Extra::default() };
         Ok(client.request(reqwest::Method::POST, path, extra).await?.body)
     }
 }

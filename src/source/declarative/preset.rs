@@ -6,7 +6,7 @@
 //! another `kind` (`auth = { kind = "header", … }`) replaces it.
 
 /// Every preset: its name and its TOML.
-const PRESETS: &[(&str, &str)] = &[("wheniwork", include_str!("presets/wheniwork.toml"))];
+const PRESETS: &[(&str, &str)] = &[("wheniwork", include_str!("presets/wheniwork.toml")), ("tiki", include_str!("presets/tiki.toml"))];
 
 /// The names of the presets.
 pub fn names() -> impl Iterator<Item = &'static str> {
@@ -36,7 +36,7 @@ pub fn apply(source: &mut toml::Table) -> Result<(), String> {
 /// `over` laid over `under`: tables merge field by field, anything else
 /// from `over` (an empty table too, or one of another `kind`) replaces
 /// what `under` has.
-fn merge(mut under: toml::Table, over: toml::Table) -> toml::Table {
+pub fn merge(mut under: toml::Table, over: toml::Table) -> toml::Table {
     for (key, value) in over {
         let merged = match (under.remove(&key), value) {
             (Some(toml::Value::Table(below)), toml::Value::Table(above)) if !above.is_empty() && same_kind(&below, &above) => {
@@ -94,7 +94,7 @@ mod tests {
     #[test]
     fn an_unknown_preset_or_another_kind_is_refused() {
         let mut source: toml::Table = "preset = \"whenwork\"".parse().unwrap();
-        assert!(apply(&mut source).unwrap_err().contains("unknown preset 'whenwork' (known: wheniwork)"));
+        assert!(apply(&mut source).unwrap_err().contains("unknown preset 'whenwork' (known: wheniwork, tiki)"));
         let mut source: toml::Table = "preset = \"wheniwork\"\nkind = \"stripe\"".parse().unwrap();
         assert!(apply(&mut source).unwrap_err().contains("is for kind = \"window\""));
     }

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use crate::config::error::ConfigError;
 use crate::source::declarative::{self, AuthConfig, Path, TimeFormat};
-use crate::source::http::{self, ClientOptions};
+use crate::source::http;
 
 /// Events one pull asks for at most (the upstream's own limit).
 pub const MAX_BATCH: usize = 500;
@@ -72,12 +72,36 @@ pub struct EventQueueConfig {
     pub queue: Option<String>,
     /// Event types to subscribe the queue to (`order.created`, …).
     pub event_types: Vec<String>,
-    /// Accounts (sellers) to subscribe for; empty: every account.
+    /// Accounts to subscribe for, named in each subscription's body
+    /// (`{"event_type","account"}`) made with the source's own token;
+    /// empty: every account. Not with `sellers`.
     #[serde(default)]
     pub accounts: Vec<String>,
-    /// Events per pull.
-    #[serde(default = "default_batch_size")]
-    pub batch_size: usize,
+    /// A public app's sellers, each by the id its events carry at
+    /// `account_path` (Tiki: the `sid`), with the fields of its own token
+    /// laid over `seller_auth` (`{ refresh_token_env = "TIKI_SELLER_A" }`).
+    /// Each seller's subscriptions are made with its own token, and its
+    /// events' objects fetched with it.
+    #[serde(default)]
+    pub sellers: BTreeMap<String, toml::Table>,
+    /// What every seller's token shares (Tiki: `oauth2_refresh_token` at
+    /// the token endpoint with the app's client id and secret).
+    #[serde(default)]
+    pub seller_auth: Option<toml::Table>,
+    /// Events per pull, sent as `limit`; absent: not sent (the upstream's
+    /// own batch size) and a pull that brought events is followed by the
+    /// next at once.
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+    /// Acknowledge each batch with a request of its own
+    /// (`POST {path_prefix}{ack_path} {"ack_id"}`, `{code}` the queue's
+    /// code) instead of with the next pull.
+    #[serde(default)]
+    pub ack_path: Option<String>,
+    /// Tries of an object's fetch (`objects.*.fetch`) before its event is
+    /// parked.
+    #[serde(default = "default_fetch_attempts")]
+    pub fetch_attempts: u32,
     /// Pause after a pull that returned less than a full batch (a full batch
     /// is followed by the next pull at once).
     #[serde(default = "default_poll_interval_secs")]
@@ -106,6 +130,23 @@ pub struct ObjectRule {
     /// Path in the event of the object's id.
     #[serde(default)]
     pub id_path: Option<Path>,
+    /// Fetch the whole object instead of storing the event's payload:
+    /// the path of a GET, `{id}` the object's id
+    /// (`/integration/v2/orders/{id}`); empty: none. It is sent with the
+    /// event's seller's token where there is one.
+    #[serde(default)]
+    pub fetch: Option<String>,
+    /// Where the fetched answer holds the object (default: the answer itself).
+    #[serde(default)]
+    pub fetch_path: Option<Path>,
+}
+
+impl ObjectRule {
+    /// The fetch path of an object with this id, if the rule fetches.
+    pub fn fetch_path_of(&self, id: &str) -> Option<String> {
+        let template = self.fetch.as_deref().filter(|f| !f.is_empty())?;
+        Some(template.replace("{id}", &crate::source::http::encode(id)))
+    }
 }
 
 fn default_queues_path() -> Path {
@@ -139,8 +180,8 @@ fn default_api_key_env() -> String {
 fn default_path_prefix() -> String {
     "/integration/v1".into()
 }
-fn default_batch_size() -> usize {
-    100
+fn default_fetch_attempts() -> u32 {
+    5
 }
 fn default_poll_interval_secs() -> u64 {
     60
@@ -149,12 +190,9 @@ fn default_retention_days() -> u64 {
     7
 }
 
-impl EventQueueConfig {
-    pub fn client_options(&self) -> ClientOptions {
-        ClientOptions::sequential(&self.name, &self.base_url, self.rate_limit_per_sec, self.request_timeout_ms, self.retry_max_backoff_ms)
-            .with_headers(&self.headers)
-    }
+declarative::connection_of!(EventQueueConfig);
 
+impl EventQueueConfig {
     /// The rule of an event type: the exact type first, else the longest
     /// matching prefix (`ORDER_*`).
     pub fn rule(&self, kind: &str) -> Option<&ObjectRule> {
@@ -172,13 +210,29 @@ impl EventQueueConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |msg: String| Err(ConfigError::Invalid(format!("source '{}': {msg}", self.name)));
-        if let Err(reason) = declarative::validate(&self.name, &self.auth, &declarative::Paginator::None, &self.headers) {
+        if let Err(reason) = self.connection().validate(&declarative::Paginator::None) {
             return invalid(reason);
         }
-        if let Err(reason) = self.client_options().validate() {
+        if let Err(reason) = self.seller_auths() {
             return invalid(reason);
+        }
+        if !self.sellers.is_empty() && !self.accounts.is_empty() {
+            return invalid("accounts and sellers: each seller's token subscribes its own events; leave accounts out".into());
+        }
+        if let Some(path) = &self.ack_path
+            && !path.starts_with('/')
+        {
+            return invalid(format!("ack_path '{path}' must start with /"));
+        }
+        if self.fetch_attempts == 0 {
+            return invalid("fetch_attempts must be at least 1".into());
         }
         for (pattern, rule) in &self.objects {
+            if let Some(fetch) = rule.fetch.as_deref().filter(|f| !f.is_empty())
+                && (!fetch.starts_with('/') || !fetch.contains("{id}"))
+            {
+                return invalid(format!("objects.{pattern}.fetch '{fetch}' must start with / and hold {{id}}"));
+            }
             if pattern.is_empty() || pattern.trim_end_matches('*').contains('*') {
                 return invalid(format!("objects: '{pattern}' is not an event type or a prefix ending in *"));
             }
@@ -194,7 +248,7 @@ impl EventQueueConfig {
         if self.event_types.is_empty() || self.event_types.iter().any(|t| t.trim().is_empty()) {
             return invalid("event_types must name at least one event type".into());
         }
-        if self.batch_size == 0 || self.batch_size > MAX_BATCH {
+        if self.batch_size.is_some_and(|size| size == 0 || size > MAX_BATCH) {
             return invalid(format!("batch_size must be 1 to {MAX_BATCH}"));
         }
         if self.poll_interval_secs == 0 || self.retention_days == 0 {
@@ -205,6 +259,29 @@ impl EventQueueConfig {
 
     /// Every secret the source needs is in the environment.
     pub fn check_env(&self) -> Result<(), ConfigError> {
-        declarative::check_auth(&self.name, &self.auth, &self.api_key_env)
+        self.connection().check_env()?;
+        for (sid, auth) in self.seller_auths().map_err(ConfigError::Invalid)? {
+            auth.check_env(&format!("sources.{}.sellers.{sid}", self.name))?;
+        }
+        Ok(())
+    }
+
+    /// Each seller's auth: its own fields laid over `seller_auth`.
+    pub fn seller_auths(&self) -> Result<Vec<(String, AuthConfig)>, String> {
+        self.sellers
+            .iter()
+            .map(|(sid, own)| {
+                let field = format!("sources.{}.sellers.{sid}", self.name);
+                if sid.trim().is_empty() {
+                    return Err(format!("sources.{}.sellers: a seller's id must not be empty", self.name));
+                }
+                let table = declarative::preset::merge(self.seller_auth.clone().unwrap_or_default(), own.clone());
+                let auth = toml::Value::Table(table)
+                    .try_into::<AuthConfig>()
+                    .map_err(|e| format!("{field} (over seller_auth): {}", e.message().trim()))?;
+                auth.validate(&field)?;
+                Ok((sid.clone(), auth))
+            })
+            .collect()
     }
 }

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use crate::config::error::ConfigError;
 use crate::source::declarative::{self, AuthConfig, Paginator, Path, TimeFormat};
-use crate::source::http::{self, ClientOptions};
+use crate::source::http;
 use crate::store::ident;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -158,18 +158,12 @@ fn default_request_timeout_ms() -> u64 {
     60_000
 }
 
-impl WindowConfig {
-    pub fn client_options(&self) -> ClientOptions {
-        ClientOptions::sequential(&self.name, &self.base_url, self.rate_limit_per_sec, self.request_timeout_ms, self.retry_max_backoff_ms)
-            .with_headers(&self.headers)
-    }
+declarative::connection_of!(WindowConfig);
 
+impl WindowConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |msg: String| Err(ConfigError::Invalid(format!("source '{}': {msg}", self.name)));
-        if let Err(reason) = declarative::validate(&self.name, &self.auth, &self.paginator, &self.headers) {
-            return invalid(reason);
-        }
-        if let Err(reason) = self.client_options().validate() {
+        if let Err(reason) = self.connection().validate(&self.paginator) {
             return invalid(reason);
         }
         for object in std::iter::once(&self.object).chain(self.sideloads.keys()) {
@@ -206,6 +200,6 @@ impl WindowConfig {
 
     /// Every secret the source needs is in the environment.
     pub fn check_env(&self) -> Result<(), ConfigError> {
-        declarative::check_auth(&self.name, &self.auth, &self.api_key_env)
+        self.connection().check_env()
     }
 }

@@ -25,7 +25,7 @@ use crate::source::declarative::paginate::with_param;
 use crate::source::declarative::{self, TimeFormat};
 use crate::source::drift::{Drifted, ResourceDrift, Tally, differing_fields};
 use crate::source::http::{Client, ClientError};
-use crate::source::{Phase, ScopeStatus, SourceStatus};
+use crate::source::{ScopeStatus, SourceStatus};
 use crate::store::ledger::{LedgerEntry, LedgerOp};
 use crate::store::{Batch, Mutation, Origin, Store, StoreError, Write};
 use dedupe::Dedupe;
@@ -45,6 +45,26 @@ pub enum WindowError {
     Item { url: String, index: usize, reason: String },
     #[error("{0}")]
     Config(String),
+}
+
+impl WindowError {
+    /// The client error no retry can cure, if this is one.
+    pub fn permanent(&self) -> Option<&ClientError> {
+        match self {
+            WindowError::Client(e) if e.is_permanent() => Some(e),
+            _ => None,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WindowError::Client(e) => e.kind(),
+            WindowError::Store(_) => "store",
+            WindowError::Redis(_) => "dedupe_redis",
+            WindowError::Item { .. } => "item_unreadable",
+            WindowError::Config(_) => "config",
+        }
+    }
 }
 
 /// One item of a window, checked and fingerprinted.
@@ -109,7 +129,7 @@ impl Runner {
     /// Connect to the upstream and, with `dedupe_url`, to Redis.
     pub async fn new(config: WindowConfig, store: Arc<dyn Store>) -> Result<Runner, WindowError> {
         let tz = config.timezone().map_err(WindowError::Config)?;
-        let client = declarative::client(&config.client_options(), &config.auth, &config.api_key_env, store.clone(), "window")?;
+        let client = config.connection().client(store.clone(), "window")?;
         let dedupe = Dedupe::connect(config.dedupe_url.as_deref(), &config.name).await?;
         Ok(Runner { config, tz, client, dedupe, store })
     }
@@ -117,46 +137,17 @@ impl Runner {
     async fn run(&self, status: &SourceStatus, scope: &ScopeStatus) {
         let name = &self.config.name;
         let max_backoff = Duration::from_millis(self.config.retry_max_backoff_ms);
-        let mut failures = 0;
-        loop {
-            let (round, started) = scope.begin_round();
-            let pause = match self.run_once(Utc::now()).await {
-                Ok(report) => {
-                    failures = 0;
-                    status.store_health.ok();
-                    scope.set_phase(Phase::Live);
-                    scope.finish_round(round, started);
-                    status.set_error(None);
-                    let duration_ms = started.elapsed().as_millis() as u64;
-                    tracing::info!(kind = "window_sync", source = %name, fetched = report.fetched, new = report.new, changed = report.changed,
-                        expired = report.expired, deleted = report.deleted, skipped = report.skipped, sideloaded = report.sideloaded,
-                        requests = report.requests, changes = report.changes, duration_ms, "window synced");
-                    metrics::counter!("tributary_sync_runs_total", "source" => name.clone()).increment(1);
-                    metrics::counter!("tributary_items_fetched_total", "source" => name.clone()).increment(report.fetched);
-                    metrics::counter!("tributary_items_changed_total", "source" => name.clone()).increment(report.changes);
-                    metrics::histogram!("tributary_sync_run_seconds", "source" => name.clone()).record(started.elapsed().as_secs_f64());
-                    Duration::from_secs(self.config.sleep_period_secs)
-                }
-                Err(WindowError::Client(e)) if e.is_permanent() => {
-                    tracing::error!(kind = "source_stopped", source = %name, error = %e, error_kind = e.kind(),
-                        "window source stopped; it will not be retried until restart");
-                    status.set_error(Some(format!("stopped: {e}")));
-                    return;
-                }
-                Err(e) => {
-                    failures += 1;
-                    status.store_health.failed_if_store(&e);
-                    let pause = crate::retry::backoff(failures, max_backoff);
-                    tracing::error!(kind = "window_sync_failed", source = %name, error = %e, retry_in_ms = pause.as_millis() as u64,
-                        "window run failed; retrying");
-                    metrics::counter!("tributary_sync_failures_total", "source" => name.clone()).increment(1);
-                    status.set_error(Some(e.to_string()));
-                    pause
-                }
-            };
-            // counted from the end of the run; `/wait` cuts it short
-            scope.pause(pause, crate::source::EARLY_POLL_GAP).await;
-        }
+        crate::source::poll_rounds(status, scope, name, "window_sync", max_backoff, WindowError::permanent, || async {
+            let started = std::time::Instant::now();
+            let report = self.run_once(Utc::now()).await?;
+            tracing::info!(kind = "window_sync", source = %name, fetched = report.fetched, new = report.new, changed = report.changed,
+                expired = report.expired, deleted = report.deleted, skipped = report.skipped, sideloaded = report.sideloaded,
+                requests = report.requests, changes = report.changes, duration_ms = started.elapsed().as_millis() as u64, "window synced");
+            metrics::counter!("tributary_items_fetched_total", "source" => name.clone()).increment(report.fetched);
+            metrics::counter!("tributary_items_changed_total", "source" => name.clone()).increment(report.changes);
+            Ok(Duration::from_secs(self.config.sleep_period_secs))
+        })
+        .await
     }
 
     /// The window around `now`: its first and last day, its items (every

@@ -17,6 +17,12 @@ impl PgStore {
             let statement = tx.prepare_cached(&sql).await.map_err(pg)?;
             tx.execute(&statement, &[&source, &removes]).await.map_err(pg)?;
         }
+        let unparked: Vec<&str> = ops.iter().filter_map(|op| if let LedgerOp::Unpark(k) = op { Some(k.as_str()) } else { None }).collect();
+        if !unparked.is_empty() {
+            let sql = format!("DELETE FROM {} WHERE source = $1 AND key = ANY($2)", self.t("tributary_parked"));
+            let statement = tx.prepare_cached(&sql).await.map_err(pg)?;
+            tx.execute(&statement, &[&source, &unparked]).await.map_err(pg)?;
+        }
         let parked: Vec<&Parked> = ops.iter().filter_map(|op| if let LedgerOp::Park(p) = op { Some(p) } else { None }).collect();
         if !parked.is_empty() {
             let column = |f: fn(&Parked) -> Option<&str>| parked.iter().map(|p| f(p)).collect::<Vec<Option<&str>>>();

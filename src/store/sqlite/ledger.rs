@@ -18,11 +18,13 @@ pub(super) fn apply(conn: &Connection, source: &str, ops: &[LedgerOp]) -> Result
         "INSERT INTO tributary_parked (source, key, event_id, event_type, reason, body, parked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT (source, key) DO NOTHING",
     )?;
+    let mut unpark = conn.prepare_cached("DELETE FROM tributary_parked WHERE source = ?1 AND key = ?2")?;
     for op in ops {
         match op {
             LedgerOp::Put(e) => put.execute(params![source, e.key, e.fingerprint, e.day, e.seen_at])?,
             LedgerOp::Remove(key) => remove.execute(params![source, key])?,
             LedgerOp::Park(p) => park.execute(params![source, p.key, p.event_id, p.event_type, p.reason, p.body, p.parked_at])?,
+            LedgerOp::Unpark(key) => unpark.execute(params![source, key])?,
         };
     }
     Ok(())
