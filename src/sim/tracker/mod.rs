@@ -26,6 +26,16 @@ pub struct TrackerStats {
     pub deleted: u64,
 }
 
+/// Which issues a list asks for.
+#[derive(Debug, Clone, Default)]
+pub struct IssueQuery {
+    pub since: Option<DateTime<Utc>>,
+    /// `open` (the default), `closed` or `all`.
+    pub state: Option<String>,
+    pub skip: usize,
+    pub limit: usize,
+}
+
 pub struct Tracker {
     repos: Vec<Value>,
     /// Per repository (by index): issues by number.
@@ -112,13 +122,19 @@ impl Tracker {
         (org == ORG).then(|| self.repos.clone())
     }
 
-    /// A repository's issues updated at or after `since`, oldest first.
-    pub fn issues(&self, owner: &str, repo: &str, since: Option<DateTime<Utc>>) -> Option<Vec<Value>> {
+    /// A page of a repository's issues in `state` (`open`, `closed`,
+    /// `all`) updated at or after `since`, oldest first: `limit` of them
+    /// after `skip`, and whether more follow.
+    pub fn issues(&self, owner: &str, repo: &str, query: &IssueQuery) -> Option<(Vec<Value>, bool)> {
         let index = self.repos.iter().position(|r| r["owner"]["login"] == owner && r["name"] == repo)?;
-        let since = since.map(stamp);
-        let kept =
-            self.issues[index].values().filter(|i| since.as_deref().is_none_or(|s| i["updated_at"].as_str().unwrap_or_default() >= s));
-        Some(kept.cloned().collect())
+        let since = query.since.map(stamp);
+        let mut kept = self.issues[index].values().filter(|i| {
+            let fresh = since.as_deref().is_none_or(|s| i["updated_at"].as_str().unwrap_or_default() >= s);
+            let state = query.state.as_deref().unwrap_or("open");
+            fresh && (state == "all" || i["state"] == state)
+        });
+        let page: Vec<Value> = kept.by_ref().skip(query.skip).take(query.limit).cloned().collect();
+        Some((page, kept.next().is_some()))
     }
 
     /// Ground truth (`/__sim/tracker`): every repository and issue.
@@ -135,15 +151,21 @@ mod tests {
     #[test]
     fn since_keeps_what_changed_at_or_after_it() {
         let mut tracker = Tracker::seeded(1, 30);
-        let all = tracker.issues(ORG, "repo-1", None).unwrap();
-        assert_eq!(all.len(), 10);
+        let all = |since| IssueQuery { since, state: Some("all".into()), skip: 0, limit: 100 };
+        let (page, more) = tracker.issues(ORG, "repo-1", &all(None)).unwrap();
+        assert_eq!((page.len(), more), (10, false));
+        let (first, more) = tracker.issues(ORG, "repo-1", &IssueQuery { limit: 4, ..all(None) }).unwrap();
+        assert_eq!((first.len(), more), (4, true));
+        let (last, more) = tracker.issues(ORG, "repo-1", &IssueQuery { skip: 8, limit: 4, ..all(None) }).unwrap();
+        assert_eq!((last.len(), more), (2, false));
         let before = Utc::now() - chrono::Duration::seconds(1);
-        assert!(tracker.issues(ORG, "repo-1", Some(before)).unwrap().is_empty());
+        assert!(tracker.issues(ORG, "repo-1", &all(Some(before))).unwrap().0.is_empty());
         for _ in 0..20 {
             tracker.random_mutation();
         }
-        let changed: usize = ["repo-1", "repo-2", "repo-3"].iter().map(|r| tracker.issues(ORG, r, Some(before)).unwrap().len()).sum();
+        let changed: usize =
+            ["repo-1", "repo-2", "repo-3"].iter().map(|r| tracker.issues(ORG, r, &all(Some(before))).unwrap().0.len()).sum();
         assert!(changed > 0 && changed <= 20, "{changed}");
-        assert!(tracker.issues(ORG, "nope", None).is_none() && tracker.repos("other").is_none());
+        assert!(tracker.issues(ORG, "nope", &all(None)).is_none() && tracker.repos("other").is_none());
     }
 }

@@ -9,8 +9,9 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::IssueQuery;
 use crate::sim::Sim;
-use crate::sim::faults::{Auth, answer, bearer, gate, json_response};
+use crate::sim::faults::{Auth, Faults, answer, bearer, gate, json_response};
 
 #[derive(Deserialize)]
 pub struct ListQuery {
@@ -24,17 +25,14 @@ fn error(status: u16, message: &str) -> Response {
     json_response(status, &json!({"message": message, "documentation_url": "https://docs.github.com/rest"}))
 }
 
-/// One page of `items`, with a `Link` to the next (on the host the request named).
-fn page(sim: &Sim, faults: &crate::sim::faults::Faults, headers: &HeaderMap, path: &str, q: &ListQuery, items: Vec<Value>) -> Response {
-    let per_page = q.per_page.unwrap_or(30).clamp(1, 100);
-    let number = q.page.unwrap_or(1).max(1);
-    let start = (number - 1).saturating_mul(per_page);
-    let slice: Vec<&Value> = items.iter().skip(start).take(per_page).collect();
-    let mut response = answer(sim, faults, 200, Value::Array(slice.into_iter().cloned().collect()).to_string());
-    if start + per_page < items.len() {
+/// One page of a list, with a `Link` to the next when `more` (on the host
+/// the request named).
+fn page(sim: &Sim, faults: &Faults, headers: &HeaderMap, path: &str, q: &ListQuery, items: Vec<Value>, more: bool) -> Response {
+    let mut response = answer(sim, faults, 200, Value::Array(items).to_string());
+    if more {
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
         let mut query = form_urlencoded::Serializer::new(String::new());
-        query.append_pair("per_page", &per_page.to_string()).append_pair("page", &(number + 1).to_string());
+        query.append_pair("per_page", &q.per_page().to_string()).append_pair("page", &(q.page() + 1).to_string());
         if let Some(since) = &q.since {
             query.append_pair("since", since);
         }
@@ -49,7 +47,21 @@ fn page(sim: &Sim, faults: &crate::sim::faults::Faults, headers: &HeaderMap, pat
     response
 }
 
-async fn enter(sim: &Sim, route: &str, headers: &HeaderMap) -> Result<crate::sim::faults::Faults, Response> {
+impl ListQuery {
+    fn per_page(&self) -> usize {
+        self.per_page.unwrap_or(30).clamp(1, 100)
+    }
+
+    fn page(&self) -> usize {
+        self.page.unwrap_or(1).max(1)
+    }
+
+    fn skip(&self) -> usize {
+        (self.page() - 1).saturating_mul(self.per_page())
+    }
+}
+
+async fn enter(sim: &Sim, route: &str, headers: &HeaderMap) -> Result<Faults, Response> {
     let faults = gate(sim, route.into(), headers, Auth::GitHub).await?;
     if bearer(headers).is_none_or(|t| t.trim().is_empty()) {
         return Err(error(401, "Requires authentication"));
@@ -63,7 +75,9 @@ pub async fn repos(State(sim): State<Arc<Sim>>, Path(org): Path<String>, headers
         Err(response) => return response,
     };
     let Some(repos) = sim.tracker.lock().repos(&org) else { return error(404, "Not Found") };
-    page(&sim, &faults, &headers, &format!("/orgs/{org}/repos"), &q, repos)
+    let more = repos.len() > q.skip() + q.per_page();
+    let repos: Vec<Value> = repos.into_iter().skip(q.skip()).take(q.per_page()).collect();
+    page(&sim, &faults, &headers, &format!("/orgs/{org}/repos"), &q, repos, more)
 }
 
 pub async fn issues(
@@ -83,11 +97,7 @@ pub async fn issues(
             Err(_) => return error(422, &format!("since '{text}' is not an ISO 8601 time")),
         },
     };
-    let Some(mut issues) = sim.tracker.lock().issues(&owner, &repo, since) else { return error(404, "Not Found") };
-    match q.state.as_deref() {
-        Some("all") => {}
-        Some("closed") => issues.retain(|i| i["state"] == "closed"),
-        _ => issues.retain(|i| i["state"] == "open"),
-    }
-    page(&sim, &faults, &headers, &format!("/repos/{owner}/{repo}/issues"), &q, issues)
+    let query = IssueQuery { since, state: q.state.clone(), skip: q.skip(), limit: q.per_page() };
+    let Some((issues, more)) = sim.tracker.lock().issues(&owner, &repo, &query) else { return error(404, "Not Found") };
+    page(&sim, &faults, &headers, &format!("/repos/{owner}/{repo}/issues"), &q, issues, more)
 }
