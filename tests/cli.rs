@@ -274,6 +274,16 @@ fn check_names_the_event_queue_field_that_is_wrong() {
         ("sellers = { S1 = { } }", "sources.tiki.sellers.S1", "refresh_token_env"),
         ("sellers = { S1 = { refresh_token_env = \"\" } }", "", "sources.tiki.sellers.S1.refresh_token_env"),
         ("sellers = { S1 = { refresh_token_env = \"X\", token_url = \"nope\" } }", "", "sources.tiki.sellers.S1.token_url"),
+        (
+            "sellers = { S1 = { refresh_token_file = \"/nonexistent/token\" } }",
+            "",
+            "sources.tiki.sellers.S1.refresh_token_file: cannot read",
+        ),
+        (
+            "sellers = { S1 = { refresh_token_file = \"/t\", refresh_token_env = \"X\" } }",
+            "",
+            "name one of refresh_token_env and refresh_token_file",
+        ),
         ("accounts = [\"a\"]", "sellers", "accounts and sellers"),
         ("ack_path = \"queues/{code}/ack\"", "sellers", "ack_path 'queues/{code}/ack' must start with /"),
         ("fetch_attempts = 0", "sellers", "fetch_attempts must be at least 1"),

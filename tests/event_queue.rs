@@ -16,17 +16,25 @@ use serde_json::{Value, json};
 const SOURCE: &str = "market";
 
 /// A source with the Tiki preset pointed at the simulator, every seller of
-/// the simulator with its refresh token's env var, and the env holding the
-/// secrets. `extra` lines go into the source's table.
-async fn tiki(sim: &Sim, extra: &str) -> (String, Vec<(String, String)>) {
+/// the simulator with its refresh token (the first seller's in a file in
+/// `dir`, the others' in env vars), and the env holding the secrets.
+/// `extra` lines go into the source's table.
+async fn tiki(dir: &std::path::Path, sim: &Sim, extra: &str) -> (String, Vec<(String, String)>) {
     let market = market(sim).await;
     let mut env =
         vec![("TIKI_CLIENT_ID".to_string(), "test-app".to_string()), ("TIKI_CLIENT_SECRET".to_string(), "test-secret".to_string())];
     let mut sellers = String::new();
     for (n, seller) in market["sellers"].as_array().unwrap().iter().enumerate() {
-        let var = format!("TIKI_SELLER_{}_REFRESH_TOKEN", n + 1);
-        sellers.push_str(&format!("\"{}\" = {{ refresh_token_env = \"{var}\" }}\n", seller["sid"].as_str().unwrap()));
-        env.push((var, seller["refresh_token"].as_str().unwrap().to_string()));
+        let (sid, token) = (seller["sid"].as_str().unwrap(), seller["refresh_token"].as_str().unwrap());
+        if n == 0 {
+            let file = dir.join(format!("seller-{sid}.token"));
+            std::fs::write(&file, format!("{token}\n")).unwrap();
+            sellers.push_str(&format!("\"{sid}\" = {{ refresh_token_file = \"{}\" }}\n", file.display()));
+        } else {
+            let var = format!("TIKI_SELLER_{}_REFRESH_TOKEN", n + 1);
+            sellers.push_str(&format!("\"{sid}\" = {{ refresh_token_env = \"{var}\" }}\n"));
+            env.push((var, token.to_string()));
+        }
     }
     let url = &sim.url;
     let config = format!(
@@ -38,7 +46,7 @@ async fn tiki(sim: &Sim, extra: &str) -> (String, Vec<(String, String)>) {
 }
 
 async fn start(dir: &std::path::Path, db: Db, sim: &Sim, extra: &str) -> Engine {
-    let (config, env) = tiki(sim, extra).await;
+    let (config, env) = tiki(dir, sim, extra).await;
     Engine::start_configured_env(dir, db, &config, env).await
 }
 
@@ -310,5 +318,26 @@ async fn a_sellers_rotated_refresh_token_survives_a_restart() {
     assert!(!engine.proc.log_kinds("refresh_token_rotated").is_empty(), "the restarted source refreshed with the stored token");
     let tokens = market(&sim).await["tokens"].clone();
     assert_eq!(tokens["refused"], 0, "no spent refresh token was sent: {tokens}");
+    assert_nothing_lost(&sim, &engine.db, &HashSet::new(), &HashSet::new()).await;
+}
+
+/// With `ack_path`, each stored batch is acknowledged by a request of its
+/// own instead of by the next pull; a lost acknowledgement still only
+/// brings the batch again, recognised and skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_acknowledged_by_a_request_of_their_own() {
+    let dir = tempdir();
+    let sim = Sim::start(dir.path(), &["--sellers", "2", "--lose-acks", "0.3"]).await;
+    let extra = "ack_path = \"/queues/{code}/events/ack\"\nbatch_size = 10\npoll_interval_secs = 1";
+    let engine = start(dir.path(), Db::sqlite(dir.path()), &sim, extra).await;
+    engine.wait_live(Duration::from_secs(30)).await;
+    sim.generate(45, 0).await;
+    wait_until("every event acknowledged", Duration::from_secs(60), || async { queue_counts(&sim).await == (45, 45, 0) }).await;
+    let routes = sim.stats().await["by_route"].clone();
+    let acks = routes["POST /integration/v1/queues/{code}/events/ack"].as_u64().unwrap_or(0);
+    assert!(acks >= 5, "a request per batch of 10: {routes}");
+    let stats = market(&sim).await["stats"].clone();
+    let duplicates: u64 = engine.proc.log_kinds("queue_batch").iter().map(|b| b["duplicates"].as_u64().unwrap()).sum();
+    assert_eq!(duplicates, stats["redelivered"].as_u64().unwrap(), "every redelivered event was recognised: {stats}");
     assert_nothing_lost(&sim, &engine.db, &HashSet::new(), &HashSet::new()).await;
 }

@@ -151,9 +151,29 @@ pub struct RefreshToken {
     pub client_auth: ClientAuth,
     /// Env var holding the first refresh token (from the authorization);
     /// the rotated ones are kept in the store.
-    pub refresh_token_env: String,
+    #[serde(default)]
+    pub refresh_token_env: Option<String>,
+    /// Or a file holding it (a mounted secret), instead of the env var.
+    #[serde(default)]
+    pub refresh_token_file: Option<String>,
     #[serde(default)]
     pub token_header: Option<String>,
+}
+
+impl RefreshToken {
+    /// The first refresh token, from its env var or its file; `field`
+    /// names this auth in errors.
+    fn first_token(&self, field: &str) -> Result<String, ConfigError> {
+        match (&self.refresh_token_env, &self.refresh_token_file) {
+            (Some(var), None) => secret(var, &format!("{field}.refresh_token_env")),
+            (None, Some(path)) => match std::fs::read_to_string(path) {
+                Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_string()),
+                Ok(_) => Err(ConfigError::Invalid(format!("{field}.refresh_token_file: '{path}' is empty"))),
+                Err(e) => Err(ConfigError::Invalid(format!("{field}.refresh_token_file: cannot read '{path}': {e}"))),
+            },
+            _ => Err(ConfigError::Invalid(format!("{field}: name one of refresh_token_env and refresh_token_file"))),
+        }
+    }
 }
 
 fn default_token_path() -> Path {
@@ -202,6 +222,9 @@ impl AuthConfig {
                 if let Some(name) = &r.token_header {
                     header("token_header", name)?;
                 }
+                if r.refresh_token_env.is_some() == r.refresh_token_file.is_some() {
+                    return Err(format!("{field}: name one of refresh_token_env and refresh_token_file"));
+                }
             }
             _ => {}
         }
@@ -230,18 +253,21 @@ impl AuthConfig {
             AuthConfig::Oauth2ClientCredentials(c) => {
                 vec![at("client_id_env", &c.client_id_env), at("client_secret_env", &c.client_secret_env)]
             }
-            AuthConfig::Oauth2RefreshToken(r) => vec![
-                at("client_id_env", &r.client_id_env),
-                at("client_secret_env", &r.client_secret_env),
-                at("refresh_token_env", &r.refresh_token_env),
-            ],
+            AuthConfig::Oauth2RefreshToken(r) => {
+                let mut vars = vec![at("client_id_env", &r.client_id_env), at("client_secret_env", &r.client_secret_env)];
+                vars.extend(r.refresh_token_env.iter().map(|var| at("refresh_token_env", var)));
+                vars
+            }
         }
     }
 
-    /// Every secret this auth needs is in the environment.
+    /// Every secret this auth needs is in the environment (or its file).
     pub fn check_env(&self, field: &str) -> Result<(), ConfigError> {
         for (var, name) in self.vars(field) {
             secret(&var, &name)?;
+        }
+        if let AuthConfig::Oauth2RefreshToken(r) = self {
+            r.first_token(field)?;
         }
         Ok(())
     }
@@ -359,7 +385,7 @@ impl Auth {
             }
             AuthConfig::Oauth2RefreshToken(r) => {
                 let client = oauth_client(&r.client_id_env, &r.client_secret_env, r.client_auth)?;
-                let from_env = env(&r.refresh_token_env, "refresh_token_env")?;
+                let from_env = r.first_token(field).map_err(|e| ClientError::Build(e.to_string()))?;
                 let fetch = Fetch::Refresh { client, from_env, store, key: format!("auth/{key}") };
                 fetched(&r.token_url, fetch, &r.token_header)?
             }
