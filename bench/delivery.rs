@@ -39,7 +39,7 @@ async fn run_sink(config: SinkConfig, store: Arc<dyn Store>) -> (Arc<SinkStatus>
     let status = SinkStatus::new(&config.name, config.kind.as_str());
     let (s, st) = (store.clone(), status.clone());
     let task = tokio::spawn(async move {
-        if let Err(e) = delivery::run(config, s, st).await {
+        if let Err(e) = delivery::run(config, s, st, tributary::control::fixed(Default::default())).await {
             eprintln!("sink stopped: {e}");
         }
     });
@@ -96,7 +96,7 @@ async fn main() -> anyhow::Result<()> {
     for kind in ["redis", "nats", "kafka"] {
         let config = sink(kind, &format!("{tag}lat"));
         let name = config.name.clone();
-        store.advance_sink(&name, end, vec![]).await?;
+        store.advance_sink(&name, 0, end, vec![]).await?;
         let (status, task) = run_sink(config, store.clone()).await;
         // a watcher checks the sink's cursor every 0.2 ms: a batch's latency
         // ends when the cursor passes its last change

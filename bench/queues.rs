@@ -141,7 +141,7 @@ async fn wake(rig: &Rig, feeder: Arc<dyn Store>, api: &str, samples: usize) -> a
     let code = rig.queues(1).await?.remove(0);
     let status = SinkStatus::new(FANOUT_READER, "queues");
     let start = common::end_of_log(rig.store.as_ref()).await?;
-    feeder.advance_sink(FANOUT_READER, start, vec![]).await?;
+    feeder.advance_sink(FANOUT_READER, 0, start, vec![]).await?;
     let fanout = tokio::spawn(queue::fanout::run(feeder, status));
     let client = reqwest::Client::new();
     let url = format!("{api}/v1/queues/{code}/events/pull");

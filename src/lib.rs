@@ -15,6 +15,8 @@
 //!   completer, reaper)
 //! - [`api`]: health, metrics, source and sink status, the `/wait` barrier,
 //!   apps and queues, writes, and the Stripe-compatible path
+//! - [`control`]: operators' requests (pause, resume, rewind, redrive,
+//!   discard), stored and applied by whichever process runs the target
 //! - [`engine`]: wires config, store, sources and API together
 //! - [`config`]: `tributary.toml`, validated before anything starts
 //! - [`cli`]: the `tributary` command
@@ -29,6 +31,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod delivery;
 pub mod engine;
 pub mod ids;

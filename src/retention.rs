@@ -97,12 +97,12 @@ mod tests {
         let changes = store.changes_after(ChangeCursor::START, 10).await.unwrap().changes;
         let sinks = vec!["fast".to_string(), "slow".to_string()];
         // a sink that never ran holds everything back
-        store.advance_sink("fast", changes[4].cursor, vec![]).await.unwrap();
+        store.advance_sink("fast", 0, changes[4].cursor, vec![]).await.unwrap();
         assert_eq!(purge_once(store.as_ref(), &sinks, Duration::ZERO).await.unwrap(), 0);
-        store.advance_sink("slow", changes[1].cursor, vec![]).await.unwrap();
+        store.advance_sink("slow", 0, changes[1].cursor, vec![]).await.unwrap();
         assert_eq!(purge_once(store.as_ref(), &sinks, Duration::ZERO).await.unwrap(), 2);
         // nothing is older than a day
-        store.advance_sink("slow", changes[4].cursor, vec![]).await.unwrap();
+        store.advance_sink("slow", 0, changes[4].cursor, vec![]).await.unwrap();
         assert_eq!(purge_once(store.as_ref(), &sinks, Duration::from_secs(86_400)).await.unwrap(), 0);
     }
 }

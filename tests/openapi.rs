@@ -46,7 +46,8 @@ async fn every_route_answers_as_the_openapi_document_says() {
     let body = format!(
         "admin_token_env = \"TRIBUTARY_ADMIN_TOKEN\"\n[[sources]]\nname = \"stripe\"\nkind = \"stripe\"\nbase_url = \"{}\"\n\
          api_key_env = \"STRIPE_API_KEY\"\npoll_interval_ms = 200\n{}\n\
-         [[sinks]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\nsecret_env = \"TRIBUTARY_TEST_WEBHOOK_SECRET\"\n",
+         [[sinks]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\nsecret_env = \"TRIBUTARY_TEST_WEBHOOK_SECRET\"\n\
+         max_attempts = 1\n",
         sim.url,
         core_resources().replace(
             "resources = [",
@@ -184,6 +185,40 @@ async fn every_route_answers_as_the_openapi_document_says() {
     assert_eq!(api.call(Method::DELETE, &format!("/v1/queues/{code}"), t, &[], None).await.0, 200);
     assert_eq!(api.call(Method::DELETE, &format!("/v1/queues/{code}"), t, &[], None).await.0, 404);
     assert_eq!(api.call(Method::GET, "/v1/queues", Some("trb_forged"), &[], None).await.0, 401);
+
+    // operators: the sink parks every change it cannot deliver
+    let letters = "/v1/sinks/hook/dead_letters";
+    wait_until("a dead letter", std::time::Duration::from_secs(30), || async {
+        get_json_as(&format!("{}{letters}", engine.api), ADMIN_TOKEN).await["dead_letters"].as_array().is_some_and(|l| l.len() >= 2)
+    })
+    .await;
+    let (status, page) = api.call(Method::GET, &format!("{letters}?limit=1"), admin, &[], None).await;
+    assert_eq!(status, 200);
+    let (first, change) = (page["dead_letters"][0]["id"].as_str().unwrap(), page["dead_letters"][0]["change_id"].as_str().unwrap());
+    assert_eq!(api.call(Method::GET, &format!("{letters}?after={}", page["next"].as_str().unwrap()), admin, &[], None).await.0, 200);
+    assert_eq!(api.call(Method::GET, &format!("{letters}?after=x"), admin, &[], None).await.0, 400);
+    assert_eq!(api.call(Method::GET, "/v1/sinks/nope/dead_letters", admin, &[], None).await.0, 404);
+    assert_eq!(api.call(Method::GET, letters, None, &[], None).await.0, 401);
+    let redrive = format!("{letters}/redrive");
+    assert_eq!(api.call(Method::POST, &redrive, admin, &[], Some(json!({"ids": [first]}))).await.0, 202);
+    assert_eq!(api.call(Method::POST, &redrive, admin, &[], None).await.0, 202);
+    assert_eq!(api.call(Method::POST, &redrive, admin, &[], Some(json!({"ids": ["x"]}))).await.0, 422);
+    assert_eq!(api.call(Method::DELETE, &format!("{letters}/{first}"), admin, &[], None).await.0, 200);
+    assert_eq!(api.call(Method::DELETE, &format!("{letters}/{first}"), admin, &[], None).await.0, 404);
+    let rewind = "/v1/sinks/hook/rewind";
+    assert_eq!(api.call(Method::POST, rewind, admin, &[], Some(json!({"to_change": change}))).await.0, 202);
+    assert_eq!(api.call(Method::POST, rewind, admin, &[], Some(json!({"to_time": "2020-01-01T00:00:00Z"}))).await.0, 202);
+    assert_eq!(api.call(Method::POST, rewind, admin, &[], Some(json!({}))).await.0, 422);
+    assert_eq!(api.call(Method::POST, rewind, admin, &[], Some(json!({"to_change": "chg_999999999"}))).await.0, 404);
+    assert_eq!(api.call(Method::POST, "/v1/sinks/nope/rewind", admin, &[], Some(json!({"to_change": change}))).await.0, 404);
+    for path in ["/v1/sinks/hook/pause", "/v1/sinks/hook/resume", "/v1/sources/stripe/pause", "/v1/sources/stripe/resume"] {
+        assert_eq!(api.call(Method::POST, path, admin, &[], None).await.0, 200, "{path}");
+    }
+    assert_eq!(api.call(Method::POST, "/v1/sinks/nope/pause", admin, &[], None).await.0, 404);
+    assert_eq!(api.call(Method::POST, "/v1/sources/nope/resume", admin, &[], None).await.0, 404);
+    let (status, log) = api.call(Method::GET, "/v1/changes?object=customer&limit=2", admin, &[], None).await;
+    assert_eq!((status, log["changes"].as_array().map(Vec::len)), (200, Some(2)), "{log}");
+    assert_eq!(api.call(Method::GET, "/v1/changes?since=yesterday", admin, &[], None).await.0, 400);
 
     // every operation of the document answered a success here
     let succeeded: std::collections::BTreeSet<(String, String)> =

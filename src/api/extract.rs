@@ -27,6 +27,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     }
 }
 
+/// A JSON body that may be left out: an empty body is `None`.
+pub struct OptionalBody<T>(pub Option<T>);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = body_bytes(request, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalBody(None));
+        }
+        parse_json(&bytes).map(|value| OptionalBody(Some(value)))
+    }
+}
+
 /// A write's parameters: a JSON object, or Stripe's own form encoding
 /// (`email=a%40b.c&metadata[plan]=pro`) when the body is labelled a form
 /// and is not JSON. An empty body is no parameters.

@@ -8,6 +8,7 @@
 mod auth;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+mod control;
 mod extract;
 mod openapi;
 pub mod queues;
@@ -16,6 +17,7 @@ mod views;
 mod writes;
 
 pub use auth::Tokens;
+pub use control::change_filter;
 pub use extract::MAX_BODY_BYTES;
 
 use std::collections::HashMap;
@@ -36,6 +38,7 @@ use self::extract::{Param, QueryParams};
 use self::views::{ErrorBody, ErrorDetail, Health, HealthStatus, ReconcileAsked, SinkView, Sinks, SourceView, Sources, Waited};
 use crate::delivery::SinkStatus;
 use crate::source::Registry;
+use crate::store::controls::Target;
 use crate::store::{Role, Store};
 
 /// Longest `/wait` a client may ask for.
@@ -53,6 +56,8 @@ pub struct AppState {
     pub writes: Arc<crate::write::Writes>,
     /// The admin and read tokens.
     pub tokens: Arc<Tokens>,
+    /// The operators' requests as this process last read them.
+    pub controls: tokio::sync::watch::Receiver<Arc<crate::control::Controls>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +127,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(wait))
         .routes(routes!(reconcile))
         .routes(routes!(sinks))
+        .merge(control::routes())
         .merge(queues::routes())
         .merge(writes::routes())
         .merge(stripe::routes())
@@ -187,6 +193,7 @@ async fn sources(_: Reader, State(state): State<AppState>) -> Result<Json<Source
             accounts,
             last_error: source.last_error(),
             parked_events,
+            paused: state.controls.borrow().paused(Target::Source, &source.name),
         });
     }
     Ok(Json(Sources { sources: out }))
@@ -204,6 +211,7 @@ async fn sinks(_: Reader, State(state): State<AppState>) -> Result<Json<Sinks>, 
     for sink in state.sinks.iter() {
         let dead_letters = state.store.dead_letter_count(&sink.name).await.map_err(internal)?;
         let (mut lag_changes, mut lag_ms) = (None, None);
+        let controls = state.controls.borrow().clone();
         if let Some(cursor) = sink.cursor() {
             // the backlog is read, not estimated: exact up to LAG_COUNT_MAX
             let backlog = state.store.changes_after(cursor, LAG_COUNT_MAX).await.map_err(internal)?;
@@ -211,7 +219,14 @@ async fn sinks(_: Reader, State(state): State<AppState>) -> Result<Json<Sinks>, 
             lag_changes = Some(backlog.changes.len() as u64);
             lag_ms = Some(oldest.map_or(0, |t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_milliseconds().max(0) as u64));
         }
-        out.push(SinkView { status: sink.snapshot(), dead_letters, lag_changes, lag_ms });
+        out.push(SinkView {
+            status: sink.snapshot(),
+            dead_letters,
+            lag_changes,
+            lag_ms,
+            paused: controls.paused(Target::Sink, &sink.name),
+            rewind_pending: controls.rewind_to(&sink.name).is_some(),
+        });
     }
     Ok(Json(Sinks { sinks: out }))
 }

@@ -39,6 +39,7 @@ async fn app_with(per_sec: u32, tokens: Tokens) -> (tempfile::TempDir, Router, A
         queues,
         writes,
         tokens,
+        controls: crate::control::fixed(Default::default()),
     };
     (dir, router(state), store)
 }

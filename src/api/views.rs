@@ -90,6 +90,8 @@ pub struct SourceView {
     /// Upstream events the source could not store, parked with their
     /// reason and body (`tributary parked`) while the rest flowed on.
     pub parked_events: u64,
+    /// Held by an operator: not synced until it is resumed.
+    pub paused: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -108,6 +110,10 @@ pub struct SinkView {
     pub lag_changes: Option<u64>,
     /// Age of the oldest undelivered change; null without a cursor.
     pub lag_ms: Option<u64>,
+    /// Held by an operator: nothing is delivered until it is resumed.
+    pub paused: bool,
+    /// A rewind asked for and not yet applied by the sink's owner.
+    pub rewind_pending: bool,
 }
 
 /// A reconcile asked for.

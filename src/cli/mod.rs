@@ -1,9 +1,11 @@
 //! The command line: `demo`, `run`, `sim`, `resources`, `status`, `check`,
-//! `verify`, `apps`, `queue`. Errors end the process with exit code 1 and a one-line reason.
+//! `verify`, `apps`, `queue`, `sinks`, `sources`, `changes`, `parked`. Errors end the process with exit code 1 and a one-line reason.
 
 pub mod apps;
+pub mod changes;
 pub mod demo;
 pub mod queue;
+pub mod sinks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +52,14 @@ enum Command {
     /// Consume a built-in pull queue from the command line
     #[command(subcommand)]
     Queue(queue::QueueCommand),
+    /// Rewind, pause and resume sinks; list, redrive and discard their dead letters
+    #[command(subcommand)]
+    Sinks(sinks::SinksCommand),
+    /// Pause and resume sources
+    #[command(subcommand)]
+    Sources(sinks::SourcesCommand),
+    /// Read the change log (newest first), or one object's history (--object-id)
+    Changes(changes::ChangesArgs),
     /// Validate a config file and the secrets it names, without starting anything.
     ///
     /// Any field may be overridden from the environment: TRIBUTARY_ then the
@@ -171,6 +181,9 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Status { api } => status(&api).await,
         Command::Apps(command) => apps::run(command).await,
         Command::Queue(command) => queue::run(command).await,
+        Command::Sinks(command) => sinks::run(command).await,
+        Command::Sources(command) => sinks::run_sources(command).await,
+        Command::Changes(args) => changes::run(args).await,
         Command::Check { config } => {
             let config = config.load()?;
             config.check_env()?;

@@ -11,7 +11,11 @@ use std::time::Duration;
 use parking_lot::RwLock;
 use serde::Serialize;
 
+use tokio::sync::watch;
+
+use crate::control::Controls;
 use crate::sink::{self, Message, Sink, SinkConfig, SinkError};
+use crate::store::controls::{Redriven, StoredDeadLetter, dead_letter_row};
 use crate::store::{ChangeCursor, DeadLetter, Role, Store, StoreError};
 
 /// Poll of the change log when no commit notification came (a safety net:
@@ -107,30 +111,53 @@ impl SinkStatus {
     }
 }
 
+/// Dead letters redriven per read of the requested ones.
+const REDRIVE_PAGE: usize = 100;
+
 /// Deliver to one sink until an unrecoverable error (store trouble is
-/// returned so the supervisor restarts from the stored cursor).
-pub async fn run(config: SinkConfig, store: Arc<dyn Store>, status: Arc<SinkStatus>) -> Result<(), DeliveryError> {
-    match deliver_forever(&config, store, &status).await {
+/// returned so the supervisor restarts from the stored cursor). Between
+/// batches it redrives the dead letters an operator asked for.
+pub async fn run(
+    config: SinkConfig,
+    store: Arc<dyn Store>,
+    status: Arc<SinkStatus>,
+    controls: watch::Receiver<Arc<Controls>>,
+) -> Result<(), DeliveryError> {
+    match deliver_forever(&config, store, &status, controls).await {
         // disabled stays disabled until the process restarts: not retried
         Err(DeliveryError::Disabled(_)) => std::future::pending().await,
         other => other,
     }
 }
 
-async fn deliver_forever(config: &SinkConfig, store: Arc<dyn Store>, status: &Arc<SinkStatus>) -> Result<(), DeliveryError> {
+async fn deliver_forever(
+    config: &SinkConfig,
+    store: Arc<dyn Store>,
+    status: &Arc<SinkStatus>,
+    mut controls: watch::Receiver<Arc<Controls>>,
+) -> Result<(), DeliveryError> {
     let max_backoff = Duration::from_millis(config.retry_max_backoff_ms);
     let mut sink = connect(config, status, max_backoff).await?;
-    let mut cursor = store.sink_cursor(&config.name).await?.unwrap_or(ChangeCursor::START);
+    let position = store.sink_position(&config.name).await?;
+    let (mut cursor, epoch) = (position.cursor, position.epoch);
     status.set_cursor(cursor);
     let mut commits = store.commits();
+    // every redrive asked for before this start is still marked: do them
+    let mut redrives_done = None;
     loop {
         commits.borrow_and_update();
+        let redrives = controls.borrow_and_update().redrives(&config.name);
+        if redrives_done != Some(redrives) {
+            redrive(&mut sink, store.as_ref(), config, status, max_backoff).await?;
+            redrives_done = Some(redrives);
+        }
         let page = store.changes_after(cursor, config.batch_size).await?;
         if page.changes.is_empty() {
             // nothing left to write: not stuck
             status.store_health.ok();
             tokio::select! {
                 _ = commits.changed() => {}
+                _ = controls.changed() => {}
                 _ = tokio::time::sleep(SAFETY_POLL) => {}
             }
             continue;
@@ -138,7 +165,7 @@ async fn deliver_forever(config: &SinkConfig, store: Arc<dyn Store>, status: &Ar
         let batch: Vec<Message> = page.changes.iter().filter(|c| config.filter.matches(c)).map(Message::from_change).collect();
         let dead = if batch.is_empty() { Vec::new() } else { deliver(&mut sink, &batch, config, status, max_backoff).await? };
         let dead_count = dead.len() as u64;
-        store.advance_sink(&config.name, page.next, dead).await?;
+        store.advance_sink(&config.name, epoch, page.next, dead).await?;
         status.store_health.ok();
         cursor = page.next;
         status.set_cursor(cursor);
@@ -180,13 +207,13 @@ async fn deliver(
 ) -> Result<Vec<DeadLetter>, DeliveryError> {
     match send_with_retries(sink, batch, config, status, max_backoff).await? {
         None => Ok(Vec::new()),
-        Some(error) if batch.len() == 1 => Ok(vec![park(&batch[0], error, config, status)]),
+        Some(failed) if batch.len() == 1 => Ok(vec![park(&batch[0], failed, config, status)]),
         Some(_) => {
             // find which changes fail: each alone gets its own attempts
             let mut dead = Vec::new();
             for message in batch {
-                if let Some(error) = send_with_retries(sink, std::slice::from_ref(message), config, status, max_backoff).await? {
-                    dead.push(park(message, error, config, status));
+                if let Some(failed) = send_with_retries(sink, std::slice::from_ref(message), config, status, max_backoff).await? {
+                    dead.push(park(message, failed, config, status));
                 }
             }
             Ok(dead)
@@ -194,8 +221,60 @@ async fn deliver(
     }
 }
 
-/// `None` once delivered; `Some(error)` after `max_attempts` failures, or
-/// at once when the error is permanent.
+/// Deliver the dead letters an operator asked to redrive, one by one, each
+/// with the sink's usual attempts: a delivered one leaves the dead letters,
+/// one that fails again stays with its new error and attempts.
+async fn redrive(
+    sink: &mut Box<dyn Sink>,
+    store: &dyn Store,
+    config: &SinkConfig,
+    status: &SinkStatus,
+    max_backoff: Duration,
+) -> Result<(), DeliveryError> {
+    loop {
+        let letters = store.redrive_requested(&config.name, REDRIVE_PAGE).await?;
+        if letters.is_empty() {
+            return Ok(());
+        }
+        for letter in letters {
+            let row = dead_letter_row(&letter.id).unwrap_or_default();
+            let outcome = match Message::from_envelope(&letter.envelope) {
+                Err(reason) => Redriven::Failed { error: format!("the stored envelope cannot be read: {reason}"), attempts: 0 },
+                Ok(message) => match send_with_retries(sink, std::slice::from_ref(&message), config, status, max_backoff).await? {
+                    None => Redriven::Delivered,
+                    Some(Failed { error, attempts }) => Redriven::Failed { error, attempts: attempts.into() },
+                },
+            };
+            log_redriven(config, &letter, &outcome);
+            if outcome == Redriven::Delivered {
+                status.add_delivered(1);
+            }
+            store.finish_redrive(&config.name, row, outcome).await?;
+        }
+    }
+}
+
+fn log_redriven(config: &SinkConfig, letter: &StoredDeadLetter, outcome: &Redriven) {
+    match outcome {
+        Redriven::Delivered => {
+            tracing::info!(kind = "dead_letter_redriven", sink = %config.name, dead_letter = %letter.id, change = %letter.change_id,
+                "dead letter delivered")
+        }
+        Redriven::Failed { error, .. } => {
+            tracing::warn!(kind = "dead_letter_redrive_failed", sink = %config.name, dead_letter = %letter.id,
+                change = %letter.change_id, error = %error, "dead letter failed again; it stays")
+        }
+    }
+}
+
+/// A message given up on: the last error, after how many tries.
+struct Failed {
+    error: String,
+    attempts: u32,
+}
+
+/// `None` once delivered; `Some` after `max_attempts` failures, or at once
+/// when the error is permanent.
 /// Each retry goes through a freshly built sink: a restarted broker may have
 /// lost its topics or streams, or left the old producer in a fatal state.
 async fn send_with_retries(
@@ -204,7 +283,7 @@ async fn send_with_retries(
     config: &SinkConfig,
     status: &SinkStatus,
     max_backoff: Duration,
-) -> Result<Option<String>, DeliveryError> {
+) -> Result<Option<Failed>, DeliveryError> {
     let mut attempt: u32 = 0;
     loop {
         match sink.send(batch).await {
@@ -226,7 +305,7 @@ async fn send_with_retries(
                 // a message refused for good is not retried; past
                 // max_attempts, neither is anything else
                 if e.is_permanent() || config.max_attempts.is_some_and(|max| attempt >= max) {
-                    return Ok(Some(error));
+                    return Ok(Some(Failed { error, attempts: attempt }));
                 }
                 let pause = crate::retry::backoff(attempt, max_backoff);
                 tracing::warn!(kind = "delivery_retry", sink = %config.name, attempt, retry_in_ms = pause.as_millis() as u64, error = %error,
@@ -238,9 +317,11 @@ async fn send_with_retries(
     }
 }
 
-fn park(message: &Message, error: String, config: &SinkConfig, status: &SinkStatus) -> DeadLetter {
-    tracing::error!(kind = "dead_lettered", sink = %config.name, change = %message.id, error = %error, "change parked as a dead letter");
+fn park(message: &Message, failed: Failed, config: &SinkConfig, status: &SinkStatus) -> DeadLetter {
+    let Failed { error, attempts } = failed;
+    tracing::error!(kind = "dead_lettered", sink = %config.name, change = %message.id, attempts, error = %error,
+        "change parked as a dead letter");
     metrics::counter!("tributary_dead_letters_total", "sink" => config.name.clone()).increment(1);
     status.dead_lettered.fetch_add(1, Ordering::Relaxed);
-    DeadLetter { change_id: message.id.clone(), error, envelope: message.body.clone() }
+    DeadLetter { change_id: message.id.clone(), error, envelope: message.body.clone(), attempts: attempts.into() }
 }

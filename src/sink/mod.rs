@@ -54,6 +54,28 @@ impl Message {
         }
     }
 
+    /// The message of a stored envelope (a dead letter's), as it was first
+    /// sent.
+    pub fn from_envelope(envelope: &str) -> Result<Message, String> {
+        #[derive(serde::Deserialize)]
+        struct Head {
+            id: String,
+            source: String,
+            object: String,
+            object_id: String,
+            account: Option<String>,
+        }
+        let head: Head = serde_json::from_str(envelope).map_err(|e| e.to_string())?;
+        Ok(Message {
+            id: head.id,
+            key: head.object_id,
+            source: head.source,
+            object: head.object,
+            account: head.account,
+            body: envelope.to_string(),
+        })
+    }
+
     /// A topic, subject or stream key from a template with `{source}`,
     /// `{object}` and `{account}` (`platform` when there is none).
     pub fn route(&self, template: &str) -> String {

@@ -26,9 +26,10 @@ macro_rules! migrations {
     };
 }
 
-pub const SQLITE: &[Migration] = migrations!("sqlite": 1 => "0001_initial", 2 => "0002_checkpoint_positions", 3 => "0003_parked_events");
+pub const SQLITE: &[Migration] =
+    migrations!("sqlite": 1 => "0001_initial", 2 => "0002_checkpoint_positions", 3 => "0003_parked_events", 4 => "0004_controls");
 pub const POSTGRES: &[Migration] =
-    migrations!("postgres": 1 => "0001_initial", 2 => "0002_checkpoint_positions", 3 => "0003_parked_events");
+    migrations!("postgres": 1 => "0001_initial", 2 => "0002_checkpoint_positions", 3 => "0003_parked_events", 4 => "0004_controls");
 
 /// The version table, the same on both backends.
 pub const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS tributary_schema_version (

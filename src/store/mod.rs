@@ -13,6 +13,8 @@
 //!   (fingerprints, event ids), committed with the batch
 //! - `mirror`: reads of the mirror tables in Stripe's shapes (one object, a
 //!   list page with Stripe's cursors), for the Stripe-compatible path
+//! - `controls`: what operators ask of sources and sinks (pause, rewind,
+//!   redrive), the dead letters, and the change log read by filters
 //! - `writes`: idempotency keys of writes through to the upstream, their
 //!   recovery points, and the rules for a request that names a known key
 //!
@@ -20,6 +22,7 @@
 //! is a change (`read`, `insert`, `update`, `delete`) or the state the mirror
 //! already holds (no change).
 
+pub mod controls;
 pub mod ident;
 pub mod ledger;
 pub mod migrate;
@@ -399,13 +402,14 @@ impl StoreHealth {
     }
 }
 
+pub use controls::ControlStore;
 pub use ledger::LedgerStore;
 pub use mirror::MirrorStore;
 pub use queues::QueueStore;
 pub use writes::WriteStore;
 
 #[async_trait::async_trait]
-pub trait Store: QueueStore + WriteStore + LedgerStore + MirrorStore + Send + Sync {
+pub trait Store: QueueStore + WriteStore + LedgerStore + MirrorStore + ControlStore + Send + Sync {
     /// Commit a batch in one transaction.
     async fn apply(&self, batch: Batch) -> Result<Applied, StoreError>;
     /// Every checkpoint entry of a source.
@@ -424,8 +428,9 @@ pub trait Store: QueueStore + WriteStore + LedgerStore + MirrorStore + Send + Sy
     /// Where a sink's delivery stands; `None` before its first batch.
     async fn sink_cursor(&self, sink: &str) -> Result<Option<ChangeCursor>, StoreError>;
     /// Move a sink's cursor past a confirmed batch, parking the changes it
-    /// gave up on, in one transaction.
-    async fn advance_sink(&self, sink: &str, cursor: ChangeCursor, dead: Vec<DeadLetter>) -> Result<(), StoreError>;
+    /// gave up on, in one transaction; [`StoreError::Raced`] (nothing
+    /// written) when a rewind moved the sink past `epoch` meanwhile.
+    async fn advance_sink(&self, sink: &str, epoch: i64, cursor: ChangeCursor, dead: Vec<DeadLetter>) -> Result<(), StoreError>;
     /// Changes parked for a sink.
     async fn dead_letter_count(&self, sink: &str) -> Result<u64, StoreError>;
     /// Delete up to `limit` changes committed before `cutoff` (RFC 3339) and
@@ -443,6 +448,8 @@ pub struct DeadLetter {
     pub error: String,
     /// The message as it would have been sent.
     pub envelope: String,
+    /// Deliveries tried.
+    pub attempts: i64,
 }
 
 /// Whether this process runs a source or sink (it holds the lease) or

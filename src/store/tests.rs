@@ -271,7 +271,9 @@ macro_rules! store_suite {
                 purge_keeps_what_a_reader_has_not_passed, apps_are_found_by_token_hash_until_revoked,
                 queues_fan_out_pull_acknowledge_and_expire, idempotency_keys_follow_their_recovery_points,
                 ledger_commits_with_the_batch_and_resends_emit_reads, mirror_reads_page_like_stripe_within_one_account,
-                reconcile_reads_rows_by_id_and_what_changed_since_a_point, parked_events_commit_with_their_batch_once);
+                reconcile_reads_rows_by_id_and_what_changed_since_a_point, parked_events_commit_with_their_batch_once,
+                rewinds_move_the_cursor_and_fence_batches_confirmed_before, dead_letters_are_listed_redriven_and_discarded,
+                pauses_are_kept_and_the_change_log_is_filtered);
         }
     };
     (@tests $open:expr; $($name:ident),*) => {
@@ -403,13 +405,141 @@ pub async fn sink_cursors_and_dead_letters_commit_together(store: Arc<dyn Store>
     // delivery is woken by the commit, not by polling
     tokio::time::timeout(std::time::Duration::from_secs(5), commits.wait_for(|n| *n > before)).await.expect("commit announced").unwrap();
     let changes = all_changes(&store, 1).await;
-    let letter = DeadLetter { change_id: changes[0].id.clone(), error: "500 from endpoint".into(), envelope: "{\"id\":1}".into() };
-    store.advance_sink("hooks", changes[0].cursor, vec![letter]).await.unwrap();
+    let letter =
+        DeadLetter { change_id: changes[0].id.clone(), error: "500 from endpoint".into(), envelope: "{\"id\":1}".into(), attempts: 3 };
+    store.advance_sink("hooks", 0, changes[0].cursor, vec![letter]).await.unwrap();
     assert_eq!(store.sink_cursor("hooks").await.unwrap(), Some(changes[0].cursor));
     assert_eq!(store.dead_letter_count("hooks").await.unwrap(), 1);
     assert_eq!(store.dead_letter_count("other").await.unwrap(), 0);
-    store.advance_sink("hooks", changes[0].cursor, vec![]).await.unwrap();
+    store.advance_sink("hooks", 0, changes[0].cursor, vec![]).await.unwrap();
     assert_eq!(store.dead_letter_count("hooks").await.unwrap(), 1);
+}
+
+/// Three changes to `c1`, `c2`, `c3` (one batch each), returned in order.
+async fn three_changes(store: &Arc<dyn Store>) -> Vec<Change> {
+    for id in ["c1", "c2", "c3"] {
+        store.apply(batch(vec![write("customer", id, Mutation::Upsert(json!({"id": id})), Origin::Backfill, 1)])).await.unwrap();
+    }
+    let changes = all_changes(store, 3).await;
+    assert_eq!(changes.len(), 3);
+    changes
+}
+
+pub async fn rewinds_move_the_cursor_and_fence_batches_confirmed_before(store: Arc<dyn Store>) {
+    use super::controls::SinkPosition;
+    let changes = three_changes(&store).await;
+    assert_eq!(store.sink_position("hooks").await.unwrap(), SinkPosition::default());
+    store.advance_sink("hooks", 0, changes[2].cursor, vec![]).await.unwrap();
+    // a change's position, and the first committed since a time
+    assert_eq!(store.change_cursor(changes[1].seq).await.unwrap(), Some(changes[1].cursor));
+    assert_eq!(store.change_cursor(changes[2].seq + 100).await.unwrap(), None);
+    assert_eq!(store.first_change_since(&changes[1].committed_at).await.unwrap().map(|c| c.seq), Some(changes[1].seq));
+    assert_eq!(store.first_change_since("2999-01-01T00:00:00.000000Z").await.unwrap(), None);
+    // asked for: the cursor stays until the owner applies it
+    let mut heard = store.controls_changed();
+    let before = *heard.borrow_and_update();
+    store.request_rewind("hooks", changes[0].cursor).await.unwrap();
+    assert!(*heard.borrow() > before, "a request is announced in this process");
+    let controls = store.controls().await.unwrap();
+    assert_eq!(controls.len(), 1);
+    assert_eq!((controls[0].name.as_str(), controls[0].rewind_to), ("hooks", Some(changes[0].cursor)));
+    assert_eq!(store.sink_position("hooks").await.unwrap().cursor, changes[2].cursor);
+    // applying another position than the one asked for does nothing
+    assert!(!store.apply_rewind("hooks", changes[1].cursor).await.unwrap());
+    assert!(store.apply_rewind("hooks", changes[0].cursor).await.unwrap());
+    assert_eq!(store.sink_position("hooks").await.unwrap(), SinkPosition { cursor: changes[0].cursor, epoch: 1 });
+    assert_eq!(store.controls().await.unwrap()[0].rewind_to, None);
+    assert!(!store.apply_rewind("hooks", changes[0].cursor).await.unwrap(), "applied once");
+    // a batch confirmed against the old epoch moves nothing, parks nothing
+    let letter = DeadLetter { change_id: changes[2].id.clone(), error: "late".into(), envelope: "{}".into(), attempts: 1 };
+    let raced = store.advance_sink("hooks", 0, changes[2].cursor, vec![letter]).await;
+    assert!(matches!(raced, Err(StoreError::Raced(_))), "{raced:?}");
+    assert_eq!(store.sink_position("hooks").await.unwrap().cursor, changes[0].cursor);
+    assert_eq!(store.dead_letter_count("hooks").await.unwrap(), 0);
+    store.advance_sink("hooks", 1, changes[1].cursor, vec![]).await.unwrap();
+    assert_eq!(store.sink_position("hooks").await.unwrap(), SinkPosition { cursor: changes[1].cursor, epoch: 1 });
+    // a sink without a cursor row can be rewound too
+    store.request_rewind("fresh", changes[1].cursor).await.unwrap();
+    assert!(store.apply_rewind("fresh", changes[1].cursor).await.unwrap());
+    assert_eq!(store.sink_position("fresh").await.unwrap(), SinkPosition { cursor: changes[1].cursor, epoch: 1 });
+}
+
+pub async fn dead_letters_are_listed_redriven_and_discarded(store: Arc<dyn Store>) {
+    use super::controls::{Redriven, dead_letter_row};
+    let changes = three_changes(&store).await;
+    let letters: Vec<DeadLetter> = changes
+        .iter()
+        .map(|c| DeadLetter {
+            change_id: c.id.clone(),
+            error: "410 gone".into(),
+            envelope: format!("{{\"id\":\"{}\"}}", c.id),
+            attempts: 2,
+        })
+        .collect();
+    store.advance_sink("hooks", 0, changes[2].cursor, letters).await.unwrap();
+    let listed = store.dead_letters("hooks", 0, 10).await.unwrap();
+    assert_eq!(listed.iter().map(|l| l.change_id.as_str()).collect::<Vec<_>>(), changes.iter().map(|c| c.id.as_str()).collect::<Vec<_>>());
+    assert!(listed.iter().all(|l| l.attempts == 2 && !l.redrive_requested && l.error == "410 gone"));
+    assert_eq!(listed[0].envelope, format!("{{\"id\":\"{}\"}}", changes[0].id));
+    let rows: Vec<i64> = listed.iter().map(|l| dead_letter_row(&l.id).unwrap()).collect();
+    // pages go by row
+    assert_eq!(store.dead_letters("hooks", rows[0], 1).await.unwrap()[0].id, listed[1].id);
+    assert!(store.dead_letters("other", 0, 10).await.unwrap().is_empty());
+    // one named: only it is marked, and the redrive count moves
+    assert_eq!(store.request_redrive("hooks", Some(&[rows[1], 999_999])).await.unwrap(), 1);
+    assert_eq!(
+        store.redrive_requested("hooks", 10).await.unwrap().iter().map(|l| l.id.clone()).collect::<Vec<_>>(),
+        [listed[1].id.clone()]
+    );
+    let redrives = |controls: Vec<super::controls::Control>| controls.iter().find(|c| c.name == "hooks").map(|c| c.redrives);
+    assert_eq!(redrives(store.controls().await.unwrap()), Some(1));
+    store.finish_redrive("hooks", rows[1], Redriven::Failed { error: "503 again".into(), attempts: 3 }).await.unwrap();
+    let failed = &store.dead_letters("hooks", 0, 10).await.unwrap()[1];
+    assert_eq!((failed.attempts, failed.error.as_str(), failed.redrive_requested), (5, "503 again", false));
+    // all: every one is marked
+    assert_eq!(store.request_redrive("hooks", None).await.unwrap(), 3);
+    assert_eq!(redrives(store.controls().await.unwrap()), Some(2));
+    store.finish_redrive("hooks", rows[0], Redriven::Delivered).await.unwrap();
+    assert_eq!(store.dead_letter_count("hooks").await.unwrap(), 2);
+    assert!(store.discard_dead_letter("hooks", rows[2]).await.unwrap());
+    assert!(!store.discard_dead_letter("hooks", rows[2]).await.unwrap(), "gone already");
+    assert!(!store.discard_dead_letter("other", rows[1]).await.unwrap(), "another sink's");
+    assert_eq!(store.dead_letters("hooks", 0, 10).await.unwrap().iter().map(|l| l.id.clone()).collect::<Vec<_>>(), [listed[1].id.clone()]);
+}
+
+pub async fn pauses_are_kept_and_the_change_log_is_filtered(store: Arc<dyn Store>) {
+    use super::controls::{ChangeFilter, Target};
+    store.set_paused(Target::Source, "stripe", true).await.unwrap();
+    store.set_paused(Target::Sink, "stripe", false).await.unwrap();
+    let mut controls = store.controls().await.unwrap();
+    controls.sort_by_key(|c| c.target);
+    assert_eq!(controls.iter().map(|c| (c.target, c.paused)).collect::<Vec<_>>(), [(Target::Source, true), (Target::Sink, false)]);
+    store.set_paused(Target::Source, "stripe", false).await.unwrap();
+    assert!(store.controls().await.unwrap().iter().all(|c| !c.paused));
+
+    let changes = three_changes(&store).await;
+    store
+        .apply(batch(vec![write("customer", "c2", Mutation::Upsert(json!({"id": "c2", "name": "Ada"})), Origin::Write, 1)]))
+        .await
+        .unwrap();
+    let ids = |found: Vec<Change>| found.into_iter().map(|c| (c.object_id, c.op)).collect::<Vec<_>>();
+    let history = store.find_changes(&ChangeFilter { object_id: Some("c2".into()), ..Default::default() }, 10).await.unwrap();
+    assert_eq!(history[0].previous_value(), Some(json!({"name": null})));
+    assert_eq!(ids(history), [("c2".to_string(), "update".to_string()), ("c2".into(), "read".into())]);
+    let reads =
+        ChangeFilter { op: Some("read".into()), source: Some("stripe".into()), object: Some("customer".into()), ..Default::default() };
+    assert_eq!(ids(store.find_changes(&reads, 10).await.unwrap()).len(), 3);
+    let older = ChangeFilter { before_seq: Some(changes[2].seq), ..Default::default() };
+    assert_eq!(ids(store.find_changes(&older, 10).await.unwrap()), [("c2".to_string(), "read".to_string()), ("c1".into(), "read".into())]);
+    assert_eq!(store.find_changes(&older, 1).await.unwrap().len(), 1);
+    let typed = ChangeFilter { kind: Some("customer.updated".into()), ..Default::default() };
+    assert_eq!(store.find_changes(&typed, 10).await.unwrap().len(), 1);
+    let since = ChangeFilter { since: Some(changes[1].committed_at.clone()), ..Default::default() };
+    assert_eq!(store.find_changes(&since, 10).await.unwrap().len(), 3);
+    let until = ChangeFilter { until: Some(changes[0].committed_at.clone()), ..Default::default() };
+    assert!(store.find_changes(&until, 10).await.unwrap().is_empty());
+    let none = ChangeFilter { source: Some("other".into()), ..Default::default() };
+    assert!(store.find_changes(&none, 10).await.unwrap().is_empty());
 }
 
 pub async fn apps_are_found_by_token_hash_until_revoked(store: Arc<dyn Store>) {

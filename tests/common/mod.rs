@@ -145,6 +145,15 @@ pub async fn get_json(url: &str) -> Option<Value> {
     http().get(url).send().await.ok()?.json().await.ok()
 }
 
+/// GET with a bearer token; `Null` when it cannot be read.
+pub async fn get_json_as(url: &str, token: &str) -> Value {
+    let response = http().get(url).bearer_auth(token).send().await;
+    match response {
+        Ok(response) => response.json().await.unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    }
+}
+
 pub async fn post_json(url: &str, body: Value) -> Value {
     let response = http().post(url).json(&body).send().await.expect("post");
     assert!(response.status().is_success(), "POST {url}: {}", response.status());

@@ -14,6 +14,7 @@
 
 mod apply;
 mod changes;
+mod controls;
 mod lease;
 mod ledger;
 mod mirror;
@@ -30,7 +31,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio_postgres::NoTls;
 
-use self::notify::{AbortOnDrop, channel, listen, queue_channel};
+use self::notify::{AbortOnDrop, channel, controls_channel, listen, queue_channel};
 use super::ident::{self, quote};
 use super::migrate as migrations;
 use super::{Applied, Batch, ChangeCursor, ChangePage, DeadLetter, ErrorKind, Lease, MirrorRow, Options, Store, StoreError};
@@ -47,6 +48,8 @@ pub struct PgStore {
     commits: Arc<watch::Sender<u64>>,
     /// Bumped on every fan-out that added queue events, here or elsewhere.
     queue_events: Arc<watch::Sender<u64>>,
+    /// Bumped when a control row changes, here or elsewhere.
+    controls: Arc<watch::Sender<u64>>,
     /// The LISTEN task; stopped with the store.
     _listener: AbortOnDrop,
 }
@@ -118,8 +121,13 @@ impl PgStore {
         let config = parse_config(options)?;
         let manager = Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager).max_size(options.pool_size.max(2)).build().map_err(|e| pg_other(e.to_string()))?;
-        let (commits, queue_events) = (Arc::new(watch::Sender::new(0)), Arc::new(watch::Sender::new(0)));
-        let channels = vec![(channel(&options.schema), commits.clone()), (queue_channel(&options.schema), queue_events.clone())];
+        let (commits, queue_events, controls) =
+            (Arc::new(watch::Sender::new(0)), Arc::new(watch::Sender::new(0)), Arc::new(watch::Sender::new(0)));
+        let channels = vec![
+            (channel(&options.schema), commits.clone()),
+            (queue_channel(&options.schema), queue_events.clone()),
+            (controls_channel(&options.schema), controls.clone()),
+        ];
         let listener = tokio::spawn(listen(config.clone(), channels));
         let store = PgStore {
             pool,
@@ -129,20 +137,35 @@ impl PgStore {
             batches: tokio::sync::Semaphore::new(apply::CONCURRENT_BATCHES),
             commits,
             queue_events,
+            controls,
             _listener: AbortOnDrop(listener),
         };
         store.migrate().await.map_err(|e| StoreError::Open { path: describe(&store.config), reason: e.to_string() })?;
         Ok(store)
     }
 
-    /// Store where a change-log reader (a sink, the queue fan-out) stands.
-    async fn save_cursor(&self, tx: &deadpool_postgres::Transaction<'_>, reader: &str, cursor: ChangeCursor) -> Result<(), StoreError> {
+    /// Store where a change-log reader (a sink, the queue fan-out) stands, if
+    /// its position is still at `epoch` (a rewind moves it on): otherwise
+    /// [`StoreError::Raced`], and the transaction must not commit.
+    async fn save_cursor(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        reader: &str,
+        epoch: i64,
+        cursor: ChangeCursor,
+    ) -> Result<(), StoreError> {
         let sql = format!(
-            "INSERT INTO {} (sink, cursor, updated_at) VALUES ($1, $2, now())
-             ON CONFLICT (sink) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+            "INSERT INTO {0} (sink, cursor, updated_at, epoch) VALUES ($1, $2, now(), $3)
+             ON CONFLICT (sink) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at
+             WHERE {0}.epoch = excluded.epoch",
             self.t("tributary_sink_cursors")
         );
-        tx.execute(&sql, &[&reader, &cursor.to_string()]).await.map_err(pg)?;
+        let saved = tx.execute(&sql, &[&reader, &cursor.to_string(), &epoch]).await.map_err(pg)?;
+        if saved == 0 {
+            return Err(StoreError::Raced(format!(
+                "the cursor of '{reader}' was rewound meanwhile; the batch is delivered again from there"
+            )));
+        }
         Ok(())
     }
 
@@ -257,21 +280,21 @@ impl Store for PgStore {
         Ok(row.and_then(|r| ChangeCursor::parse(r.get(0))))
     }
 
-    async fn advance_sink(&self, sink: &str, cursor: ChangeCursor, dead: Vec<DeadLetter>) -> Result<(), StoreError> {
+    async fn advance_sink(&self, sink: &str, epoch: i64, cursor: ChangeCursor, dead: Vec<DeadLetter>) -> Result<(), StoreError> {
         let mut client = self.pool.get().await.map_err(pg)?;
         let tx = client.transaction().await.map_err(pg)?;
         for letter in &dead {
             tx.execute(
                 &format!(
-                    "INSERT INTO {} (sink, change_id, error, envelope) VALUES ($1, $2, $3, $4::text::json)",
+                    "INSERT INTO {} (sink, change_id, error, envelope, attempts) VALUES ($1, $2, $3, $4::text::json, $5)",
                     self.t("tributary_dead_letters")
                 ),
-                &[&sink, &letter.change_id, &letter.error, &letter.envelope],
+                &[&sink, &letter.change_id, &letter.error, &letter.envelope, &(letter.attempts as i32)],
             )
             .await
             .map_err(pg)?;
         }
-        self.save_cursor(&tx, sink, cursor).await?;
+        self.save_cursor(&tx, sink, epoch, cursor).await?;
         tx.commit().await.map_err(pg)
     }
 

@@ -29,6 +29,11 @@ pub(super) fn queue_channel(schema: &str) -> String {
     format!("tributary_queues_{schema}")
 }
 
+/// The NOTIFY channel of a schema's control rows.
+pub(super) fn controls_channel(schema: &str) -> String {
+    format!("tributary_controls_{schema}")
+}
+
 /// Follow commits made by any process: LISTEN on a dedicated connection,
 /// reconnecting after errors (readers also poll slowly as a safety net).
 /// Each channel bumps its own counter.

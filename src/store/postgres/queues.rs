@@ -241,7 +241,7 @@ impl QueueStore for PgStore {
             let statement = tx.prepare_cached(&sql).await.map_err(pg)?;
             added += tx.execute(&statement, &[&queue_ids, &seqs, &times]).await.map_err(pg)?;
         }
-        self.save_cursor(&tx, FANOUT_READER, cursor).await?;
+        self.save_cursor(&tx, FANOUT_READER, 0, cursor).await?;
         if added > 0 {
             tx.execute("SELECT pg_notify($1, '')", &[&queue_channel(&self.schema)]).await.map_err(pg)?;
         }

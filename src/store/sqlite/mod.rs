@@ -10,6 +10,7 @@
 
 mod apply;
 mod changes;
+mod controls;
 mod lease;
 mod ledger;
 mod mirror;
@@ -39,6 +40,9 @@ pub struct SqliteStore {
     commits: watch::Receiver<u64>,
     /// Bumped after a fan-out added queue events.
     queue_events: Arc<watch::Sender<u64>>,
+    /// Bumped after a control row changed in this process (another process
+    /// writing to the file is heard by polling).
+    controls: Arc<watch::Sender<u64>>,
 }
 
 /// Open a connection; `cache_kib` is its page cache.
@@ -99,6 +103,7 @@ impl SqliteStore {
             bookkeeping: Arc::new(Mutex::new(bookkeeping)),
             commits,
             queue_events: Arc::new(watch::Sender::new(0)),
+            controls: Arc::new(watch::Sender::new(0)),
         })
     }
 
@@ -121,13 +126,20 @@ impl SqliteStore {
     }
 }
 
-/// Store where a change-log reader (a sink, the queue fan-out) stands.
-fn save_cursor(conn: &Connection, reader: &str, cursor: ChangeCursor, now: &str) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO tributary_sink_cursors (sink, cursor, updated_at) VALUES (?1, ?2, ?3)
-         ON CONFLICT (sink) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
-    )?
-    .execute(params![reader, cursor.to_string(), now])?;
+/// Store where a change-log reader (a sink, the queue fan-out) stands, if
+/// its position is still at `epoch` (a rewind moves it on): otherwise
+/// [`StoreError::Raced`], and nothing of the transaction may commit.
+fn save_cursor(conn: &Connection, reader: &str, epoch: i64, cursor: ChangeCursor, now: &str) -> Result<(), StoreError> {
+    let saved = conn
+        .prepare_cached(
+            "INSERT INTO tributary_sink_cursors (sink, cursor, updated_at, epoch) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (sink) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at
+             WHERE tributary_sink_cursors.epoch = excluded.epoch",
+        )?
+        .execute(params![reader, cursor.to_string(), now, epoch])?;
+    if saved == 0 {
+        return Err(StoreError::Raced(format!("the cursor of '{reader}' was rewound meanwhile; the batch is delivered again from there")));
+    }
     Ok(())
 }
 
@@ -222,18 +234,19 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn advance_sink(&self, sink: &str, cursor: ChangeCursor, dead: Vec<DeadLetter>) -> Result<(), StoreError> {
+    async fn advance_sink(&self, sink: &str, epoch: i64, cursor: ChangeCursor, dead: Vec<DeadLetter>) -> Result<(), StoreError> {
         let sink = sink.to_string();
         Self::with(&self.bookkeeping, move |conn| {
             let now = super::timestamp(chrono::Utc::now());
             immediate(conn, || {
                 for letter in &dead {
                     conn.prepare_cached(
-                        "INSERT INTO tributary_dead_letters (sink, change_id, error, envelope, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        "INSERT INTO tributary_dead_letters (sink, change_id, error, envelope, created_at, attempts)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )?
-                    .execute(params![sink, letter.change_id, letter.error, letter.envelope, now])?;
+                    .execute(params![sink, letter.change_id, letter.error, letter.envelope, now, letter.attempts])?;
                 }
-                save_cursor(conn, &sink, cursor, &now)
+                save_cursor(conn, &sink, epoch, cursor, &now)
             })
         })
         .await

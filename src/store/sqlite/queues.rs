@@ -281,7 +281,7 @@ impl QueueStore for SqliteStore {
                 for e in &entries {
                     added += insert.execute(params![e.queue_id, e.change_seq, e.committed_at])?;
                 }
-                save_cursor(conn, crate::store::queues::FANOUT_READER, cursor, &now())?;
+                save_cursor(conn, crate::store::queues::FANOUT_READER, 0, cursor, &now())?;
                 Ok(added)
             })
         })
