@@ -80,6 +80,7 @@ pub async fn serve_api(store: Arc<dyn Store>, config: &str) -> anyhow::Result<St
         writes,
         tokens: Default::default(),
         controls: tributary::control::fixed(Default::default()),
+        console: tributary::console::Monitor::new(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);

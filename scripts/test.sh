@@ -3,7 +3,8 @@
 # TRIBUTARY_TEST_PG names another server), Redis (6379), NATS JetStream
 # (4222) and a Kafka-compatible broker (tansu, 19092, stopped afterwards)
 # available, installs the Python and Node packages the tests run (the
-# official Stripe libraries, a Standard Webhooks verifier), then runs every
+# official Stripe libraries, a Standard Webhooks verifier, playwright-core)
+# and Debian's chromium for the console's browser test, then runs every
 # Rust test.
 # Extra arguments go to `cargo test`.
 set -euo pipefail
@@ -14,8 +15,10 @@ if [ -z "${TRIBUTARY_TEST_PG:-}" ]; then
     bash scripts/ensure-postgres.sh
 fi
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r tests/clients/requirements.txt
-# the official Stripe Node library, pinned by tests/clients/package-lock.json
+# the official Stripe Node library and playwright-core, pinned by
+# tests/clients/package-lock.json; the browser it drives is Debian's chromium
 npm ci --prefix tests/clients --no-audit --no-fund --loglevel=error
+bash scripts/ensure-browser.sh
 # a pid file left by an earlier run names a broker this run did not start:
 # forget it, so only a broker started now is stopped at the end
 rm -f /tmp/tributary-tansu.pid

@@ -116,7 +116,9 @@ impl Engine {
             writes: writes.clone(),
             tokens: Arc::new(tokens),
             controls,
+            console: crate::console::Monitor::new(),
         };
+        tasks.spawn(state.console.clone().run(state.clone()));
         let ttl = Duration::from_secs(config.writes.idempotency_ttl_hours.saturating_mul(3_600));
         tasks.spawn(crate::write::maintenance::run(writes, ttl));
         tasks.spawn(crate::source::record_lag_forever(registry.clone()));

@@ -15,6 +15,7 @@
 //!   completer, reaper)
 //! - [`api`]: health, metrics, source and sink status, the `/wait` barrier,
 //!   apps and queues, writes, and the Stripe-compatible path
+//! - [`console`]: the pages at `/`, the live overview and its history
 //! - [`control`]: operators' requests (pause, resume, rewind, redrive,
 //!   discard), stored and applied by whichever process runs the target
 //! - [`engine`]: wires config, store, sources and API together
@@ -31,6 +32,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod control;
 pub mod delivery;
 pub mod engine;

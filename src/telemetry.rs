@@ -14,13 +14,18 @@ use tracing_subscriber::EnvFilter;
 
 /// Install the log subscriber once; `default_level` applies unless
 /// `RUST_LOG` says otherwise.
+/// Every line that names a source or sink is also kept for the console
+/// ([`crate::console::logbook`]).
 pub fn init_logging(default_level: &str) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    let registry = tracing_subscriber::registry().with(filter).with(crate::console::logbook::Layer);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stdout);
     let _ = if std::io::stdout().is_terminal() {
-        builder.compact().try_init()
+        registry.with(fmt.compact()).try_init()
     } else {
-        builder.json().flatten_event(true).with_current_span(false).with_span_list(false).try_init()
+        registry.with(fmt.json().flatten_event(true).with_current_span(false).with_span_list(false)).try_init()
     };
 }
 

@@ -220,6 +220,18 @@ async fn every_route_answers_as_the_openapi_document_says() {
     assert_eq!((status, log["changes"].as_array().map(Vec::len)), (200, Some(2)), "{log}");
     assert_eq!(api.call(Method::GET, "/v1/changes?since=yesterday", admin, &[], None).await.0, 400);
 
+    // the console's own routes
+    let (status, overview) = api.call(Method::GET, "/v1/console/overview", admin, &[], None).await;
+    assert_eq!(status, 200);
+    assert!(overview["sinks"].as_array().is_some_and(|s| s.iter().any(|s| s["name"] == "hook")), "{overview}");
+    assert_eq!(api.call(Method::GET, "/v1/console/history", admin, &[], None).await.0, 200);
+    assert_eq!(api.call(Method::GET, "/v1/console/apps", admin, &[], None).await.1["apps"].as_array().map(Vec::len), Some(3));
+    assert_eq!(api.call(Method::GET, "/v1/console/overview", None, &[], None).await.0, 401);
+    assert_eq!(api.call(Method::GET, "/v1/sources/stripe/logs", admin, &[], None).await.0, 200);
+    assert_eq!(api.call(Method::GET, "/v1/sinks/hook/logs", admin, &[], None).await.0, 200);
+    assert_eq!(api.call(Method::GET, "/v1/sinks/nope/logs", admin, &[], None).await.0, 404);
+    assert_eq!(api.call(Method::GET, "/v1/sources/nope/logs", admin, &[], None).await.0, 404);
+
     // every operation of the document answered a success here
     let succeeded: std::collections::BTreeSet<(String, String)> =
         api.conformance.seen().into_iter().filter(|(_, _, status)| (200..300).contains(status)).map(|(m, t, _)| (m, t)).collect();

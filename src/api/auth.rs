@@ -24,6 +24,11 @@ impl Tokens {
         Tokens { admin_hash: admin.map(queue::token_hash), read_hash: read.map(queue::token_hash) }
     }
 
+    /// Whether the admin routes (and the console) are on.
+    pub fn admin_enabled(&self) -> bool {
+        self.admin_hash.is_some()
+    }
+
     fn is_admin(&self, token: Option<&str>) -> bool {
         matches!((&self.admin_hash, token), (Some(expected), Some(token)) if queue::token_hash(token) == *expected)
     }

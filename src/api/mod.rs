@@ -13,12 +13,13 @@ mod extract;
 mod openapi;
 pub mod queues;
 mod stripe;
-mod views;
+pub mod views;
 mod writes;
 
 pub use auth::Tokens;
 pub use control::change_filter;
 pub use extract::MAX_BODY_BYTES;
+pub(crate) use queues::subscription_view;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,8 +34,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use self::auth::{Admin, Reader};
-use self::extract::{Param, QueryParams};
+pub(crate) use self::auth::Admin;
+use self::auth::Reader;
+pub(crate) use self::extract::Param;
+use self::extract::QueryParams;
 use self::views::{ErrorBody, ErrorDetail, Health, HealthStatus, ReconcileAsked, SinkView, Sinks, SourceView, Sources, Waited};
 use crate::delivery::SinkStatus;
 use crate::source::Registry;
@@ -58,6 +61,8 @@ pub struct AppState {
     pub tokens: Arc<Tokens>,
     /// The operators' requests as this process last read them.
     pub controls: tokio::sync::watch::Receiver<Arc<crate::control::Controls>>,
+    /// The console's live overview and history.
+    pub console: Arc<crate::console::Monitor>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +133,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(reconcile))
         .routes(routes!(sinks))
         .merge(control::routes())
+        .merge(crate::console::routes())
         .merge(queues::routes())
         .merge(writes::routes())
         .merge(stripe::routes())
@@ -143,6 +149,7 @@ pub fn router(state: AppState) -> Router {
     let document = Arc::new(openapi::finish(document));
     router
         .route("/openapi.json", get(move || std::future::ready(Json((*document).clone()))))
+        .merge(crate::console::pages())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -176,10 +183,16 @@ async fn metrics(_: Reader, State(state): State<AppState>) -> String {
 /// Every source: phase, cursor, lag, objects per type, per-account progress.
 #[utoipa::path(get, path = "/v1/sources", security(("readToken" = [])), responses((status = 200, body = Sources)))]
 async fn sources(_: Reader, State(state): State<AppState>) -> Result<Json<Sources>, ApiError> {
+    let sources = source_views(&state).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(Sources { sources }))
+}
+
+/// Every source as `/v1/sources` (and the console) shows it.
+pub(crate) async fn source_views(state: &AppState) -> Result<Vec<SourceView>, crate::store::StoreError> {
     let mut out = Vec::new();
     for source in state.registry.all() {
-        let objects = state.store.object_counts(&source.name).await.map_err(|e| ApiError::Internal(e.to_string()))?;
-        let parked_events = state.store.parked_count(&source.name).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+        let objects = state.store.object_counts(&source.name).await?;
+        let parked_events = state.store.parked_count(&source.name).await?;
         let accounts: Vec<_> = source.scopes().iter().map(|s| s.snapshot()).collect();
         let cursor = accounts.iter().find(|s| s.account.is_none()).and_then(|s| s.cursor.clone());
         out.push(SourceView {
@@ -196,7 +209,7 @@ async fn sources(_: Reader, State(state): State<AppState>) -> Result<Json<Source
             paused: state.controls.borrow().paused(Target::Source, &source.name),
         });
     }
-    Ok(Json(Sources { sources: out }))
+    Ok(out)
 }
 
 /// Changes counted at most when reporting a sink's lag.
@@ -206,21 +219,33 @@ const LAG_COUNT_MAX: usize = 10_000;
 /// error, dead letters.
 #[utoipa::path(get, path = "/v1/sinks", security(("readToken" = [])), responses((status = 200, body = Sinks)))]
 async fn sinks(_: Reader, State(state): State<AppState>) -> Result<Json<Sinks>, ApiError> {
-    let internal = |e: crate::store::StoreError| ApiError::Internal(e.to_string());
+    let sinks = sink_views(&state).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(Sinks { sinks }))
+}
+
+/// Every sink and the queue fan-out as `/v1/sinks` (and the console) shows
+/// them. A sink this process stands by for is measured from its stored
+/// cursor.
+pub(crate) async fn sink_views(state: &AppState) -> Result<Vec<SinkView>, crate::store::StoreError> {
+    let controls = state.controls.borrow().clone();
     let mut out = Vec::new();
     for sink in state.sinks.iter() {
-        let dead_letters = state.store.dead_letter_count(&sink.name).await.map_err(internal)?;
+        let dead_letters = state.store.dead_letter_count(&sink.name).await?;
         let (mut lag_changes, mut lag_ms) = (None, None);
-        let controls = state.controls.borrow().clone();
-        if let Some(cursor) = sink.cursor() {
-            // the backlog is read, not estimated: exact up to LAG_COUNT_MAX
-            let backlog = state.store.changes_after(cursor, LAG_COUNT_MAX).await.map_err(internal)?;
-            let oldest = backlog.changes.first().and_then(|c| chrono::DateTime::parse_from_rfc3339(&c.committed_at).ok());
-            lag_changes = Some(backlog.changes.len() as u64);
+        let snapshot = sink.snapshot();
+        let cursor = match snapshot.role {
+            Role::Owner => sink.cursor(),
+            Role::Standby => Some(state.store.sink_position(&sink.name).await?.cursor),
+        };
+        if let Some(cursor) = cursor {
+            // counted, not estimated: exact up to LAG_COUNT_MAX
+            let backlog = state.store.backlog(cursor, LAG_COUNT_MAX).await?;
+            let oldest = backlog.oldest_committed_at.and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok());
+            lag_changes = Some(backlog.count);
             lag_ms = Some(oldest.map_or(0, |t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_milliseconds().max(0) as u64));
         }
         out.push(SinkView {
-            status: sink.snapshot(),
+            status: snapshot,
             dead_letters,
             lag_changes,
             lag_ms,
@@ -228,7 +253,7 @@ async fn sinks(_: Reader, State(state): State<AppState>) -> Result<Json<Sinks>, 
             rewind_pending: controls.rewind_to(&sink.name).is_some(),
         });
     }
-    Ok(Json(Sinks { sinks: out }))
+    Ok(out)
 }
 
 /// Read-after-write barrier: answers once a poll of the upstream that

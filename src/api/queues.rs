@@ -223,7 +223,7 @@ struct NewSubscription {
     from: Option<From>,
 }
 
-fn subscription_view(s: &Subscription) -> SubscriptionView {
+pub(crate) fn subscription_view(s: &Subscription) -> SubscriptionView {
     SubscriptionView { code: s.code.clone(), event_type: s.event_type.clone(), account: s.account.clone(), active: true }
 }
 

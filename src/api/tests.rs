@@ -40,6 +40,7 @@ async fn app_with(per_sec: u32, tokens: Tokens) -> (tempfile::TempDir, Router, A
         writes,
         tokens,
         controls: crate::control::fixed(Default::default()),
+        console: crate::console::Monitor::new(),
     };
     (dir, router(state), store)
 }
@@ -586,4 +587,45 @@ async fn write_params_come_as_json_or_as_stripe_form_encoding() {
     assert!(extract::Params::from_request(request, &()).await.unwrap().0.is_empty());
     let request = Request::post("/").header("content-type", "application/json").body(Body::from("email=a")).unwrap();
     assert!(matches!(extract::Params::from_request(request, &()).await, Err(ApiError::BadRequest(_))));
+}
+
+/// The console's page, script and styles are served from the binary: the
+/// page forbids anything but its own assets and says whether the admin API
+/// is on; the live stream needs the admin token.
+#[tokio::test]
+async fn the_console_is_served_from_the_binary_and_its_stream_needs_the_admin_token() {
+    let (_dir, app, _) = app_and_store().await;
+    let get = |uri: &str, token: Option<&str>| {
+        let mut request = Request::builder().uri(uri);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        app.clone().oneshot(request.body(Body::empty()).unwrap())
+    };
+    let page = get("/", None).await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'") && csp.contains("connect-src 'self'"), "{csp}");
+    let html = String::from_utf8(axum::body::to_bytes(page.into_body(), 1 << 20).await.unwrap().to_vec()).unwrap();
+    assert!(html.contains(r#"data-admin="on""#) && html.contains(r#"src="/console/app.js""#), "{html}");
+    for (asset, kind) in [("/console/app.js", "text/javascript"), ("/console/app.css", "text/css")] {
+        let response = get(asset, None).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.headers()["content-type"].to_str().unwrap().starts_with(kind));
+    }
+    assert_eq!(get("/v1/console/events", None).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let stream = get("/v1/console/events", Some("admin-secret")).await.unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let mut body = stream.into_body().into_data_stream();
+    let first = futures::StreamExt::next(&mut body).await.unwrap().unwrap();
+    let first = String::from_utf8_lossy(&first);
+    assert!(first.starts_with("event: overview\ndata: {"), "{first}");
+
+    // without an admin token the page says how to turn the console on
+    let (_dir, off, _) = app_with(1_000, Tokens::new(None, None)).await;
+    let page = off.oneshot(Request::builder().uri("/").body(Body::empty()).unwrap()).await.unwrap();
+    let html = String::from_utf8(axum::body::to_bytes(page.into_body(), 1 << 20).await.unwrap().to_vec()).unwrap();
+    assert!(html.contains(r#"data-admin="off""#));
 }

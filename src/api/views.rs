@@ -105,10 +105,10 @@ pub struct SinkView {
     pub status: SinkSnapshot,
     /// Dead letters kept for this sink (all processes).
     pub dead_letters: u64,
-    /// Changes committed but not yet delivered (exact up to 10,000); null
-    /// while this process has no cursor for the sink.
+    /// Changes committed but not yet delivered (exact up to 10,000), from
+    /// this process's cursor, or the stored one while another runs the sink.
     pub lag_changes: Option<u64>,
-    /// Age of the oldest undelivered change; null without a cursor.
+    /// Age of the oldest undelivered change.
     pub lag_ms: Option<u64>,
     /// Held by an operator: nothing is delivered until it is resumed.
     pub paused: bool,

@@ -21,6 +21,9 @@ use crate::store::queues::{AppKind, PLATFORM};
 use crate::telemetry;
 
 const KEY_ENV: &str = "TRIBUTARY_DEMO_STRIPE_KEY";
+/// The demo's admin token (for the console and the admin routes): set
+/// here unless the environment has one.
+const ADMIN_ENV: &str = "TRIBUTARY_DEMO_ADMIN_TOKEN";
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
@@ -62,6 +65,7 @@ pub fn prepare_env(_args: &DemoArgs) {
     for (n, (_, refresh_token)) in demo_sellers().into_iter().enumerate() {
         vars.push((seller_env(n), refresh_token));
     }
+    vars.push((ADMIN_ENV.to_string(), crate::ids::random_id("adm_", 24)));
     for (var, value) in vars {
         if std::env::var_os(&var).is_none() {
             // SAFETY: called from `main` before any other thread exists
@@ -101,6 +105,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "tributary demo: simulated upstream (Stripe, shifts, marketplace) at http://{sim_addr}, engine API at http://{api}, mirroring into {}",
         args.db
     );
+    let admin_token = std::env::var(ADMIN_ENV).unwrap_or_default();
+    println!("console: http://{api}/#token={admin_token}  (opens signed in; the admin token is {admin_token})");
 
     let shutdown = async move {
         match args.duration_secs {
@@ -138,7 +144,7 @@ fn seller_env(n: usize) -> String {
 fn demo_config(args: &DemoArgs, sim: SocketAddr) -> anyhow::Result<Config> {
     let quoted = |text: &str| toml::Value::String(text.to_string()).to_string();
     let text = format!(
-        "[database]\nurl = {db}\n[api]\nlisten = {listen}\n\
+        "[database]\nurl = {db}\n[api]\nlisten = {listen}\nadmin_token_env = \"{ADMIN_ENV}\"\n\
          [[sources]]\nname = \"stripe\"\nkind = \"stripe\"\nbase_url = \"http://{sim}\"\napi_key_env = \"{KEY_ENV}\"\nrate_limit_per_sec = 5000\n\
          [[sources]]\nname = \"shifts\"\npreset = \"wheniwork\"\nbase_url = \"http://{sim}\"\nauth = {{ url = \"http://{sim}/login\" }}\n\
          sleep_period_secs = 5\ndays_prior = 14\ndays_ahead = 28\n\

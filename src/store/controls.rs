@@ -99,6 +99,15 @@ pub struct ChangeFilter {
     pub before_seq: Option<i64>,
 }
 
+/// What a change-log reader has still to read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Changes after the cursor, counted up to the asked maximum.
+    pub count: u64,
+    /// RFC 3339: when the oldest of them was committed.
+    pub oldest_committed_at: Option<String>,
+}
+
 /// The outcome of one redriven dead letter, recorded by the sink's owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Redriven {
@@ -139,6 +148,9 @@ pub trait ControlStore: Send + Sync {
     async fn finish_redrive(&self, sink: &str, row: i64, outcome: Redriven) -> Result<(), StoreError>;
     /// Delete a dead letter; returns whether it existed.
     async fn discard_dead_letter(&self, sink: &str, row: i64) -> Result<bool, StoreError>;
+    /// How many changes follow `cursor` (counted up to `max`), and when the
+    /// first of them was committed: a reader's backlog, without reading it.
+    async fn backlog(&self, cursor: ChangeCursor, max: usize) -> Result<Backlog, StoreError>;
     /// Changes matching `filter`, newest first.
     async fn find_changes(&self, filter: &ChangeFilter, limit: usize) -> Result<Vec<Change>, StoreError>;
     /// Bumped when a control row changes (on Postgres, in any process).

@@ -190,6 +190,27 @@ impl QueueState {
     }
 }
 
+/// A queue as its operators see it: how far behind its consumer is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct QueueDepth {
+    #[serde(skip)]
+    pub id: i64,
+    pub app_id: String,
+    pub code: String,
+    pub name: String,
+    pub created_at: String,
+    /// Events not acknowledged yet (counted up to 100,000).
+    pub depth: u64,
+    /// RFC 3339: when the oldest unacknowledged event was committed.
+    pub oldest_unacked_at: Option<String>,
+    /// Events retention deleted before they were acknowledged, not yet
+    /// reported to the consumer.
+    pub dropped: i64,
+}
+
+/// Events counted at most per queue's depth.
+pub const DEPTH_COUNT_MAX: i64 = 100_000;
+
 /// The queue side of the store (both backends).
 #[async_trait::async_trait]
 pub trait QueueStore: Send + Sync {
@@ -215,6 +236,10 @@ pub trait QueueStore: Send + Sync {
     async fn unsubscribe(&self, app_id: &str, queue: &str, code: &str) -> Result<bool, StoreError>;
     /// Every subscription of every queue (the fan-out's view).
     async fn all_subscriptions(&self) -> Result<Vec<Subscription>, StoreError>;
+    /// Every queue with its consumer's backlog, by app.
+    async fn queue_depths(&self) -> Result<Vec<QueueDepth>, StoreError>;
+    /// Every grant: (app id, account).
+    async fn all_grants(&self) -> Result<Vec<(String, String)>, StoreError>;
 
     /// In one transaction: copy the history of `replays` up to `through`
     /// (changes the fan-out already passed) into their queues, add

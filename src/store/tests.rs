@@ -540,6 +540,12 @@ pub async fn pauses_are_kept_and_the_change_log_is_filtered(store: Arc<dyn Store
     assert!(store.find_changes(&until, 10).await.unwrap().is_empty());
     let none = ChangeFilter { source: Some("other".into()), ..Default::default() };
     assert!(store.find_changes(&none, 10).await.unwrap().is_empty());
+    // a reader's backlog, counted up to a bound (of what readers can see)
+    let all = all_changes(&store, 4).await;
+    let backlog = store.backlog(changes[0].cursor, 100).await.unwrap();
+    assert_eq!((backlog.count, backlog.oldest_committed_at.as_deref()), (3, Some(changes[1].committed_at.as_str())));
+    assert_eq!(store.backlog(changes[0].cursor, 2).await.unwrap().count, 2);
+    assert_eq!(store.backlog(all[3].cursor, 100).await.unwrap(), super::controls::Backlog::default());
 }
 
 pub async fn apps_are_found_by_token_hash_until_revoked(store: Arc<dyn Store>) {

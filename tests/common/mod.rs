@@ -337,10 +337,22 @@ impl Engine {
 
     /// [`Engine::start_configured`] with env vars of its own (a restart keeps them).
     pub async fn start_configured_env(dir: &Path, db: Db, body: &str, env: Vec<(String, String)>) -> Engine {
+        let (config, port) = Self::configure(dir, &db, body);
+        Self::start_env(dir, config, db, port, env).await
+    }
+
+    /// Write the config [`Engine::start_configured`] would, without starting
+    /// anything (to run a command on it first): its path and API port.
+    pub fn configure(dir: &Path, db: &Db, body: &str) -> (PathBuf, u16) {
         let port = free_port();
         let config = dir.join(format!("tributary-{port}.toml"));
         std::fs::write(&config, format!("{}[api]\nlisten = \"127.0.0.1:{port}\"\n{body}\n", db.toml())).unwrap();
-        Self::start_env(dir, config, db, port, env).await
+        (config, port)
+    }
+
+    /// Start an engine on a config [`Engine::configure`] wrote.
+    pub async fn start_configured_at(dir: &Path, db: Db, config: PathBuf, port: u16) -> Engine {
+        Self::start_env(dir, config, db, port, Vec::new()).await
     }
 
     /// `GET /v1/sources/{source}/wait`: answers once a run of the source that

@@ -8,7 +8,9 @@ use tokio_postgres::types::ToSql;
 use super::changes::{CHANGE_COLUMNS, micros_timestamp, read_change};
 use super::notify::controls_channel;
 use super::{PgStore, pg, pg_other};
-use crate::store::controls::{ChangeFilter, Control, ControlStore, Redriven, SinkPosition, StoredDeadLetter, Target, dead_letter_id};
+use crate::store::controls::{
+    Backlog, ChangeFilter, Control, ControlStore, Redriven, SinkPosition, StoredDeadLetter, Target, dead_letter_id,
+};
 use crate::store::{Change, ChangeCursor, StoreError};
 
 const DEAD_LETTER_COLUMNS: &str = "id, change_id, error, attempts::int8, envelope::text,
@@ -210,6 +212,19 @@ impl ControlStore for PgStore {
         let client = self.pool.get().await.map_err(pg)?;
         let sql = format!("DELETE FROM {} WHERE sink = $1 AND id = $2", self.t("tributary_dead_letters"));
         Ok(client.execute(&sql, &[&sink, &row]).await.map_err(pg)? > 0)
+    }
+
+    async fn backlog(&self, cursor: ChangeCursor, max: usize) -> Result<Backlog, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        // what a reader can see: below the oldest running transaction
+        let visible = "(xid, id) > ($1::text::xid8, $2) AND xid < pg_snapshot_xmin(pg_current_snapshot())";
+        let changes = self.t("tributary_changes");
+        let count = format!("SELECT count(*) FROM (SELECT 1 FROM {changes} WHERE {visible} LIMIT $3) AS b");
+        let row = client.query_one(&count, &[&cursor.xid.to_string(), &cursor.seq, &(max as i64)]).await.map_err(pg)?;
+        let oldest =
+            format!("SELECT (extract(epoch FROM committed_at) * 1000000)::int8 FROM {changes} WHERE {visible} ORDER BY xid, id LIMIT 1");
+        let first = client.query_opt(&oldest, &[&cursor.xid.to_string(), &cursor.seq]).await.map_err(pg)?;
+        Ok(Backlog { count: row.get::<_, i64>(0) as u64, oldest_committed_at: first.map(|r| micros_timestamp(r.get(0))) })
     }
 
     async fn find_changes(&self, filter: &ChangeFilter, limit: usize) -> Result<Vec<Change>, StoreError> {

@@ -9,7 +9,9 @@ use tokio_postgres::Row;
 use super::changes::{CHANGE_COLUMNS, micros_timestamp, read_change};
 use super::notify::queue_channel;
 use super::{PgStore, pg};
-use crate::store::queues::{Ack, App, AppKind, Entry, FANOUT_READER, PullOutcome, Pulled, Queue, QueueState, QueueStore, Subscription};
+use crate::store::queues::{
+    Ack, App, AppKind, DEPTH_COUNT_MAX, Entry, FANOUT_READER, PullOutcome, Pulled, Queue, QueueDepth, QueueState, QueueStore, Subscription,
+};
 use crate::store::{ChangeCursor, StoreError};
 
 const APP_COLUMNS: &str = "id, name, kind, account, (extract(epoch FROM created_at) * 1000000)::int8, revoked_at IS NOT NULL";
@@ -196,6 +198,38 @@ impl QueueStore for PgStore {
         let sql = format!("SELECT {SUBSCRIPTION_COLUMNS} FROM {} ORDER BY created_at, code", self.t("tributary_subscriptions"));
         let statement = client.prepare_cached(&sql).await.map_err(pg)?;
         Ok(client.query(&statement, &[]).await.map_err(pg)?.iter().map(read_subscription).collect())
+    }
+
+    async fn queue_depths(&self) -> Result<Vec<QueueDepth>, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let (queues, events) = (self.t("tributary_queues"), self.t("tributary_queue_events"));
+        let sql = format!(
+            "SELECT q.id, q.app_id, q.code, q.name, (extract(epoch FROM q.created_at) * 1000000)::int8, q.dropped::int8,
+                (SELECT count(*) FROM (SELECT 1 FROM {events} AS e WHERE e.queue_id = q.id AND e.id > q.acked_through LIMIT $1) AS b),
+                (SELECT (extract(epoch FROM e.committed_at) * 1000000)::int8 FROM {events} AS e
+                 WHERE e.queue_id = q.id AND e.id > q.acked_through ORDER BY e.id LIMIT 1)
+             FROM {queues} AS q ORDER BY q.app_id, q.id"
+        );
+        let rows = client.query(&sql, &[&DEPTH_COUNT_MAX]).await.map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| QueueDepth {
+                id: r.get(0),
+                app_id: r.get(1),
+                code: r.get(2),
+                name: r.get(3),
+                created_at: micros_timestamp(r.get(4)),
+                dropped: r.get(5),
+                depth: r.get::<_, i64>(6) as u64,
+                oldest_unacked_at: r.get::<_, Option<i64>>(7).map(micros_timestamp),
+            })
+            .collect())
+    }
+
+    async fn all_grants(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let sql = format!("SELECT app_id, account FROM {} ORDER BY app_id, account", self.t("tributary_app_grants"));
+        Ok(client.query(&sql, &[]).await.map_err(pg)?.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     async fn fan_out(

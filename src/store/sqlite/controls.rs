@@ -7,7 +7,9 @@ use tokio::sync::watch;
 
 use super::changes::{CHANGE_COLUMNS, read_change};
 use super::{SqliteStore, immediate};
-use crate::store::controls::{ChangeFilter, Control, ControlStore, Redriven, SinkPosition, StoredDeadLetter, Target, dead_letter_id};
+use crate::store::controls::{
+    Backlog, ChangeFilter, Control, ControlStore, Redriven, SinkPosition, StoredDeadLetter, Target, dead_letter_id,
+};
 use crate::store::{Change, ChangeCursor, StoreError, timestamp};
 
 fn now() -> String {
@@ -234,6 +236,21 @@ impl ControlStore for SqliteStore {
         let sink = sink.to_string();
         Self::with(&self.bookkeeping, move |conn| {
             Ok(conn.execute("DELETE FROM tributary_dead_letters WHERE sink = ?1 AND id = ?2", params![sink, row])? > 0)
+        })
+        .await
+    }
+
+    async fn backlog(&self, cursor: ChangeCursor, max: usize) -> Result<Backlog, StoreError> {
+        self.read(move |conn| {
+            let count: i64 = conn.query_row(
+                "SELECT count(*) FROM (SELECT 1 FROM tributary_changes WHERE id > ?1 LIMIT ?2)",
+                params![cursor.seq, max as i64],
+                |r| r.get(0),
+            )?;
+            let oldest: Option<String> = conn
+                .query_row("SELECT committed_at FROM tributary_changes WHERE id > ?1 ORDER BY id LIMIT 1", [cursor.seq], |r| r.get(0))
+                .optional()?;
+            Ok(Backlog { count: count as u64, oldest_committed_at: oldest })
         })
         .await
     }

@@ -6,7 +6,9 @@ use tokio::sync::watch;
 
 use super::changes::{CHANGE_COLUMNS, read_change};
 use super::{SqliteStore, immediate, save_cursor};
-use crate::store::queues::{Ack, App, AppKind, Entry, PullOutcome, Pulled, Queue, QueueState, QueueStore, Subscription};
+use crate::store::queues::{
+    Ack, App, AppKind, DEPTH_COUNT_MAX, Entry, PullOutcome, Pulled, Queue, QueueDepth, QueueState, QueueStore, Subscription,
+};
 use crate::store::{ChangeCursor, StoreError, timestamp};
 
 fn now() -> String {
@@ -346,6 +348,40 @@ impl QueueStore for SqliteStore {
                     conn.execute("DELETE FROM tributary_queue_events WHERE id IN (SELECT id FROM purged_queue_events)", [])? as u64;
                 Ok((deleted, dropped.into_iter().map(|(code, _, count)| (code, count)).collect()))
             })
+        })
+        .await
+    }
+
+    async fn queue_depths(&self) -> Result<Vec<QueueDepth>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT q.id, q.app_id, q.code, q.name, q.created_at, q.dropped,
+                    (SELECT count(*) FROM (SELECT 1 FROM tributary_queue_events AS e WHERE e.queue_id = q.id AND e.id > q.acked_through LIMIT ?1)),
+                    (SELECT e.committed_at FROM tributary_queue_events AS e WHERE e.queue_id = q.id AND e.id > q.acked_through ORDER BY e.id LIMIT 1)
+                 FROM tributary_queues AS q ORDER BY q.app_id, q.id",
+            )?;
+            let rows = stmt.query_map([DEPTH_COUNT_MAX], |r| {
+                Ok(QueueDepth {
+                    id: r.get(0)?,
+                    app_id: r.get(1)?,
+                    code: r.get(2)?,
+                    name: r.get(3)?,
+                    created_at: r.get(4)?,
+                    dropped: r.get(5)?,
+                    depth: r.get::<_, i64>(6)? as u64,
+                    oldest_unacked_at: r.get(7)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn all_grants(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT app_id, account FROM tributary_app_grants ORDER BY app_id, account")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
     }

@@ -1,0 +1,105 @@
+//! The recent log lines of each source and sink, kept in memory for the
+//! console: a `tracing` layer files every event that names a `source` or a
+//! `sink` under it (the supervisor names a sink `sink:NAME`), the newest
+//! [`KEPT`] per name.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::OnceLock;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use tracing::field::{Field, Visit};
+use tracing_subscriber::layer::Context;
+
+/// Lines kept per source or sink.
+const KEPT: usize = 200;
+
+/// One log line.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct LogLine {
+    /// RFC 3339.
+    pub at: String,
+    pub level: String,
+    /// The line's `kind`, if it has one.
+    pub kind: Option<String>,
+    pub message: String,
+    /// Every other field, as text.
+    pub fields: Vec<(String, String)>,
+}
+
+#[derive(Default)]
+struct Book {
+    lines: HashMap<String, VecDeque<LogLine>>,
+}
+
+fn book() -> &'static Mutex<Book> {
+    static BOOK: OnceLock<Mutex<Book>> = OnceLock::new();
+    BOOK.get_or_init(Default::default)
+}
+
+/// The recent lines of a source (`source:NAME`) or sink (`sink:NAME`),
+/// oldest first.
+pub fn recent(key: &str) -> Vec<LogLine> {
+    book().lock().lines.get(key).map(|lines| lines.iter().cloned().collect()).unwrap_or_default()
+}
+
+/// The layer that fills the book.
+pub struct Layer;
+
+#[derive(Default)]
+struct Fields {
+    message: String,
+    kind: Option<String>,
+    source: Option<String>,
+    sink: Option<String>,
+    rest: Vec<(String, String)>,
+}
+
+impl Fields {
+    fn record(&mut self, field: &Field, value: String) {
+        match field.name() {
+            "message" => self.message = value,
+            "kind" => self.kind = Some(value),
+            "source" => self.source = Some(value),
+            "sink" => self.sink = Some(value),
+            name => self.rest.push((name.to_string(), value)),
+        }
+    }
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.record(field, value.to_string());
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.record(field, format!("{value:?}"));
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Layer {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let key = match (&fields.sink, &fields.source) {
+            (Some(sink), _) => format!("sink:{sink}"),
+            // the supervisor names a sink by its lease, `sink:NAME`
+            (None, Some(source)) if source.starts_with("sink:") => source.clone(),
+            (None, Some(source)) => format!("source:{source}"),
+            (None, None) => return,
+        };
+        let line = LogLine {
+            at: crate::store::timestamp(chrono::Utc::now()),
+            level: event.metadata().level().to_string(),
+            kind: fields.kind,
+            message: fields.message,
+            fields: fields.rest,
+        };
+        let mut book = book().lock();
+        let lines = book.lines.entry(key).or_default();
+        if lines.len() == KEPT {
+            lines.pop_front();
+        }
+        lines.push_back(line);
+    }
+}
