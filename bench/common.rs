@@ -82,9 +82,14 @@ pub async fn serve_api(store: Arc<dyn Store>, config: &str) -> anyhow::Result<St
         controls: tributary::control::fixed(Default::default()),
         console: tributary::console::Monitor::new(),
     };
+    serve(api::router(state)).await
+}
+
+/// Serve `router` on a loopback port; its base URL.
+pub async fn serve(router: axum::Router) -> anyhow::Result<String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, api::router(state)).await });
+    tokio::spawn(async move { axum::serve(listener, router).await });
     Ok(url)
 }
 
@@ -99,4 +104,31 @@ pub async fn platform_app(store: &dyn Store) -> anyhow::Result<(String, String)>
 pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
     let at = sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)];
     (at.as_secs_f64() * 10_000.0).round() / 10.0
+}
+
+/// A `rest` source of the simulator's issue tracker: its repositories, then
+/// each one's issues, 100 a page by `Link` headers. `settings` are more
+/// keys of the source; `issues` more keys of the issue list.
+#[allow(dead_code)]
+pub fn tracker_source(name: &str, sim: &str, settings: &str, issues: &str) -> String {
+    format!(
+        r#"[[sources]]
+name = "{name}"
+kind = "rest"
+base_url = "{sim}"
+api_key_env = "REST_BENCH_TOKEN"
+paginator = {{ kind = "link_header" }}
+{settings}
+[[sources.resources]]
+name = "repo"
+path = "/orgs/acme/repos"
+[[sources.resources]]
+name = "issue"
+path = "/repos/{{owner}}/{{repo}}/issues"
+parent = "repo"
+params = {{ owner = "owner.login", repo = "name" }}
+query = {{ state = "all", per_page = "100" }}
+{issues}
+"#
+    )
 }

@@ -30,26 +30,11 @@ async fn start_sim(issues: usize) -> anyhow::Result<(String, Arc<Sim>)> {
 
 /// A source whose full refresh is due only when `full` says.
 fn runner(name: &str, sim: &str, store: Arc<dyn store::Store>) -> anyhow::Result<Runner> {
-    let text = format!(
-        r#"[[sources]]
-name = "{name}"
-kind = "rest"
-base_url = "{sim}"
-api_key_env = "REST_BENCH_TOKEN"
-paginator = {{ kind = "link_header" }}
-rate_limit_per_sec = 100000
-full_refresh_every_secs = 3600
-[[sources.resources]]
-name = "repo"
-path = "/orgs/acme/repos"
-[[sources.resources]]
-name = "issue"
-path = "/repos/{{owner}}/{{repo}}/issues"
-parent = "repo"
-params = {{ owner = "owner.login", repo = "name" }}
-query = {{ state = "all", per_page = "100" }}
-incremental = {{ param = "since", field = "updated_at", lookback_secs = 5 }}
-"#
+    let text = common::tracker_source(
+        name,
+        sim,
+        "rate_limit_per_sec = 100000\nfull_refresh_every_secs = 3600",
+        "incremental = { param = \"since\", field = \"updated_at\", lookback_secs = 5 }",
     );
     let config = Config::parse(&text, "bench.toml")?;
     let Some(SourceConfig::Rest(rest)) = config.sources.into_iter().next() else { anyhow::bail!("a rest source") };

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Build the release binaries and run the benchmarks (JSON lines on stdout):
-#   bash bench/run.sh [backfill|backfill_pg|catalogue|catalogue_pg|rate|latency|latency_100k|lag|lookback|reconcile|reconcile_lag|long_polls|delivery|queues|writes|window|rest|all]
+#   bash bench/run.sh [backfill|backfill_pg|catalogue|catalogue_pg|rate|latency|latency_100k|lag|lookback|reconcile|reconcile_lag|long_polls|delivery|queues|writes|window|rest|console|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tributary-target}"
-cargo build --release --locked --quiet --bin tributary --example changelog_read --example delivery --example queues --example writes --example window --example rest
+cargo build --release --locked --quiet --bin tributary --example changelog_read --example delivery --example queues --example writes --example window --example rest --example console
 if [ -z "${TRIBUTARY_TEST_PG:-}" ]; then
     bash scripts/ensure-postgres.sh
 fi
@@ -25,5 +25,6 @@ WHENIWORK_API_KEY=bench WHENIWORK_EMAIL=bench@example.com WHENIWORK_PASSWORD=ben
     example window "${SHIFTS:-50000}" services
 REST_BENCH_TOKEN=bench example rest "${ISSUES:-100000}"
 example writes "${WRITES:-1000}"
+example console "${CONSOLE_SOURCES:-100}"
 exec python3 bench/spine.py "$which" --bin "$CARGO_TARGET_DIR/release/tributary" \
     --reader "$CARGO_TARGET_DIR/release/examples/changelog_read"

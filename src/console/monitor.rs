@@ -1,7 +1,7 @@
-//! The console's figures over time. Every second the engine's sources and
-//! sinks are read as `/v1/sources` and `/v1/sinks` show them into an
-//! [`Overview`] for the live page; every ten seconds each series keeps a
-//! [`Point`], an hour of them, in memory.
+//! The console's figures over time. Every second while someone follows the
+//! live stream (else every ten), the engine's sources and sinks are read as
+//! `/v1/sources` and `/v1/sinks` show them into an [`Overview`]; every ten
+//! seconds each series keeps a [`Point`], an hour of them, in memory.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -133,7 +133,8 @@ impl Monitor {
         self.live.borrow().clone()
     }
 
-    /// Every overview from now on.
+    /// Every overview from now on (while one is held, the overview is read
+    /// every second).
     pub fn subscribe(&self) -> watch::Receiver<Arc<Overview>> {
         self.live.subscribe()
     }
@@ -150,11 +151,16 @@ impl Monitor {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for sample in 0u64.. {
             ticker.tick().await;
+            let point_due = sample % SAMPLES_PER_POINT == 0;
+            // nobody watches live: read only when a point is due
+            if !point_due && self.live.receiver_count() == 0 {
+                continue;
+            }
             let views = async {
                 Ok::<_, crate::store::StoreError>((crate::api::source_views(&state).await?, crate::api::sink_views(&state).await?))
             };
             match views.await {
-                Ok((sources, sinks)) => self.record(&mut rates, sources, sinks, sample % SAMPLES_PER_POINT == 0),
+                Ok((sources, sinks)) => self.record(&mut rates, sources, sinks, point_due),
                 Err(e) => tracing::warn!(kind = "console_sample_failed", error = %e, "cannot read the sources and sinks for the console"),
             }
         }

@@ -148,7 +148,7 @@ function chart(title, points) {
   const last = points[points.length - 1] || {};
   const el = h('div', { class: 'chart' },
     h('div', { class: 'title' }, h('span', {}, title),
-      h('span', {}, h('span', { class: 'muted' }, 'lag '), fmt.ms(last.lag_ms), h('span', { class: 'muted' }, ' · '), fmt.n(last.per_sec), h('span', { class: 'muted' }, '/s'))),
+      h('span', {}, h('span', { class: 'lag' }, `lag ${fmt.ms(last.lag_ms)}`), h('span', { class: 'muted' }, ' · '), h('span', { class: 'rate' }, `${fmt.n(last.per_sec)}/s`))),
     svg);
   draw(points.map((p) => p.lag_ms || 0), 'lag');
   draw(points.map((p) => p.per_sec || 0), 'rate');
