@@ -245,7 +245,11 @@ pub async fn set_paused(store: &dyn Store, target: Target, name: &str, paused: b
         (Target::Sink, true) => "sink_paused",
         (Target::Sink, false) => "sink_resumed",
     };
-    tracing::info!(kind, name, "{} {}", target.as_str(), if paused { "paused" } else { "resumed" });
+    let done = if paused { "paused; it stops within a second wherever it runs" } else { "resumed; it starts again within a second" };
+    match target {
+        Target::Source => tracing::info!(kind, source = name, "{done}"),
+        Target::Sink => tracing::info!(kind, sink = name, "{done}"),
+    }
     Ok(())
 }
 
