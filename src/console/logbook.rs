@@ -103,3 +103,36 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Layer {
         lines.push_back(line);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    #[test]
+    fn lines_are_filed_under_the_source_or_sink_they_name_the_newest_kept() {
+        let subscriber = tracing_subscriber::registry().with(Layer);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(kind = "backfill_started", source = "book_stripe", generation = 1, "backfill started");
+            tracing::warn!(kind = "delivery_retry", sink = "book_hooks", attempt = 2, "delivery failed; retrying");
+            // the supervisor names a sink by its lease
+            tracing::info!(kind = "source_acquired", source = "sink:book_hooks", "this process owns it");
+            tracing::info!(kind = "engine_started", "no source, no sink: not filed");
+            for n in 0..KEPT + 5 {
+                tracing::info!(source = "book_busy", n, "line");
+            }
+        });
+        let stripe = recent("source:book_stripe");
+        assert_eq!(stripe.len(), 1);
+        assert_eq!((stripe[0].kind.as_deref(), stripe[0].message.as_str()), (Some("backfill_started"), "backfill started"));
+        assert_eq!(stripe[0].fields, [("generation".to_string(), "1".to_string())]);
+        let hooks = recent("sink:book_hooks");
+        assert_eq!(hooks.iter().map(|l| l.kind.clone().unwrap()).collect::<Vec<_>>(), ["delivery_retry", "source_acquired"]);
+        assert_eq!(hooks[0].level, "WARN");
+        let busy = recent("source:book_busy");
+        assert_eq!(busy.len(), KEPT);
+        assert_eq!(busy[0].fields, [("n".to_string(), "5".to_string())], "the oldest went first");
+        assert!(recent("source:nothing").is_empty());
+    }
+}
