@@ -55,7 +55,8 @@ fn sink<'a>(state: &'a AppState, name: &str) -> Result<&'a str, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("no sink named '{name}'")))
 }
 
-fn source(state: &AppState, name: &str) -> Result<(), ApiError> {
+/// 404 unless a source of that name is configured.
+pub(crate) fn source(state: &AppState, name: &str) -> Result<(), ApiError> {
     state.registry.get(name).map(|_| ()).ok_or_else(|| ApiError::NotFound(format!("no source named '{name}'")))
 }
 

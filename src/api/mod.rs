@@ -18,6 +18,7 @@ mod writes;
 
 pub use auth::Tokens;
 pub use control::change_filter;
+pub(crate) use control::source as configured_source;
 pub use extract::MAX_BODY_BYTES;
 pub(crate) use queues::subscription_view;
 

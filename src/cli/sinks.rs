@@ -118,7 +118,7 @@ pub async fn run(command: SinksCommand) -> anyhow::Result<()> {
             loop {
                 let page = store.dead_letters(&name, after, 500).await?;
                 let Some(last) = page.last() else { break };
-                after = crate::store::controls::dead_letter_row(&last.id).unwrap_or(i64::MAX);
+                after = last.row;
                 for letter in &page {
                     println!("{}", serde_json::to_string(letter)?);
                 }

@@ -185,7 +185,7 @@ pub struct Logs {
     params(("name" = String, Path, description = "the source")),
     responses((status = 200, body = Logs), (status = 404, description = "no such source", body = ErrorBody)))]
 async fn source_logs(_: Admin, State(state): State<AppState>, Param(name): Param<String>) -> Result<Json<Logs>, ApiError> {
-    state.registry.get(&name).ok_or_else(|| ApiError::NotFound(format!("no source named '{name}'")))?;
+    crate::api::configured_source(&state, &name)?;
     Ok(Json(Logs { lines: logbook::recent(&format!("source:{name}")) }))
 }
 
@@ -194,6 +194,7 @@ async fn source_logs(_: Admin, State(state): State<AppState>, Param(name): Param
     params(("name" = String, Path, description = "the sink")),
     responses((status = 200, body = Logs), (status = 404, description = "no such sink", body = ErrorBody)))]
 async fn sink_logs(_: Admin, State(state): State<AppState>, Param(name): Param<String>) -> Result<Json<Logs>, ApiError> {
+    // the queue fan-out's lines too
     if !state.sinks.iter().any(|s| s.name == name) {
         return Err(ApiError::NotFound(format!("no sink named '{name}'")));
     }

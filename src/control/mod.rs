@@ -89,12 +89,6 @@ pub fn fixed(controls: Controls) -> watch::Receiver<Arc<Controls>> {
     watch::channel(Arc::new(controls)).1
 }
 
-/// Read the control rows once (for a process that only asks, like the CLI,
-/// or a test).
-pub async fn read(store: &dyn Store) -> Result<Controls, StoreError> {
-    Ok(Controls::new(store.controls().await?))
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("{0}")]
@@ -204,14 +198,7 @@ pub async fn rewind(store: &dyn Store, sink: &str, to: &RewindTo) -> Result<Rewo
 /// Ask for dead letters to be delivered again (every one of the sink's
 /// when `ids` is `None`); returns how many were marked.
 pub async fn redrive(store: &dyn Store, sink: &str, ids: Option<&[String]>) -> Result<u64, ControlError> {
-    let rows = match ids {
-        None => None,
-        Some(ids) => Some(
-            ids.iter()
-                .map(|id| dead_letter_row(id).ok_or_else(|| ControlError::Invalid(format!("'{id}' is not a dead letter id (dl_…)"))))
-                .collect::<Result<Vec<i64>, _>>()?,
-        ),
-    };
+    let rows = ids.map(|ids| ids.iter().map(|id| dead_letter(id)).collect::<Result<Vec<i64>, _>>()).transpose()?;
     let marked = store.request_redrive(sink, rows.as_deref()).await?;
     if ids.is_some_and(|ids| marked < ids.len() as u64) {
         tracing::warn!(
@@ -226,9 +213,14 @@ pub async fn redrive(store: &dyn Store, sink: &str, ids: Option<&[String]>) -> R
     Ok(marked)
 }
 
+/// The row of a dead letter id, or why it is none.
+fn dead_letter(id: &str) -> Result<i64, ControlError> {
+    dead_letter_row(id).ok_or_else(|| ControlError::Invalid(format!("'{id}' is not a dead letter id (dl_…)")))
+}
+
 /// Delete a dead letter for good.
 pub async fn discard(store: &dyn Store, sink: &str, id: &str) -> Result<(), ControlError> {
-    let row = dead_letter_row(id).ok_or_else(|| ControlError::Invalid(format!("'{id}' is not a dead letter id (dl_…)")))?;
+    let row = dead_letter(id)?;
     if !store.discard_dead_letter(sink, row).await? {
         return Err(ControlError::NotFound(format!("sink '{sink}' has no dead letter {id}")));
     }

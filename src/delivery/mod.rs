@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::control::Controls;
 use crate::sink::{self, Message, Sink, SinkConfig, SinkError};
-use crate::store::controls::{Redriven, StoredDeadLetter, dead_letter_row};
+use crate::store::controls::{Redriven, StoredDeadLetter};
 use crate::store::{ChangeCursor, DeadLetter, Role, Store, StoreError};
 
 /// Poll of the change log when no commit notification came (a safety net:
@@ -237,7 +237,6 @@ async fn redrive(
             return Ok(());
         }
         for letter in letters {
-            let row = dead_letter_row(&letter.id).unwrap_or_default();
             let outcome = match Message::from_envelope(&letter.envelope) {
                 Err(reason) => Redriven::Failed { error: format!("the stored envelope cannot be read: {reason}"), attempts: 0 },
                 Ok(message) => match send_with_retries(sink, std::slice::from_ref(&message), config, status, max_backoff).await? {
@@ -249,7 +248,7 @@ async fn redrive(
             if outcome == Redriven::Delivered {
                 status.add_delivered(1);
             }
-            store.finish_redrive(&config.name, row, outcome).await?;
+            store.finish_redrive(&config.name, letter.row, outcome).await?;
         }
     }
 }

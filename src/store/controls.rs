@@ -59,6 +59,10 @@ pub struct SinkPosition {
 pub struct StoredDeadLetter {
     /// `dl_…`
     pub id: String,
+    /// The row behind `id`.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub row: i64,
     pub change_id: String,
     /// The last error.
     pub error: String,

@@ -19,6 +19,7 @@ const DEAD_LETTER_COLUMNS: &str = "id, change_id, error, attempts::int8, envelop
 fn read_dead_letter(row: &tokio_postgres::Row) -> StoredDeadLetter {
     StoredDeadLetter {
         id: dead_letter_id(row.get(0)),
+        row: row.get(0),
         change_id: row.get(1),
         error: row.get(2),
         attempts: row.get(3),
@@ -33,6 +34,15 @@ fn parse_xid(text: &str) -> Result<u64, StoreError> {
 }
 
 impl PgStore {
+    /// Commit a change to the control rows and tell every process (this one
+    /// at once, the others by NOTIFY).
+    async fn announce(&self, tx: deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
+        tx.execute("SELECT pg_notify($1, '')", &[&controls_channel(&self.schema)]).await.map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        self.controls.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
     /// Run `sql` (a change to a control row) in a transaction that makes
     /// sure the row exists first and notifies every process on commit.
     async fn control_write(&self, target: Target, name: &str, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
@@ -45,9 +55,7 @@ impl PgStore {
         .await
         .map_err(pg)?;
         let changed = tx.execute(sql, params).await.map_err(pg)?;
-        tx.execute("SELECT pg_notify($1, '')", &[&controls_channel(&self.schema)]).await.map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
-        self.controls.send_modify(|n| *n += 1);
+        self.announce(tx).await?;
         Ok(changed)
     }
 
@@ -121,9 +129,7 @@ impl ControlStore for PgStore {
         )
         .await
         .map_err(pg)?;
-        tx.execute("SELECT pg_notify($1, '')", &[&controls_channel(&self.schema)]).await.map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
-        self.controls.send_modify(|n| *n += 1);
+        self.announce(tx).await?;
         Ok(true)
     }
 
@@ -180,9 +186,7 @@ impl ControlStore for PgStore {
         )
         .await
         .map_err(pg)?;
-        tx.execute("SELECT pg_notify($1, '')", &[&controls_channel(&self.schema)]).await.map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
-        self.controls.send_modify(|n| *n += 1);
+        self.announce(tx).await?;
         Ok(marked)
     }
 

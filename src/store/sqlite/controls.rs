@@ -26,8 +26,10 @@ fn ensure_row(conn: &Connection, target: Target, name: &str) -> Result<(), Store
 const DEAD_LETTER_COLUMNS: &str = "id, change_id, error, attempts, envelope, created_at, redrive_requested_at IS NOT NULL";
 
 fn read_dead_letter(row: &rusqlite::Row) -> rusqlite::Result<StoredDeadLetter> {
+    let id: i64 = row.get(0)?;
     Ok(StoredDeadLetter {
-        id: dead_letter_id(row.get(0)?),
+        id: dead_letter_id(id),
+        row: id,
         change_id: row.get(1)?,
         error: row.get(2)?,
         attempts: row.get(3)?,
